@@ -1,0 +1,1 @@
+"""nuro-ml-platform: Airflow provider for autonomous-vehicle ML pipelines."""

@@ -1,0 +1,22 @@
+"""Test-wide setup: an isolated Airflow home and data directory for the whole session.
+
+Airflow reads its configuration when first imported, so the environment is set here, at
+collection time, before any test module imports Airflow.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="nuro-ml-tests-"))
+os.environ.setdefault("AIRFLOW_HOME", str(_SESSION_DIR / "airflow"))
+os.environ.setdefault("NURO_ML_DATA_DIR", str(_SESSION_DIR / "data"))
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
+Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+
+pytest_plugins = ["tests.fixtures.services"]
