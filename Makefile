@@ -1,0 +1,61 @@
+# nuro-ml-platform: `make demo` runs the end-to-end pipeline, `make test` runs every check.
+# Both create the virtualenv (uv, locked) and the Terraform plugin mirror on first use.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.8
+VENV := .venv
+UV := .uv/bin/uv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PLUGIN_MIRROR := .terraform-plugins
+
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export RAY_USAGE_STATS_ENABLED := 0
+export PYTHONDONTWRITEBYTECODE := 1
+
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint typecheck unit integration e2e browser bench clean airflow-home provider-info cluster-up cluster-down
+
+setup: $(STAMP)
+
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-extras --python $(PYTHON)
+	$(BIN)/python -m nuro_ml.terraform_support.plugins $(PLUGIN_MIRROR)
+	touch $(STAMP)
+
+airflow-home: setup
+	$(BIN)/nuro-ml airflow-home
+
+demo: setup
+	$(BIN)/nuro-ml demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: setup lint
+	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: setup
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: setup
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+e2e: setup
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+provider-info: setup
+	$(BIN)/python -m nuro_ml.provider_yaml
+
+clean:
+	rm -rf .nuro .airflow $(PLUGIN_MIRROR)

@@ -1,0 +1,231 @@
+"""The end-to-end training pipeline: provision, ETL, features, GPU gate, train, tear down.
+
+Each daily run processes one day of drive logs (its data interval) unless the trigger form
+names another date range. Everything the run creates outside Airflow is keyed by the run,
+so re-running a day reuses or replaces its own outputs instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
+
+from nuro_ml import settings
+from nuro_ml.operators.capacity import GpuLeaseReleaseOperator
+from nuro_ml.operators.feast import FeastApplyOperator, FeastMaterializeOperator
+from nuro_ml.operators.ray import RayJobOperator
+from nuro_ml.operators.spark import MCAPToParquetOperator
+from nuro_ml.operators.terraform import TerraformApplyOperator, TerraformDestroyOperator
+from nuro_ml.sensors.gpu_capacity import GpuCapacitySensor
+
+DAG_ID = "av_training_pipeline"
+LOCAL_ENVIRONMENT = settings.terraform_dir() / "environments" / "local"
+SCENE_STATS = Asset(f"file://{settings.etl_output_dir()}/scene_stats", extra={"format": "parquet"})
+
+INTERVAL = "ti.xcom_pull(task_ids='plan_interval')"
+CLUSTER = "ti.xcom_pull(task_ids='provision')"
+
+with DAG(
+    dag_id=DAG_ID,
+    description="Terraform -> Spark ETL of MCAP drive logs -> Feast -> GPU capacity gate -> Ray training",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=datetime(2026, 11, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["nuro-ml", "training", "perception"],
+    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(seconds=10)},
+    doc_md=__doc__,
+    params={
+        "date_from": Param(
+            None, type=["null", "string"], format="date", title="First day",
+            description="First day of drive logs to process (default: the run's data interval).",
+        ),
+        "date_to": Param(
+            None, type=["null", "string"], format="date", title="Last day",
+            description="Last day, inclusive (default: the run's data interval).",
+        ),
+        "vehicles": Param(
+            ["veh-001", "veh-002"], type="array", items={"type": "string", "pattern": "^[a-z0-9-]+$"},
+            minItems=1, title="Vehicles", description="Vehicle ids whose drives are used.",
+        ),
+        "drive_seconds": Param(
+            180, type="integer", minimum=10, maximum=86400, title="Synthetic drive length (s)",
+            description="Length of each drive generated when a day has no logs yet.",
+        ),
+        "team": Param(
+            "perception", type="string", pattern="^[a-z][a-z0-9-]*$", title="Team",
+            description="Team whose GPU quota the training job is charged to.",
+        ),
+        "gpus": Param(2, type="integer", minimum=1, maximum=64, title="GPUs", description="GPUs for training."),
+        "cluster_gpus": Param(
+            4, type="integer", minimum=1, maximum=64, title="Cluster GPUs",
+            description="GPUs the provisioned local cluster advertises.",
+        ),
+        "num_boost_round": Param(40, type="integer", minimum=1, maximum=5000, title="Boosting rounds"),
+        "max_depth": Param(4, type="integer", minimum=1, maximum=16, title="Tree depth"),
+        "learning_rate": Param(0.2, type="number", exclusiveMinimum=0, maximum=1, title="Learning rate"),
+        "feature_lookback_hours": Param(
+            24, type="integer", minimum=0, maximum=24 * 30, title="Late-data lookback (h)",
+            description="Feature materialization also covers this many hours before the interval.",
+        ),
+        "ray_port": Param(6390, type="integer", minimum=1024, maximum=65535, title="Ray GCS port"),
+        "dashboard_port": Param(8275, type="integer", minimum=1024, maximum=65535, title="Ray dashboard port"),
+    },
+) as dag:
+
+    @task
+    def plan_interval(params: dict[str, Any], data_interval_start: datetime, data_interval_end: datetime) -> dict[str, Any]:
+        """Resolve the days to process from the trigger form or the data interval."""
+        if params.get("date_from"):
+            first = date.fromisoformat(params["date_from"])
+            last = date.fromisoformat(params.get("date_to") or params["date_from"])
+        else:
+            first = data_interval_start.date()
+            last = max(first, (data_interval_end - timedelta(microseconds=1)).date())
+        if last < first:
+            raise ValueError(f"params: date_to {last} is before date_from {first}")
+        days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+        start = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
+        end = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+        return {"dates": days, "start": start.isoformat(), "end": end.isoformat()}
+
+    @task
+    def ensure_drive_logs(interval: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """Write synthetic drives for days that have no logs yet (existing files are kept)."""
+        from nuro_ml.etl.generator import generate_interval
+
+        written = generate_interval(
+            settings.raw_logs_dir(),
+            [date.fromisoformat(d) for d in interval["dates"]],
+            params["vehicles"],
+            drive_seconds=float(params["drive_seconds"]),
+            seed=20261124,
+        )
+        return {"generated_files": len(written)}
+
+    provision = TerraformApplyOperator(
+        task_id="provision",
+        working_dir=str(LOCAL_ENVIRONMENT),
+        variables={
+            "num_gpus": "{{ params.cluster_gpus }}",
+            "ray_port": "{{ params.ray_port }}",
+            "dashboard_port": "{{ params.dashboard_port }}",
+            "python": sys.executable,
+        },
+    )
+
+    interval = plan_interval()
+    logs = ensure_drive_logs(interval)
+
+    etl = MCAPToParquetOperator(
+        task_id="etl",
+        input_path=str(settings.raw_logs_dir()),
+        output_path=str(settings.etl_output_dir()),
+        start="{{ " + INTERVAL + "['start'] }}",
+        end="{{ " + INTERVAL + "['end'] }}",
+        vehicles="{{ params.vehicles }}",
+        outlets=[SCENE_STATS],
+    )
+
+    feast_apply = FeastApplyOperator(task_id="feast_apply")
+    feast_materialize = FeastMaterializeOperator(
+        task_id="feast_materialize",
+        start="{{ " + INTERVAL + "['start'] }}",
+        end="{{ " + INTERVAL + "['end'] }}",
+        lookback="{{ params.feature_lookback_hours * 3600 }}",
+    )
+
+    @task
+    def register_capacity(cluster: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """Record the provisioned pool and the team's quota in the ledger (idempotent)."""
+        from nuro_ml.capacity.ledger import QuotaLedger
+
+        ledger = QuotaLedger(settings.ledger_url())
+        gpus = int(cluster["gpu_count"])
+        ledger.upsert_pool("local", capacity_gpus=gpus, gpu_type="logical")
+        ledger.upsert_quota(params["team"], "local", nominal_gpus=gpus, borrowing_limit=0)
+        return {"pool": "local", "capacity_gpus": gpus}
+
+    capacity = register_capacity(provision.output)
+
+    wait_for_gpus = GpuCapacitySensor(
+        task_id="wait_for_gpus",
+        team="{{ params.team }}",
+        gpus="{{ params.gpus }}",
+        pool="local",
+        backend={"type": "ray", "address": "{{ " + CLUSTER + "['dashboard_url'] }}"},
+        poke_interval=2,
+        timeout=600,
+    )
+
+    train = RayJobOperator(
+        task_id="train",
+        address="{{ " + CLUSTER + "['dashboard_url'] }}",
+        entrypoint=(
+            "python train_xgboost.py"
+            " --start {{ " + INTERVAL + "['start'] }} --end {{ " + INTERVAL + "['end'] }}"
+            " --vehicles {{ params.vehicles | join(',') }}"
+            " --num-workers {{ params.gpus }} --gpus-per-worker 1"
+            " --num-boost-round {{ params.num_boost_round }} --max-depth {{ params.max_depth }}"
+            " --learning-rate {{ params.learning_rate }}"
+            " --output-dir " + str(settings.artifacts_dir()) + "/{{ run_id | replace(':', '_') | replace('+', '_') }}"
+        ),
+        runtime_env={
+            "working_dir": str(settings.workloads_dir()),
+            "env_vars": {"NURO_ML_DATA_DIR": str(settings.data_dir())},
+        },
+        entrypoint_num_cpus=1,
+    )
+
+    release_gpus = GpuLeaseReleaseOperator(
+        task_id="release_gpus",
+        lease_id="{{ ti.xcom_pull(task_ids='wait_for_gpus') }}",
+    )
+
+    @task
+    def summarize(
+        interval: dict[str, Any], etl_result: dict[str, Any], features: dict[str, Any], training: dict[str, Any],
+        run_id: str,
+    ) -> dict[str, Any]:
+        """Collect what the run produced into one summary (XCom and a JSON file)."""
+        from nuro_ml.capacity.ledger import QuotaLedger
+
+        lease = QuotaLedger(settings.ledger_url()).lease_wait_summary(run_id=run_id, dag_id=DAG_ID)
+        summary = {
+            "dag_id": DAG_ID,
+            "run_id": run_id,
+            "dates": interval["dates"],
+            "etl": {k: etl_result.get(k) for k in ("files", "bytes", "messages", "rows", "quarantined")},
+            "features": features,
+            "gpu_wait": lease,
+            "training": training,
+            "artifacts": training.get("artifact_uri"),
+        }
+        out = settings.data_dir() / "summaries" / DAG_ID / f"{run_id.replace(':', '_').replace('+', '_')}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        tmp.replace(out)
+        return summary
+
+    teardown = TerraformDestroyOperator(
+        task_id="teardown",
+        working_dir=str(LOCAL_ENVIRONMENT),
+        variables={
+            "num_gpus": "{{ params.cluster_gpus }}",
+            "ray_port": "{{ params.ray_port }}",
+            "dashboard_port": "{{ params.dashboard_port }}",
+            "python": sys.executable,
+        },
+    )
+
+    summary = summarize(interval, etl.output, feast_materialize.output, train.output)
+
+    logs >> etl >> feast_apply >> feast_materialize >> wait_for_gpus
+    capacity >> wait_for_gpus >> train >> summary
+    train >> release_gpus.as_teardown(setups=wait_for_gpus)
+    [summary, release_gpus] >> teardown.as_teardown(setups=provision)
