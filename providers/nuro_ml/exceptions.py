@@ -51,3 +51,37 @@ class SlurmJobError(NuroMLException):
 
 class PipelineSpecError(NuroMLException):
     """A YAML pipeline spec is invalid; the message names file, line and field."""
+
+
+class RayJobSpecInvalidError(KubeRayJobError):
+    """A RayJob manifest breaks the KubeRay CRD schema or KubeRay/Kueue rules; names each field path."""
+
+    def __init__(self, message: str, violations: list[str] | None = None) -> None:
+        super().__init__(message)
+        #: ``"<field path>: <problem>"`` for every violation found, sorted by path.
+        self.violations: list[str] = list(violations or [])
+
+
+class SlurmCommandError(SlurmJobError):
+    """A Slurm command (sbatch, scontrol, ...) or slurmrestd request failed or timed out."""
+
+    def __init__(self, argv: list[str], returncode: int | None, stderr: str, *, outcome: str | None = None) -> None:
+        #: The command line, or ``[METHOD, path]`` for a slurmrestd request.
+        self.argv = list(argv)
+        #: Exit code or HTTP status; None when the call timed out.
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        outcome = outcome or ("timed out" if returncode is None else f"exited with {returncode}")
+        super().__init__(f"`{' '.join(self.argv[:3])} ...` {outcome}: {self.stderr or '(no error text)'}")
+
+
+class RayJobAlreadyExistsError(KubeRayJobError):
+    """Creating a RayJob returned HTTP 409: one with that name already exists in the namespace."""
+
+
+class RayJobNotFoundError(RayJobError):
+    """The Ray Jobs API has no job with the given submission id (HTTP 404)."""
+
+
+class TerraformStateLockedError(TerraformError):
+    """Terraform could not acquire the state lock within the lock timeout; nothing was changed."""

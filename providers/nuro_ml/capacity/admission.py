@@ -1,0 +1,84 @@
+"""One admission round: refresh the queue, ask the policy, take leases for the admitted.
+
+Used by the trigger's shared poller (for every request waiting in a triggerer process) and
+by the sensor's synchronous path (for its own request), so both run the same decision.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from nuro_ml.capacity.backends.base import PoolCapacity
+from nuro_ml.capacity.ledger import QuotaLedger
+from nuro_ml.capacity.policy import Decision, PolicyConfig, decide, get_policy
+from nuro_ml.capacity.records import Lease, LeaseRequest
+from nuro_ml.exceptions import QuotaExceededError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundResult:
+    """Outcome for the requests a caller acts for; ``leases`` is in admission order."""
+
+    leases: dict[str, Lease] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    waiting: dict[str, str] = field(default_factory=dict)
+    decision: Decision | None = None
+
+
+def admission_round(
+    ledger: QuotaLedger,
+    requests: Sequence[LeaseRequest],
+    capacities: Sequence[PoolCapacity] | None = None,
+    policy: PolicyConfig | str = "fair",
+) -> RoundResult:
+    """Run one round for ``requests`` (all already enqueued or held by their callers)."""
+    config = get_policy(policy)
+    by_key = {r.key: r for r in requests}
+    result = RoundResult()
+
+    still_waiting = ledger.touch(by_key)
+    for key, request in by_key.items():
+        if key in still_waiting:
+            continue
+        held = ledger.active_lease(key)
+        if held is not None:
+            result.leases[key] = held
+        else:
+            # Dropped from the queue while its waiter was away (triggerer restart): back in line.
+            ledger.enqueue(request)
+
+    ledger.expire_leases()
+    ledger.abandon_stale()
+    observed = {c.pool: c for c in capacities or ()}
+    decision = decide(ledger.snapshot(observed=observed), config)
+    result.decision = decision
+    if decision.reclaim:
+        ledger.request_reclaim(decision.reclaim)
+
+    for admission in decision.admitted:
+        admitted = by_key.get(admission.key)
+        if admitted is None or admission.key in result.leases:
+            continue
+        try:
+            lease = ledger.try_acquire(admitted)
+        except QuotaExceededError as err:
+            result.failed[admission.key] = str(err)
+            continue
+        if lease is None:
+            # Lost a race with another triggerer or a worker: retry next round.
+            result.waiting[admission.key] = "admitted but another acquire took the GPUs first"
+        else:
+            result.leases[admission.key] = lease
+
+    for key in by_key:
+        if key in result.leases or key in result.failed:
+            continue
+        if key in decision.impossible:
+            result.failed[key] = decision.impossible[key]
+        else:
+            result.waiting.setdefault(key, decision.waiting.get(key, "not in the live queue yet"))
+    return result

@@ -1,0 +1,200 @@
+"""Kubernetes back end: free GPUs per node pool from node allocatable minus pod requests.
+
+A pool is the set of nodes sharing a value of ``pool_label`` (by default GPU Feature
+Discovery's ``nvidia.com/gpu.product``). A node's free GPUs are its allocatable
+``nvidia.com/gpu`` minus what the non-terminated pods bound to it request, counted the way
+the scheduler does: per pod, the larger of the containers' sum and the largest init container.
+Nodes that are not Ready or are cordoned cannot take new work and are left out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook, KubernetesHook
+from kubernetes.client import CoreV1Api
+from kubernetes.client.exceptions import ApiException
+from kubernetes.utils.quantity import parse_quantity
+from kubernetes_asyncio.client import CoreV1Api as AsyncCoreV1Api
+from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
+from pydantic import Field
+
+from nuro_ml.capacity.backends.base import CapacityBackend, CapacityBackendConfig, PoolCapacity
+from nuro_ml.exceptions import CapacityError
+
+#: Pods in these phases hold no resources any more.
+TERMINAL_POD_PHASES = ("Succeeded", "Failed")
+ACTIVE_POD_SELECTOR = ",".join(f"status.phase!={phase}" for phase in TERMINAL_POD_PHASES)
+
+
+class KubeConnectionConfig(CapacityBackendConfig):
+    """How to reach the cluster: an Airflow Kubernetes connection, optionally overridden."""
+
+    kubernetes_conn_id: str | None = "kubernetes_default"
+    """Airflow connection of type ``kubernetes`` (kubeconfig path/content or in-cluster)."""
+    config_file: str | None = None
+    """kubeconfig path, overriding the connection's."""
+    cluster_context: str | None = None
+    """kubeconfig context, overriding the connection's."""
+    in_cluster: bool | None = None
+    """Use the pod's service account, overriding the connection's."""
+    gpu_resource: str = "nvidia.com/gpu"
+    """Extended resource that counts as a GPU."""
+
+    def sync_hook(self) -> KubernetesHook:
+        return KubernetesHook(
+            conn_id=self.kubernetes_conn_id,
+            config_file=self.config_file,
+            cluster_context=self.cluster_context,
+            in_cluster=self.in_cluster,
+        )
+
+    def async_hook(self) -> AsyncKubernetesHook:
+        return AsyncKubernetesHook(
+            conn_id=self.kubernetes_conn_id,
+            config_file=self.config_file,
+            cluster_context=self.cluster_context,
+            in_cluster=self.in_cluster,
+        )
+
+
+class KubernetesBackendConfig(KubeConnectionConfig):
+    """``{"type": "kubernetes", "pool_label": "nvidia.com/gpu.product", "pool_names": {...}}``."""
+
+    type: Literal["kubernetes"] = "kubernetes"
+    pool_label: str = "nvidia.com/gpu.product"
+    """Node label whose value groups nodes into pools (and names the GPU type)."""
+    pool_names: dict[str, str] = Field(default_factory=dict)
+    """Label value -> ledger pool name; values not listed are used as the pool name as they are."""
+    default_pool: str | None = None
+    """Pool for GPU nodes without ``pool_label``; None leaves them out."""
+    node_selector: str | None = None
+    """Label selector restricting which nodes count (e.g. ``node-role/gpu=true``)."""
+
+
+@dataclass(frozen=True)
+class _NodeView:
+    name: str
+    pool: str
+    gpu_type: str | None
+    allocatable: int
+
+
+def quantity(value: Any) -> Decimal:
+    """A Kubernetes quantity (``"4"``, ``2``, ``"500m"``) as a number."""
+    try:
+        return Decimal(parse_quantity(value))
+    except (ValueError, TypeError) as err:
+        raise CapacityError(f"not a Kubernetes quantity: {value!r}") from err
+
+
+def _ready(node: Mapping[str, Any]) -> bool:
+    for condition in (node.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return condition.get("status") == "True"
+    return False
+
+
+def _container_gpus(container: Mapping[str, Any], resource: str) -> Decimal:
+    resources = container.get("resources") or {}
+    requests = resources.get("requests") or {}
+    limits = resources.get("limits") or {}
+    # Extended resources cannot be overcommitted: a limit alone implies an equal request.
+    value = requests.get(resource, limits.get(resource))
+    return quantity(value) if value is not None else Decimal(0)
+
+
+def pod_gpu_request(pod: Mapping[str, Any], resource: str) -> Decimal:
+    """GPUs the scheduler reserves for a pod: max(sum of containers, largest init container) + overhead."""
+    spec = pod.get("spec") or {}
+    regular = sum((_container_gpus(c, resource) for c in spec.get("containers") or []), Decimal(0))
+    init = max((_container_gpus(c, resource) for c in spec.get("initContainers") or []), default=Decimal(0))
+    overhead = (spec.get("overhead") or {}).get(resource)
+    return max(regular, init) + (quantity(overhead) if overhead is not None else Decimal(0))
+
+
+def node_pools(
+    nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]], config: KubernetesBackendConfig
+) -> list[PoolCapacity]:
+    """Pool capacities from node and pod objects (as the API returns them)."""
+    views: dict[str, _NodeView] = {}
+    for node in nodes:
+        metadata = node.get("metadata") or {}
+        allocatable = ((node.get("status") or {}).get("allocatable") or {}).get(config.gpu_resource)
+        if allocatable is None or quantity(allocatable) <= 0:
+            continue
+        if not _ready(node) or (node.get("spec") or {}).get("unschedulable"):
+            continue
+        label = (metadata.get("labels") or {}).get(config.pool_label)
+        pool = config.pool_names.get(label, label) if label else config.default_pool
+        if pool is None:
+            continue
+        views[metadata["name"]] = _NodeView(metadata["name"], pool, label, int(quantity(allocatable)))
+    used: dict[str, Decimal] = {}
+    for pod in pods:
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        phase = (pod.get("status") or {}).get("phase")
+        if node_name in views and phase not in TERMINAL_POD_PHASES:
+            used[node_name] = used.get(node_name, Decimal(0)) + pod_gpu_request(pod, config.gpu_resource)
+    totals: dict[str, list[int]] = {}
+    types: dict[str, set[str]] = {}
+    for view in views.values():
+        free = max(0, view.allocatable - int(used.get(view.name, Decimal(0))))
+        entry = totals.setdefault(view.pool, [0, 0])
+        entry[0] += view.allocatable
+        entry[1] += free
+        if view.gpu_type:
+            types.setdefault(view.pool, set()).add(view.gpu_type)
+    return [
+        PoolCapacity(
+            pool=pool,
+            total_gpus=total,
+            free_gpus=free,
+            gpu_type=next(iter(types[pool])) if len(types.get(pool, ())) == 1 else None,
+            source="kubernetes",
+        )
+        for pool, (total, free) in sorted(totals.items())
+    ]
+
+
+def _decode(raw: bytes | str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(raw)
+    return data
+
+
+class KubernetesBackend(CapacityBackend):
+    """Free GPUs per node pool, read from the Kubernetes API (nodes and pods)."""
+
+    config_class = KubernetesBackendConfig
+    config: KubernetesBackendConfig
+
+    def get_capacity(self) -> list[PoolCapacity]:
+        core = CoreV1Api(api_client=self.config.sync_hook().api_client)
+        try:
+            # _preload_content=False skips building thousands of model objects we only read fields from.
+            nodes = _decode(core.list_node(label_selector=self.config.node_selector or "", _preload_content=False).data)
+            pods = _decode(
+                core.list_pod_for_all_namespaces(field_selector=ACTIVE_POD_SELECTOR, _preload_content=False).data
+            )
+        except ApiException as err:
+            raise CapacityError(f"kubernetes backend: listing nodes/pods failed (HTTP {err.status}): {err.reason}") from err
+        return node_pools(nodes.get("items") or [], pods.get("items") or [], self.config)
+
+    async def aget_capacity(self) -> list[PoolCapacity]:
+        hook = self.config.async_hook()
+        try:
+            async with hook.get_conn() as api_client:
+                core = AsyncCoreV1Api(api_client)
+                node_resp = await core.list_node(label_selector=self.config.node_selector or "", _preload_content=False)
+                nodes = _decode(await node_resp.read())
+                pod_resp = await core.list_pod_for_all_namespaces(
+                    field_selector=ACTIVE_POD_SELECTOR, _preload_content=False
+                )
+                pods = _decode(await pod_resp.read())
+        except AsyncApiException as err:
+            raise CapacityError(f"kubernetes backend: listing nodes/pods failed (HTTP {err.status}): {err.reason}") from err
+        return node_pools(nodes.get("items") or [], pods.get("items") or [], self.config)

@@ -1,0 +1,118 @@
+"""Ray back end: total and available GPUs of a running Ray cluster, without ``ray.init``.
+
+Two ways in, chosen by the form of ``address``:
+
+* a dashboard URL (``http://127.0.0.1:8265``): one HTTP GET of ``/api/cluster_status``,
+  whose load-metrics report carries ``[used, total]`` per resource. Cheapest for a
+  triggerer (no Ray import); the figures trail the cluster by the autoscaler monitor's
+  update period (a few seconds).
+* a GCS address (``127.0.0.1:6379``): the autoscaler v2 SDK's ``get_cluster_status`` asks
+  the GCS directly over gRPC; current to the moment, but imports Ray (about 3 s, once).
+
+Neither connects a driver to the cluster, so the triggerer never becomes a Ray worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from nuro_ml.capacity.backends.base import CapacityBackend, CapacityBackendConfig, PoolCapacity
+from nuro_ml.exceptions import CapacityError
+
+CLUSTER_STATUS_PATH = "/api/cluster_status?format=0"
+
+
+class RayBackendConfig(CapacityBackendConfig):
+    """``{"type": "ray", "address": "http://127.0.0.1:8265"}`` (dashboard) or ``"127.0.0.1:6379"`` (GCS)."""
+
+    type: Literal["ray"] = "ray"
+    address: str = Field(min_length=1)
+    #: Ledger pool the cluster's GPUs belong to.
+    pool: str = "local"
+    #: Ray resource counted as GPUs (custom resources such as ``A100`` work too).
+    resource: str = "GPU"
+    gpu_type: str | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("address")
+    @classmethod
+    def _no_client_address(cls, value: str) -> str:
+        if value.startswith("ray://"):
+            raise ValueError(
+                f"{value!r} is a Ray Client address; give the dashboard URL (http://host:8265) "
+                "or the GCS address (host:port) instead"
+            )
+        return value.rstrip("/")
+
+    @property
+    def uses_dashboard(self) -> bool:
+        return self.address.startswith(("http://", "https://"))
+
+
+class RayBackend(CapacityBackend):
+    """GPU capacity of one Ray cluster, reported as one pool."""
+
+    config_class = RayBackendConfig
+    config: RayBackendConfig
+
+    def get_capacity(self) -> list[PoolCapacity]:
+        if self.config.uses_dashboard:
+            used, total = self._from_dashboard()
+            source = f"ray dashboard {self.config.address}"
+        else:
+            used, total = self._from_gcs()
+            source = f"ray gcs {self.config.address}"
+        total_gpus = int(total)
+        free_gpus = max(0, int(total - used))
+        return [
+            PoolCapacity(
+                pool=self.config.pool,
+                total_gpus=total_gpus,
+                free_gpus=min(free_gpus, total_gpus),
+                gpu_type=self.config.gpu_type,
+                source=source,
+            )
+        ]
+
+    async def aget_capacity(self) -> list[PoolCapacity]:
+        return await asyncio.to_thread(self.get_capacity)
+
+    def _from_dashboard(self) -> tuple[float, float]:
+        url = self.config.address + CLUSTER_STATUS_PATH
+        try:
+            with urllib.request.urlopen(url, timeout=self.config.timeout_seconds) as response:
+                body: dict[str, Any] = json.load(response)
+        except (urllib.error.URLError, TimeoutError, OSError, ValueError) as err:
+            raise CapacityError(f"Ray dashboard {url} did not answer with cluster status: {err}") from err
+        status = (body.get("data") or {}).get("clusterStatus")
+        if not body.get("result") or not status:
+            raise CapacityError(
+                f"Ray dashboard {url} has no cluster status yet ({body.get('msg', 'no message')}); "
+                "the autoscaler monitor may still be starting"
+            )
+        usage = (status.get("loadMetricsReport") or {}).get("usage") or {}
+        used, total = usage.get(self.config.resource, (0.0, 0.0))
+        return float(used), float(total)
+
+    def _from_gcs(self) -> tuple[float, float]:
+        try:
+            from ray.autoscaler.v2.sdk import get_cluster_status
+        except ImportError as err:  # pragma: no cover - ray is a hard dependency
+            raise CapacityError(
+                f"Ray is not importable for GCS address {self.config.address}: {err}"
+            ) from err
+        try:
+            status = get_cluster_status(self.config.address, timeout=int(self.config.timeout_seconds))
+        except Exception as err:
+            raise CapacityError(
+                f"Ray GCS at {self.config.address} did not return cluster status: {err}"
+            ) from err
+        total = float(status.total_resources().get(self.config.resource, 0.0))
+        available = float(status.available_resources().get(self.config.resource, 0.0))
+        return total - available, total

@@ -1,0 +1,93 @@
+"""Capacity back end reading free GPUs per partition from a real slurmctld.
+
+Slurm 22.05 without slurmdbd does not track ``gres/gpu`` as a TRES, so usage comes from each
+node's ``Gres`` (configured) and ``GresUsed`` (allocated) as ``sinfo`` reports them. Each
+partition is one pool. Only nodes that accept jobs count; a node with no idle CPU offers no
+free GPU either, since no job could start on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from nuro_ml.capacity.backends.base import CapacityBackend, CapacityBackendConfig, PoolCapacity
+from nuro_ml.exceptions import CapacityError
+from nuro_ml.hooks.slurm import AsyncSlurmHook, SlurmHook, SlurmNodeGres
+
+
+class SlurmBackendConfig(CapacityBackendConfig):
+    """Which Slurm cluster to read and how partitions map to pools."""
+
+    type: Literal["slurm"] = "slurm"
+    #: Airflow connection of type ``slurm``; None uses ``slurm_conf`` or the local client config.
+    conn_id: str | None = None
+    #: slurm.conf of the cluster, overriding the connection's.
+    slurm_conf: str | None = None
+    #: Partitions to report; None means every partition sinfo shows.
+    partitions: tuple[str, ...] | None = None
+    #: Pool name per partition when they differ (``{"gpu": "a100-onprem"}``).
+    pool_for_partition: dict[str, str] = {}
+    #: GRES name counted as GPUs.
+    gres_name: str = "gpu"
+    #: Count only this GRES type (``gpu:a100:4``); None counts every type.
+    gpu_type: str | None = None
+
+
+class SlurmBackend(CapacityBackend):
+    """Free and total GPUs of each Slurm partition, from ``sinfo`` node GRES."""
+
+    config_class = SlurmBackendConfig
+    config: SlurmBackendConfig
+
+    def get_capacity(self) -> list[PoolCapacity]:
+        try:
+            nodes = SlurmHook(self.config.conn_id, slurm_conf=self.config.slurm_conf).get_nodes()
+        except Exception as err:
+            raise CapacityError(f"slurm backend: reading nodes with sinfo failed: {err}") from err
+        return self.pools_from_nodes(nodes)
+
+    async def aget_capacity(self) -> list[PoolCapacity]:
+        try:
+            nodes = await AsyncSlurmHook(self.config.conn_id, slurm_conf=self.config.slurm_conf).get_nodes()
+        except Exception as err:
+            raise CapacityError(f"slurm backend: reading nodes with sinfo failed: {err}") from err
+        return self.pools_from_nodes(nodes)
+
+    def pools_from_nodes(self, nodes: Iterable[SlurmNodeGres]) -> list[PoolCapacity]:
+        """One :class:`PoolCapacity` per partition from ``sinfo`` node rows."""
+        cfg = self.config
+        by_partition: dict[str, list[SlurmNodeGres]] = {}
+        for node in nodes:
+            by_partition.setdefault(node.partition, []).append(node)
+        wanted = list(cfg.partitions) if cfg.partitions is not None else list(by_partition)
+        missing = [p for p in wanted if p not in by_partition]
+        if missing:
+            raise CapacityError(
+                f"slurm backend: partition(s) {', '.join(missing)} not found; sinfo shows "
+                f"{', '.join(sorted(by_partition)) or 'none'}"
+            )
+        pools = []
+        for partition in wanted:
+            total = free = 0
+            types: set[str | None] = set()
+            for node in by_partition[partition]:
+                if not node.accepts_jobs:
+                    continue
+                node_total = node.count(cfg.gres_name, cfg.gpu_type)
+                node_used = node.count(cfg.gres_name, cfg.gpu_type, used=True)
+                total += node_total
+                if node.cpus_idle != 0:
+                    free += max(0, node_total - node_used)
+                types.update(t for (g, t), n in node.gres.items() if g == cfg.gres_name and n > 0)
+            gpu_type = cfg.gpu_type or (next(iter(types)) if len(types) == 1 else None)
+            pools.append(
+                PoolCapacity(
+                    pool=cfg.pool_for_partition.get(partition, partition),
+                    total_gpus=total,
+                    free_gpus=free,
+                    gpu_type=gpu_type,
+                    source=f"slurm:{partition}",
+                )
+            )
+        return pools

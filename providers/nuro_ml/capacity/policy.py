@@ -1,0 +1,471 @@
+"""GPU admission policy: pure functions over a snapshot of pools, quotas, leases and the queue.
+
+The capacity trigger, the synchronous sensor path, the ledger's own invariant check and the
+trace simulator all call into this module, so what the simulator measures is what runs.
+
+Ordering (``fair`` policy): effective priority first (the request's priority plus one level
+per ``aging_seconds`` of waiting, so nothing starves), then the team's weighted dominant
+resource share across pools (the team furthest below its entitlement goes first), then
+enqueue time. A request that fits the pool and its team's quota (borrowing idle quota of
+other teams within the borrowing/lending limits) is admitted. The first request that does
+not fit for lack of capacity gets a reservation (EASY backfill): later requests are admitted
+only if they fit now and either finish, by their lease TTL, before the reservation's shadow
+time or use GPUs the reserved request will not need. A reserved request that is within its
+team's nominal quota may reclaim GPUs lent to teams that are borrowing. Multi-node (gang)
+requests are admitted whole or not at all.
+
+The ``fifo`` policy is the reference: enqueue order, head-of-line blocking, no backfill.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from nuro_ml.capacity.records import Quota
+from nuro_ml.exceptions import CapacityError
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """A pool as the policy sees it; ``observed_free`` comes from a back end, if any."""
+
+    name: str
+    capacity: int
+    observed_free: int | None = None
+
+
+@dataclass(frozen=True)
+class Running:
+    """GPUs held by an active lease; ``expires_at`` bounds when they come back."""
+
+    lease_id: str
+    key: str
+    team: str
+    pool: str
+    gpus: int
+    acquired_at: float
+    expires_at: float
+    priority: int = 0
+    reclaim_requested: bool = False
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A waiting request; ``max_runtime`` (its lease TTL) is what backfill plans with."""
+
+    key: str
+    team: str
+    pool: str
+    gpus: int
+    enqueued_at: float
+    nodes: int = 1
+    priority: int = 0
+    max_runtime: float | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a decision depends on, at time ``now`` (epoch seconds)."""
+
+    now: float
+    pools: Mapping[str, PoolView]
+    quotas: Mapping[tuple[str, str], Quota]
+    running: Sequence[Running] = ()
+    pending: Sequence[Pending] = ()
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Switches of the admission policy; ``fair`` and ``fifo`` are the named presets."""
+
+    name: str = "fair"
+    priorities: bool = True
+    fair_share: bool = True
+    borrowing: bool = True
+    backfill: bool = True
+    reclaim: bool = True
+    head_of_line_blocking: bool = False
+    #: Waiting this long raises a request's effective priority by one level (0: no aging).
+    aging_seconds: float = 1800.0
+
+
+POLICIES: dict[str, PolicyConfig] = {
+    "fair": PolicyConfig(),
+    "fifo": PolicyConfig(
+        name="fifo",
+        priorities=False,
+        fair_share=False,
+        backfill=False,
+        reclaim=False,
+        head_of_line_blocking=True,
+        aging_seconds=0.0,
+    ),
+}
+
+
+def get_policy(name: str | PolicyConfig) -> PolicyConfig:
+    """Resolve a policy preset by name (``fair``, ``fifo``)."""
+    if isinstance(name, PolicyConfig):
+        return name
+    try:
+        return POLICIES[name]
+    except KeyError:
+        raise CapacityError(f"unknown admission policy {name!r}; choose one of {sorted(POLICIES)}") from None
+
+
+class Fit(StrEnum):
+    """Outcome of checking one request against a pool and its team's quota."""
+
+    FITS = "fits"
+    QUOTA_FULL = "quota_full"
+    CAPACITY_FULL = "capacity_full"
+    NO_POOL = "no_pool"
+    NO_QUOTA = "no_quota"
+    NEVER = "never"
+
+    def is_permanent(self) -> bool:
+        """True when waiting cannot help: the request can never be admitted as configured."""
+        return self in (Fit.NO_POOL, Fit.NO_QUOTA, Fit.NEVER)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    fit: Fit
+    reason: str = ""
+    borrowed: int = 0
+
+
+@dataclass
+class PoolUsage:
+    """Mutable usage of one pool while a decision (or a ledger transaction) is being made."""
+
+    capacity: int
+    used: int = 0
+    by_team: dict[str, int] = field(default_factory=dict)
+    #: What the back end still reports free after this decision's tentative admissions.
+    observed_left: int | None = None
+
+    @classmethod
+    def from_leases(
+        cls, capacity: int, leases: Iterable[tuple[str, int]], observed_free: int | None = None
+    ) -> PoolUsage:
+        usage = cls(capacity=capacity, observed_left=observed_free)
+        for team, gpus in leases:
+            usage.used += gpus
+            usage.by_team[team] = usage.by_team.get(team, 0) + gpus
+        return usage
+
+    def add(self, team: str, gpus: int) -> None:
+        self.used += gpus
+        self.by_team[team] = self.by_team.get(team, 0) + gpus
+        if self.observed_left is not None:
+            self.observed_left -= gpus
+
+    def room_for(self, team: str, quotas: Mapping[str, Quota]) -> int:
+        """GPUs ``team`` could take now: free capacity minus other teams' idle guaranteed quota."""
+        reserved = sum(
+            max(0, quota.guaranteed - self.by_team.get(other, 0))
+            for other, quota in quotas.items()
+            if other != team
+        )
+        room = self.capacity - self.used - reserved
+        if self.observed_left is not None:
+            room = min(room, self.observed_left)
+        return room
+
+
+def check_fit(
+    usage: PoolUsage,
+    quotas: Mapping[str, Quota],
+    *,
+    pool: str,
+    team: str,
+    gpus: int,
+    borrowing: bool = True,
+) -> FitResult:
+    """Can ``team`` take ``gpus`` more GPUs from ``pool`` right now without breaking a limit?
+
+    ``quotas`` maps team name to that team's quota in this pool. This is the single check
+    behind both the policy and the ledger's acquire transaction.
+    """
+    quota = quotas.get(team)
+    if quota is None:
+        return FitResult(Fit.NO_QUOTA, f"team {team!r} has no quota in pool {pool!r}")
+    limit = quota.limit(usage.capacity) if borrowing else quota.nominal
+    guaranteed_elsewhere = sum(q.guaranteed for other, q in quotas.items() if other != team)
+    ceiling = min(limit, usage.capacity - guaranteed_elsewhere)
+    if gpus > ceiling:
+        return FitResult(
+            Fit.NEVER,
+            f"request for {gpus} GPUs can never fit pool {pool!r}: capacity {usage.capacity}, team "
+            f"{team!r} limit {limit} (nominal {quota.nominal}), "
+            f"guaranteed to other teams {guaranteed_elsewhere}",
+        )
+    used = usage.by_team.get(team, 0)
+    if used + gpus > limit:
+        return FitResult(
+            Fit.QUOTA_FULL,
+            f"team {team!r} holds {used} of its limit {limit} GPUs in pool {pool!r}",
+        )
+    room = usage.room_for(team, quotas)
+    if gpus > room:
+        return FitResult(
+            Fit.CAPACITY_FULL,
+            f"pool {pool!r} has room for {max(room, 0)} GPUs ({usage.used}/{usage.capacity} leased"
+            + (f", back end reports {usage.observed_left} free" if usage.observed_left is not None else "")
+            + ")",
+        )
+    borrowed = max(0, used + gpus - quota.nominal) - max(0, used - quota.nominal)
+    return FitResult(Fit.FITS, "", borrowed)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """One admitted request; ``kind`` says whether it went in order or as backfill."""
+
+    key: str
+    team: str
+    pool: str
+    gpus: int
+    borrowed: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The policy's answer: who goes now (in order), whom to reclaim from, and why others wait."""
+
+    admitted: tuple[Admission, ...]
+    reclaim: tuple[str, ...]
+    waiting: Mapping[str, str]
+    impossible: Mapping[str, str]
+    #: Position of every pending request in its pool's queue, as the policy ordered it.
+    position: Mapping[str, int]
+
+    @property
+    def admitted_keys(self) -> tuple[str, ...]:
+        return tuple(a.key for a in self.admitted)
+
+
+def effective_priority(request: Pending, now: float, config: PolicyConfig) -> int:
+    """Priority plus aging: one level per ``aging_seconds`` waited."""
+    base = request.priority if config.priorities else 0
+    if config.aging_seconds > 0:
+        base += int(max(0.0, now - request.enqueued_at) // config.aging_seconds)
+    return base
+
+
+def dominant_shares(
+    snapshot: Snapshot, usage: Mapping[str, PoolUsage], teams: Iterable[str]
+) -> dict[str, float]:
+    """Weighted dominant resource share per team (DRF over GPU pools).
+
+    A team's share of a pool is its GPUs there over the pool's capacity; its dominant share
+    is the largest of those, divided by its entitlement (its nominal GPUs over all capacity).
+    """
+    total_capacity = sum(p.capacity for p in snapshot.pools.values()) or 1
+    nominal: dict[str, int] = {}
+    for (team, _pool), quota in snapshot.quotas.items():
+        nominal[team] = nominal.get(team, 0) + quota.nominal
+    shares: dict[str, float] = {}
+    for team in teams:
+        weight = max(nominal.get(team, 0) / total_capacity, 1e-6)
+        dominant = 0.0
+        for pool_usage in usage.values():
+            if pool_usage.capacity > 0:
+                dominant = max(dominant, pool_usage.by_team.get(team, 0) / pool_usage.capacity)
+        shares[team] = dominant / weight
+    return shares
+
+
+@dataclass
+class _Reservation:
+    key: str
+    shadow: float
+    extra: int
+
+
+def _reserve(head: Pending, room: int, ends: Sequence[tuple[float, int]], now: float) -> _Reservation:
+    """EASY backfill: when will ``head`` fit (shadow time) and how many GPUs are spare then."""
+    available = room
+    for end, gpus in sorted(ends):
+        available += gpus
+        if available >= head.gpus:
+            return _Reservation(head.key, max(end, now), available - head.gpus)
+    return _Reservation(head.key, math.inf, 0)
+
+
+def _reclaim_for(
+    head: Pending,
+    usage: PoolUsage,
+    quotas: Mapping[str, Quota],
+    running: Sequence[Running],
+) -> list[str]:
+    """Leases lent to borrowing teams that, once returned, let ``head`` in (youngest first)."""
+    quota = quotas.get(head.team)
+    if quota is None or usage.by_team.get(head.team, 0) + head.gpus > quota.nominal:
+        return []
+    already = sum(r.gpus for r in running if r.reclaim_requested)
+    deficit = head.gpus - max(0, usage.room_for(head.team, quotas)) - already
+    if deficit <= 0:
+        return []
+    borrowed_left = {
+        team: used - quotas[team].nominal
+        for team, used in usage.by_team.items()
+        if team != head.team and team in quotas and used > quotas[team].nominal
+    }
+    chosen: list[str] = []
+    for lease in sorted(running, key=lambda r: (-r.acquired_at, r.lease_id)):
+        if deficit <= 0:
+            break
+        if lease.reclaim_requested or borrowed_left.get(lease.team, 0) <= 0:
+            continue
+        chosen.append(lease.lease_id)
+        borrowed_left[lease.team] -= lease.gpus
+        deficit -= lease.gpus
+    return chosen if deficit <= 0 else []
+
+
+def decide(snapshot: Snapshot, config: PolicyConfig | str = "fair") -> Decision:
+    """Decide which pending requests to admit now, in admission order."""
+    config = get_policy(config)
+    now = snapshot.now
+    usage: dict[str, PoolUsage] = {}
+    ends: dict[str, list[tuple[float, int]]] = {}
+    for name, pool in snapshot.pools.items():
+        usage[name] = PoolUsage(capacity=pool.capacity, observed_left=pool.observed_free)
+        ends[name] = []
+    running_by_pool: dict[str, list[Running]] = {}
+    for lease in snapshot.running:
+        pool_usage = usage.get(lease.pool)
+        if pool_usage is None:
+            continue
+        pool_usage.used += lease.gpus
+        pool_usage.by_team[lease.team] = pool_usage.by_team.get(lease.team, 0) + lease.gpus
+        ends[lease.pool].append((lease.expires_at, lease.gpus))
+        running_by_pool.setdefault(lease.pool, []).append(lease)
+
+    quotas_by_pool: dict[str, dict[str, Quota]] = {}
+    for (team, pool_name), quota in snapshot.quotas.items():
+        quotas_by_pool.setdefault(pool_name, {})[team] = quota
+
+    pending_by_pool: dict[str, list[Pending]] = {}
+    for request in snapshot.pending:
+        pending_by_pool.setdefault(request.pool, []).append(request)
+
+    teams = {t for t, _ in snapshot.quotas} | {r.team for r in snapshot.pending}
+    shares = dominant_shares(snapshot, usage, teams) if config.fair_share else {}
+
+    admitted: list[Admission] = []
+    reclaim: list[str] = []
+    waiting: dict[str, str] = {}
+    impossible: dict[str, str] = {}
+    position: dict[str, int] = {}
+
+    for pool_name in sorted(pending_by_pool):
+        requests = pending_by_pool[pool_name]
+        pool_usage = usage.get(pool_name)
+        if pool_usage is None:
+            for request in requests:
+                impossible[request.key] = f"pool {pool_name!r} is not registered in the ledger"
+            continue
+        quotas = quotas_by_pool.get(pool_name, {})
+        eff = {r.key: effective_priority(r, now, config) for r in requests}
+
+        queues: dict[str, deque[Pending]] = {}
+        if config.fair_share:
+            for request in sorted(requests, key=lambda r: (-eff[r.key], r.enqueued_at, r.key)):
+                queues.setdefault(request.team, deque()).append(request)
+        else:
+            queues[""] = deque(sorted(requests, key=lambda r: (-eff[r.key], r.enqueued_at, r.key)))
+
+        reservation: _Reservation | None = None
+        blocked_head: str | None = None
+        index = 0
+        while queues:
+            best_team = min(
+                queues,
+                key=lambda t: (
+                    -eff[queues[t][0].key],
+                    shares.get(t, 0.0),
+                    queues[t][0].enqueued_at,
+                    queues[t][0].key,
+                ),
+            )
+            request = queues[best_team].popleft()
+            if not queues[best_team]:
+                del queues[best_team]
+            position[request.key] = index
+            index += 1
+
+            if blocked_head is not None:
+                waiting[request.key] = f"queued behind {blocked_head}"
+                continue
+            result = check_fit(
+                pool_usage,
+                quotas,
+                pool=pool_name,
+                team=request.team,
+                gpus=request.gpus,
+                borrowing=config.borrowing,
+            )
+            if result.fit.is_permanent():
+                impossible[request.key] = result.reason
+                continue
+            if result.fit is Fit.FITS:
+                if reservation is None:
+                    kind = "in_order"
+                else:
+                    finishes = (
+                        request.max_runtime is not None and now + request.max_runtime <= reservation.shadow
+                    )
+                    if not finishes and request.gpus > reservation.extra:
+                        waiting[request.key] = (
+                            f"would delay {reservation.key}, which has GPUs reserved from "
+                            f"{_fmt_time(reservation.shadow, now)}"
+                        )
+                        continue
+                    if not finishes:
+                        reservation.extra -= request.gpus
+                    kind = "backfill"
+                pool_usage.add(request.team, request.gpus)
+                ends[pool_name].append(
+                    (now + request.max_runtime if request.max_runtime is not None else math.inf, request.gpus)
+                )
+                if config.fair_share:
+                    shares[request.team] = dominant_shares(snapshot, usage, [request.team])[request.team]
+                admitted.append(
+                    Admission(request.key, request.team, pool_name, request.gpus, result.borrowed, kind)
+                )
+                continue
+
+            waiting[request.key] = result.reason
+            if config.head_of_line_blocking or (result.fit is Fit.CAPACITY_FULL and not config.backfill):
+                blocked_head = request.key
+                continue
+            if result.fit is Fit.CAPACITY_FULL and reservation is None:
+                room = max(0, pool_usage.room_for(request.team, quotas))
+                reservation = _reserve(request, room, ends[pool_name], now)
+                if config.reclaim and config.borrowing:
+                    reclaim.extend(
+                        _reclaim_for(request, pool_usage, quotas, running_by_pool.get(pool_name, []))
+                    )
+                waiting[request.key] = f"{result.reason}; first in line, GPUs reserved"
+
+    return Decision(
+        admitted=tuple(admitted),
+        reclaim=tuple(reclaim),
+        waiting=waiting,
+        impossible=impossible,
+        position=position,
+    )
+
+
+def _fmt_time(shadow: float, now: float) -> str:
+    if math.isinf(shadow):
+        return "an unknown time"
+    return f"{shadow - now:.0f}s from now"

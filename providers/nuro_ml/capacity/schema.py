@@ -1,0 +1,181 @@
+"""Tables of the GPU quota ledger and their versioned migrations.
+
+The ledger keeps its own small migration table (``capacity_schema_version``) instead of an
+Alembic environment: it lives in its own database (SQLite file or a PostgreSQL database),
+has a handful of tables, and must upgrade itself when the first sensor of a new release
+opens it. Each migration runs in one transaction under a database-wide lock, so several
+processes opening a fresh ledger at once apply it exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Connection, Dialect
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored as naive UTC on every back end and returned timezone-aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given to the ledger; use timezone-aware UTC")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+schema_version = Table(
+    "capacity_schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("description", String(200), nullable=False),
+    Column("applied_at", UTCDateTime, nullable=False),
+)
+
+pools = Table(
+    "capacity_pools",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("capacity", Integer, nullable=False),
+    Column("gpu_type", String(64), nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+quotas = Table(
+    "capacity_quotas",
+    metadata,
+    Column("team", String(128), primary_key=True),
+    Column("pool", String(128), ForeignKey("capacity_pools.name"), primary_key=True),
+    Column("nominal", Integer, nullable=False),
+    Column("borrowing_limit", Integer, nullable=True),
+    Column("lending_limit", Integer, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+leases = Table(
+    "capacity_leases",
+    metadata,
+    Column("lease_id", String(64), primary_key=True),
+    Column("request_key", String(512), nullable=False),
+    # Equals request_key while the lease is active and NULL afterwards: the unique constraint
+    # makes "one active lease per task instance" hold even across pools and processes.
+    Column("active_key", String(512), nullable=True),
+    Column("team", String(128), nullable=False),
+    Column("pool", String(128), ForeignKey("capacity_pools.name"), nullable=False),
+    Column("gpus", Integer, nullable=False),
+    Column("nodes", Integer, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("borrowed", Integer, nullable=False),
+    Column("ttl_seconds", Float, nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("released_at", UTCDateTime, nullable=True),
+    Column("reclaim_requested_at", UTCDateTime, nullable=True),
+    UniqueConstraint("active_key", name="uq_capacity_leases_active_key"),
+    Index("ix_capacity_leases_pool_state", "pool", "state"),
+    Index("ix_capacity_leases_request_key", "request_key"),
+)
+
+requests = Table(
+    "capacity_requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_key", String(512), nullable=False),
+    # Equals request_key while the request waits: at most one waiting request per task instance.
+    Column("waiting_key", String(512), nullable=True),
+    Column("team", String(128), nullable=False),
+    Column("pool", String(128), nullable=False),
+    Column("gpus", Integer, nullable=False),
+    Column("nodes", Integer, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("ttl_seconds", Float, nullable=False),
+    Column("stale_after_seconds", Float, nullable=False),
+    Column("enqueued_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("deadline", UTCDateTime, nullable=True),
+    Column("admitted_at", UTCDateTime, nullable=True),
+    Column("ended_at", UTCDateTime, nullable=True),
+    Column("lease_id", String(64), nullable=True),
+    UniqueConstraint("waiting_key", name="uq_capacity_requests_waiting_key"),
+    Index("ix_capacity_requests_pool_state", "pool", "state"),
+    Index("ix_capacity_requests_request_key", "request_key"),
+)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _initial(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[pools, quotas, leases, requests], checkfirst=True)
+
+
+#: Append-only: never edit an applied migration, add the next version instead.
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "pools, quotas, leases, requests", _initial),)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+#: Key of the PostgreSQL advisory lock serialising migrations (any constant bigint).
+_PG_MIGRATION_LOCK = 0x4E55524F4350
+
+
+def current_version(conn: Connection) -> int:
+    if not conn.dialect.has_table(conn, schema_version.name):
+        return 0
+    value = conn.execute(text("SELECT MAX(version) FROM capacity_schema_version")).scalar()
+    return int(value or 0)
+
+
+def migrate(conn: Connection) -> list[int]:
+    """Apply pending migrations inside the caller's transaction; returns the versions applied."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+    metadata.create_all(conn, tables=[schema_version], checkfirst=True)
+    applied: list[int] = []
+    version = current_version(conn)
+    for migration in MIGRATIONS:
+        if migration.version <= version:
+            continue
+        migration.apply(conn)
+        row: dict[str, Any] = {
+            "version": migration.version,
+            "description": migration.description,
+            "applied_at": datetime.now(UTC),
+        }
+        conn.execute(schema_version.insert().values(**row))
+        applied.append(migration.version)
+    return applied

@@ -1,0 +1,383 @@
+"""Low-level MCAP reading: summary and chunk index, chunk decompression, record framing.
+
+This module parses the MCAP container itself (record headers, chunks, message indexes) and
+returns message envelopes as numpy arrays; it never builds one Python object per message. Files
+without a summary, or with a damaged tail, are read by a sequential scan that stops at the first
+record that does not fit, and reports where that was.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAGIC = b"\x89MCAP0\r\n"
+OP_HEADER = 0x01
+OP_FOOTER = 0x02
+OP_SCHEMA = 0x03
+OP_CHANNEL = 0x04
+OP_MESSAGE = 0x05
+OP_CHUNK = 0x06
+OP_MESSAGE_INDEX = 0x07
+OP_CHUNK_INDEX = 0x08
+OP_STATISTICS = 0x0B
+OP_DATA_END = 0x0F
+
+_RECORD_HEAD = struct.Struct("<BQ")
+_FOOTER = struct.Struct("<BQQQI")
+_CHUNK_HEAD = struct.Struct("<QQQII")
+_MESSAGE_ENVELOPE = struct.Struct("<HIQQ")
+
+
+class McapFormatError(Exception):
+    """The file is not valid MCAP at ``offset``."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(f"{message} (at byte offset {offset})")
+        self.reason = message
+        self.offset = offset
+
+
+@dataclass(frozen=True)
+class SchemaInfo:
+    id: int
+    name: str
+    encoding: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    id: int
+    schema_id: int
+    topic: str
+    message_encoding: str
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    """Where a chunk is and which channels it holds (``None`` when unknown: no index)."""
+
+    offset: int
+    length: int
+    start_time: int
+    end_time: int
+    compression: str
+    compressed_size: int
+    uncompressed_size: int
+    channel_ids: frozenset[int] | None
+
+
+@dataclass
+class Summary:
+    schemas: dict[int, SchemaInfo] = field(default_factory=dict)
+    channels: dict[int, ChannelInfo] = field(default_factory=dict)
+    chunks: list[ChunkInfo] = field(default_factory=list)
+    message_count: int | None = None
+    channel_counts: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class MessageBatch:
+    """Message envelopes of one chunk; payload ``i`` is ``buf[starts[i]:ends[i]]``."""
+
+    buf: Any
+    channel_ids: np.ndarray
+    sequence: np.ndarray
+    log_time: np.ndarray
+    publish_time: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.channel_ids.shape[0])
+
+    def select(self, mask: np.ndarray) -> MessageBatch:
+        return MessageBatch(
+            self.buf,
+            self.channel_ids[mask],
+            self.sequence[mask],
+            self.log_time[mask],
+            self.publish_time[mask],
+            self.starts[mask],
+            self.ends[mask],
+        )
+
+
+def _string(buf: Any, pos: int) -> tuple[str, int]:
+    (n,) = struct.unpack_from("<I", buf, pos)
+    return bytes(buf[pos + 4 : pos + 4 + n]).decode("utf-8"), pos + 4 + n
+
+
+def parse_schema(buf: Any, start: int) -> SchemaInfo:
+    (sid,) = struct.unpack_from("<H", buf, start)
+    name, pos = _string(buf, start + 2)
+    encoding, pos = _string(buf, pos)
+    (n,) = struct.unpack_from("<I", buf, pos)
+    return SchemaInfo(sid, name, encoding, bytes(buf[pos + 4 : pos + 4 + n]))
+
+
+def parse_channel(buf: Any, start: int) -> ChannelInfo:
+    cid, sid = struct.unpack_from("<HH", buf, start)
+    topic, pos = _string(buf, start + 4)
+    encoding, pos = _string(buf, pos)
+    return ChannelInfo(cid, sid, topic, encoding)
+
+
+def _parse_chunk_index(buf: Any, start: int) -> ChunkInfo:
+    t0, t1, offset, length, map_len = struct.unpack_from("<QQQQI", buf, start)
+    pos = start + 36
+    ids = frozenset(struct.unpack_from("<H", buf, pos + 10 * i)[0] for i in range(map_len // 10))
+    pos += map_len + 8  # message index offsets, then message_index_length
+    compression, pos = _string(buf, pos)
+    compressed, uncompressed = struct.unpack_from("<QQ", buf, pos)
+    return ChunkInfo(offset, length, t0, t1, compression, compressed, uncompressed, ids)
+
+
+def _parse_statistics(buf: Any, start: int) -> tuple[int, dict[int, int]]:
+    (count,) = struct.unpack_from("<Q", buf, start)
+    (map_len,) = struct.unpack_from("<I", buf, start + 42)
+    counts = {}
+    for i in range(map_len // 10):
+        cid, n = struct.unpack_from("<HQ", buf, start + 46 + 10 * i)
+        counts[cid] = n
+    return count, counts
+
+
+def open_mapped(path: str | Path) -> tuple[Any, Any]:
+    """Memory-map a file read-only; returns (file object, buffer). Empty files map to ``b""``."""
+    fh = open(path, "rb")
+    size = Path(path).stat().st_size
+    if size == 0:
+        return fh, b""
+    return fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def read_summary(buf: Any) -> Summary | None:
+    """Parse the footer and summary section; ``None`` if the file has no (intact) summary."""
+    size = len(buf)
+    if size < 8 or bytes(buf[:8]) != MAGIC:
+        raise McapFormatError("missing MCAP magic at file start", 0)
+    if size < 8 + _FOOTER.size + 8 or bytes(buf[size - 8 :]) != MAGIC:
+        return None
+    op, length, summary_start, _, _ = _FOOTER.unpack_from(buf, size - 8 - _FOOTER.size)
+    if op != OP_FOOTER or length != 20 or summary_start == 0 or summary_start >= size:
+        return None
+    summary = Summary()
+    pos, end = summary_start, size - 8 - _FOOTER.size
+    while pos < end:
+        op, length = _RECORD_HEAD.unpack_from(buf, pos)
+        start = pos + 9
+        if start + length > end:
+            raise McapFormatError("summary record extends past the footer", pos)
+        if op == OP_SCHEMA:
+            s = parse_schema(buf, start)
+            summary.schemas[s.id] = s
+        elif op == OP_CHANNEL:
+            c = parse_channel(buf, start)
+            summary.channels[c.id] = c
+        elif op == OP_CHUNK_INDEX:
+            summary.chunks.append(_parse_chunk_index(buf, start))
+        elif op == OP_STATISTICS:
+            summary.message_count, summary.channel_counts = _parse_statistics(buf, start)
+        pos = start + length
+    summary.chunks.sort(key=lambda c: c.offset)
+    return summary
+
+
+def decompress(compression: str, data: Any, uncompressed_size: int) -> bytes:
+    if compression == "":
+        return bytes(data)
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=uncompressed_size)
+    if compression == "lz4":
+        import lz4.frame
+
+        return bytes(lz4.frame.decompress(data))
+    raise ValueError(f"unsupported chunk compression {compression!r}")
+
+
+@dataclass(frozen=True)
+class RawChunk:
+    """A chunk record located in the file, not yet decompressed."""
+
+    offset: int
+    start_time: int
+    end_time: int
+    uncompressed_size: int
+    crc: int
+    compression: str
+    data_start: int
+    data_end: int
+
+
+def chunk_at(buf: Any, offset: int) -> RawChunk:
+    """Read the chunk record header at ``offset``."""
+    size = len(buf)
+    if offset + 9 + 32 > size:
+        raise McapFormatError("chunk record truncated", offset)
+    op, length = _RECORD_HEAD.unpack_from(buf, offset)
+    if op != OP_CHUNK:
+        raise McapFormatError(f"expected a chunk record, found opcode 0x{op:02x}", offset)
+    if offset + 9 + length > size:
+        raise McapFormatError("chunk record extends past end of file", offset)
+    t0, t1, usize, crc, clen = _CHUNK_HEAD.unpack_from(buf, offset + 9)
+    pos = offset + 9 + 32
+    compression = bytes(buf[pos : pos + clen]).decode("utf-8")
+    pos += clen
+    (data_len,) = struct.unpack_from("<Q", buf, pos)
+    pos += 8
+    if pos + data_len > offset + 9 + length:
+        raise McapFormatError("chunk data longer than its record", offset)
+    return RawChunk(offset, t0, t1, usize, crc, compression, pos, pos + data_len)
+
+
+def load_chunk(buf: Any, chunk: RawChunk, *, verify_crc: bool = False) -> bytes:
+    """Decompress a chunk's records; optionally check the uncompressed CRC."""
+    try:
+        data = decompress(chunk.compression, buf[chunk.data_start : chunk.data_end], chunk.uncompressed_size)
+    except ValueError as err:
+        raise McapFormatError(f"chunk does not decompress: {err}", chunk.offset) from err
+    except Exception as err:  # zstd/lz4 raise their own error types for corrupt frames
+        raise McapFormatError(f"chunk does not decompress: {err}", chunk.offset) from err
+    if len(data) != chunk.uncompressed_size:
+        raise McapFormatError(
+            f"chunk decompressed to {len(data)} bytes, header says {chunk.uncompressed_size}", chunk.offset
+        )
+    if verify_crc and chunk.crc and zlib.crc32(data) != chunk.crc:
+        raise McapFormatError("chunk CRC mismatch", chunk.offset)
+    return data
+
+
+def _gather(arr: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
+    return arr[pos[:, None] + np.arange(width)]
+
+
+def frame_records(
+    data: Any, base: int = 0, schemas: dict[int, SchemaInfo] | None = None, channels: dict[int, ChannelInfo] | None = None
+) -> MessageBatch:
+    """Split a run of records (a decompressed chunk) into message envelopes.
+
+    Schema and channel records met on the way are added to ``schemas`` / ``channels``. A record
+    that does not fit raises :class:`McapFormatError` with ``base`` + its position.
+    """
+    n = len(data)
+    positions: list[int] = []
+    append = positions.append
+    unpack = _RECORD_HEAD.unpack_from
+    pos = 0
+    while pos < n:
+        if pos + 9 > n:
+            raise McapFormatError("record header truncated inside chunk", base + pos)
+        op, length = unpack(data, pos)
+        if pos + 9 + length > n:
+            raise McapFormatError("record extends past end of chunk", base + pos)
+        if op == OP_MESSAGE:
+            append(pos)
+        elif op == OP_SCHEMA and schemas is not None:
+            s = parse_schema(data, pos + 9)
+            schemas[s.id] = s
+        elif op == OP_CHANNEL and channels is not None:
+            c = parse_channel(data, pos + 9)
+            channels[c.id] = c
+        pos += 9 + length
+    return envelopes(data, np.asarray(positions, dtype=np.int64))
+
+
+def envelopes(data: Any, positions: np.ndarray) -> MessageBatch:
+    """Vectorised parse of message records starting at ``positions`` in ``data``."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    if positions.shape[0] == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return MessageBatch(data, np.empty(0, dtype=np.uint16), empty, empty, empty, empty, empty)
+    length = _gather(arr, positions + 1, 8).view("<u8").ravel().astype(np.int64)
+    channel = _gather(arr, positions + 9, 2).view("<u2").ravel()
+    seq = _gather(arr, positions + 11, 4).view("<u4").ravel().astype(np.int64)
+    log_time = _gather(arr, positions + 15, 8).view("<u8").ravel().astype(np.int64)
+    publish = _gather(arr, positions + 23, 8).view("<u8").ravel().astype(np.int64)
+    starts = positions + 31
+    return MessageBatch(data, channel, seq, log_time, publish, starts, positions + 9 + length)
+
+
+@dataclass
+class ScanResult:
+    """What a sequential scan found: every chunk and loose message run, and any damage."""
+
+    schemas: dict[int, SchemaInfo] = field(default_factory=dict)
+    channels: dict[int, ChannelInfo] = field(default_factory=dict)
+    chunks: list[RawChunk] = field(default_factory=list)
+    loose_messages: list[int] = field(default_factory=list)
+    data_end: int | None = None
+    damage: McapFormatError | None = None
+
+
+def scan(buf: Any) -> ScanResult:
+    """Walk the data section record by record without decompressing, stopping at damage."""
+    result = ScanResult()
+    size = len(buf)
+    if size < 8 or bytes(buf[:8]) != MAGIC:
+        result.damage = McapFormatError("missing MCAP magic at file start", 0)
+        return result
+    pos = 8
+    while pos < size:
+        if pos + 9 > size:
+            result.damage = McapFormatError("truncated: record header cut off", pos)
+            return result
+        op, length = _RECORD_HEAD.unpack_from(buf, pos)
+        if op == 0 or op > 0x0F:
+            result.damage = McapFormatError(f"invalid record opcode 0x{op:02x}", pos)
+            return result
+        if pos + 9 + length > size:
+            result.damage = McapFormatError("truncated: record extends past end of file", pos)
+            return result
+        start = pos + 9
+        try:
+            if op == OP_SCHEMA:
+                s = parse_schema(buf, start)
+                result.schemas[s.id] = s
+            elif op == OP_CHANNEL:
+                c = parse_channel(buf, start)
+                result.channels[c.id] = c
+            elif op == OP_CHUNK:
+                result.chunks.append(chunk_at(buf, pos))
+            elif op == OP_MESSAGE:
+                result.loose_messages.append(pos)
+            elif op == OP_DATA_END:
+                result.data_end = pos
+                return result
+        except (struct.error, UnicodeDecodeError) as err:
+            result.damage = McapFormatError(f"malformed record: {err}", pos)
+            return result
+        except McapFormatError as err:
+            result.damage = err
+            return result
+        pos = start + length
+    result.damage = McapFormatError("truncated: no data end record", pos)
+    return result
+
+
+def iter_message_batches(
+    buf: Any,
+    chunks: list[RawChunk],
+    wanted: set[int] | None,
+    schemas: dict[int, SchemaInfo],
+    channels: dict[int, ChannelInfo],
+    *,
+    verify_crc: bool = False,
+) -> Iterator[tuple[RawChunk, MessageBatch]]:
+    """Decompress and frame each chunk, keeping messages of ``wanted`` channels (all if ``None``)."""
+    for chunk in chunks:
+        data = load_chunk(buf, chunk, verify_crc=verify_crc)
+        batch = frame_records(data, chunk.offset, schemas, channels)
+        if wanted is not None and len(batch):
+            batch = batch.select(np.isin(batch.channel_ids, list(wanted)))
+        yield chunk, batch

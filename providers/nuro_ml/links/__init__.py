@@ -1,0 +1,1 @@
+"""Operator extra links (Ray and KubeRay dashboards)."""

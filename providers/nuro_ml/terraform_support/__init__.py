@@ -1,0 +1,1 @@
+"""Building blocks of the Terraform integration: CLI arguments, events, plans, provider mirror."""

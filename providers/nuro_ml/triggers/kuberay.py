@@ -1,0 +1,152 @@
+"""Trigger that follows a RayJob until KubeRay reports a terminal state."""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections.abc import AsyncIterator
+from typing import Any
+
+import tenacity
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from nuro_ml.exceptions import KubeRayJobError
+from nuro_ml.hooks.kuberay import AsyncKubeRayHook
+from nuro_ml.kube.status import JobDeploymentStatus, RayJobInfo
+
+
+def _transient(err: BaseException) -> bool:
+    # A 4xx other than 404 (handled as "deleted") will not get better by retrying.
+    return not isinstance(err, KubeRayJobError) or "(HTTP 5" in str(err)
+
+
+class KubeRayJobTrigger(BaseTrigger):
+    """Poll a RayJob and yield one event when it finishes, fails, disappears or shows its dashboard.
+
+    Event payload: ``status`` is ``success`` (Complete and SUCCEEDED), ``failed`` (Failed,
+    ValidationFailed, or Complete with the Ray job STOPPED/FAILED), ``deleted`` (the object is
+    gone, being deleted, or was re-created under the same name), ``running`` (only with
+    ``report_dashboard``: the dashboard URL is known, the job goes on) or ``error`` (with
+    ``stack_trace``); ``rayjob`` holds :meth:`RayJobInfo.to_dict`, ``object`` the RayJob.
+
+    :param name: RayJob name.
+    :param namespace: RayJob namespace.
+    :param kubernetes_conn_id: the Kubernetes connection.
+    :param config_file: kubeconfig path, overriding the connection's.
+    :param cluster_context: kubeconfig context, overriding the connection's.
+    :param in_cluster: use the pod's service account, overriding the connection's.
+    :param expected_uid: ``metadata.uid`` of the RayJob the task created; another uid means the
+        job was deleted and re-created by someone else.
+    :param report_dashboard: yield a ``running`` event as soon as ``status.dashboardURL`` is set.
+    :param poll_interval: seconds between two reads.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        namespace: str,
+        kubernetes_conn_id: str | None = "kubernetes_default",
+        config_file: str | None = None,
+        cluster_context: str | None = None,
+        in_cluster: bool | None = None,
+        expected_uid: str | None = None,
+        report_dashboard: bool = False,
+        poll_interval: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.namespace = namespace
+        self.kubernetes_conn_id = kubernetes_conn_id
+        self.config_file = config_file
+        self.cluster_context = cluster_context
+        self.in_cluster = in_cluster
+        self.expected_uid = expected_uid
+        self.report_dashboard = report_dashboard
+        self.poll_interval = poll_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{self.__class__.__module__}.{self.__class__.__name__}",
+            {
+                "name": self.name,
+                "namespace": self.namespace,
+                "kubernetes_conn_id": self.kubernetes_conn_id,
+                "config_file": self.config_file,
+                "cluster_context": self.cluster_context,
+                "in_cluster": self.in_cluster,
+                "expected_uid": self.expected_uid,
+                "report_dashboard": self.report_dashboard,
+                "poll_interval": self.poll_interval,
+            },
+        )
+
+    def _hook(self) -> AsyncKubeRayHook:
+        return AsyncKubeRayHook(
+            conn_id=self.kubernetes_conn_id,
+            config_file=self.config_file,
+            cluster_context=self.cluster_context,
+            in_cluster=self.in_cluster,
+        )
+
+    @tenacity.retry(
+        stop=tenacity.stop_after_attempt(3),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=5),
+        retry=tenacity.retry_if_exception(_transient),
+        reraise=True,
+    )
+    async def _read(self, hook: AsyncKubeRayHook) -> RayJobInfo | None:
+        return await hook.get_rayjob(name=self.name, namespace=self.namespace)
+
+    def _event(self, status: str, message: str, info: RayJobInfo | None) -> TriggerEvent:
+        payload: dict[str, Any] = {"status": status, "name": self.name, "namespace": self.namespace, "message": message}
+        if info is not None:
+            payload["rayjob"] = info.to_dict()
+            payload["object"] = info.object
+        return TriggerEvent(payload)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        where = f"RayJob {self.namespace}/{self.name}"
+        try:
+            hook = self._hook()
+            seen: tuple[str, str, bool] | None = None
+            while True:
+                info = await self._read(hook)
+                if info is None:
+                    yield self._event("deleted", f"{where} was deleted before it finished", None)
+                    return
+                if self.expected_uid and info.uid != self.expected_uid:
+                    yield self._event(
+                        "deleted",
+                        f"{where} was deleted and re-created (uid {info.uid}, expected {self.expected_uid})",
+                        info,
+                    )
+                    return
+                state = (str(info.deployment_status), str(info.job_status), info.suspended)
+                if state != seen:
+                    self.log.info("%s", info.describe())
+                    if info.deployment_status == JobDeploymentStatus.SUSPENDED and info.suspended:
+                        self.log.info("%s is suspended, waiting for Kueue to admit it", where)
+                    seen = state
+                if info.is_terminal:
+                    status = "success" if info.succeeded_outcome else "failed"
+                    yield self._event(status, info.describe(), info)
+                    return
+                if info.deleting:
+                    yield self._event("deleted", f"{where} is being deleted before it finished", info)
+                    return
+                if self.report_dashboard and info.dashboard_url:
+                    yield self._event("running", info.describe(), info)
+                    return
+                await asyncio.sleep(self.poll_interval)
+        except Exception as err:
+            self.log.exception("Failed while following %s", where)
+            yield TriggerEvent(
+                {
+                    "status": "error",
+                    "name": self.name,
+                    "namespace": self.namespace,
+                    "message": f"error while following {where}: {err}",
+                    "stack_trace": traceback.format_exc(),
+                }
+            )

@@ -1,0 +1,309 @@
+"""Start or stop one local Ray head for the ``environments/local`` Terraform configuration.
+
+Terraform's ``local-exec`` runs ``python ray_head.py start`` on create and ``python ray_head.py stop`` on
+destroy; every setting comes from ``RAY_HEAD_*`` environment variables so that no shell quoting is
+involved. The head runs in its own session (``setsid``) with its output in a log file: ``local-exec``
+waits until every holder of its stdout pipe exits, so a daemon must never inherit that pipe.
+
+``start`` returns only once the dashboard answers on its HTTP API (the Jobs API a training task uses)
+and the GCS port accepts connections. ``stop`` ends exactly the processes of the recorded session,
+never any other Ray on the machine (``ray stop`` would kill them all).
+
+Only the standard library is used: the script runs with the interpreter whose Ray it starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+PID_FILE = "ray-head.json"
+LOG_FILE = "ray-head.log"
+#: Linux limit for a unix socket path (sun_path is 108 bytes including the terminating NUL).
+MAX_SOCKET_PATH = 107
+#: Longest suffix Ray appends to its temp dir for a socket:
+#: ``/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store``.
+RAY_SOCKET_SUFFIX = 68
+
+
+@dataclass(frozen=True)
+class HeadRecord:
+    """What ``start`` records so that ``stop`` can end exactly this head."""
+
+    pid: int
+    start_ticks: int
+    gcs_port: int
+    dashboard_port: int
+    temp_dir: str
+    owns_temp_dir: bool
+
+
+def _env(name: str, default: str | None = None) -> str:
+    value = os.environ.get(f"RAY_HEAD_{name}", "")
+    if value:
+        return value
+    if default is None:
+        raise SystemExit(f"ray_head: environment variable RAY_HEAD_{name} is required")
+    return default
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (field 3 onwards), or None if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def _start_ticks(pid: int) -> int | None:
+    fields = _proc_stat(pid)
+    # Field 22 (starttime) is index 19 once pid and comm are dropped; it tells a reused PID apart.
+    return int(fields[19]) if fields else None
+
+
+def _session_members(sid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _proc_stat(int(entry.name))
+        # state is index 0, session id index 3; zombies are already dead and only wait to be reaped.
+        if fields and int(fields[3]) == sid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _read_record(runtime_dir: Path) -> HeadRecord | None:
+    path = runtime_dir / PID_FILE
+    try:
+        return HeadRecord(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def _alive(record: HeadRecord) -> bool:
+    return _start_ticks(record.pid) == record.start_ticks
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log written)"
+
+
+def _terminate_session(record: HeadRecord, grace_seconds: float) -> None:
+    """SIGTERM the head's process group, then SIGKILL whatever of its session is left."""
+    if _alive(record):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while _session_members(record.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in _session_members(record.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _session_members(record.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = _session_members(record.pid)
+    if left:
+        raise SystemExit(f"ray_head: processes {left} of session {record.pid} survived SIGKILL")
+
+
+def _remove_record(runtime_dir: Path, record: HeadRecord) -> None:
+    (runtime_dir / PID_FILE).unlink(missing_ok=True)
+    if record.owns_temp_dir:
+        shutil.rmtree(record.temp_dir, ignore_errors=True)
+
+
+def start() -> int:
+    runtime_dir = Path(_env("RUNTIME_DIR")).resolve()
+    gcs_port = int(_env("PORT"))
+    dashboard_port = int(_env("DASHBOARD_PORT"))
+    num_gpus = int(_env("NUM_GPUS"))
+    num_cpus = int(_env("NUM_CPUS"))
+    object_store_mb = int(_env("OBJECT_STORE_MEMORY_MB"))
+    timeout = float(_env("START_TIMEOUT", "120"))
+    requested_temp = _env("TEMP_DIR", "")
+    temp_dir = Path(requested_temp).resolve() if requested_temp else runtime_dir / "ray"
+    runtime_dir.mkdir(parents=True, exist_ok=True)
+    log_path = runtime_dir / LOG_FILE
+    dashboard = f"http://127.0.0.1:{dashboard_port}"
+
+    existing = _read_record(runtime_dir)
+    if existing is not None:
+        if _alive(existing) and _http_ok(f"{dashboard}/api/version"):
+            print(f"ray_head: head pid {existing.pid} from {runtime_dir} is already running; reusing it")
+            return 0
+        # A stale record from a crashed run: clean what is left of that session before starting anew.
+        _terminate_session(existing, grace_seconds=5)
+        _remove_record(runtime_dir, existing)
+
+    if len(str(temp_dir)) + RAY_SOCKET_SUFFIX > MAX_SOCKET_PATH:
+        print(
+            f"ray_head: Ray temp dir {temp_dir} is too long for unix socket paths "
+            f"(at most {MAX_SOCKET_PATH - RAY_SOCKET_SUFFIX} characters); set the ray_temp_dir variable",
+            file=sys.stderr,
+        )
+        return 2
+    busy = [str(port) for port in (gcs_port, dashboard_port) if not _port_free(port)]
+    if busy:
+        print(f"ray_head: port(s) {', '.join(busy)} on 127.0.0.1 already in use", file=sys.stderr)
+        return 2
+
+    command = [
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--head",
+        "--block",
+        "--port",
+        str(gcs_port),
+        "--num-cpus",
+        str(num_cpus),
+        "--num-gpus",
+        str(num_gpus),
+        "--object-store-memory",
+        str(object_store_mb * 1024 * 1024),
+        "--include-dashboard",
+        "true",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dashboard_port),
+        # Ray's fixed default ports (10001, 52365, ...) clash with any other Ray on this machine.
+        "--ray-client-server-port",
+        str(_free_port()),
+        "--dashboard-agent-listen-port",
+        str(_free_port()),
+        "--dashboard-agent-grpc-port",
+        str(_free_port()),
+        "--runtime-env-agent-port",
+        str(_free_port()),
+        "--metrics-export-port",
+        str(_free_port()),
+        "--temp-dir",
+        str(temp_dir),
+        "--disable-usage-stats",
+    ]
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    owns_temp_dir = not temp_dir.exists()
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
+        process = subprocess.Popen(
+            command,
+            stdin=devnull,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    record = HeadRecord(
+        pid=process.pid,
+        start_ticks=_start_ticks(process.pid) or 0,
+        gcs_port=gcs_port,
+        dashboard_port=dashboard_port,
+        temp_dir=str(temp_dir),
+        owns_temp_dir=owns_temp_dir,
+    )
+    (runtime_dir / PID_FILE).write_text(json.dumps(asdict(record)))
+    print(f"ray_head: started pid {process.pid} (log {log_path}); waiting for {dashboard}")
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            reason = f"exited with code {process.returncode}"
+            break
+        if (
+            _port_open(gcs_port)
+            and _http_ok(f"{dashboard}/api/version")
+            and _http_ok(f"{dashboard}/api/jobs/")
+        ):
+            print(
+                f"ray_head: ready: address 127.0.0.1:{gcs_port}, dashboard {dashboard}, "
+                f"{num_gpus} GPU(s), {num_cpus} CPU(s)"
+            )
+            return 0
+        time.sleep(0.5)
+    else:
+        reason = f"did not answer within {timeout:.0f} s"
+
+    print(f"ray_head: Ray head {reason}; last log lines:\n{_tail(log_path)}", file=sys.stderr)
+    # A failed create leaves the resource tainted and Terraform skips destroy-time provisioners for
+    # tainted resources, so the half-started head has to be cleaned up here.
+    _terminate_session(record, grace_seconds=5)
+    _remove_record(runtime_dir, record)
+    return 1
+
+
+def stop() -> int:
+    runtime_dir = Path(_env("RUNTIME_DIR")).resolve()
+    grace = float(_env("STOP_GRACE", "5"))
+    record = _read_record(runtime_dir)
+    if record is None:
+        print(f"ray_head: no Ray head recorded in {runtime_dir}; nothing to stop")
+        return 0
+    if not _alive(record) and not _session_members(record.pid):
+        print(f"ray_head: Ray head pid {record.pid} already exited")
+    else:
+        print(f"ray_head: stopping Ray head session {record.pid}")
+        _terminate_session(record, grace_seconds=grace)
+        print(f"ray_head: Ray head session {record.pid} stopped")
+    _remove_record(runtime_dir, record)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[1] not in ("start", "stop"):
+        print("usage: ray_head.py start|stop (settings in RAY_HEAD_* environment variables)", file=sys.stderr)
+        return 2
+    return start() if argv[1] == "start" else stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

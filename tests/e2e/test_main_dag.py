@@ -1,0 +1,149 @@
+"""Runs the main DAG end to end with `airflow dags test`, twice, and checks what a user would.
+
+The first run provisions a Ray head through Terraform, generates and converts drive logs,
+materializes features, waits for GPUs, trains and tears down. The second run of the same
+day must leave the same Parquet row counts (partitions replaced, never duplicated).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pyarrow.dataset as ds
+import pytest
+
+from nuro_ml.airflow_home import ensure_airflow_home
+from tests.fixtures.services import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
+
+DAG_ID = "av_training_pipeline"
+DAY = "2026-11-24"
+VEHICLES = ["veh-001", "veh-002"]
+DRIVE_SECONDS = 60
+
+
+@dataclass
+class DemoRun:
+    env: dict[str, str]
+    data_dir: Path
+    conf: dict[str, Any]
+    outputs: list[subprocess.CompletedProcess[str]]
+
+    def summary(self) -> dict[str, Any]:
+        files = sorted((self.data_dir / "summaries" / DAG_ID).glob("*.json"))
+        assert files, f"no run summary written under {self.data_dir / 'summaries'}"
+        return dict(json.loads(files[-1].read_text()))
+
+
+def _airflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    return subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=1200)
+
+
+def _table_rows(root: Path, table: str) -> int:
+    return int(ds.dataset(root / table, format="parquet", partitioning="hive").count_rows())
+
+
+def _ray_processes(temp_marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info.get("cmdline") or [])
+        if temp_marker in cmd and ("ray" in cmd or "raylet" in cmd or "gcs_server" in cmd):
+            found.append(proc)
+    return found
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
+    root = tmp_path_factory.mktemp("e2e")
+    data_dir = root / "data"
+    home = ensure_airflow_home(root / "airflow")
+    env = dict(os.environ)
+    env.update(
+        AIRFLOW_HOME=str(home),
+        NURO_ML_DATA_DIR=str(data_dir),
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+    migrate = _airflow(env, "db", "migrate")
+    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
+    conf = {
+        "vehicles": VEHICLES,
+        "drive_seconds": DRIVE_SECONDS,
+        "ray_port": free_port(),
+        "dashboard_port": free_port(),
+        "num_boost_round": 10,
+    }
+    outputs = []
+    for _ in range(2):
+        result = _airflow(env, "dags", "test", DAG_ID, DAY, "-c", json.dumps(conf))
+        outputs.append(result)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]
+    yield DemoRun(env, data_dir, conf, outputs)
+
+
+def test_etl_partitions_hold_every_message_once(demo_run: DemoRun) -> None:
+    etl_root = demo_run.data_dir / "etl"
+    summary = demo_run.summary()
+    messages = summary["etl"]["messages"]
+    # 100 Hz ego pose for each vehicle's drive: the partition holds exactly the messages logged.
+    pose_rows = _table_rows(etl_root, "pose")
+    assert pose_rows == int(messages["/ego/pose"]) == len(VEHICLES) * DRIVE_SECONDS * 100
+    for vehicle in VEHICLES:
+        partition = etl_root / "pose" / f"date={DAY}" / f"vehicle={vehicle}"
+        assert any(partition.glob("*.parquet")), f"missing partition {partition}"
+    # Both runs wrote the same rows: the second replaced the day's partitions.
+    assert summary["etl"]["rows"] == demo_run.summary()["etl"]["rows"]
+    assert _table_rows(etl_root, "scene_stats") == summary["etl"]["rows"]["scene_stats"]
+
+
+def test_online_features_for_a_known_scene(demo_run: DemoRun) -> None:
+    scenes = ds.dataset(demo_run.data_dir / "etl" / "scene_stats", format="parquet", partitioning="hive").to_table()
+    scene_id = scenes.column("scene_id")[0].as_py()
+    expected_speed = scenes.column("speed_mean_mps")[0].as_py()
+    code = (
+        "import json, sys\n"
+        "from nuro_ml.hooks.feast import FeastHook\n"
+        "store = FeastHook().get_store()\n"
+        "resp = store.get_online_features(features=store.get_feature_service('scene_training'),\n"
+        f"    entity_rows=[{{'scene_id': {scene_id!r}}}]).to_dict()\n"
+        "print(json.dumps(resp, default=str))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=demo_run.env, capture_output=True, text=True, check=True)
+    features = json.loads(out.stdout.strip().splitlines()[-1])
+    assert features["scene_id"] == [scene_id]
+    assert features["speed_mean_mps"][0] == pytest.approx(expected_speed)
+
+
+def test_training_succeeded_and_wrote_the_model(demo_run: DemoRun) -> None:
+    training = demo_run.summary()["training"]
+    assert training["status"] == "SUCCEEDED"
+    artifact = Path(str(training["artifact_uri"]).removeprefix("file://"))
+    assert artifact.exists() and artifact.stat().st_size > 0
+    metrics = training["metrics"]
+    assert 0.0 <= float(metrics["accuracy"]) <= 1.0
+    assert int(metrics["train_rows"]) > 0
+
+
+def test_lease_released_and_cluster_destroyed(demo_run: DemoRun) -> None:
+    from nuro_ml.capacity.ledger import QuotaLedger
+
+    ledger = QuotaLedger(f"sqlite:///{demo_run.data_dir / 'ledger.db'}")
+    assert ledger.active_leases() == []
+    wait = demo_run.summary()["gpu_wait"]
+    assert wait["gpus"] == 2
+    states = sorted((demo_run.data_dir / "terraform").rglob("*.tfstate"))
+    assert states, "no Terraform state written"
+    for state_file in states:
+        state = json.loads(state_file.read_text())
+        assert state["resources"] == [], f"{state_file} still holds resources"
+    assert _ray_processes(str(demo_run.conf["dashboard_port"])) == []
