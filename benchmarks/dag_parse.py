@@ -33,7 +33,16 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOADER = REPO_ROOT / "dags" / "yaml_pipelines.py"
-STAGES = ("provision", "etl", "feast_apply", "feast_materialize", "wait_for_gpus", "train", "release", "teardown")
+STAGES = (
+    "provision",
+    "etl",
+    "feast_apply",
+    "feast_materialize",
+    "wait_for_gpus",
+    "train",
+    "release",
+    "teardown",
+)
 BASH = "airflow.providers.standard.operators.bash.BashOperator"
 
 RUNNER = """
@@ -44,7 +53,8 @@ from airflow.sdk import DAG  # noqa: F401
 started = time.perf_counter()
 bag = DagBag(dag_folder=sys.argv[1])
 elapsed = time.perf_counter() - started
-print(json.dumps({"seconds": elapsed, "dags": len(bag.dags), "errors": {k: v[:300] for k, v in bag.import_errors.items()}}))
+errors = {path: text[:300] for path, text in bag.import_errors.items()}
+print(json.dumps({"seconds": elapsed, "dags": len(bag.dags), "errors": errors}))
 """
 
 
@@ -138,7 +148,9 @@ def write_python(folder: Path, count: int) -> None:
         ]
         for stage in STAGES:
             retries = ", retries=1" if stage == "train" else ""
-            body.append(f'    {stage} = BashOperator(task_id="{stage}", bash_command="{_command(i, stage)}"{retries})')
+            body.append(
+                f'    {stage} = BashOperator(task_id="{stage}", bash_command="{_command(i, stage)}"{retries})'
+            )
         body.append("    " + " >> ".join(STAGES))
         (folder / f"pipe_{i:04d}.py").write_text("\n".join(body) + "\n")
 
@@ -152,15 +164,21 @@ def parse_once(folder: Path, count: int, env: dict[str, str]) -> float:
         raise RuntimeError(f"parsing {folder} failed:\n{completed.stderr[-3000:]}")
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     if result["errors"] or result["dags"] != count:
-        raise RuntimeError(f"{folder}: expected {count} DAGs and no import error, got {result['dags']} DAGs, "
-                           f"errors {result['errors']}")
+        raise RuntimeError(
+            f"{folder}: expected {count} DAGs and no import error, got {result['dags']} DAGs, "
+            f"errors {result['errors']}"
+        )
     return float(result["seconds"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.dag_parse", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.dag_parse", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--count", type=int, default=1000, help="pipelines per variant (default 1000)")
-    parser.add_argument("--repeat", type=int, default=2, help="fresh-interpreter runs per variant; best counts")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="fresh-interpreter runs per variant; best counts"
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="nuro-ml-dag-parse-") as tmp:

@@ -65,12 +65,22 @@ class RayJobSpecInvalidError(KubeRayJobError):
 class SlurmCommandError(SlurmJobError):
     """A Slurm command (sbatch, scontrol, ...) or slurmrestd request failed or timed out."""
 
-    def __init__(self, argv: list[str], returncode: int | None, stderr: str, *, outcome: str | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        returncode: int | None,
+        stderr: str,
+        *,
+        outcome: str | None = None,
+        payload: dict[str, object] | None = None,
+    ) -> None:
         #: The command line, or ``[METHOD, path]`` for a slurmrestd request.
         self.argv = list(argv)
         #: Exit code or HTTP status; None when the call timed out.
         self.returncode = returncode
         self.stderr = stderr.strip()
+        #: The decoded slurmrestd reply, when there was one.
+        self.payload = payload
         outcome = outcome or ("timed out" if returncode is None else f"exited with {returncode}")
         super().__init__(f"`{' '.join(self.argv[:3])} ...` {outcome}: {self.stderr or '(no error text)'}")
 

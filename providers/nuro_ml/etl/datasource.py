@@ -102,7 +102,9 @@ class McapReader(DataSourceReader):
         self.time_range: tuple[int, int] | None = None
 
     def partitions(self) -> list[InputPartition]:
-        parts = mcap_reader.plan(self.paths, self.topics, part_bytes=self.part_bytes, time_range=self.time_range)
+        parts = mcap_reader.plan(
+            self.paths, self.topics, part_bytes=self.part_bytes, time_range=self.time_range
+        )
         return [McapPartition(p) for p in parts]
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
@@ -126,7 +128,9 @@ class McapPushdownReader(McapReader):
                 wanted = {str(v) for v in values}
                 self.topics = wanted if self.topics is None else self.topics & wanted
                 continue
-            if attr == ("log_time_ns",) and isinstance(f, GreaterThan | GreaterThanOrEqual | LessThan | LessThanOrEqual):
+            if attr == ("log_time_ns",) and isinstance(
+                f, GreaterThan | GreaterThanOrEqual | LessThan | LessThanOrEqual
+            ):
                 value = int(f.value)
                 if isinstance(f, GreaterThan | GreaterThanOrEqual):
                     lo = max(lo, value)

@@ -66,8 +66,10 @@ class DriveSpec:
 
     def start_ns(self) -> int:
         """Drive start: morning of ``day`` (UTC), staggered per vehicle and drive."""
-        offset_s = 7 * 3600 + (zlib.crc32(self.vehicle_id.encode()) % 7200) + self.drive_index * (
-            math.ceil(self.drive_seconds) + 1800
+        offset_s = (
+            7 * 3600
+            + (zlib.crc32(self.vehicle_id.encode()) % 7200)
+            + self.drive_index * (math.ceil(self.drive_seconds) + 1800)
         )
         start = datetime.combine(self.day, time(0), tzinfo=UTC) + timedelta(seconds=offset_s)
         end = start + timedelta(seconds=self.drive_seconds + 1)
@@ -89,7 +91,9 @@ def _ts(msg: Any, ns: int) -> None:
     msg.timestamp.nanos = ns % 1_000_000_000
 
 
-def _sample_times(t0_ns: int, n_sim: int, step: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _sample_times(
+    t0_ns: int, n_sim: int, step: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Simulation indices and log times of a topic sampled every ``step`` simulation ticks.
 
     Sensor latency jitter stays below a fifth of the period so log times remain strictly increasing.
@@ -109,7 +113,9 @@ class _DriveWriter:
         self.channels: dict[str, int] = {}
         self.seq: dict[str, int] = {}
         for topic, cls in schemas.FOXGLOVE_CLASSES.items():
-            sid = writer.register_schema(cls.DESCRIPTOR.full_name, "protobuf", schemas.file_descriptor_set(cls))
+            sid = writer.register_schema(
+                cls.DESCRIPTOR.full_name, "protobuf", schemas.file_descriptor_set(cls)
+            )
             self.channels[topic] = writer.register_channel(topic, "protobuf", sid)
         self.encoders: dict[str, Any] = {}
         if ros2:
@@ -122,7 +128,10 @@ class _DriveWriter:
                 self.encoders[topic] = serialize_dynamic(name, text)[name]
         else:
             classes = schemas.sensor_message_classes()
-            for topic, name in ((schemas.TOPIC_IMU, schemas.IMU_PROTO), (schemas.TOPIC_CAN, schemas.CAN_PROTO)):
+            for topic, name in (
+                (schemas.TOPIC_IMU, schemas.IMU_PROTO),
+                (schemas.TOPIC_CAN, schemas.CAN_PROTO),
+            ):
                 sid = writer.register_schema(name, "protobuf", schemas.file_descriptor_set(classes[name]))
                 self.channels[topic] = writer.register_channel(topic, "protobuf", sid)
 
@@ -231,7 +240,10 @@ def write_drive(stream: Any, spec: DriveSpec) -> dict[str, int]:
             if ros2:
                 data = dw.encoders[topic](
                     {
-                        "header": {"stamp": {"sec": log_time // 10**9, "nanosec": log_time % 10**9}, "frame_id": "imu"},
+                        "header": {
+                            "stamp": {"sec": log_time // 10**9, "nanosec": log_time % 10**9},
+                            "frame_id": "imu",
+                        },
                         "orientation": dict(zip("xyzw", (float(v) for v in quat[i]), strict=True)),
                         "orientation_covariance": [0.0] * 9,
                         "angular_velocity": {"x": 0.001 * float(noise[i, 4]), "y": 0.0, "z": gyro_z},
@@ -285,7 +297,9 @@ def write_drive(stream: Any, spec: DriveSpec) -> dict[str, int]:
             fix.longitude = lon0 + math.degrees(east / (_EARTH_RADIUS_M * math.cos(math.radians(lat0))))
             fix.altitude = alt0 + float(traj.z[i])
             del fix.position_covariance[:]
-            fix.position_covariance.extend([sigma**2, 0.0, 0.0, 0.0, sigma**2, 0.0, 0.0, 0.0, (2 * sigma) ** 2])
+            fix.position_covariance.extend(
+                [sigma**2, 0.0, 0.0, 0.0, sigma**2, 0.0, 0.0, 0.0, (2 * sigma) ** 2]
+            )
             fix.position_covariance_type = LocationFix.UNKNOWN if bad else LocationFix.DIAGONAL_KNOWN
             data = fix.SerializeToString()
         elif topic == schemas.TOPIC_LIDAR:

@@ -161,7 +161,9 @@ def _inspect(path: str) -> dict[str, Any]:
 class ETLRun:
     """One run of the job over a Spark session."""
 
-    def __init__(self, spark: SparkSession, cfg: ETLJobConfig, progress: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, spark: SparkSession, cfg: ETLJobConfig, progress: Callable[[str], None] | None = None
+    ) -> None:
         self.spark = spark
         self.cfg = cfg
         self.progress = progress or (lambda msg: log.info("%s", msg))
@@ -177,7 +179,9 @@ class ETLRun:
 
         t_start = time.monotonic()
         files = discover(self.cfg)
-        self.progress(f"ETL {self.cfg.start} .. {self.cfg.end}: {len(files)} input files under {self.cfg.input_path}")
+        self.progress(
+            f"ETL {self.cfg.start} .. {self.cfg.end}: {len(files)} input files under {self.cfg.input_path}"
+        )
         result: dict[str, Any] = {
             "files": 0,
             "bytes": 0,
@@ -286,9 +290,19 @@ class ETLRun:
                 by_schema.setdefault(r.schemas[topic], []).append(r.file)
         frames = []
         for _, paths in sorted(by_schema.items()):
-            keys = [F.col(c) for c in ("date", "vehicle", "vehicle_id", "drive_id", "log_time", "log_time_ns")]
+            keys = [
+                F.col(c) for c in ("date", "vehicle", "vehicle_id", "drive_id", "log_time", "log_time_ns")
+            ]
             if topic == schemas.TOPIC_POSE:
-                df = self._read(paths, topic, ["frame_id", *(f"pose_position_{a}" for a in "xyz"), *(f"pose_orientation_{a}" for a in "xyzw")])
+                df = self._read(
+                    paths,
+                    topic,
+                    [
+                        "frame_id",
+                        *(f"pose_position_{a}" for a in "xyz"),
+                        *(f"pose_orientation_{a}" for a in "xyzw"),
+                    ],
+                )
                 qx, qy, qz, qw = (F.col(f"pose_orientation_{a}") for a in "xyzw")
                 df = df.select(
                     *keys,
@@ -301,7 +315,11 @@ class ETLRun:
                     F.atan2(2 * (qw * qz + qx * qy), 1 - 2 * (qy * qy + qz * qz)).alias("yaw_rad"),
                 )
             elif topic == schemas.TOPIC_GNSS:
-                df = self._read(paths, topic, ["latitude", "longitude", "altitude", "position_covariance", "position_covariance_type"])
+                df = self._read(
+                    paths,
+                    topic,
+                    ["latitude", "longitude", "altitude", "position_covariance", "position_covariance_type"],
+                )
                 cov = F.col("position_covariance")
                 df = df.select(
                     *keys,
@@ -313,20 +331,47 @@ class ETLRun:
                     (F.col("position_covariance_type") != 0).alias("fix_valid"),
                 )
             elif topic == schemas.TOPIC_IMU:
-                cols = [*(f"orientation_{a}" for a in "xyzw"), *(f"angular_velocity_{a}" for a in "xyz"), *(f"linear_acceleration_{a}" for a in "xyz")]
+                cols = [
+                    *(f"orientation_{a}" for a in "xyzw"),
+                    *(f"angular_velocity_{a}" for a in "xyz"),
+                    *(f"linear_acceleration_{a}" for a in "xyz"),
+                ]
                 df = self._read(paths, topic, cols).select(*keys, *cols)
             elif topic == schemas.TOPIC_CAN:
-                df = self._read(paths, topic, ["speed_mps", "steering_angle_rad", "throttle", "brake_pressure_bar", "gear"])
+                df = self._read(
+                    paths,
+                    topic,
+                    ["speed_mps", "steering_angle_rad", "throttle", "brake_pressure_bar", "gear"],
+                )
                 df = df.select(
-                    *keys, "speed_mps", "steering_angle_rad", "throttle", "brake_pressure_bar", F.col("gear").cast("int")
+                    *keys,
+                    "speed_mps",
+                    "steering_angle_rad",
+                    "throttle",
+                    "brake_pressure_bar",
+                    F.col("gear").cast("int"),
                 )
             elif topic == schemas.TOPIC_LIDAR:
                 df = self._read(paths, topic, ["frame_id", "point_stride", "fields", "data"])
-                df = df.select(*keys, "file", "frame_id", F.col("point_stride").cast("long").alias("point_stride"), "fields", "data")
+                df = df.select(
+                    *keys,
+                    "file",
+                    "frame_id",
+                    F.col("point_stride").cast("long").alias("point_stride"),
+                    "fields",
+                    "data",
+                )
                 df = _with_lidar_stats(df)
             else:
                 df = self._read(paths, topic, ["frame_id", "format", "data"])
-                df = df.select(*keys, "file", "frame_id", "format", F.length("data").cast("long").alias("payload_bytes"), "data")
+                df = df.select(
+                    *keys,
+                    "file",
+                    "frame_id",
+                    "format",
+                    F.length("data").cast("long").alias("payload_bytes"),
+                    "data",
+                )
             frames.append(df)
         if not frames:
             return None
@@ -346,7 +391,9 @@ class ETLRun:
 
     def _write_topic_tables(self, good: list[Any]) -> None:
         for topic, spec in schemas.TOPICS.items():
-            table = {"lidar_points": "lidar_payload", "camera_frames": "camera_payload"}.get(spec.table, spec.table)
+            table = {"lidar_points": "lidar_payload", "camera_frames": "camera_payload"}.get(
+                spec.table, spec.table
+            )
             df = self._topic_frame(good, topic)
             if df is None:
                 continue
@@ -381,8 +428,20 @@ class ETLRun:
 
         parts = [
             narrow("ego_pose", SRC_POSE, F.col("x_m"), F.col("y_m"), F.col("yaw_rad")),
-            narrow("vehicle_can", SRC_CAN, F.col("speed_mps"), F.col("brake_pressure_bar"), F.col("steering_angle_rad")),
-            narrow("imu", SRC_IMU, F.col("angular_velocity_z"), F.col("linear_acceleration_x"), F.col("linear_acceleration_y")),
+            narrow(
+                "vehicle_can",
+                SRC_CAN,
+                F.col("speed_mps"),
+                F.col("brake_pressure_bar"),
+                F.col("steering_angle_rad"),
+            ),
+            narrow(
+                "imu",
+                SRC_IMU,
+                F.col("angular_velocity_z"),
+                F.col("linear_acceleration_x"),
+                F.col("linear_acceleration_y"),
+            ),
             narrow("gnss_fix", SRC_GNSS, F.col("fix_valid"), F.col("h_std_m")),
             narrow("lidar_points", SRC_LIDAR, F.col("point_count")),
             narrow("camera_frames", SRC_CAMERA, F.lit(1.0)),
@@ -409,7 +468,8 @@ class ETLRun:
         scene_schema = pa.schema([*SCENE_STATS_SCHEMA, *extra])
         grouped = signals.groupBy("date", "vehicle_id", "drive_id")
         ego = grouped.applyInArrow(
-            _grouped(_ego_motion, ego_schema, cfg, created_us), from_arrow_schema(ego_schema, prefer_timestamp_ntz=False)
+            _grouped(_ego_motion, ego_schema, cfg, created_us),
+            from_arrow_schema(ego_schema, prefer_timestamp_ntz=False),
         )
         self._write_staged(ego.repartition("date", "vehicle"), "ego_motion")
         scenes = grouped.applyInArrow(
@@ -432,7 +492,9 @@ def _scene_stats(table: Any, vehicle: str, drive: str, cfg: TransformConfig, cre
     return scene_stats(table, vehicle, drive, created_us, cfg)
 
 
-def _grouped(fn: Callable[..., Any], schema: Any, cfg: TransformConfig, created_us: int) -> Callable[[Any, Any], Any]:
+def _grouped(
+    fn: Callable[..., Any], schema: Any, cfg: TransformConfig, created_us: int
+) -> Callable[[Any, Any], Any]:
     def apply(key: Any, table: Any) -> Any:
         import pyarrow as pa
 
@@ -473,7 +535,9 @@ def _with_lidar_stats(df: DataFrame) -> DataFrame:
     return df.mapInArrow(add_stats, out_schema)
 
 
-def run_etl(spark: SparkSession, cfg: ETLJobConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_etl(
+    spark: SparkSession, cfg: ETLJobConfig, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Run the ETL for ``cfg`` on ``spark``; returns the result (the operator's XCom value)."""
     return ETLRun(spark, cfg, progress).run()
 

@@ -76,9 +76,11 @@ def simulate(duration_s: float, rng: np.random.Generator) -> Trajectory:
         else:
             kind = rng.choice(["cruise", "accel", "brake"], p=[0.45, 0.3, 0.25])
             dur = rng.uniform(3.0, 9.0)
-            acc = {"cruise": rng.normal(0.0, 0.15), "accel": rng.uniform(0.5, 2.0), "brake": -rng.uniform(0.8, 3.0)}[
-                str(kind)
-            ]
+            acc = {
+                "cruise": rng.normal(0.0, 0.15),
+                "accel": rng.uniform(0.5, 2.0),
+                "brake": -rng.uniform(0.8, 3.0),
+            }[str(kind)]
             time_const = 0.5
         seg = min(n - i, max(1, round(dur / dt)))
         # Integrate speed inside the segment so the plan can react to standstill and the cap.

@@ -9,9 +9,11 @@ record that does not fit, and reports where that was.
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,13 +153,20 @@ def _parse_statistics(buf: Any, start: int) -> tuple[int, dict[int, int]]:
     return count, counts
 
 
-def open_mapped(path: str | Path) -> tuple[Any, Any]:
-    """Memory-map a file read-only; returns (file object, buffer). Empty files map to ``b""``."""
-    fh = open(path, "rb")
-    size = Path(path).stat().st_size
-    if size == 0:
-        return fh, b""
-    return fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+@contextmanager
+def mapped(path: str | Path) -> Iterator[Any]:
+    """Memory-map a file read-only for the duration of the block (empty files map to ``b""``)."""
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            yield b""
+            return
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            yield mm
+        finally:
+            # Arrays still viewing the map keep it alive; it is unmapped when they are freed.
+            with suppress(BufferError):
+                mm.close()
 
 
 def read_summary(buf: Any) -> Summary | None:
@@ -263,7 +272,10 @@ def _gather(arr: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
 
 
 def frame_records(
-    data: Any, base: int = 0, schemas: dict[int, SchemaInfo] | None = None, channels: dict[int, ChannelInfo] | None = None
+    data: Any,
+    base: int = 0,
+    schemas: dict[int, SchemaInfo] | None = None,
+    channels: dict[int, ChannelInfo] | None = None,
 ) -> MessageBatch:
     """Split a run of records (a decompressed chunk) into message envelopes.
 

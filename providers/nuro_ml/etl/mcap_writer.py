@@ -131,7 +131,9 @@ class ChunkedMcapWriter:
         self._out.write(record)
         self._metadata_indexes.append(MetadataIndex(offset=offset, length=len(record), name=name))
 
-    def add_message(self, channel_id: int, log_time: int, data: bytes, publish_time: int, sequence: int) -> None:
+    def add_message(
+        self, channel_id: int, log_time: int, data: bytes, publish_time: int, sequence: int
+    ) -> None:
         chunk = self._open.get(channel_id)
         if chunk is None:
             chunk = self._open[channel_id] = _OpenChunk(start=log_time, end=log_time)
@@ -233,5 +235,9 @@ class ChunkedMcapWriter:
         crc = zlib.crc32(summary)
         crc = zlib.crc32(struct.pack("<BQQQ", Opcode.FOOTER, 20, summary_start, summary_offset_start), crc)
         self._out.write(summary)
-        self._emit(Footer(summary_start=summary_start, summary_offset_start=summary_offset_start, summary_crc=crc).write)
+        self._emit(
+            Footer(
+                summary_start=summary_start, summary_offset_start=summary_offset_start, summary_crc=crc
+            ).write
+        )
         self._out.write(MAGIC)

@@ -83,7 +83,9 @@ def _leaves(desc: Descriptor, prefix: tuple[str, ...] = (), depth: int = 0) -> l
         if fd.type == FD.TYPE_MESSAGE:
             sub = fd.message_type
             if repeated:
-                scalars = tuple((f.name, f.type) for f in sub.fields if f.type in _SCALAR_ARROW and not f.is_repeated)
+                scalars = tuple(
+                    (f.name, f.type) for f in sub.fields if f.type in _SCALAR_ARROW and not f.is_repeated
+                )
                 struct = pa.struct([pa.field(n, _SCALAR_ARROW[t]) for n, t in scalars])
                 out.append(Leaf(name, path, "repeated_message", fd.type, pa.list_(struct), scalars))
             elif sub.full_name == _TIMESTAMP:
@@ -210,7 +212,9 @@ def _binary_array(matrix: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
 
 def _default_array(leaf: Leaf, n: int) -> pa.Array:
     if leaf.kind in ("repeated_scalar", "repeated_message"):
-        return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], leaf.arrow_type.value_type))
+        return pa.ListArray.from_arrays(
+            pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], leaf.arrow_type.value_type)
+        )
     if leaf.arrow_type == pa.string():
         return pa.array([""] * n, pa.string())
     if leaf.arrow_type == pa.binary():
@@ -253,9 +257,13 @@ class ProtobufDecoder:
         self.leaves = _leaves(self.descriptor)
         self.schema = pa.schema([pa.field(leaf.name, leaf.arrow_type) for leaf in self.leaves])
 
-    def decode(self, buf: Any, starts: np.ndarray, ends: np.ndarray, columns: Sequence[str] | None = None) -> pa.Table:
+    def decode(
+        self, buf: Any, starts: np.ndarray, ends: np.ndarray, columns: Sequence[str] | None = None
+    ) -> pa.Table:
         """Decode payloads ``buf[starts[i]:ends[i]]`` into a table of the requested columns, in order."""
-        leaves = self.leaves if columns is None else [leaf for leaf in self.leaves if leaf.name in set(columns)]
+        leaves = (
+            self.leaves if columns is None else [leaf for leaf in self.leaves if leaf.name in set(columns)]
+        )
         n = int(starts.shape[0])
         if n == 0:
             return pa.table({leaf.name: pa.array([], leaf.arrow_type) for leaf in leaves})
@@ -297,7 +305,9 @@ class ProtobufDecoder:
             ok &= (arr[starts + off + width - 1] & 0x80) == 0
         return ok
 
-    def _gather_template(self, arr: np.ndarray, starts: np.ndarray, tpl: _Template, leaves: list[Leaf]) -> dict[str, pa.Array]:
+    def _gather_template(
+        self, arr: np.ndarray, starts: np.ndarray, tpl: _Template, leaves: list[Leaf]
+    ) -> dict[str, pa.Array]:
         n = int(starts.shape[0])
         by_path: dict[tuple[str, ...], list[tuple[int, str, int]]] = {}
         for path, off, kind, size in tpl.values:
@@ -334,10 +344,14 @@ class ProtobufDecoder:
                 flat = _gather(arr, starts + off, size * dtype.itemsize).view(dtype).ravel()
                 value_type = leaf.arrow_type.value_type
                 offsets = pa.array((np.arange(n + 1) * size).astype(np.int32))
-                out[leaf.name] = pa.ListArray.from_arrays(offsets, pa.array(flat.astype(_NP_DTYPES[value_type])))
+                out[leaf.name] = pa.ListArray.from_arrays(
+                    offsets, pa.array(flat.astype(_NP_DTYPES[value_type]))
+                )
         return out
 
-    def _decode_slow(self, buf: Any, starts: np.ndarray, ends: np.ndarray, leaves: list[Leaf]) -> dict[str, pa.Array]:
+    def _decode_slow(
+        self, buf: Any, starts: np.ndarray, ends: np.ndarray, leaves: list[Leaf]
+    ) -> dict[str, pa.Array]:
         values: dict[str, list[Any]] = {leaf.name: [] for leaf in leaves}
         cls = self.message_class
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):

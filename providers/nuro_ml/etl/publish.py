@@ -62,7 +62,9 @@ def partition_dir(root: Path, table: str, day: str, vehicle: str) -> Path:
 def parquet_files(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir() if p.suffix == ".parquet" and not p.name.startswith((".", "_")))
+    return sorted(
+        p for p in directory.iterdir() if p.suffix == ".parquet" and not p.name.startswith((".", "_"))
+    )
 
 
 def count_rows(directory: Path) -> int:
@@ -83,7 +85,9 @@ def _carry_over(old: Path, staged: Path, processed_drives: set[str]) -> int:
         if not set(drives) - processed_drives:
             continue
         table = pf.read()
-        mask = pc.invert(pc.is_in(table.column("drive_id"), value_set=pa.array(sorted(processed_drives), pa.string())))
+        mask = pc.invert(
+            pc.is_in(table.column("drive_id"), value_set=pa.array(sorted(processed_drives), pa.string()))
+        )
         keep_tables.append(table.filter(mask))
     rows = 0
     staged.mkdir(parents=True, exist_ok=True)
@@ -113,7 +117,11 @@ def publish(
             retained = _carry_over(final, staged, drives) if final.exists() else 0
             if retained:
                 log.warning(
-                    "Kept %d rows of unprocessed drives in %s/date=%s/vehicle=%s", retained, table, day, vehicle
+                    "Kept %d rows of unprocessed drives in %s/date=%s/vehicle=%s",
+                    retained,
+                    table,
+                    day,
+                    vehicle,
                 )
             if not staged.exists():
                 if final.exists():

@@ -94,7 +94,9 @@ def expand_paths(paths: Iterable[str | Path]) -> list[str]:
         for m in matches:
             if os.path.isdir(m):
                 for root, _, names in os.walk(m):
-                    out.update(os.path.join(root, n) for n in names if n.endswith(".mcap") and not n.startswith("."))
+                    out.update(
+                        os.path.join(root, n) for n in names if n.endswith(".mcap") and not n.startswith(".")
+                    )
             elif os.path.exists(m):
                 out.add(m)
             else:
@@ -131,13 +133,16 @@ class ReadStats:
 
 
 def plan(
-    paths: Sequence[str], topics: set[str] | None, *, part_bytes: int = DEFAULT_PART_BYTES, time_range: tuple[int, int] | None = None
+    paths: Sequence[str],
+    topics: set[str] | None,
+    *,
+    part_bytes: int = DEFAULT_PART_BYTES,
+    time_range: tuple[int, int] | None = None,
 ) -> list[FilePart]:
     """Split the files into parts of about ``part_bytes`` compressed bytes of relevant chunks."""
     parts: list[FilePart] = []
     for path in paths:
-        fh, buf = mcap_io.open_mapped(path)
-        try:
+        with mcap_io.mapped(path) as buf:
             try:
                 summary = mcap_io.read_summary(buf)
             except McapFormatError:
@@ -145,15 +150,15 @@ def plan(
             if summary is None or not summary.chunks or any(c.channel_ids is None for c in summary.chunks):
                 parts.append(FilePart(path, None, len(buf)))
                 continue
-            wanted = {
-                cid for cid, ch in summary.channels.items() if topics is None or ch.topic in topics
-            }
+            wanted = {cid for cid, ch in summary.channels.items() if topics is None or ch.topic in topics}
             group: list[int] = []
             size = 0
             for chunk in summary.chunks:
                 if not (chunk.channel_ids or frozenset()) & wanted:
                     continue
-                if time_range is not None and (chunk.end_time < time_range[0] or chunk.start_time >= time_range[1]):
+                if time_range is not None and (
+                    chunk.end_time < time_range[0] or chunk.start_time >= time_range[1]
+                ):
                     continue
                 group.append(chunk.offset)
                 size += chunk.length
@@ -162,10 +167,6 @@ def plan(
                     group, size = [], 0
             if group:
                 parts.append(FilePart(path, tuple(group), size))
-        finally:
-            if not isinstance(buf, bytes):
-                buf.close()
-            fh.close()
     return parts
 
 
@@ -179,26 +180,23 @@ class McapTableReader:
         :attr:`stats`), ``fail`` to raise :class:`~nuro_ml.etl.mcap_io.McapFormatError`.
     """
 
-    def __init__(self, topics: set[str] | None, schema: pa.Schema, *, on_damage: str = "stop", verify_crc: bool = False) -> None:
+    def __init__(
+        self, topics: set[str] | None, schema: pa.Schema, *, on_damage: str = "stop", verify_crc: bool = False
+    ) -> None:
         self.topics = topics
         self.schema = schema
         self.on_damage = on_damage
         self.verify_crc = verify_crc
         self.stats = ReadStats()
         env = set(ENVELOPE_SCHEMA.names)
-        self.raw = any(name in ("data", "schema_name", "message_encoding") for name in schema.names) and not any(
-            name not in env and name not in RAW_SCHEMA.names for name in schema.names
-        )
+        self.raw = any(
+            name in ("data", "schema_name", "message_encoding") for name in schema.names
+        ) and not any(name not in env and name not in RAW_SCHEMA.names for name in schema.names)
         self.decoded_columns = [name for name in schema.names if name not in env]
 
     def read(self, part: FilePart) -> Iterator[pa.RecordBatch]:
-        fh, buf = mcap_io.open_mapped(part.path)
-        try:
+        with mcap_io.mapped(part.path) as buf:
             yield from self._read(part, buf)
-        finally:
-            if not isinstance(buf, bytes):
-                buf.close()
-            fh.close()
 
     def _read(self, part: FilePart, buf: Any) -> Iterator[pa.RecordBatch]:
         schemas: dict[int, SchemaInfo] = {}
@@ -223,7 +221,9 @@ class McapTableReader:
             if result.damage is not None:
                 self._damage(part.path, result.damage, defer=True)
         if loose:
-            yield from self._emit(part.path, mcap_io.envelopes(buf, np.asarray(loose, dtype=np.int64)), schemas, channels)
+            yield from self._emit(
+                part.path, mcap_io.envelopes(buf, np.asarray(loose, dtype=np.int64)), schemas, channels
+            )
         for chunk in raw_chunks:
             self.stats.bytes_read += chunk.data_end - chunk.offset
             try:
@@ -255,7 +255,9 @@ class McapTableReader:
                 raise McapFormatError(f"{path}: message on unknown channel {cid}", 0)
             if self.topics is not None and channel.topic not in self.topics:
                 continue
-            sub = batch.select(batch.channel_ids == cid) if len(set(batch.channel_ids.tolist())) > 1 else batch
+            sub = (
+                batch.select(batch.channel_ids == cid) if len(set(batch.channel_ids.tolist())) > 1 else batch
+            )
             n = len(sub)
             self.stats.messages[channel.topic] = self.stats.messages.get(channel.topic, 0) + n
             cols: dict[str, pa.Array] = {}
@@ -277,7 +279,11 @@ class McapTableReader:
                 cols["schema_name"] = pa.array([schema.name if schema else ""] * n, pa.string())
                 cols["message_encoding"] = pa.array([channel.message_encoding] * n, pa.string())
                 cols["data"] = pa.array(
-                    [bytes(sub.buf[s:e]) for s, e in zip(sub.starts.tolist(), sub.ends.tolist(), strict=True)], pa.binary()
+                    [
+                        bytes(sub.buf[s:e])
+                        for s, e in zip(sub.starts.tolist(), sub.ends.tolist(), strict=True)
+                    ],
+                    pa.binary(),
                 )
             elif self.decoded_columns:
                 if schema is None:
@@ -291,11 +297,16 @@ class McapTableReader:
                             f"{path}: topic {channel.topic} (schema {schema.name}) has no column {name!r}"
                         )
                     cols[name] = decoded.column(name).combine_chunks()
-            arrays = [cols[f.name].cast(f.type) if cols[f.name].type != f.type else cols[f.name] for f in self.schema]
+            arrays = [
+                cols[f.name].cast(f.type) if cols[f.name].type != f.type else cols[f.name]
+                for f in self.schema
+            ]
             yield pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
-def infer_schema(paths: Sequence[str], topics: set[str] | None, columns: Sequence[str] | None = None) -> pa.Schema:
+def infer_schema(
+    paths: Sequence[str], topics: set[str] | None, columns: Sequence[str] | None = None
+) -> pa.Schema:
     """Output schema for a read: envelope + decoded columns of the topics' (single) schema."""
     if not topics:
         schema = RAW_SCHEMA
@@ -303,8 +314,7 @@ def infer_schema(paths: Sequence[str], topics: set[str] | None, columns: Sequenc
         found: dict[str, pa.Schema] = {}
         seen: set[str] = set()
         for path in paths:
-            fh, buf = mcap_io.open_mapped(path)
-            try:
+            with mcap_io.mapped(path) as buf:
                 try:
                     summary = mcap_io.read_summary(buf)
                 except McapFormatError:
@@ -319,10 +329,6 @@ def infer_schema(paths: Sequence[str], topics: set[str] | None, columns: Sequenc
                         sch = schemas[ch.schema_id]
                         seen.add(ch.topic)
                         found[sch.name] = decoder_for(sch, ch.message_encoding).schema
-            finally:
-                if not isinstance(buf, bytes):
-                    buf.close()
-                fh.close()
             if set(topics) <= seen:
                 break
         if not found:

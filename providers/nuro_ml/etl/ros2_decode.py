@@ -149,7 +149,9 @@ def _leaves(defs: dict[str, list[MsgField]], type_name: str, prefix: tuple[str, 
 class _Layout:
     length: int
     checks: list[tuple[int, int]] = field(default_factory=list)  # (offset, expected uint32)
-    values: dict[tuple[str, ...], tuple[int, str, int]] = field(default_factory=dict)  # path -> (off, kind, n)
+    values: dict[tuple[str, ...], tuple[int, str, int]] = field(
+        default_factory=dict
+    )  # path -> (off, kind, n)
 
 
 class _Walker:
@@ -194,7 +196,9 @@ class _Walker:
                     raise ValueError("field past end of message")
                 kind = "scalar" if f.array is None else "array"
                 self.layout.values[path] = (pos - self.start, kind + ":" + dtype, count)
-                arr = np.frombuffer(self.buf, dtype=self.endian + (dtype if dtype != "?" else "u1"), count=count, offset=pos)
+                arr = np.frombuffer(
+                    self.buf, dtype=self.endian + (dtype if dtype != "?" else "u1"), count=count, offset=pos
+                )
                 if f.array is None:
                     self.values[path] = bool(arr[0]) if dtype == "?" else arr[0].item()
                 elif f.ftype in ("uint8", "byte"):
@@ -237,8 +241,12 @@ class Ros2Decoder:
         w.walk(self.root, start + 4, ())
         return w
 
-    def decode(self, buf: Any, starts: np.ndarray, ends: np.ndarray, columns: Sequence[str] | None = None) -> pa.Table:
-        leaves = self.leaves if columns is None else [leaf for leaf in self.leaves if leaf.name in set(columns)]
+    def decode(
+        self, buf: Any, starts: np.ndarray, ends: np.ndarray, columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        leaves = (
+            self.leaves if columns is None else [leaf for leaf in self.leaves if leaf.name in set(columns)]
+        )
         n = int(starts.shape[0])
         if n == 0:
             return pa.table({leaf.name: pa.array([], leaf.arrow_type) for leaf in leaves})
@@ -277,7 +285,9 @@ class Ros2Decoder:
         order = np.argsort(np.concatenate([idx for idx, _ in parts]), kind="stable")
         return pa.concat_tables([pa.table(cols) for _, cols in parts]).take(pa.array(order))
 
-    def _gather_layout(self, arr: np.ndarray, starts: np.ndarray, walker: _Walker, leaves: list[Leaf]) -> dict[str, pa.Array]:
+    def _gather_layout(
+        self, arr: np.ndarray, starts: np.ndarray, walker: _Walker, leaves: list[Leaf]
+    ) -> dict[str, pa.Array]:
         n = int(starts.shape[0])
         endian = walker.endian
         values = walker.layout.values
@@ -303,11 +313,15 @@ class Ros2Decoder:
             flat = _gather(arr, starts + off, np_dtype.itemsize * count).view(np_dtype)
             if leaf.kind == "scalar":
                 vals = flat.ravel()
-                out[leaf.name] = pa.array(vals != 0 if dtype == "?" else vals.astype(_NP_DTYPES[leaf.arrow_type]))
+                out[leaf.name] = pa.array(
+                    vals != 0 if dtype == "?" else vals.astype(_NP_DTYPES[leaf.arrow_type])
+                )
             elif leaf.kind == "binary":
                 offsets = (np.arange(n + 1) * count).astype(np.int32)
                 out[leaf.name] = pa.Array.from_buffers(
-                    pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(flat).tobytes())]
+                    pa.binary(),
+                    n,
+                    [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(flat).tobytes())],
                 )
             else:
                 value_type = leaf.arrow_type.value_type
@@ -317,7 +331,9 @@ class Ros2Decoder:
                 out[leaf.name] = pa.ListArray.from_arrays(offsets, pa.array(vals))
         return out
 
-    def _decode_slow(self, buf: Any, starts: np.ndarray, ends: np.ndarray, leaves: list[Leaf]) -> dict[str, pa.Array]:
+    def _decode_slow(
+        self, buf: Any, starts: np.ndarray, ends: np.ndarray, leaves: list[Leaf]
+    ) -> dict[str, pa.Array]:
         cols: dict[str, list[Any]] = {leaf.name: [] for leaf in leaves}
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             try:

@@ -45,7 +45,9 @@ def build_session(
     if master is not None:
         builder = builder.master(master)
         if master.startswith("local"):
-            builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+            builder = builder.config("spark.driver.host", "127.0.0.1").config(
+                "spark.driver.bindAddress", "127.0.0.1"
+            )
     settings = {**DEFAULT_CONF, **(conf or {})}
     for key, value in settings.items():
         builder = builder.config(key, value)

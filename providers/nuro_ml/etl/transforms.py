@@ -125,7 +125,7 @@ class _Grid:
 def _grid(pose: _Signals, cfg: TransformConfig) -> _Grid | None:
     if pose.t.shape[0] < 2:
         return None
-    step = int(round(1e9 / cfg.grid_hz))
+    step = round(1e9 / cfg.grid_hz)
     t0 = int(pose.t[0])
     grid = np.arange(t0, int(pose.t[-1]) + 1, step, dtype=np.int64)
     if grid.shape[0] < 3:
@@ -139,7 +139,7 @@ def _grid(pose: _Signals, cfg: TransformConfig) -> _Grid | None:
     accel = np.gradient(speed, dt)
     jerk = np.gradient(accel, dt)
     yaw_rate = np.gradient(yaw, dt)
-    scene = ((grid - t0) // int(round(cfg.scene_seconds * 1e9))).astype(np.int32)
+    scene = ((grid - t0) // round(cfg.scene_seconds * 1e9)).astype(np.int32)
     wrapped = (yaw + np.pi) % (2 * np.pi) - np.pi
     return _Grid(grid, scene, x, y, wrapped, speed, accel, jerk, yaw_rate)
 
@@ -203,7 +203,7 @@ def scene_stats(
     g = _grid(sig[SRC_POSE], cfg)
     if g is None:
         return SCENE_STATS_SCHEMA.empty_table()
-    window_ns = int(round(cfg.scene_seconds * 1e9))
+    window_ns = round(cfg.scene_seconds * 1e9)
     t0 = int(g.t[0])
     ticks_per_scene = cfg.scene_seconds * cfg.grid_hz
     rows: dict[str, list[object]] = {f.name: [] for f in SCENE_STATS_SCHEMA}

@@ -56,18 +56,14 @@ def inspect_file(path: str) -> FileReport:
     if size == 0:
         report.reason, report.offset = "empty file", 0
         return report
-    fh, buf = mcap_io.open_mapped(path)
-    try:
-        _check(buf, report)
-        report.ok = True
-    except _Bad as bad:
-        report.reason, report.offset = bad.reason, bad.offset
-    except McapFormatError as err:
-        report.reason, report.offset = err.reason, err.offset
-    finally:
-        if not isinstance(buf, bytes):
-            buf.close()
-        fh.close()
+    with mcap_io.mapped(path) as buf:
+        try:
+            _check(buf, report)
+            report.ok = True
+        except _Bad as bad:
+            report.reason, report.offset = bad.reason, bad.offset
+        except McapFormatError as err:
+            report.reason, report.offset = err.reason, err.offset
     return report
 
 
@@ -88,17 +84,26 @@ def _check(buf: Any, report: FileReport) -> None:
     counts: dict[int, int] = {}
     runs: list[tuple[int, mcap_io.MessageBatch]] = []
     if result.loose_messages:
-        runs.append((result.loose_messages[0], mcap_io.envelopes(buf, np.asarray(result.loose_messages, dtype=np.int64))))
+        runs.append(
+            (
+                result.loose_messages[0],
+                mcap_io.envelopes(buf, np.asarray(result.loose_messages, dtype=np.int64)),
+            )
+        )
     for chunk in result.chunks:
         data = mcap_io.load_chunk(buf, chunk, verify_crc=True)
         runs.append((chunk.offset, mcap_io.frame_records(data, chunk.offset, found_schemas, channels)))
         _check_batches(runs, channels, found_schemas, last_time, counts, report)
         runs.clear()
     _check_batches(runs, channels, found_schemas, last_time, counts, report)
-    if summary is not None and summary.message_count is not None and summary.message_count != sum(counts.values()):
+    if (
+        summary is not None
+        and summary.message_count is not None
+        and summary.message_count != sum(counts.values())
+    ):
+        found = sum(counts.values())
         raise _Bad(
-            f"summary statistics count {summary.message_count} messages, the data section has {sum(counts.values())}",
-            len(buf) - 8,
+            f"summary counts {summary.message_count} messages, the data section has {found}", len(buf) - 8
         )
     report.messages = {channels[cid].topic: n for cid, n in sorted(counts.items())}
 

@@ -260,27 +260,29 @@ class Materializer:
         touched: dict[str, FeatureView] = {}
         for group in by_partition.values():
             table = self._read(group)
-            for unit in group:
+            for batch in _write_groups(group):
                 if self.stop is not None and self.stop.is_set():
                     raise FeatureStoreError(
                         f"Materialization of [{start.isoformat()}, {end.isoformat()}) was stopped before "
-                        f"{unit.view.name} {unit.partition.label}; finished computations are cached"
+                        f"{batch[0].partition.label}; finished computations are cached"
                     )
-                view_report = report.views[unit.view.name]
-                rows = self._prepare(unit, table)
-                stats = self.writer.write(unit.view, rows)
-                view_report.rows += stats.rows
-                view_report.stale += stats.stale
-                view_report.retries += stats.retries
-                view_report.misses += 1
-                if self.cache is not None:
-                    self.cache.record(unit.computation, stats.rows)
-                touched[unit.view.name] = unit.view
-                log.info(
-                    "Cache miss %s %s [%s, %s): %d rows written, %d stale rows skipped",
-                    unit.view.name, unit.partition.label, unit.computation.interval_start.isoformat(),
-                    unit.computation.interval_end.isoformat(), stats.rows, stats.stale,
-                )
+                rows = self._prepare(batch, table)
+                stats = self.writer.write([u.view for u in batch], rows)
+                for unit in batch:
+                    s = stats[unit.view.name]
+                    view_report = report.views[unit.view.name]
+                    view_report.rows += s.rows
+                    view_report.stale += s.stale
+                    view_report.retries += s.retries
+                    view_report.misses += 1
+                    if self.cache is not None:
+                        self.cache.record(unit.computation, s.rows)
+                    touched[unit.view.name] = unit.view
+                    log.info(
+                        "Cache miss %s %s [%s, %s): %d rows written, %d stale rows skipped",
+                        unit.view.name, unit.partition.label, unit.computation.interval_start.isoformat(),
+                        unit.computation.interval_end.isoformat(), s.rows, s.stale,
+                    )
         for unit in units:
             if unit.computation.key in done:
                 log.info(
@@ -323,34 +325,40 @@ class Materializer:
             )
         return pa.concat_tables(tables)
 
-    def _prepare(self, unit: _Unit, table: pa.Table) -> pa.Table:
-        """Rows of the unit's interval, field-mapped, newest per entity, in event-time order."""
-        view = unit.view
-        source = view.batch_source
+    def _prepare(self, units: list[_Unit], table: pa.Table) -> pa.Table:
+        """Rows of the units' interval, field-mapped, newest per entity, in event-time order.
+
+        ``units`` share a partition, join keys, timestamp columns and interval (see
+        :func:`_write_groups`), so one table serves all their views.
+        """
+        first = units[0]
+        source = first.view.batch_source
         assert source is not None
         ts = table.column(source.timestamp_field)
-        lo = pa.scalar(unit.computation.interval_start, _TS_TYPE)
-        hi = pa.scalar(unit.computation.interval_end, _TS_TYPE)
+        lo = pa.scalar(first.computation.interval_start, _TS_TYPE)
+        hi = pa.scalar(first.computation.interval_end, _TS_TYPE)
         table = table.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
-        mapping = source.field_mapping or {}
         columns: dict[str, pa.ChunkedArray] = {}
-        expected, _ = view_columns(view)
-        for column in expected:
-            columns[mapping.get(column, column)] = table.column(column)
+        for unit in units:
+            mapping = unit.view.batch_source.field_mapping or {}
+            expected, _ = view_columns(unit.view)
+            for column in expected:
+                columns[mapping.get(column, column)] = table.column(column)
         columns[EVENT_TS] = table.column(source.timestamp_field)
         if source.created_timestamp_column:
             columns[CREATED_TS] = table.column(source.created_timestamp_column)
         out = pa.table(columns)
-        keys = list(view.join_keys)
-        null_keys = pc.sum(pc.cast(pc.is_null(out.column(keys[0])), pa.int64())).as_py() or 0
+        keys = list(first.view.join_keys)
+        valid = pc.is_valid(out.column(keys[0]))
         for k in keys[1:]:
-            null_keys += pc.sum(pc.cast(pc.is_null(out.column(k)), pa.int64())).as_py() or 0
-        if null_keys:
+            valid = pc.and_(valid, pc.is_valid(out.column(k)))
+        dropped = out.num_rows - (pc.sum(pc.cast(valid, pa.int64())).as_py() or 0)
+        if dropped:
             log.warning(
-                "Feature view %s %s: dropping %d rows with a null join key", view.name, unit.partition.label, null_keys
+                "Feature views %s %s: dropping %d rows with a null join key",
+                ", ".join(u.view.name for u in units), first.partition.label, dropped,
             )
-            for k in keys:
-                out = out.filter(pc.is_valid(out.column(k)))
+            out = out.filter(valid)
         order = [(EVENT_TS, "ascending")]
         if CREATED_TS in out.column_names:
             order.append((CREATED_TS, "ascending"))
@@ -358,8 +366,37 @@ class Materializer:
         out = out.append_column("__row", pa.array(np.arange(out.num_rows, dtype=np.int64)))
         last = out.group_by(keys, use_threads=False).aggregate([("__row", "max")]).column("__row_max")
         newest = np.sort(np.asarray(last.to_numpy(), dtype=np.int64))
-        out = out.take(pa.array(newest)).drop_columns(["__row"])
-        return out
+        return out.take(pa.array(newest)).drop_columns(["__row"])
+
+
+def _write_groups(units: list[_Unit]) -> list[list[_Unit]]:
+    """Split one partition's units into groups a writer can take at once.
+
+    Views group together when they read the same rows (join keys, timestamp columns and
+    interval) and their field mappings never give one feature name two different sources.
+    """
+    groups: list[tuple[tuple[Any, ...], dict[str, str], list[_Unit]]] = []
+    for unit in units:
+        source = unit.view.batch_source
+        assert source is not None
+        signature = (
+            tuple(sorted(unit.view.join_keys)),
+            source.timestamp_field,
+            source.created_timestamp_column or "",
+            unit.computation.interval_start,
+            unit.computation.interval_end,
+        )
+        mapping = source.field_mapping or {}
+        expected, _ = view_columns(unit.view)
+        names = {mapping.get(c, c): c for c in expected}
+        for sig, taken, members in groups:
+            if sig == signature and all(taken.get(n, c) == c for n, c in names.items()):
+                members.append(unit)
+                taken.update(names)
+                break
+        else:
+            groups.append((signature, dict(names), [unit]))
+    return [members for _, _, members in groups]
 
 
 def _read_file_info(path: Path, ts_column: str) -> _FileInfo:

@@ -141,6 +141,32 @@ def _fixed_width(tag: int, data: np.ndarray, valid: np.ndarray) -> list[bytes]:
     return [blob[i * width : (i + 1) * width] if ok else b"" for i, ok in enumerate(valid.tolist())]
 
 
+def float_column(array: pa.Array | pa.ChunkedArray, dtype: str = "<f8") -> np.ndarray:
+    """A float column as numpy, nulls as NaN (Feast stores both as an empty value)."""
+    return np.asarray(pc.fill_null(array.cast(pa.float64()), np.nan).to_numpy(), dtype=dtype)
+
+
+def fixed_field_block(hashes: Sequence[bytes], columns: Sequence[np.ndarray]) -> tuple[bytes, int, np.ndarray]:
+    """RESP ``field value`` pairs of several DOUBLE features, one fixed-width block per row.
+
+    Returns the concatenated blocks, the block width and a mask of rows holding a null/NaN
+    (those rows need the variable-width encoding and must not use their block).
+    """
+    n = columns[0].shape[0] if columns else 0
+    part = 4 + 4 + 2 + 4 + 9 + 2  # $4\r\n<hash>\r\n$9\r\n<tag+8 bytes>\r\n
+    mat = np.empty((n, part * len(columns)), dtype=np.uint8)
+    bad = np.zeros(n, dtype=bool)
+    for c, (h, data) in enumerate(zip(hashes, columns, strict=True)):
+        o = c * part
+        prefix = np.frombuffer(b"$4\r\n" + h + b"\r\n$9\r\n" + bytes((_TAG_DOUBLE,)), dtype=np.uint8)
+        mat[:, o : o + 15] = prefix
+        mat[:, o + 15 : o + 23] = np.ascontiguousarray(data, dtype="<f8").view(np.uint8).reshape(n, 8)
+        mat[:, o + 23] = 13
+        mat[:, o + 24] = 10
+        bad |= np.isnan(data)
+    return mat.tobytes(), part * len(columns), bad
+
+
 def encode_values(array: pa.Array, value_type: str) -> list[bytes]:
     """Serialized ``feast.types.Value`` for every element (empty bytes for null/NaN), as Feast writes."""
     if isinstance(array, pa.ChunkedArray):
@@ -148,7 +174,7 @@ def encode_values(array: pa.Array, value_type: str) -> list[bytes]:
     n = len(array)
     if value_type in ("DOUBLE", "FLOAT"):
         dtype = "<f8" if value_type == "DOUBLE" else "<f4"
-        data = np.asarray(pc.fill_null(array.cast(pa.float64()), np.nan).to_numpy(), dtype=dtype)
+        data = float_column(array, dtype)
         valid = ~np.isnan(data)
         return _fixed_width(_TAG_DOUBLE if value_type == "DOUBLE" else _TAG_FLOAT, data, valid)
     if value_type in ("INT64", "INT32", "BOOL"):
@@ -190,8 +216,38 @@ def _encode_with_feast(array: pa.Array, value_type: str, n: int) -> list[bytes]:
     return [p.SerializeToString() for p in protos]
 
 
+def _varint_matrix(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Varints of non-negative integers as an (n, 10) byte matrix (left-aligned) and their lengths."""
+    v = values.astype(np.uint64)
+    n = v.shape[0]
+    lens = np.ones(n, dtype=np.int64)
+    for j in range(1, 10):
+        lens += (v >> np.uint64(7 * j)) > 0
+    mat = np.zeros((n, 10), dtype=np.uint8)
+    for j in range(10):
+        group = ((v >> np.uint64(7 * j)) & np.uint64(0x7F)).astype(np.uint8)
+        mat[:, j] = np.where(j < lens - 1, group | 0x80, group)
+    return mat, lens
+
+
 def encode_timestamps(micros: np.ndarray) -> list[bytes]:
     """Serialized ``google.protobuf.Timestamp`` for each event time given in UTC microseconds."""
+    micros = np.asarray(micros, dtype=np.int64)
+    seconds = np.floor_divide(micros, 1_000_000)
+    if micros.size and seconds.min() >= 1 << 28 and seconds.max() < 1 << 35:
+        # Every event time from 1978 to 3058 has a 5-byte seconds varint: assemble rows in numpy.
+        nanos = (micros - seconds * 1_000_000) * 1000
+        sec_mat, _ = _varint_matrix(seconds)
+        nano_mat, nano_lens = _varint_matrix(nanos)
+        width = 12
+        mat = np.zeros((micros.size, width), dtype=np.uint8)
+        mat[:, 0] = 0x08
+        mat[:, 1:6] = sec_mat[:, :5]
+        mat[:, 6] = 0x10
+        mat[:, 7:12] = nano_mat[:, :5]
+        lengths = np.where(nanos == 0, 6, 7 + nano_lens).tolist()
+        blob = mat.tobytes()
+        return [blob[i * width : i * width + length] for i, length in enumerate(lengths)]
     out = []
     for us in micros.tolist():
         seconds, rem = divmod(us, 1_000_000)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import hiredis
@@ -43,11 +44,15 @@ class WriteStats:
 
 
 class OnlineWriter(Protocol):
-    """What the materializer needs from an online-store writer."""
+    """What the materializer needs from an online-store writer.
+
+    ``write`` takes views that share join keys and event-time columns, and one table holding
+    all their features; it returns per-view statistics.
+    """
 
     name: str
 
-    def write(self, view: FeatureView, table: pa.Table) -> WriteStats: ...
+    def write(self, views: Sequence[FeatureView], table: pa.Table) -> dict[str, WriteStats]: ...
 
     def close(self) -> None: ...
 
@@ -55,12 +60,6 @@ class OnlineWriter(Protocol):
 def _micros(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     arr = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
     return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
-def _view_types(view: FeatureView) -> tuple[dict[str, str], dict[str, str]]:
-    keys = {c.name: c.dtype.to_value_type().name for c in view.entity_columns}
-    feats = {f.name: f.dtype.to_value_type().name for f in view.features}
-    return keys, feats
 
 
 class _Progress:
@@ -79,8 +78,28 @@ class _Progress:
             log.info("%s: %d/%d rows (%.0f rows/s)", self.what, done, self.total, rate)
 
 
+@dataclass
+class _ViewLayout:
+    """How one view's fields are encoded in Redis."""
+
+    name: str
+    ts_part: bytes  # RESP bulk string of the ``_ts:<view>`` field name
+    double_hashes: list[bytes]
+    double_features: list[str]
+    other: list[tuple[bytes, str, str]]  # (field part, feature, value type)
+    nfields: int
+
+
+def _bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
 class RedisArrowWriter:
     """Bulk writer into a Redis online store in Feast's exact key/value format.
+
+    Views that share an entity are written with one HSET per entity (Feast keeps all views of
+    an entity in one hash), after one HMGET of their ``_ts`` fields decides, per view, whether
+    the stored row is newer.
 
     :param endpoint: the Redis server (from Feast's connection string).
     :param project: Feast project (suffix of every key).
@@ -118,107 +137,162 @@ class RedisArrowWriter:
     def close(self) -> None:
         self.conn.close()
 
-    def _store_name(self, view: FeatureView) -> str:
+    def _layout(self, view: FeatureView) -> _ViewLayout:
         from feast.infra.online_stores.helpers import compute_versioned_name
 
-        return compute_versioned_name(view, self.versioned_names)
+        store_name = compute_versioned_name(view, self.versioned_names)
+        doubles, double_hashes, other = [], [], []
+        for f in view.features:
+            vt = f.dtype.to_value_type().name
+            h = fmt.field_hash(store_name, f.name)
+            if vt == "DOUBLE":
+                doubles.append(f.name)
+                double_hashes.append(h)
+            else:
+                other.append((_bulk(h), f.name, vt))
+        return _ViewLayout(
+            store_name, _bulk(fmt.ts_field(store_name)), double_hashes, doubles, other, len(view.features) + 1
+        )
 
-    def write(self, view: FeatureView, table: pa.Table) -> WriteStats:
-        stats = WriteStats()
+    def write(self, views: Sequence[FeatureView], table: pa.Table) -> dict[str, WriteStats]:
+        stats = {v.name: WriteStats() for v in views}
         total = table.num_rows
-        if total == 0:
+        if total == 0 or not views:
             return stats
-        key_types, feature_types = _view_types(view)
-        store_name = self._store_name(view)
-        hashes = [fmt.field_hash(store_name, f) for f in feature_types]
-        ts_name = fmt.ts_field(store_name)
-        progress = _Progress(f"Feature view {view.name} -> Redis {self.endpoint.address}", total)
+        key_types = {c.name: c.dtype.to_value_type().name for c in views[0].entity_columns}
+        layouts = [self._layout(v) for v in views]
+        names = ", ".join(v.name for v in views)
+        progress = _Progress(f"Feature views {names} -> Redis {self.endpoint.address}", total)
         for offset in range(0, total, self.batch_rows):
             batch = table.slice(offset, self.batch_rows).combine_chunks()
             keys = fmt.entity_keys({k: batch.column(k) for k in key_types}, key_types, self.project)
+            key_parts = [b"$%d\r\n%s\r\n" % (len(k), k) for k in keys]
             micros = _micros(batch.column(EVENT_TS))
-            values = [fmt.encode_values(batch.column(f), t) for f, t in feature_types.items()]
-            commands = self._commands(keys, hashes, values, ts_name, fmt.encode_timestamps(micros))
-            written, stale = self._send_batch(view.name, keys, ts_name, micros, commands, offset, total, stats)
-            stats.rows += written
-            stats.stale += stale
+            ts_parts = [b"$%d\r\n%s\r\n" % (len(t), t) for t in fmt.encode_timestamps(micros)]
+            chunks = [self._view_chunks(layout, batch, ts_parts) for layout in layouts]
+            kept = self._send_batch(names, layouts, key_parts, micros, chunks, offset, total, stats)
+            for view, n in zip(views, kept, strict=True):
+                stats[view.name].rows += n
+                stats[view.name].stale += batch.num_rows - n
             progress.update(offset + batch.num_rows)
         progress.update(total, force=True)
         return stats
 
-    def _commands(
-        self,
-        keys: list[bytes],
-        hashes: list[bytes],
-        values: list[list[bytes]],
-        ts_name: bytes,
-        ts_values: list[bytes],
-    ) -> list[bytes]:
-        head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(hashes) + 1))
-        key_parts = [b"$%d\r\n%s\r\n" % (len(k), k) for k in keys]
-        columns = []
-        for h, vals in zip(hashes, values, strict=True):
-            field_part = b"$%d\r\n%s\r\n" % (len(h), h)
-            columns.append([b"%s$%d\r\n%s\r\n" % (field_part, len(v), v) for v in vals])
-        ts_part = b"$%d\r\n%s\r\n" % (len(ts_name), ts_name)
-        columns.append([b"%s$%d\r\n%s\r\n" % (ts_part, len(v), v) for v in ts_values])
-        cmds = [head + b"".join(parts) for parts in zip(key_parts, *columns, strict=True)]
-        if self.key_ttl_seconds:
-            ttl = str(int(self.key_ttl_seconds)).encode()
-            expire_tail = b"$%d\r\n%s\r\n" % (len(ttl), ttl)
-            cmds = [
-                c + b"*3\r\n$6\r\nEXPIRE\r\n" + kp + expire_tail for c, kp in zip(cmds, key_parts, strict=True)
-            ]
-        return cmds
+    def _view_chunks(self, layout: _ViewLayout, batch: pa.Table, ts_parts: list[bytes]) -> list[bytes]:
+        """Per row: the view's ``field value`` pairs including its ``_ts`` field, RESP-encoded."""
+        n = batch.num_rows
+        columns: list[list[bytes]] = []
+        if layout.double_features:
+            data = [fmt.float_column(batch.column(f)) for f in layout.double_features]
+            blob, width, bad = fmt.fixed_field_block(layout.double_hashes, data)
+            block = [blob[i * width : (i + 1) * width] for i in range(n)]
+            if bad.any():
+                hashes = [_bulk(h) for h in layout.double_hashes]
+                encoded = [fmt.encode_values(batch.column(f), "DOUBLE") for f in layout.double_features]
+                for i in np.flatnonzero(bad).tolist():
+                    block[i] = b"".join(h + _bulk(vals[i]) for h, vals in zip(hashes, encoded, strict=True))
+            columns.append(block)
+        for field_part, feature, vt in layout.other:
+            columns.append([field_part + _bulk(v) for v in fmt.encode_values(batch.column(feature), vt)])
+        ts_field = layout.ts_part
+        return [b"".join((*parts, ts_field, ts)) for *parts, ts in zip(*columns, ts_parts, strict=True)]
 
     def _send_batch(
         self,
-        view_name: str,
-        keys: list[bytes],
-        ts_name: bytes,
+        names: str,
+        layouts: list[_ViewLayout],
+        key_parts: list[bytes],
         micros: np.ndarray,
-        commands: list[bytes],
+        chunks: list[list[bytes]],
         offset: int,
         total: int,
-        stats: WriteStats,
-    ) -> tuple[int, int]:
-        per_row = 2 if self.key_ttl_seconds else 1
-        read_ts = b"".join(fmt.resp_command(b"HMGET", k, ts_name) for k in keys)
+        stats: dict[str, WriteStats],
+    ) -> list[int]:
+        nviews = len(layouts)
+        read_head = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + nviews)
+        ts_fields = b"".join(layout.ts_part for layout in layouts)
+        read_ts = b"".join([read_head + kp + ts_fields for kp in key_parts])
+        full_head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * sum(layout.nfields for layout in layouts))
+        expire = b""
+        if self.key_ttl_seconds:
+            expire = _bulk(str(int(self.key_ttl_seconds)).encode())
         attempt = 0
         while True:
             attempt += 1
             try:
-                existing = self.conn.execute(read_ts, len(keys))
-                new_ns = micros * 1000
-                keep = [
-                    i
-                    for i, reply in enumerate(existing)
-                    if reply[0] is None or fmt.decode_timestamp_nanos(reply[0]) <= int(new_ns[i])
-                ]
-                payload = b"".join(commands[i] for i in keep)
-                replies = self.conn.execute(payload, len(keep) * per_row) if keep else []
+                existing = self.conn.execute(read_ts, len(key_parts))
+                commands, kept = self._commands(existing, micros, layouts, key_parts, chunks, full_head, expire)
+                per_row = 2 if expire else 1
+                replies = self.conn.execute(b"".join(commands), len(commands) * per_row) if commands else []
             except RespConnectionError as exc:
                 if attempt >= self.max_attempts:
+                    written = sum(s.rows for s in stats.values())
                     raise FeatureStoreError(
-                        f"Writing feature view {view_name!r} to Redis at {self.endpoint.address} failed after "
-                        f"{attempt} attempts at rows {offset}-{offset + len(keys)} of {total} "
-                        f"({stats.rows} rows were written before): {exc}"
+                        f"Writing feature view(s) {names} to Redis at {self.endpoint.address} failed after "
+                        f"{attempt} attempts at rows {offset}-{offset + len(key_parts)} of {total} "
+                        f"({written} rows were written before): {exc}"
                     ) from exc
                 delay = self.backoff_s * 2 ** (attempt - 1)
-                stats.retries += 1
+                for s in stats.values():
+                    s.retries += 1
                 log.warning(
-                    "Redis write of feature view %s rows %d-%d failed (attempt %d/%d), retrying in %.2fs: %s",
-                    view_name, offset, offset + len(keys), attempt, self.max_attempts, delay, exc,
+                    "Redis write of %s rows %d-%d failed (attempt %d/%d), retrying in %.2fs: %s",
+                    names, offset, offset + len(key_parts), attempt, self.max_attempts, delay, exc,
                 )
                 time.sleep(delay)
                 continue
             errors = [r for r in replies if isinstance(r, hiredis.ReplyError)]
             if errors:
                 raise FeatureStoreError(
-                    f"Redis at {self.endpoint.address} rejected writes of feature view {view_name!r} "
-                    f"(rows {offset}-{offset + len(keys)}): {errors[0]}"
+                    f"Redis at {self.endpoint.address} rejected writes of {names} "
+                    f"(rows {offset}-{offset + len(key_parts)}): {errors[0]}"
                 )
-            return len(keep), len(keys) - len(keep)
+            return kept
+
+    @staticmethod
+    def _commands(
+        existing: list[list[bytes | None]],
+        micros: np.ndarray,
+        layouts: list[_ViewLayout],
+        key_parts: list[bytes],
+        chunks: list[list[bytes]],
+        full_head: bytes,
+        expire: bytes,
+    ) -> tuple[list[bytes], list[int]]:
+        """HSET (+EXPIRE) per row for the views whose stored event time is not newer."""
+        nviews = len(layouts)
+        nothing_stored = [None] * nviews
+        if not expire and all(stored == nothing_stored for stored in existing):
+            # First load of these entities (the common case): every row, every view.
+            commands = [b"".join((full_head, kp, *parts)) for kp, *parts in zip(key_parts, *chunks, strict=True)]
+            return commands, [len(key_parts)] * nviews
+        kept = [0] * nviews
+        commands = []
+        decode = fmt.decode_timestamp_nanos
+        for i, stored in enumerate(existing):
+            if all(s is None for s in stored):
+                parts = [chunk[i] for chunk in chunks]
+                head = full_head
+                for v in range(nviews):
+                    kept[v] += 1
+            else:
+                new_ns = int(micros[i]) * 1000
+                parts = []
+                nfields = 0
+                for v in range(nviews):
+                    s = stored[v]
+                    if s is None or (decode(s) or 0) <= new_ns:
+                        parts.append(chunks[v][i])
+                        nfields += layouts[v].nfields
+                        kept[v] += 1
+                if not parts:
+                    continue
+                head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * nfields)
+            command = b"".join((head, key_parts[i], *parts))
+            if expire:
+                command += b"*3\r\n$6\r\nEXPIRE\r\n" + key_parts[i] + expire
+            commands.append(command)
+        return commands, kept
 
 
 class FeastProviderWriter:
@@ -233,7 +307,10 @@ class FeastProviderWriter:
     def close(self) -> None:
         return None
 
-    def write(self, view: FeatureView, table: pa.Table) -> WriteStats:
+    def write(self, views: Sequence[FeatureView], table: pa.Table) -> dict[str, WriteStats]:
+        return {view.name: self._write_one(view, table) for view in views}
+
+    def _write_one(self, view: FeatureView, table: pa.Table) -> WriteStats:
         from feast.utils import _convert_arrow_to_proto
 
         stats = WriteStats()

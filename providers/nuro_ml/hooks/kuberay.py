@@ -32,7 +32,9 @@ def _status_body(body: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def api_error(err: ApiException | AsyncApiException, *, action: str, name: str, namespace: str) -> KubeRayJobError:
+def api_error(
+    err: ApiException | AsyncApiException, *, action: str, name: str, namespace: str
+) -> KubeRayJobError:
     """Turn an API error into the provider exception that says what failed and where."""
     status = _status_body(err.body)
     message = status.get("message") or err.reason or "no message"
@@ -45,8 +47,8 @@ def api_error(err: ApiException | AsyncApiException, *, action: str, name: str, 
         return RayJobAlreadyExistsError(f"{where} already exists ({action}): {message}")
     if err.status in (401, 403):
         return KubeRayJobError(
-            f"not allowed to {action} {where} (HTTP {err.status}): {message}; check the Kubernetes connection's "
-            "credentials and RBAC for rayjobs.ray.io"
+            f"not allowed to {action} {where} (HTTP {err.status}): {message}; "
+            "check the Kubernetes connection's credentials and RBAC for rayjobs.ray.io"
         )
     return KubeRayJobError(f"failed to {action} {where} (HTTP {err.status}): {message}")
 
@@ -60,9 +62,13 @@ class KubeRayHookProtocol(Protocol):
 
     def get_rayjob(self, *, name: str, namespace: str) -> RayJobInfo | None: ...
 
-    def delete_rayjob(self, *, name: str, namespace: str, grace_period_seconds: int | None = None) -> bool: ...
+    def delete_rayjob(
+        self, *, name: str, namespace: str, grace_period_seconds: int | None = None
+    ) -> bool: ...
 
-    def wait_rayjob_deleted(self, *, name: str, namespace: str, timeout: float, poll_interval: float) -> None: ...
+    def wait_rayjob_deleted(
+        self, *, name: str, namespace: str, timeout: float, poll_interval: float
+    ) -> None: ...
 
 
 class KubeRayHook(KubernetesHook):
@@ -112,7 +118,12 @@ class KubeRayHook(KubernetesHook):
             body["gracePeriodSeconds"] = grace_period_seconds
         try:
             self._custom_objects.delete_namespaced_custom_object(
-                group=RAY_GROUP, version=RAY_VERSION, namespace=namespace, plural=RAYJOB_PLURAL, name=name, body=body
+                group=RAY_GROUP,
+                version=RAY_VERSION,
+                namespace=namespace,
+                plural=RAYJOB_PLURAL,
+                name=name,
+                body=body,
             )
         except ApiException as err:
             if err.status == 404:
@@ -120,19 +131,34 @@ class KubeRayHook(KubernetesHook):
             raise api_error(err, action="delete", name=name, namespace=namespace) from err
         return True
 
-    def wait_rayjob_deleted(self, *, name: str, namespace: str, timeout: float = 120, poll_interval: float = 2) -> None:
+    def wait_rayjob_deleted(
+        self, *, name: str, namespace: str, timeout: float = 120, poll_interval: float = 2
+    ) -> None:
         """Block until the RayJob is gone (its finalizer removed by KubeRay)."""
         deadline = time.monotonic() + timeout
         while self.get_rayjob(name=name, namespace=namespace) is not None:
             if time.monotonic() > deadline:
                 raise KubeRayJobError(
-                    f"RayJob {namespace}/{name} still exists {timeout:.0f}s after deletion; is the KubeRay operator "
-                    "running (it removes the ray.io/rayjob-stopjob-finalizer)?"
+                    f"RayJob {namespace}/{name} still exists {timeout:.0f}s after deletion; "
+                    "is the KubeRay operator running (it removes the ray.io/rayjob-stopjob-finalizer)?"
                 )
             time.sleep(poll_interval)
 
 
-class AsyncKubeRayHook(AsyncKubernetesHook):
+class AsyncKubernetesConfigHook(AsyncKubernetesHook):
+    """:class:`AsyncKubernetesHook` that honours ``config_file`` like the sync hook does.
+
+    The upstream async hook reads the kubeconfig path only from the connection extra, so a
+    ``config_file`` passed by an operator (and serialized into its trigger) would be ignored.
+    """
+
+    async def _get_field(self, field_name: str) -> Any:
+        if field_name == "kube_config_path" and self.config_file:
+            return self.config_file
+        return await super()._get_field(field_name)
+
+
+class AsyncKubeRayHook(AsyncKubernetesConfigHook):
     """Async twin of :class:`KubeRayHook` for triggers (``kubernetes_asyncio`` client)."""
 
     hook_name = "KubeRay (async)"

@@ -44,6 +44,7 @@ from nuro_ml.terraform_support.masking import mask_value, redact_text
 from nuro_ml.terraform_support.plan import PlanSummary
 from nuro_ml.terraform_support.plugins import default_plugin_dir, ensure_plugin_mirror
 from nuro_ml.terraform_support.process import ProcessResult, TerraformProcessRunner
+from nuro_ml.terraform_support.state import StateVersion, plan_prior_state, stale_reason
 
 #: Terraform's own output (events, provisioner output) goes to this standard-library logger, which the
 #: Airflow task log captures, after every registered secret has been redacted from it.
@@ -181,6 +182,7 @@ class TerraformHook(BaseHook):
         self._data_dir: Path | None = None
         self._runner: TerraformProcessRunner | None = None
         self._prepared = False
+        self._interrupted = False
 
     # ----------------------------------------------------------------- connection and configuration
     @cached_property
@@ -311,6 +313,8 @@ class TerraformHook(BaseHook):
             if line.strip():
                 self._emit(logging.INFO, line)
 
+        if self._interrupted:
+            raise TerraformError(f"terraform {what} not started in {self.working_dir}: the run was interrupted")
         json_output = "-json" in args
         self.log.debug("Running terraform %s in %s", what, self.working_dir)
         result = self.runner.run(
@@ -503,8 +507,10 @@ class TerraformHook(BaseHook):
         """
         self.prepare()
         saved = Path(plan_file) if plan_file else None
-        if saved is not None and not saved.is_file():
-            raise TerraformError(f"saved plan {saved} does not exist (it may have been applied already)")
+        if saved is not None:
+            if not saved.is_file():
+                raise TerraformError(f"saved plan {saved} does not exist (it may have been applied already)")
+            self.check_plan_is_current(saved)
         args = commands.apply_args(
             lock_timeout=self.lock_timeout,
             plan_file=saved,
@@ -514,6 +520,30 @@ class TerraformHook(BaseHook):
         if result.returncode != 0:
             self._fail("apply", result, collector)
         return self._apply_result(collector)
+
+    def state_version(self) -> StateVersion:
+        """Lineage and serial of the workspace's current state (``terraform state pull``)."""
+        self.prepare()
+        result, _ = self._run("state pull", commands.state_pull_args(), stream=False)
+        if result.returncode != 0:
+            self._fail("state pull", result)
+        try:
+            return StateVersion.from_json_text(result.stdout)
+        except (json.JSONDecodeError, ValueError) as err:
+            raise TerraformError(f"terraform state pull printed an unreadable state: {err}") from None
+
+    def check_plan_is_current(self, plan_file: Path) -> None:
+        """Raise :class:`StalePlanError` when the state changed since ``plan_file`` was made."""
+        prior = plan_prior_state(plan_file)
+        if prior is None:
+            # Not a plan file we can read: Terraform's own check (and error) applies.
+            return
+        reason = stale_reason(prior, self.state_version())
+        if reason is not None:
+            raise StalePlanError(
+                f"Saved plan is stale: {plan_file} cannot be applied to {self.environment}/{self.workspace} "
+                f"because {reason}. Nothing was applied; plan again and review the new plan."
+            )
 
     def destroy(self) -> ApplyResult:
         """Destroy everything in the workspace's state; a no-op when the state is empty."""
@@ -562,6 +592,7 @@ class TerraformHook(BaseHook):
     # ------------------------------------------------------------------------------------ lifecycle
     def interrupt(self, *, grace_period: float = 60.0) -> bool:
         """SIGINT the running Terraform command so it stops cleanly and releases its state lock."""
+        self._interrupted = True
         if self._runner is None:
             return False
         return self._runner.interrupt(grace_period=grace_period)

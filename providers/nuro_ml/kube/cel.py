@@ -44,7 +44,7 @@ def _tokenize(rule: str) -> list[_Tok]:
     while pos < len(rule):
         match = _TOKEN.match(rule, pos)
         if match is None or match.end() == pos:
-            raise CelError(f"unsupported CEL syntax at offset {pos}: {rule[pos:pos + 20]!r}")
+            raise CelError(f"unsupported CEL syntax at offset {pos}: {rule[pos : pos + 20]!r}")
         kind = match.lastgroup or ""
         tokens.append(_Tok(kind, match.group(kind)))
         pos = match.end()
@@ -252,7 +252,7 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def _evaluate(node: Node, env: Mapping[str, Any]) -> Any:  # noqa: C901 - one dispatch over node tags
+def _evaluate(node: Node, env: Mapping[str, Any]) -> Any:
     tag = node[0]
     if tag == "lit":
         return node[1]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -51,7 +51,7 @@ def crd_files() -> list[str]:
     return sorted(entry.name for entry in root.iterdir() if entry.name.endswith(".yaml"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_crd(group: str, plural: str) -> dict[str, Any]:
     """The CustomResourceDefinition for ``<plural>.<group>``, parsed from the shipped file."""
     name = f"{group}_{plural}.yaml"
@@ -60,11 +60,11 @@ def load_crd(group: str, plural: str) -> dict[str, Any]:
         raise NuroMLException(
             f"no CRD for {plural}.{group} in nuro_ml/data/crds (shipped: {', '.join(crd_files())})"
         )
-    document: dict[str, Any] = yaml.load(resource.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506
+    document: dict[str, Any] = yaml.load(resource.read_text(encoding="utf-8"), Loader=_Loader)
     return document
 
 
-@lru_cache(maxsize=None)
+@cache
 def crd_version(group: str, version: str, plural: str) -> CrdVersion:
     """The served ``version`` of ``<plural>.<group>``; errors name the versions that exist."""
     crd = load_crd(group, plural)

@@ -15,17 +15,29 @@ from nuro_ml.kube.validation import (
 )
 
 
-def rayjob_violations(manifest: Mapping[str, Any], *, strict: bool = True) -> tuple[dict[str, Any], list[SchemaViolation]]:
+def rayjob_violations(
+    manifest: Mapping[str, Any], *, strict: bool = True
+) -> tuple[dict[str, Any], list[SchemaViolation]]:
     """The normalized (defaulted) manifest and every problem with it, sorted by field path."""
     crd = rayjob_crd()
     schema = schema_for(crd)
     found: list[SchemaViolation] = []
     if manifest.get("apiVersion") != crd.api_version:
-        found.append(SchemaViolation("apiVersion", "FieldValueNotSupported",
-                                     f"Unsupported value: {manifest.get('apiVersion')!r}: expected {crd.api_version!r}"))
+        found.append(
+            SchemaViolation(
+                "apiVersion",
+                "FieldValueNotSupported",
+                f"Unsupported value: {manifest.get('apiVersion')!r}: expected {crd.api_version!r}",
+            )
+        )
     if manifest.get("kind") != RAYJOB_KIND:
-        found.append(SchemaViolation("kind", "FieldValueNotSupported",
-                                     f"Unsupported value: {manifest.get('kind')!r}: expected {RAYJOB_KIND!r}"))
+        found.append(
+            SchemaViolation(
+                "kind",
+                "FieldValueNotSupported",
+                f"Unsupported value: {manifest.get('kind')!r}: expected {RAYJOB_KIND!r}",
+            )
+        )
     normalized = schema.normalize(manifest)
     found.extend(schema.validate(normalized, strict=strict))
     found.extend(validate_object_meta(normalized.get("metadata") or {}))
@@ -47,7 +59,8 @@ def validate_rayjob_manifest(manifest: Mapping[str, Any], *, strict: bool = True
         where = f"{metadata.get('namespace') or '<default namespace>'}/{metadata.get('name') or '<unnamed>'}"
         lines = [str(v) for v in found]
         raise RayJobSpecInvalidError(
-            f"RayJob {where} is invalid ({len(lines)} problem{'s' if len(lines) > 1 else ''}): " + "; ".join(lines),
+            f"RayJob {where} is invalid ({len(lines)} problem{'s' if len(lines) > 1 else ''}): "
+            + "; ".join(lines),
             lines,
         )
     return normalized

@@ -34,7 +34,9 @@ def _slug(text: str) -> str:
     return slug
 
 
-def rayjob_name(*, dag_id: str, run_id: str, task_id: str, map_index: int = -1, prefix: str | None = None) -> str:
+def rayjob_name(
+    *, dag_id: str, run_id: str, task_id: str, map_index: int = -1, prefix: str | None = None
+) -> str:
     """A valid RayJob name (DNS-1035, at most 47 characters) unique per task instance.
 
     ``<slug of prefix or task_id>-<10 hex digits of sha256(identity)>``; the slug keeps the
@@ -54,10 +56,14 @@ def identity_labels(*, task_id: str) -> dict[str, str]:
     return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, TASK_LABEL: _slug(task_id)[:63].strip("-") or "task"}
 
 
-def identity_annotations(*, dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int) -> dict[str, str]:
+def identity_annotations(
+    *, dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int
+) -> dict[str, str]:
     """Annotations recording which task instance (and which try) created the RayJob."""
     return {
-        IDENTITY_ANNOTATION: task_instance_identity(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index),
+        IDENTITY_ANNOTATION: task_instance_identity(
+            dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index
+        ),
         TRY_ANNOTATION: str(try_number),
     }
 

@@ -171,7 +171,13 @@ class RayJobSpec(BaseModel):
 
     #: Rendered by Airflow when the spec is an operator's templated field.
     template_fields: ClassVar[tuple[str, ...]] = (
-        "entrypoint", "runtime_env", "runtime_env_yaml", "job_metadata", "labels", "annotations", "queue_name",
+        "entrypoint",
+        "runtime_env",
+        "runtime_env_yaml",
+        "job_metadata",
+        "labels",
+        "annotations",
+        "queue_name",
     )
 
     #: Shell command KubeRay submits, e.g. ``python workloads/train_xgb.py --epochs 3``.
@@ -211,7 +217,10 @@ class RayJobSpec(BaseModel):
     def _check(self) -> RayJobSpec:
         if self.runtime_env is not None and self.runtime_env_yaml is not None:
             raise ValueError("set runtime_env or runtime_env_yaml, not both")
-        for where, group in [("head", self.head), *((f"workers[{i}]", w) for i, w in enumerate(self.workers))]:
+        for where, group in [
+            ("head", self.head),
+            *((f"workers[{i}]", w) for i, w in enumerate(self.workers)),
+        ]:
             if group.gpu_type and group.gpu_type not in self.gpu_types:
                 raise ValueError(
                     f"{where}.gpu_type {group.gpu_type!r} is not a known GPU type "
@@ -231,7 +240,9 @@ class RayJobSpec(BaseModel):
             return yaml.safe_dump(self.runtime_env, sort_keys=True)
         return None
 
-    def _pod_template(self, group: GroupSpec, container_name: str, extra_labels: dict[str, str]) -> dict[str, Any]:
+    def _pod_template(
+        self, group: GroupSpec, container_name: str, extra_labels: dict[str, str]
+    ) -> dict[str, Any]:
         resources: dict[str, Any] = {"cpu": group.cpu, "memory": group.memory}
         if group.gpus:
             resources[GPU_RESOURCE] = str(group.gpus)

@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from jsonschema import Draft4Validator, FormatChecker, ValidationError, validators
@@ -146,12 +146,12 @@ def _build_validator_class(strict: bool) -> type[Any]:
         for error in base_type(validator, types, instance, schema):
             error.message = f"must be of type {types}, got {_describe(instance)} {instance!r}"
             yield error
-        if strict and types == "object" and isinstance(instance, dict) and "properties" not in schema:
-            if not _keeps_unknown(schema):
-                for key in instance:
-                    yield ValidationError(
-                        "unknown field (the schema declares no fields here)", path=[key], validator="unknown"
-                    )
+        closed = "properties" not in schema and not _keeps_unknown(schema)
+        if strict and types == "object" and isinstance(instance, dict) and closed:
+            for key in instance:
+                yield ValidationError(
+                    "unknown field (the schema declares no fields here)", path=[key], validator="unknown"
+                )
 
     def any_of(validator: Any, subschemas: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
         if schema.get("x-kubernetes-int-or-string"):
@@ -164,7 +164,11 @@ def _build_validator_class(strict: bool) -> type[Any]:
         yield from base_any_of(validator, subschemas, instance, schema)
 
     def int_or_string(validator: Any, flag: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
-        if flag and "anyOf" not in schema and (isinstance(instance, bool) or not isinstance(instance, int | str)):
+        if (
+            flag
+            and "anyOf" not in schema
+            and (isinstance(instance, bool) or not isinstance(instance, int | str))
+        ):
             yield ValidationError(f"must be an integer or a string, got {_describe(instance)} {instance!r}")
 
     def list_type(validator: Any, kind: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
@@ -345,7 +349,9 @@ def _transition_violations(
         try:
             ok = evaluate(expression, new, old)
         except CelError as err:
-            found.append(SchemaViolation(field_path(path), "FieldValueInvalid", f"rule {expression!r}: {err}"))
+            found.append(
+                SchemaViolation(field_path(path), "FieldValueInvalid", f"rule {expression!r}: {err}")
+            )
             continue
         if not ok:
             message = rule.get("message") or f"failed rule: {expression}"
@@ -357,7 +363,7 @@ def _transition_violations(
     return found
 
 
-@lru_cache(maxsize=None)
+@cache
 def _schema_for(group: str, version: str, plural: str) -> StructuralSchema:
     from nuro_ml.kube.crds import crd_version
 

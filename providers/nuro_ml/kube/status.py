@@ -9,11 +9,11 @@ Ray job's own status as reported by the Ray dashboard.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 
-class JobDeploymentStatus(str, Enum):
+class JobDeploymentStatus(StrEnum):
     """``status.jobDeploymentStatus`` of a RayJob."""
 
     NEW = ""
@@ -27,15 +27,16 @@ class JobDeploymentStatus(str, Enum):
     RETRYING = "Retrying"
     WAITING = "Waiting"
 
-    def __str__(self) -> str:
-        return self.value
-
     def is_terminal(self) -> bool:
         """KubeRay never leaves these states (``ValidationFailed`` is not requeued either)."""
-        return self in {JobDeploymentStatus.COMPLETE, JobDeploymentStatus.FAILED, JobDeploymentStatus.VALIDATION_FAILED}
+        return self in {
+            JobDeploymentStatus.COMPLETE,
+            JobDeploymentStatus.FAILED,
+            JobDeploymentStatus.VALIDATION_FAILED,
+        }
 
 
-class RayJobStatus(str, Enum):
+class RayJobStatus(StrEnum):
     """``status.jobStatus``: the Ray job status from the dashboard (``ray.job_submission.JobStatus``)."""
 
     NEW = ""
@@ -44,9 +45,6 @@ class RayJobStatus(str, Enum):
     STOPPED = "STOPPED"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
-
-    def __str__(self) -> str:
-        return self.value
 
     def is_terminal(self) -> bool:
         return self in {RayJobStatus.STOPPED, RayJobStatus.SUCCEEDED, RayJobStatus.FAILED}
@@ -77,7 +75,7 @@ class RayJobInfo:
     uid: str = ""
     deployment_status: JobDeploymentStatus | str = JobDeploymentStatus.NEW
     job_status: RayJobStatus | str = RayJobStatus.NEW
-    #: ``status.reason`` (``AppFailed``, ``DeadlineExceeded``, ``SubmissionFailed``...) and ``status.message``.
+    #: ``status.reason`` (``AppFailed``, ``DeadlineExceeded``...) and ``status.message``.
     reason: str = ""
     message: str = ""
     #: Ray job submission id and the RayCluster KubeRay created for it.
@@ -132,13 +130,16 @@ class RayJobInfo:
 
     @property
     def is_terminal(self) -> bool:
-        return isinstance(self.deployment_status, JobDeploymentStatus) and self.deployment_status.is_terminal()
+        return (
+            isinstance(self.deployment_status, JobDeploymentStatus) and self.deployment_status.is_terminal()
+        )
 
     @property
     def succeeded_outcome(self) -> bool:
         """Complete with the Ray job SUCCEEDED: the only outcome that counts as success."""
         return (
-            self.deployment_status == JobDeploymentStatus.COMPLETE and self.job_status == RayJobStatus.SUCCEEDED
+            self.deployment_status == JobDeploymentStatus.COMPLETE
+            and self.job_status == RayJobStatus.SUCCEEDED
         )
 
     def describe(self) -> str:

@@ -56,20 +56,27 @@ def validate_object_meta(metadata: Mapping[str, Any], *, path: str = "metadata")
     found: list[SchemaViolation] = []
     name = metadata.get("name")
     if not name and not metadata.get("generateName"):
-        found.append(_v(f"{path}.name", "Required value: name or generateName is required", "FieldValueRequired"))
+        found.append(
+            _v(f"{path}.name", "Required value: name or generateName is required", "FieldValueRequired")
+        )
     elif name and not is_dns1123_subdomain(str(name)):
         found.append(_v(f"{path}.name", f"Invalid value: {name!r}: must be a lowercase RFC 1123 subdomain"))
     namespace = metadata.get("namespace")
     if namespace and not is_dns1123_label(str(namespace)):
-        found.append(_v(f"{path}.namespace", f"Invalid value: {namespace!r}: must be a lowercase RFC 1123 label"))
+        found.append(
+            _v(f"{path}.namespace", f"Invalid value: {namespace!r}: must be a lowercase RFC 1123 label")
+        )
     for key, value in (metadata.get("labels") or {}).items():
         problem = _label_key_problem(str(key))
         if problem:
             found.append(_v(f"{path}.labels", f"Invalid value: {key!r}: {problem}"))
         if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
             found.append(
-                _v(f"{path}.labels", f"Invalid value: {value!r}: label value for {key!r} must be at most 63 "
-                   "characters of [A-Za-z0-9-_.], starting and ending alphanumeric")
+                _v(
+                    f"{path}.labels",
+                    f"Invalid value: {value!r}: label value for {key!r} must be at most 63 "
+                    "characters of [A-Za-z0-9-_.], starting and ending alphanumeric",
+                )
             )
     for key, value in (metadata.get("annotations") or {}).items():
         problem = _label_key_problem(str(key))
@@ -92,27 +99,50 @@ def validate_rayjob_semantics(obj: Mapping[str, Any]) -> list[SchemaViolation]:
     name = str(metadata.get("name") or "")
     if name and len(name) > MAX_RAYJOB_NAME_LENGTH:
         found.append(
-            _v("metadata.name", f"Invalid value: {name!r}: a RayJob name must be no more than "
-               f"{MAX_RAYJOB_NAME_LENGTH} characters", "FieldValueTooLong")
+            _v(
+                "metadata.name",
+                f"Invalid value: {name!r}: a RayJob name must be no more than "
+                f"{MAX_RAYJOB_NAME_LENGTH} characters",
+                "FieldValueTooLong",
+            )
         )
     if name and not is_dns1035_label(name):
-        found.append(_v("metadata.name", f"Invalid value: {name!r}: a RayJob name must be a DNS-1035 label "
-                        "(lowercase letters, digits and '-', starting with a letter)"))
+        found.append(
+            _v(
+                "metadata.name",
+                f"Invalid value: {name!r}: a RayJob name must be a DNS-1035 label "
+                "(lowercase letters, digits and '-', starting with a letter)",
+            )
+        )
     if spec.get("suspend") and not spec.get("shutdownAfterJobFinishes"):
-        found.append(_v("spec.shutdownAfterJobFinishes", "Invalid value: a RayJob with shutdownAfterJobFinishes "
-                        "set to false is not allowed to be suspended"))
+        found.append(
+            _v(
+                "spec.shutdownAfterJobFinishes",
+                "Invalid value: a RayJob with shutdownAfterJobFinishes "
+                "set to false is not allowed to be suspended",
+            )
+        )
     if int(spec.get("ttlSecondsAfterFinished") or 0) < 0:
         found.append(_v("spec.ttlSecondsAfterFinished", "Invalid value: must be a non-negative integer"))
     deadline = spec.get("activeDeadlineSeconds")
     if deadline is not None and isinstance(deadline, int) and deadline <= 0:
-        found.append(_v("spec.activeDeadlineSeconds", f"Invalid value: {deadline}: must be a positive integer"))
+        found.append(
+            _v("spec.activeDeadlineSeconds", f"Invalid value: {deadline}: must be a positive integer")
+        )
     selector = spec.get("clusterSelector") or {}
     if selector and spec.get("suspend"):
-        found.append(_v("spec.clusterSelector", "Invalid value: the clusterSelector mode does not support suspend"))
+        found.append(
+            _v("spec.clusterSelector", "Invalid value: the clusterSelector mode does not support suspend")
+        )
     cluster = spec.get("rayClusterSpec")
     if not cluster and not selector:
-        found.append(_v("spec.rayClusterSpec", "Required value: one of rayClusterSpec or clusterSelector must be set",
-                        "FieldValueRequired"))
+        found.append(
+            _v(
+                "spec.rayClusterSpec",
+                "Required value: one of rayClusterSpec or clusterSelector must be set",
+                "FieldValueRequired",
+            )
+        )
     if isinstance(cluster, Mapping):
         found.extend(_validate_cluster(cluster))
     return found
@@ -129,33 +159,63 @@ def _validate_cluster(cluster: Mapping[str, Any]) -> list[SchemaViolation]:
     base = "spec.rayClusterSpec"
     head = cluster.get("headGroupSpec") or {}
     if not _containers(head):
-        found.append(_v(f"{base}.headGroupSpec.template.spec.containers",
-                        "Required value: the head group needs at least one container", "FieldValueRequired"))
+        found.append(
+            _v(
+                f"{base}.headGroupSpec.template.spec.containers",
+                "Required value: the head group needs at least one container",
+                "FieldValueRequired",
+            )
+        )
     autoscaling = _autoscaling(cluster)
     seen: dict[str, int] = {}
     for index, group in enumerate(cluster.get("workerGroupSpecs") or []):
         path = f"{base}.workerGroupSpecs[{index}]"
         group_name = str(group.get("groupName", ""))
         if group_name in seen:
-            found.append(_v(f"{path}.groupName", f"Duplicate value: {group_name!r} is also workerGroupSpecs"
-                            f"[{seen[group_name]}]", "FieldValueDuplicate"))
+            found.append(
+                _v(
+                    f"{path}.groupName",
+                    f"Duplicate value: {group_name!r} is also workerGroupSpecs[{seen[group_name]}]",
+                    "FieldValueDuplicate",
+                )
+            )
         seen.setdefault(group_name, index)
         if not _containers(group):
-            found.append(_v(f"{path}.template.spec.containers",
-                            "Required value: a worker group needs at least one container", "FieldValueRequired"))
+            found.append(
+                _v(
+                    f"{path}.template.spec.containers",
+                    "Required value: a worker group needs at least one container",
+                    "FieldValueRequired",
+                )
+            )
         low, high, replicas = group.get("minReplicas"), group.get("maxReplicas"), group.get("replicas")
         if not autoscaling and (low is None or high is None):
-            found.append(_v(f"{path}.minReplicas", "Required value: minReplicas and maxReplicas must both be set "
-                            "when autoscaling is disabled", "FieldValueRequired"))
+            found.append(
+                _v(
+                    f"{path}.minReplicas",
+                    "Required value: minReplicas and maxReplicas must both be set "
+                    "when autoscaling is disabled",
+                    "FieldValueRequired",
+                )
+            )
         for key, value in (("minReplicas", low), ("maxReplicas", high), ("replicas", replicas)):
             if isinstance(value, int) and value < 0:
                 found.append(_v(f"{path}.{key}", f"Invalid value: {value}: must be non-negative"))
         if isinstance(low, int) and isinstance(high, int) and low > high:
             found.append(_v(f"{path}.minReplicas", f"Invalid value: {low}: greater than maxReplicas {high}"))
-        if (not autoscaling and isinstance(replicas, int) and isinstance(low, int) and isinstance(high, int)
-                and not low <= replicas <= high):
-            found.append(_v(f"{path}.replicas", f"Invalid value: {replicas}: must lie within "
-                            f"[minReplicas {low}, maxReplicas {high}]"))
+        if (
+            not autoscaling
+            and isinstance(replicas, int)
+            and isinstance(low, int)
+            and isinstance(high, int)
+            and not low <= replicas <= high
+        ):
+            found.append(
+                _v(
+                    f"{path}.replicas",
+                    f"Invalid value: {replicas}: must lie within [minReplicas {low}, maxReplicas {high}]",
+                )
+            )
     return found
 
 
@@ -168,20 +228,46 @@ def validate_kueue_constraints(obj: Mapping[str, Any]) -> list[SchemaViolation]:
     found: list[SchemaViolation] = []
     spec = obj.get("spec") or {}
     if not is_dns1123_subdomain(str(labels[KUEUE_QUEUE_LABEL])):
-        found.append(_v("metadata.labels", f"Invalid value: {labels[KUEUE_QUEUE_LABEL]!r}: the LocalQueue name "
-                        "must be a DNS-1123 subdomain"))
+        found.append(
+            _v(
+                "metadata.labels",
+                f"Invalid value: {labels[KUEUE_QUEUE_LABEL]!r}: the LocalQueue name "
+                "must be a DNS-1123 subdomain",
+            )
+        )
     if spec.get("clusterSelector"):
-        found.append(_v("spec.clusterSelector", "Forbidden: a Kueue-managed RayJob cannot run on an existing "
-                        "RayCluster", "FieldValueForbidden"))
+        found.append(
+            _v(
+                "spec.clusterSelector",
+                "Forbidden: a Kueue-managed RayJob cannot run on an existing RayCluster",
+                "FieldValueForbidden",
+            )
+        )
     if not spec.get("shutdownAfterJobFinishes"):
-        found.append(_v("spec.shutdownAfterJobFinishes", "Invalid value: a Kueue-managed RayJob must delete its "
-                        "RayCluster when it finishes (shutdownAfterJobFinishes: true)"))
+        found.append(
+            _v(
+                "spec.shutdownAfterJobFinishes",
+                "Invalid value: a Kueue-managed RayJob must delete its "
+                "RayCluster when it finishes (shutdownAfterJobFinishes: true)",
+            )
+        )
     cluster = spec.get("rayClusterSpec") or {}
     if _autoscaling(cluster):
-        found.append(_v("spec.rayClusterSpec.enableInTreeAutoscaling", "Forbidden: Kueue reserves a fixed size "
-                        "for the RayCluster, so autoscaling is not supported", "FieldValueForbidden"))
+        found.append(
+            _v(
+                "spec.rayClusterSpec.enableInTreeAutoscaling",
+                "Forbidden: Kueue reserves a fixed size for the RayCluster, so autoscaling is not supported",
+                "FieldValueForbidden",
+            )
+        )
     pod_sets = 1 + len(cluster.get("workerGroupSpecs") or [])
     if pod_sets > KUEUE_MAX_POD_SETS:
-        found.append(_v("spec.rayClusterSpec.workerGroupSpecs", f"Too many: {pod_sets - 1} worker groups: Kueue "
-                        f"admits at most {KUEUE_MAX_POD_SETS} pod sets (head + workers)", "FieldValueTooMany"))
+        found.append(
+            _v(
+                "spec.rayClusterSpec.workerGroupSpecs",
+                f"Too many: {pod_sets - 1} worker groups: Kueue "
+                f"admits at most {KUEUE_MAX_POD_SETS} pod sets (head + workers)",
+                "FieldValueTooMany",
+            )
+        )
     return found

@@ -31,7 +31,7 @@ def dashboard_url(*, template: str | None, dashboard: str, name: str, namespace:
 
 
 class KubeRayDashboardLink(BaseOperatorLink):
-    """"Ray Dashboard" button on KubeRayJobOperator tasks."""
+    """ "Ray Dashboard" button on KubeRayJobOperator tasks."""
 
     name = "Ray Dashboard"
 

@@ -149,22 +149,35 @@ class KubeRayJobOperator(BaseOperator):
     def build_manifest(self, context: Context) -> dict[str, Any]:
         """The validated RayJob for this task instance (raises before any API call if invalid)."""
         ti = context["ti"]
-        map_index = int(getattr(ti, "map_index", -1) if getattr(ti, "map_index", None) is not None else -1)
-        identity = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": map_index}
-        annotations = identity_annotations(**identity, try_number=int(getattr(ti, "try_number", 1) or 1))
+        raw_index = getattr(ti, "map_index", None)
+        map_index = int(raw_index) if raw_index is not None else -1
+        dag_id, run_id, task_id = str(ti.dag_id), str(ti.run_id), str(ti.task_id)
+        annotations = identity_annotations(
+            dag_id=dag_id,
+            run_id=run_id,
+            task_id=task_id,
+            map_index=map_index,
+            try_number=int(getattr(ti, "try_number", 1) or 1),
+        )
         labels = identity_labels(task_id=ti.task_id)
         raw = self._raw_manifest()
         manifest_ns = ((raw or {}).get("metadata") or {}).get("namespace")
         namespace = self.namespace or manifest_ns or self.hook.get_namespace() or "default"
         manifest_name = ((raw or {}).get("metadata") or {}).get("name")
-        name = self.name or manifest_name or rayjob_name(**identity)
+        name = (
+            self.name
+            or manifest_name
+            or rayjob_name(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index)
+        )
         if raw is None:
             if not isinstance(self.rayjob, RayJobSpec):
                 raise RayJobSpecInvalidError(
                     f"task {self.task_id}: rayjob must be a RayJobSpec, a manifest dict or YAML, "
                     f"got {type(self.rayjob).__name__}"
                 )
-            return self.rayjob.to_manifest(name=name, namespace=namespace, labels=labels, annotations=annotations)
+            return self.rayjob.to_manifest(
+                name=name, namespace=namespace, labels=labels, annotations=annotations
+            )
         metadata = dict(raw.get("metadata") or {})
         metadata["name"] = name
         metadata["namespace"] = namespace
@@ -180,7 +193,9 @@ class KubeRayJobOperator(BaseOperator):
         name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
         self._target = (name, namespace)
         info = self._create_or_attach(manifest)
-        context["ti"].xcom_push(key=RAYJOB_XCOM_KEY, value={"name": name, "namespace": namespace, "uid": info.uid})
+        context["ti"].xcom_push(
+            key=RAYJOB_XCOM_KEY, value={"name": name, "namespace": namespace, "uid": info.uid}
+        )
         if info.dashboard_url:
             self._push_dashboard(context, info)
         if info.is_terminal:
@@ -203,29 +218,40 @@ class KubeRayJobOperator(BaseOperator):
             if existing is None:
                 continue  # deleted between our create and get: try creating again
             if not owned_by(existing.annotations, identity):
+                owner = existing.annotations.get(IDENTITY_ANNOTATION, "another owner")
                 raise KubeRayJobError(
-                    f"RayJob {namespace}/{name} already exists but was not created by task instance {identity} "
-                    f"(it belongs to {existing.annotations.get(IDENTITY_ANNOTATION, 'something else')}); "
-                    "set another name or namespace"
+                    f"RayJob {namespace}/{name} already exists but was not created by task instance "
+                    f"{identity} (it belongs to {owner}); set another name or namespace"
                 )
             if existing.deleting:
                 self.log.info("RayJob %s/%s from an earlier try is being deleted; waiting", namespace, name)
             elif existing.is_terminal and not existing.succeeded_outcome:
                 self.log.warning(
                     "RayJob %s/%s from try %s ended %s; deleting it to run again",
-                    namespace, name, existing.annotations.get(TRY_ANNOTATION, "?"), existing.describe(),
+                    namespace,
+                    name,
+                    existing.annotations.get(TRY_ANNOTATION, "?"),
+                    existing.describe(),
                 )
                 self.hook.delete_rayjob(name=name, namespace=namespace)
             else:
                 self.log.info(
                     "Re-attaching to RayJob %s/%s created by try %s: %s",
-                    namespace, name, existing.annotations.get(TRY_ANNOTATION, "?"), existing.describe(),
+                    namespace,
+                    name,
+                    existing.annotations.get(TRY_ANNOTATION, "?"),
+                    existing.describe(),
                 )
                 return existing
             self.hook.wait_rayjob_deleted(
-                name=name, namespace=namespace, timeout=self.deleted_wait_timeout, poll_interval=min(self.poll_interval, 2.0)
+                name=name,
+                namespace=namespace,
+                timeout=self.deleted_wait_timeout,
+                poll_interval=min(self.poll_interval, 2.0),
             )
-        raise KubeRayJobError(f"RayJob {namespace}/{name} kept conflicting with concurrent changes; giving up")
+        raise KubeRayJobError(
+            f"RayJob {namespace}/{name} kept conflicting with concurrent changes; giving up"
+        )
 
     def _defer(self, info: RayJobInfo, *, report_dashboard: bool) -> None:
         self.defer(
@@ -281,8 +307,8 @@ class KubeRayJobOperator(BaseOperator):
         if event.get("stack_trace"):
             self.log.error("Trigger failed:\n%s", event["stack_trace"])
         raise KubeRayJobError(
-            f"RayJob {event.get('namespace')}/{event.get('name')}: trigger ended with status {status!r}: {message}"
-            + (f" (last seen: {rayjob})" if rayjob else "")
+            f"RayJob {event.get('namespace')}/{event.get('name')}: trigger ended with status {status!r}: "
+            f"{message}" + (f" (last seen: {rayjob})" if rayjob else "")
         )
 
     def _push_dashboard(self, context: Context, info: RayJobInfo) -> None:

@@ -9,7 +9,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseHook, BaseOperator, conf
 
@@ -76,19 +76,17 @@ def strip_ansi(text: str) -> str:
 def parse_result_line(logs: str) -> dict[str, Any] | None:
     """The JSON object of the last ``NURO_ML_RESULT <json>`` line in ``logs``, or None if there is none.
 
-    :raises RayJobError: the last such line does not hold a JSON object.
+    :raises RayJobError: the last such line is not valid JSON.
     """
     for line in reversed(strip_ansi(logs).splitlines()):
         match = _RESULT_LINE.match(line.strip())
         if match is None:
             continue
         try:
-            value = json.loads(match.group("json"))
+            # The pattern only matches ``{...}``, so valid JSON here is always an object.
+            return cast(dict[str, Any], json.loads(match.group("json")))
         except ValueError as err:
             raise RayJobError(f"malformed {RESULT_MARKER} line ({err}): {line[:300]}") from None
-        if not isinstance(value, dict):
-            raise RayJobError(f"{RESULT_MARKER} must carry a JSON object, got {type(value).__name__}")
-        return value
     return None
 
 

@@ -82,7 +82,9 @@ def load(spec_path: Path, key: Hashable) -> CheckedPipeline | None:
         return None
     try:
         stages = {
-            stage_id: CheckedStage(stage_id, entry.spec.stages[stage_id], operators.load(name), args, kind, teardown)
+            stage_id: CheckedStage(
+                stage_id, entry.spec.stages[stage_id], operators.load(name), args, kind, teardown
+            )
             for stage_id, (name, args, kind, teardown) in entry.stages.items()
         }
     except (operators.OperatorLoadError, KeyError):

@@ -75,7 +75,10 @@ def check(
     asset_uris = _expand_asset_uris(spec, values, problems)
     problems += _check_asset_refs(spec)
     problems += _check_stage_refs(spec)
-    kinds = {stage_id: stage.kind or operators.default_phase(stage.operator) for stage_id, stage in spec.stages.items()}
+    kinds = {
+        stage_id: stage.kind or operators.default_phase(stage.operator)
+        for stage_id, stage in spec.stages.items()
+    }
     problems += _check_phases(spec, kinds)
     problems += _check_cycles(spec)
     stages: dict[str, CheckedStage] = {}
@@ -92,8 +95,12 @@ def _check_params(spec: PipelineSpec) -> Iterator[Problem]:
     for name, param in spec.params.items():
         if param.required:
             if spec.schedule is not None:
-                yield Problem(("params", name), f"parameter {name!r} has no default, but scheduled runs need one "
-                              "(give it a default or set schedule: null)", at="key")
+                yield Problem(
+                    ("params", name),
+                    f"parameter {name!r} has no default, but scheduled runs need one "
+                    "(give it a default or set schedule: null)",
+                    at="key",
+                )
             continue
         error = _schema_error(json.dumps(param.json_schema(), sort_keys=True), json.dumps(param.default))
         if error is not None:
@@ -115,7 +122,9 @@ def _schema_error(schema_json: str, value_json: str) -> str | None:
     return error.message if error is not None else None
 
 
-def _expand_asset_uris(spec: PipelineSpec, values: Mapping[str, str], problems: list[Problem]) -> dict[str, str]:
+def _expand_asset_uris(
+    spec: PipelineSpec, values: Mapping[str, str], problems: list[Problem]
+) -> dict[str, str]:
     uris: dict[str, str] = {}
     for name, asset in spec.assets.items():
         uri = asset.uri if asset is not None and asset.uri else name
@@ -151,21 +160,35 @@ def _check_stage_refs(spec: PipelineSpec) -> Iterator[Problem]:
                 if ref == stage_id:
                     yield Problem(where, f"stage {stage_id!r} cannot refer to itself")
                 elif ref not in spec.stages:
-                    yield Problem(where, f"unknown stage {ref!r}{did_you_mean(ref, names)}; stages: {', '.join(names)}")
+                    yield Problem(
+                        where, f"unknown stage {ref!r}{did_you_mean(ref, names)}; stages: {', '.join(names)}"
+                    )
                 elif refs.index(ref) != index:
                     yield Problem(where, f"stage {ref!r} is listed twice")
         teardown = _is_teardown(stage, stage.kind or operators.default_phase(stage.operator))
         if stage.setups and not teardown:
-            yield Problem(("stages", stage_id, "setups"), "setups only apply to teardown stages "
-                          "(set teardown: true)", at="key")
+            yield Problem(
+                ("stages", stage_id, "setups"),
+                "setups only apply to teardown stages (set teardown: true)",
+                at="key",
+            )
         if teardown and not stage.setups:
-            yield Problem(("stages", stage_id), "a teardown stage needs `setups`: the stages whose resources it "
-                          "releases (it runs once they ran, even when work between them failed)", at="key")
+            yield Problem(
+                ("stages", stage_id),
+                "a teardown stage needs `setups`: the stages whose resources it "
+                "releases (it runs once they ran, even when work between them failed)",
+                at="key",
+            )
         for index, ref in enumerate(stage.setups):
             other = spec.stages.get(ref)
-            if other is not None and _is_teardown(other, other.kind or operators.default_phase(other.operator)):
-                yield Problem(("stages", stage_id, "setups", index), f"{ref!r} is a teardown stage; setups must "
-                              "be the stages that create what this one releases")
+            if other is not None and _is_teardown(
+                other, other.kind or operators.default_phase(other.operator)
+            ):
+                yield Problem(
+                    ("stages", stage_id, "setups", index),
+                    f"{ref!r} is a teardown stage; setups must "
+                    "be the stages that create what this one releases",
+                )
 
 
 def _is_teardown(stage: StageSpec, kind: str | None) -> bool:
@@ -180,14 +203,18 @@ def _check_phases(spec: PipelineSpec, kinds: Mapping[str, str | None]) -> Iterat
         for index, ref in enumerate(stage.depends_on):
             ref_kind = kinds.get(ref)
             if ref_kind is not None and PHASES.index(ref_kind) > PHASES.index(kind):
-                yield Problem(("stages", stage_id, "depends_on", index),
-                              f"stage {stage_id!r} ({kind}) cannot depend on {ref!r} ({ref_kind}), a later phase; "
-                              f"phases run {' -> '.join(PHASES)} (set `kind` if a stage is in another phase)")
+                yield Problem(
+                    ("stages", stage_id, "depends_on", index),
+                    f"stage {stage_id!r} ({kind}) cannot depend on {ref!r} ({ref_kind}), a later phase; "
+                    f"phases run {' -> '.join(PHASES)} (set `kind` if a stage is in another phase)",
+                )
 
 
 def _check_cycles(spec: PipelineSpec) -> Iterator[Problem]:
     upstream = {
-        stage_id: [ref for ref in (*stage.depends_on, *stage.setups) if ref in spec.stages and ref != stage_id]
+        stage_id: [
+            ref for ref in (*stage.depends_on, *stage.setups) if ref in spec.stages and ref != stage_id
+        ]
         for stage_id, stage in spec.stages.items()
     }
     state: dict[str, int] = {}  # 1: on the current path, 2: done
@@ -208,15 +235,20 @@ def _check_cycles(spec: PipelineSpec) -> Iterator[Problem]:
                 state[node] = 2
                 continue
             if state.get(child) == 1:
-                cycle = path[path.index(child):]
+                cycle = path[path.index(child) :]
                 if frozenset(cycle) not in reported:
                     reported.add(frozenset(cycle))
                     # Shown in execution order: each stage runs after the one before it.
                     order = [*reversed(cycle), cycle[-1]]
                     first, closing = order[0], order[-2]
                     field = "depends_on" if closing in spec.stages[first].depends_on else "setups"
-                    yield Problem(("stages", first, field), "dependency cycle: " + " -> ".join(order) +
-                                  " (each stage would have to run after itself)", at="key")
+                    yield Problem(
+                        ("stages", first, field),
+                        "dependency cycle: "
+                        + " -> ".join(order)
+                        + " (each stage would have to run after itself)",
+                        at="key",
+                    )
             elif not state.get(child):
                 state[child] = 1
                 path.append(child)
@@ -256,8 +288,13 @@ def expand(value: Any, values: Mapping[str, str], loc: tuple[str | int, ...], pr
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in values:
-                problems.append(Problem(loc, f"unknown placeholder ${{{name}}}{did_you_mean(name, values)}; "
-                                        f"known: {', '.join(values)}"))
+                problems.append(
+                    Problem(
+                        loc,
+                        f"unknown placeholder ${{{name}}}{did_you_mean(name, values)}; "
+                        f"known: {', '.join(values)}",
+                    )
+                )
                 return match.group(0)
             return values[name]
 

@@ -54,7 +54,11 @@ def build(checked: CheckedPipeline, *, source: str | Path | None = None) -> tupl
             catchup=spec.catchup,
             tags=_tags(spec),
             params=_params(spec),
-            default_args={"owner": spec.owner, "retries": spec.default_retries, "retry_delay": spec.retry_delay},
+            default_args={
+                "owner": spec.owner,
+                "retries": spec.default_retries,
+                "retry_delay": spec.retry_delay,
+            },
             dagrun_timeout=spec.dagrun_timeout,
             render_template_as_native_obj=spec.render_template_as_native_obj,
             auto_register=False,
@@ -82,14 +86,22 @@ def build(checked: CheckedPipeline, *, source: str | Path | None = None) -> tupl
         try:
             task = stage.operator.cls(task_id=stage_id, dag=dag, **kwargs)
         except Exception as err:
-            problems.append(Problem(("stages", stage_id), f"{label} rejected the stage: {type(err).__name__}: {err}",
-                                    at="key"))
+            problems.append(
+                Problem(
+                    ("stages", stage_id), f"{label} rejected the stage: {type(err).__name__}: {err}", at="key"
+                )
+            )
             continue
         tasks[stage_id] = task
         for key, template in untemplated(task, stage.args):
-            problems.append(Problem(("stages", stage_id, "args", key), f"{label}.{key} is not a templated field, so "
-                                    f"{template!r} would be passed literally instead of rendered; templated fields: "
-                                    f"{', '.join(task.template_fields) or 'none'}"))
+            problems.append(
+                Problem(
+                    ("stages", stage_id, "args", key),
+                    f"{label}.{key} is not a templated field, so "
+                    f"{template!r} would be passed literally instead of rendered; templated fields: "
+                    f"{', '.join(task.template_fields) or 'none'}",
+                )
+            )
     if problems:
         return None, problems
 

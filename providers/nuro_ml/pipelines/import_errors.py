@@ -80,7 +80,9 @@ def relative_to_bundle(spec_path: Path, loader_path: str, loader_relative: str) 
     if os.path.isabs(loader_relative):
         return str(spec_path)
     loader_abs = os.path.abspath(loader_path)
-    root = loader_abs[: len(loader_abs) - len(loader_relative)] if loader_abs.endswith(loader_relative) else None
+    root = (
+        loader_abs[: len(loader_abs) - len(loader_relative)] if loader_abs.endswith(loader_relative) else None
+    )
     if not root:
         return str(spec_path)
     return os.path.relpath(spec_path, root)

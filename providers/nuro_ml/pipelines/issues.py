@@ -207,7 +207,9 @@ def from_validation_error(
             message = message[:1].lower() + message[1:]
             position = found.value
         converted.append(
-            _Converted(field, position, [expected] if expected else [], message, raw.get("input"), tagged, branch)
+            _Converted(
+                field, position, [expected] if expected else [], message, raw.get("input"), tagged, branch
+            )
         )
     return [
         SpecIssue(file, *_position_or_start(item.position), format_field(item.field), _wording(item))

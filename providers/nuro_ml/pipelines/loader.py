@@ -48,14 +48,18 @@ _CacheKey = tuple[int, int, str, tuple[tuple[str, str], ...]]
 _cache: dict[str, tuple[_CacheKey, Checked]] = {}
 
 
-def check_file(path: Path, *, display: str | None = None, placeholders: Mapping[str, str] | None = None) -> Checked:
+def check_file(
+    path: Path, *, display: str | None = None, placeholders: Mapping[str, str] | None = None
+) -> Checked:
     """Parse, validate and cross-check one spec file (cached while the file is unchanged)."""
     name = display or str(path)
     values = placeholders if placeholders is not None else checks.placeholder_values()
     try:
         stat = path.stat()
     except OSError as err:
-        return Checked(None, None, (SpecIssue(name, 1, 1, "(file)", f"cannot read the file: {err.strerror}"),))
+        return Checked(
+            None, None, (SpecIssue(name, 1, 1, "(file)", f"cannot read the file: {err.strerror}"),)
+        )
     key: _CacheKey = (stat.st_mtime_ns, stat.st_size, name, tuple(values.items()))
     cached = _cache.get(str(path))
     if cached is not None and cached[0] == key:
@@ -82,10 +86,7 @@ def _check_uncached(path: Path, name: str, placeholders: Mapping[str, str]) -> C
     try:
         document = parse(text)
     except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        problem = " ".join(part for part in (err.context, err.problem) if part) or str(err)
-        return Checked(None, None, (SpecIssue(name, line, column, "(yaml)", f"invalid YAML: {problem}"),))
+        return Checked(None, None, (_yaml_issue(name, err),))
     except yaml.YAMLError as err:
         return Checked(None, None, (SpecIssue(name, 1, 1, "(yaml)", f"invalid YAML: {err}"),))
     if not isinstance(document.data, dict):
@@ -98,6 +99,18 @@ def _check_uncached(path: Path, name: str, placeholders: Mapping[str, str]) -> C
         return Checked(document, None, tuple(from_validation_error(name, document, err, PipelineSpec)))
     pipeline, problems = checks.check(spec, placeholders)
     return Checked(document, pipeline, tuple(locate(name, document, problems)))
+
+
+def _yaml_issue(name: str, err: yaml.MarkedYAMLError) -> SpecIssue:
+    mark = err.problem_mark or err.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    message = f"invalid YAML: {err.problem or err}"
+    context = err.context_mark
+    if err.context and context is not None and (context.line + 1, context.column + 1) != (line, column):
+        message += f" ({err.context} started at line {context.line + 1}, column {context.column + 1})"
+    elif err.context:
+        message += f" ({err.context})"
+    return SpecIssue(name, line, column, "(yaml)", message)
 
 
 def compile_file(
@@ -121,6 +134,14 @@ def _document_or_none(path: Path) -> Document | None:
         return parse(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
+
+
+def duplicate_dag_id(path: Path, name: str, dag_id: str, other: str) -> tuple[SpecIssue, ...]:
+    """The issue for a spec whose dag_id another spec already uses, at its ``dag_id`` line."""
+    checked = check_file(path, display=name)
+    document = checked.document or _document_or_none(path)
+    problem = Problem(("dag_id",), f"dag_id {dag_id!r} is already defined by {other}")
+    return tuple(locate(name, document, [problem]))
 
 
 def spec_files(folder: Path) -> list[Path]:
@@ -155,9 +176,7 @@ def load_dags(folder: Path | str, files: Iterable[Path] | None = None) -> dict[s
             name = context.name_of(path) if context is not None else str(path)
             dag, issues = compile_file(path, display=name, placeholders=placeholders)
             if dag is not None and dag.dag_id in defined_in:
-                checked = check_file(path, display=name, placeholders=placeholders)
-                duplicate = Problem(("dag_id",), f"dag_id {dag.dag_id!r} is already defined by {defined_in[dag.dag_id]}")
-                issues, dag = tuple(locate(name, checked.document, [duplicate])), None
+                issues, dag = duplicate_dag_id(path, name, dag.dag_id, defined_in[dag.dag_id]), None
             if dag is None:
                 import_errors.report(context, path, issues)
                 continue

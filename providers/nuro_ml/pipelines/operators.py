@@ -8,6 +8,7 @@ which are required, their annotated types, and which fields are templated.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import inspect
@@ -33,7 +34,9 @@ class OperatorEntry:
 OPERATORS: dict[str, OperatorEntry] = {
     "terraform_apply": OperatorEntry("nuro_ml.operators.terraform.TerraformApplyOperator", "provision"),
     "terraform_plan": OperatorEntry("nuro_ml.operators.terraform.TerraformPlanOperator", "provision"),
-    "terraform_drift_check": OperatorEntry("nuro_ml.operators.terraform.TerraformDriftCheckOperator", "provision"),
+    "terraform_drift_check": OperatorEntry(
+        "nuro_ml.operators.terraform.TerraformDriftCheckOperator", "provision"
+    ),
     "terraform_destroy": OperatorEntry("nuro_ml.operators.terraform.TerraformDestroyOperator", "teardown"),
     "mcap_to_parquet": OperatorEntry("nuro_ml.operators.spark.MCAPToParquetOperator", "etl"),
     "feast_apply": OperatorEntry("nuro_ml.operators.feast.FeastApplyOperator", "features"),
@@ -103,8 +106,10 @@ def resolve_path(name: str) -> str:
         return OPERATORS[name].class_path
     if "." in name:
         return name
-    raise OperatorLoadError(f"unknown operator {name!r}{did_you_mean(name, OPERATORS)}; use one of "
-                            f"{', '.join(sorted(OPERATORS))} or a dotted class path")
+    raise OperatorLoadError(
+        f"unknown operator {name!r}{did_you_mean(name, OPERATORS)}; use one of "
+        f"{', '.join(sorted(OPERATORS))} or a dotted class path"
+    )
 
 
 def default_phase(name: str) -> str | None:
@@ -128,7 +133,9 @@ def load(name: str) -> OperatorInfo:
     if cls is None:
         raise OperatorLoadError(f"operator {name!r}: module {module_name} has no class {class_name!r}")
     if not (isinstance(cls, type) and issubclass(cls, BaseOperator)):
-        raise OperatorLoadError(f"operator {name!r}: {path} is not an Airflow operator (BaseOperator subclass)")
+        raise OperatorLoadError(
+            f"operator {name!r}: {path} is not an Airflow operator (BaseOperator subclass)"
+        )
     return _inspect(name, cls)
 
 
@@ -185,7 +192,7 @@ def _hints(function: Any) -> dict[str, Any]:
             resolved[key] = annotation
             continue
         try:
-            resolved[key] = eval(annotation, namespace)  # noqa: S307 - annotations of imported code
+            resolved[key] = eval(annotation, namespace)
         except Exception:
             continue
     return resolved
@@ -229,9 +236,9 @@ def has_template(value: Any) -> bool:
     return False
 
 
-def check_args(info: OperatorInfo, args: Mapping[str, Any], loc: tuple[str | int, ...]) -> tuple[
-    dict[str, Any], list[Problem]
-]:
+def check_args(
+    info: OperatorInfo, args: Mapping[str, Any], loc: tuple[str | int, ...]
+) -> tuple[dict[str, Any], list[Problem]]:
     """Check stage arguments against the operator's constructor.
 
     Returns the arguments converted to the annotated types where that is unambiguous (for
@@ -241,6 +248,8 @@ def check_args(info: OperatorInfo, args: Mapping[str, Any], loc: tuple[str | int
     """
     problems: list[Problem] = []
     converted: dict[str, Any] = {}
+    # A misspelt required argument is reported once, as the unknown name with its suggestion.
+    suggested: set[str] = set()
     label = info.cls.__name__
     for key, value in args.items():
         where = (*loc, key)
@@ -248,6 +257,7 @@ def check_args(info: OperatorInfo, args: Mapping[str, Any], loc: tuple[str | int
             problems.append(Problem(where, f"{key!r} cannot be set in args: {RESERVED_ARGS[key]}", at="key"))
             continue
         if key not in info.accepted:
+            suggested.update(difflib.get_close_matches(key, info.accepted, n=1, cutoff=0.6))
             problems.append(
                 Problem(
                     where,
@@ -271,9 +281,12 @@ def check_args(info: OperatorInfo, args: Mapping[str, Any], loc: tuple[str | int
         except ValidationError as err:
             first = err.errors(include_url=False)[0]
             problems.append(
-                Problem(where, f"{label}.{key} expects {_describe(info.hints[key])}, got {value!r}: {first['msg']}")
+                Problem(
+                    where,
+                    f"{label}.{key} expects {_describe(info.hints[key])}, got {value!r}: {first['msg']}",
+                )
             )
-    missing = sorted(info.required - set(args) - {"task_id"})
+    missing = sorted(info.required - set(args) - suggested - {"task_id"})
     for name in missing:
         problems.append(Problem((*loc,), f"{label} requires argument {name!r} (missing from args)", at="key"))
     return converted, problems

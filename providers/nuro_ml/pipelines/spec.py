@@ -23,10 +23,11 @@ Example::
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema, field_validator, model_validator
 
 #: The phases of an ML pipeline, in the order work flows through them.
 PHASES: tuple[str, ...] = ("provision", "etl", "features", "capacity", "train", "teardown")
@@ -38,6 +39,12 @@ Identifier = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=2
 AssetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=1500)]
 
 JsonType = Literal["string", "integer", "number", "boolean", "array", "object"]
+
+#: Pydantic accepts seconds or an ISO 8601 duration; the published schema says so too.
+Duration = Annotated[
+    timedelta,
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "format": "duration"}]}),
+]
 
 
 class SpecModel(BaseModel):
@@ -78,6 +85,13 @@ class ParamSpec(SpecModel):
     items: ParamItems | None = Field(default=None, description="Element type of an array parameter.")
     min_items: int | None = Field(default=None, ge=0, description="Fewest elements of an array parameter.")
 
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            re.compile(value)
+        return value
+
     @model_validator(mode="after")
     def _keywords_fit_type(self) -> ParamSpec:
         numeric = self.type in ("integer", "number")
@@ -86,7 +100,9 @@ class ParamSpec(SpecModel):
         if self.type != "string" and (
             self.min_length is not None or self.max_length is not None or self.pattern or self.format
         ):
-            raise ValueError(f"min_length/max_length/pattern/format only apply to string parameters, not {self.type}")
+            raise ValueError(
+                f"min_length/max_length/pattern/format only apply to string parameters, not {self.type}"
+            )
         if self.type != "array" and (self.items is not None or self.min_items is not None):
             raise ValueError(f"items/min_items only apply to array parameters, not {self.type}")
         return self
@@ -163,12 +179,15 @@ class StageSpec(SpecModel):
         "Defaults to true for kind `teardown`.",
     )
     setups: list[Identifier] = Field(
-        default_factory=list, description="For teardown stages: the setup stages whose resources this one releases."
+        default_factory=list,
+        description="For teardown stages: the setup stages whose resources this one releases.",
     )
     produces: list[AssetName] = Field(
         default_factory=list, description="Assets this stage updates on success (task outlets)."
     )
-    consumes: list[AssetName] = Field(default_factory=list, description="Assets this stage reads (task inlets).")
+    consumes: list[AssetName] = Field(
+        default_factory=list, description="Assets this stage reads (task inlets)."
+    )
     doc: str | None = Field(default=None, description="Markdown shown on the task in the UI.")
 
 
@@ -183,9 +202,13 @@ class PipelineSpec(SpecModel):
         description="Cron expression or preset (@daily), null for manual runs only, or "
         "{assets: [...]} to run when assets are updated.",
     )
-    start_date: datetime | date = Field(description="First logical date (UTC unless `timezone` says otherwise).")
+    start_date: datetime | date = Field(
+        description="First logical date (UTC unless `timezone` says otherwise)."
+    )
     end_date: datetime | date | None = Field(default=None, description="Last logical date.")
-    timezone: str = Field(default="UTC", description="IANA time zone of start_date/end_date and the cron schedule.")
+    timezone: str = Field(
+        default="UTC", description="IANA time zone of start_date/end_date and the cron schedule."
+    )
     catchup: bool = Field(default=False, description="Create runs for past intervals since start_date.")
     owner: str = Field(default="ml-platform", min_length=1, description="Task owner shown in the UI.")
     team: str | None = Field(
@@ -194,16 +217,22 @@ class PipelineSpec(SpecModel):
         description="Team the pipeline belongs to: added as a `team:` tag and passed as `team` to "
         "operators that take one (GPU quota accounting) unless a stage sets it.",
     )
-    tags: list[str] = Field(default_factory=list, description="DAG tags.")
-    default_retries: int = Field(default=0, ge=0, le=100, description="Retries for stages that do not set `retries`.")
-    retry_delay: timedelta = Field(
+    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, description="DAG tags (at most 100 characters each)."
+    )
+    default_retries: int = Field(
+        default=0, ge=0, le=100, description="Retries for stages that do not set `retries`."
+    )
+    retry_delay: Duration = Field(
         default=timedelta(minutes=5), description="Delay between retries (seconds or ISO 8601 duration)."
     )
     max_active_runs: int | None = Field(default=None, ge=1, description="Concurrent runs allowed.")
-    dagrun_timeout: timedelta | None = Field(default=None, description="Fail a run that takes longer than this.")
+    dagrun_timeout: Duration | None = Field(
+        default=None, description="Fail a run that takes longer than this."
+    )
     render_template_as_native_obj: bool = Field(
         default=True,
-        description="Render Jinja templates to native Python values, so '{{ params.gpus }}' arrives as an int.",
+        description="Render Jinja templates to native Python values ('{{ params.gpus }}' arrives as an int).",
     )
     params: dict[Identifier, ParamSpec] = Field(default_factory=dict, description="Run parameters.")
     assets: dict[AssetName, AssetSpec | None] = Field(

@@ -73,8 +73,9 @@ class Document:
         """Walk a field path (``("stages", "train", "args", "gpus")``) through the node tree."""
         node = self.root
         if node is None:
-            return Located(key=None, value=None, matched=(), skipped=tuple(loc[:-1]),
-                           unmatched=loc[-1] if loc else None)
+            return Located(
+                key=None, value=None, matched=(), skipped=tuple(loc[:-1]), unmatched=loc[-1] if loc else None
+            )
         matched: list[str | int] = []
         skipped: list[str | int] = []
         unmatched: str | int | None = None

@@ -173,6 +173,10 @@ def show_plan_args(plan_file: Path) -> list[str]:
     return ["show", "-json", "-no-color", str(plan_file)]
 
 
+def state_pull_args() -> list[str]:
+    return ["state", "pull"]
+
+
 def output_args() -> list[str]:
     return ["output", "-json", "-no-color"]
 

@@ -7,6 +7,7 @@ import traceback
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import tenacity
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -16,8 +17,10 @@ from nuro_ml.kube.status import JobDeploymentStatus, RayJobInfo
 
 
 def _transient(err: BaseException) -> bool:
-    # A 4xx other than 404 (handled as "deleted") will not get better by retrying.
-    return not isinstance(err, KubeRayJobError) or "(HTTP 5" in str(err)
+    # Retry what a moment may fix (network, server overload); a 4xx or a bad kubeconfig will not.
+    if isinstance(err, KubeRayJobError):
+        return "(HTTP 5" in str(err) or "(HTTP 429)" in str(err)
+    return isinstance(err, aiohttp.ClientError | asyncio.TimeoutError | ConnectionError)
 
 
 class KubeRayJobTrigger(BaseTrigger):
@@ -91,7 +94,7 @@ class KubeRayJobTrigger(BaseTrigger):
 
     @tenacity.retry(
         stop=tenacity.stop_after_attempt(3),
-        wait=tenacity.wait_exponential(multiplier=0.5, max=5),
+        wait=tenacity.wait_exponential(multiplier=0.25, max=5),
         retry=tenacity.retry_if_exception(_transient),
         reraise=True,
     )
@@ -99,7 +102,12 @@ class KubeRayJobTrigger(BaseTrigger):
         return await hook.get_rayjob(name=self.name, namespace=self.namespace)
 
     def _event(self, status: str, message: str, info: RayJobInfo | None) -> TriggerEvent:
-        payload: dict[str, Any] = {"status": status, "name": self.name, "namespace": self.namespace, "message": message}
+        payload: dict[str, Any] = {
+            "status": status,
+            "name": self.name,
+            "namespace": self.namespace,
+            "message": message,
+        }
         if info is not None:
             payload["rayjob"] = info.to_dict()
             payload["object"] = info.object

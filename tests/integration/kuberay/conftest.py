@@ -59,7 +59,9 @@ def run_task(operator: Any, ti: TaskInstanceStub) -> Outcome:
             event = asyncio.run(first_event(pending.trigger))
             outcome.events.append(event)
             try:
-                outcome.result = getattr(operator, pending.method_name)(context, event=event, **(pending.kwargs or {}))
+                outcome.result = getattr(operator, pending.method_name)(
+                    context, event=event, **(pending.kwargs or {})
+                )
                 return outcome
             except TaskDeferred as again:
                 pending = again

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from nuro_ml.capacity.backends.base import PoolCapacity, load_backend
 from nuro_ml.capacity.backends.kubernetes import KubernetesBackend
 from nuro_ml.capacity.backends.kueue import KueueBackend
 from nuro_ml.exceptions import CapacityError
+
 from tests.fixtures.kube_api import KubeApiStandIn
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,9 @@ def gpu_cluster(kube_api: KubeApiStandIn) -> KubeApiStandIn:
 
 
 def test_kubernetes_backend_free_gpus_per_pool(gpu_cluster: KubeApiStandIn, conn_id: str):
-    backend = load_backend({"type": "kubernetes", "kubernetes_conn_id": conn_id, "pool_names": {A100: "a100"}})
+    backend = load_backend(
+        {"type": "kubernetes", "kubernetes_conn_id": conn_id, "pool_names": {A100: "a100"}}
+    )
     assert isinstance(backend, KubernetesBackend)
 
     pools = by_pool(backend.get_capacity())
@@ -67,7 +69,9 @@ def test_kubernetes_backend_async_matches_sync(gpu_cluster: KubeApiStandIn, conn
 
 def test_kubernetes_backend_node_selector(gpu_cluster: KubeApiStandIn, conn_id: str):
     gpu_cluster.add_node("a100-reserved", gpus=8, labels={"nvidia.com/gpu.product": A100, "pool": "reserved"})
-    backend = load_backend({"type": "kubernetes", "kubernetes_conn_id": conn_id, "node_selector": "pool=reserved"})
+    backend = load_backend(
+        {"type": "kubernetes", "kubernetes_conn_id": conn_id, "node_selector": "pool=reserved"}
+    )
     assert by_pool(backend.get_capacity()) == {A100: (8, 8, A100)}
 
 
@@ -80,13 +84,23 @@ def _flavor(name: str, product: str) -> dict:
     }
 
 
-def _cluster_queue(name: str, quotas: dict[str, int], reserved: dict[str, int], *, usage_only: bool = False) -> dict:
+def _cluster_queue(
+    name: str, quotas: dict[str, int], reserved: dict[str, int], *, usage_only: bool = False
+) -> dict:
     flavors = [
-        {"name": f, "resources": [{"name": "cpu", "nominalQuota": "64"}, {"name": "nvidia.com/gpu", "nominalQuota": q}]}
+        {
+            "name": f,
+            "resources": [
+                {"name": "cpu", "nominalQuota": "64"},
+                {"name": "nvidia.com/gpu", "nominalQuota": q},
+            ],
+        }
         for f, q in quotas.items()
     ]
-    used = [{"name": f, "resources": [{"name": "nvidia.com/gpu", "total": str(n), "borrowed": "0"}]}
-            for f, n in reserved.items()]
+    used = [
+        {"name": f, "resources": [{"name": "nvidia.com/gpu", "total": str(n), "borrowed": "0"}]}
+        for f, n in reserved.items()
+    ]
     status = {"flavorsUsage": used} if usage_only else {"flavorsReservation": used, "flavorsUsage": used}
     return {
         "apiVersion": "kueue.x-k8s.io/v1beta1",
@@ -105,11 +119,20 @@ def kueue_cluster(kube_api: KubeApiStandIn) -> KubeApiStandIn:
     add = kube_api.add_object
     add("kueue.x-k8s.io", "v1beta1", "resourceflavors", _flavor("a100", A100))
     add("kueue.x-k8s.io", "v1beta1", "resourceflavors", _flavor("h100", H100))
-    add("kueue.x-k8s.io", "v1beta1", "clusterqueues", _cluster_queue("team-a", {"a100": 16, "h100": 8}, {"a100": 10}))
+    add(
+        "kueue.x-k8s.io",
+        "v1beta1",
+        "clusterqueues",
+        _cluster_queue("team-a", {"a100": 16, "h100": 8}, {"a100": 10}),
+    )
     add("kueue.x-k8s.io", "v1beta1", "clusterqueues", _cluster_queue("team-b", {"a100": 8}, {"a100": 8}))
     # Over-reserved through borrowing: free never goes negative.
-    add("kueue.x-k8s.io", "v1beta1", "clusterqueues",
-        _cluster_queue("team-c", {"h100": 4}, {"h100": 6}, usage_only=True))
+    add(
+        "kueue.x-k8s.io",
+        "v1beta1",
+        "clusterqueues",
+        _cluster_queue("team-c", {"h100": 4}, {"h100": 6}, usage_only=True),
+    )
     return kube_api
 
 
@@ -121,8 +144,13 @@ def test_kueue_backend_by_flavor(kueue_cluster: KubeApiStandIn, conn_id: str):
 
 def test_kueue_backend_per_queue_async(kueue_cluster: KubeApiStandIn, conn_id: str):
     backend = load_backend(
-        {"type": "kueue", "kubernetes_conn_id": conn_id, "pool_by": "cluster_queue_flavor",
-         "cluster_queues": ["team-a", "team-c"], "pool_names": {"team-a/a100": "perception-a100"}}
+        {
+            "type": "kueue",
+            "kubernetes_conn_id": conn_id,
+            "pool_by": "cluster_queue_flavor",
+            "cluster_queues": ["team-a", "team-c"],
+            "pool_names": {"team-a/a100": "perception-a100"},
+        }
     )
     expected = {"perception-a100": (16, 6, A100), "team-a/h100": (8, 8, H100), "team-c/h100": (4, 0, H100)}
     assert by_pool(asyncio.run(backend.aget_capacity())) == expected

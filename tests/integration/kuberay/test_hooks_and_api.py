@@ -8,17 +8,19 @@ import json
 import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-
 from nuro_ml.exceptions import KubeRayJobError, RayJobAlreadyExistsError, RayJobSpecInvalidError
 from nuro_ml.hooks.kuberay import AsyncKubeRayHook, KubeRayHook
 from nuro_ml.kube.rayjob import RayJobSpec, WorkerGroup
+
 from tests.fixtures.kube_api import KubeApiStandIn
 
 pytestmark = pytest.mark.integration
 
 
 def manifest(name: str = "train-1", **kwargs: object) -> dict:
-    spec = RayJobSpec(entrypoint="python train.py", workers=[WorkerGroup(name="w", replicas=1, gpus=1)], **kwargs)  # type: ignore[arg-type]
+    spec = RayJobSpec(
+        entrypoint="python train.py", workers=[WorkerGroup(name="w", replicas=1, gpus=1)], **kwargs
+    )  # type: ignore[arg-type]
     return spec.to_manifest(name=name, namespace="ml")
 
 
@@ -54,8 +56,10 @@ def test_server_side_schema_rejection_names_the_field(kube_api: KubeApiStandIn, 
 
 def test_wrong_credentials_are_reported(kube_api: KubeApiStandIn, tmp_path, monkeypatch):
     kubeconfig = kube_api.write_kubeconfig(tmp_path / "bad", token="wrong")
-    monkeypatch.setenv("AIRFLOW_CONN_KUBE_BAD", json.dumps({"conn_type": "kubernetes",
-                                                           "extra": {"kube_config_path": str(kubeconfig)}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KUBE_BAD",
+        json.dumps({"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig)}}),
+    )
     with pytest.raises(KubeRayJobError, match="HTTP 401"):
         KubeRayHook(conn_id="kube_bad").get_rayjob(name="x", namespace="ml")
 
@@ -72,7 +76,8 @@ def test_patch_semantics_and_transition_rules(kube_api: KubeApiStandIn, custom: 
     patched = custom.patch_namespaced_custom_object(*args, {"metadata": {"labels": {"stage": "canary"}}})
     assert patched["metadata"]["labels"]["stage"] == "canary"
     patched = custom.patch_namespaced_custom_object(
-        *args, [{"op": "replace", "path": "/spec/entrypoint", "value": "python b.py"}],
+        *args,
+        [{"op": "replace", "path": "/spec/entrypoint", "value": "python b.py"}],
         _content_type="application/json-patch+json",
     )
     assert patched["spec"]["entrypoint"] == "python b.py"
@@ -90,8 +95,9 @@ def test_immutable_field_and_cel_rules(kube_api: KubeApiStandIn, custom: client.
     body["spec"]["managedBy"] = "ray.io/kuberay-operator"
     custom.create_namespaced_custom_object("ray.io", "v1", "ml", "rayjobs", body)
     with pytest.raises(ApiException) as err:
-        custom.patch_namespaced_custom_object("ray.io", "v1", "ml", "rayjobs", "train-1",
-                                              {"spec": {"managedBy": "kueue.x-k8s.io/multikueue"}})
+        custom.patch_namespaced_custom_object(
+            "ray.io", "v1", "ml", "rayjobs", "train-1", {"spec": {"managedBy": "kueue.x-k8s.io/multikueue"}}
+        )
     assert err.value.status == 422
     status = json.loads(err.value.body)
     assert status["reason"] == "Invalid"
@@ -109,21 +115,28 @@ def test_unknown_fields_pruned_with_warning_or_rejected_when_strict(kube_api: Ku
     body = manifest()
     body["spec"]["entrypont"] = "typo"
     with pytest.raises(ApiException) as err:
-        custom.create_namespaced_custom_object("ray.io", "v1", "ml", "rayjobs", body, field_validation="Strict")
+        custom.create_namespaced_custom_object(
+            "ray.io", "v1", "ml", "rayjobs", body, field_validation="Strict"
+        )
     assert err.value.status == 400 and "spec.entrypont" in err.value.body
     created = custom.create_namespaced_custom_object("ray.io", "v1", "ml", "rayjobs", body)
     assert "entrypont" not in created["spec"]
 
 
-def test_strategic_merge_patch_is_refused_for_custom_resources(kube_api: KubeApiStandIn, conn_id: str, tmp_path):
+def test_strategic_merge_patch_is_refused_for_custom_resources(
+    kube_api: KubeApiStandIn, conn_id: str, tmp_path
+):
     KubeRayHook(conn_id=conn_id).create_rayjob(manifest=manifest())
     path = kube_api.write_kubeconfig(tmp_path / "kc")
     api = config.new_client_from_config(config_file=str(path))
     with pytest.raises(ApiException) as err:
         api.call_api(
-            "/apis/ray.io/v1/namespaces/ml/rayjobs/train-1", "PATCH",
+            "/apis/ray.io/v1/namespaces/ml/rayjobs/train-1",
+            "PATCH",
             header_params={"Content-Type": "application/strategic-merge-patch+json"},
-            body={"spec": {"entrypoint": "x"}}, auth_settings=["BearerToken"], _preload_content=False,
+            body={"spec": {"entrypoint": "x"}},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
         )
     assert err.value.status == 415
 
@@ -140,5 +153,8 @@ def test_discovery_and_selectors(kube_api: KubeApiStandIn, tmp_path):
     assert [n.metadata.name for n in core.list_node(label_selector="!gpu").items] == ["n2"]
     kube_api.add_pod("p1", node="n1", gpus=1, phase="Running")
     kube_api.add_pod("p2", node="n1", phase="Succeeded")
-    names = [p.metadata.name for p in core.list_pod_for_all_namespaces(field_selector="status.phase!=Succeeded").items]
+    names = [
+        p.metadata.name
+        for p in core.list_pod_for_all_namespaces(field_selector="status.phase!=Succeeded").items
+    ]
     assert names == ["p1"]

@@ -9,12 +9,12 @@ import threading
 import pytest
 import yaml
 from airflow.sdk.exceptions import TaskDeferred
-
 from nuro_ml.exceptions import KubeRayJobError, RayJobSpecInvalidError
 from nuro_ml.kube.naming import rayjob_name
 from nuro_ml.kube.rayjob import RayJobSpec, WorkerGroup
 from nuro_ml.operators.kuberay import KubeRayJobOperator
 from nuro_ml.triggers.kuberay import KubeRayJobTrigger
+
 from tests.fixtures.kube_api import JobScript, KubeApiStandIn
 from tests.integration.kuberay.conftest import TaskInstanceStub, first_event, run_task
 
@@ -82,7 +82,9 @@ def test_success_defers_reports_dashboard_and_returns_the_object(kube_api: KubeA
 
 
 def test_dashboard_link_template(kube_api: KubeApiStandIn, conn_id: str, ti):
-    op = make_operator(conn_id, gpu_spec(), dashboard_url_template="https://ray.example.com/{namespace}/{cluster}/")
+    op = make_operator(
+        conn_id, gpu_spec(), dashboard_url_template="https://ray.example.com/{namespace}/{cluster}/"
+    )
     outcome = run_task(op, ti)
     assert outcome.error is None
     cluster = outcome.result["status"]["rayClusterName"]
@@ -92,14 +94,22 @@ def test_dashboard_link_template(kube_api: KubeApiStandIn, conn_id: str, ti):
 @pytest.mark.parametrize(
     ("script", "reason", "text"),
     [
-        (JobScript(outcome="FAILED", message="Job entrypoint command failed with exit code 1"), "AppFailed",
-         "exit code 1"),
+        (
+            JobScript(outcome="FAILED", message="Job entrypoint command failed with exit code 1"),
+            "AppFailed",
+            "exit code 1",
+        ),
         (JobScript(outcome="SubmissionFailed"), "SubmissionFailed", "BackoffLimitExceeded"),
-        (JobScript(outcome="STOPPED", message="Job was intentionally stopped."), "job status STOPPED",
-         "intentionally stopped"),
+        (
+            JobScript(outcome="STOPPED", message="Job was intentionally stopped."),
+            "job status STOPPED",
+            "intentionally stopped",
+        ),
     ],
 )
-def test_failed_job_raises_with_kuberay_reason(kube_api: KubeApiStandIn, conn_id: str, ti, script, reason, text):
+def test_failed_job_raises_with_kuberay_reason(
+    kube_api: KubeApiStandIn, conn_id: str, ti, script, reason, text
+):
     kube_api.script("python fail.py", script)
     outcome = run_task(make_operator(conn_id, gpu_spec("python fail.py")), ti)
 
@@ -164,7 +174,9 @@ def test_invalid_spec_is_rejected_before_any_api_call(kube_api: KubeApiStandIn, 
         outcome = run_task(make_operator(conn_id, copy.deepcopy(rayjob)), ti)
         assert isinstance(outcome.error, RayJobSpecInvalidError)
         if rayjob is spec:
-            assert "spec.rayClusterSpec.workerGroupSpecs[0].template.spec.priorityClassName" in str(outcome.error)
+            assert "spec.rayClusterSpec.workerGroupSpecs[0].template.spec.priorityClassName" in str(
+                outcome.error
+            )
         else:
             assert "spec.rayClusterSpec.workerGroupSpecs[0].replicas" in str(outcome.error)
     assert kube_api.requests == []
@@ -186,6 +198,7 @@ def test_retry_reattaches_to_the_running_job(kube_api: KubeApiStandIn, conn_id: 
     uid = ti.xcom["rayjob"]["uid"]
 
     retry_ti = TaskInstanceStub(try_number=2)
+    kube_api.set_time_scale(400)  # no need to watch the 40 s job in real time once re-attached
     outcome = run_task(make_operator(conn_id, gpu_spec("python long.py")), retry_ti)
 
     assert outcome.error is None
@@ -212,7 +225,9 @@ def test_retry_after_failure_runs_the_job_again(kube_api: KubeApiStandIn, conn_i
 
 
 def test_name_taken_by_another_task_is_not_adopted(kube_api: KubeApiStandIn, conn_id: str, ti):
-    other = gpu_spec().to_manifest(name="shared-name", namespace="ml", annotations={"nuro-ml.io/task-instance": "x/y/z/-1"})
+    other = gpu_spec().to_manifest(
+        name="shared-name", namespace="ml", annotations={"nuro-ml.io/task-instance": "x/y/z/-1"}
+    )
     kube_api.add_object("ray.io", "v1", "rayjobs", other)
     outcome = run_task(make_operator(conn_id, gpu_spec(), name="shared-name"), ti)
     assert isinstance(outcome.error, KubeRayJobError)
@@ -248,9 +263,7 @@ def test_on_kill_deletes_the_rayjob(kube_api: KubeApiStandIn, conn_id: str, ti):
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    for _ in range(200):
-        if kube_api.rayjob(name, "ml"):
-            break
+    while worker.is_alive() and not kube_api.rayjob(name, "ml"):
         worker.join(0.02)
     op.on_kill()
     worker.join(10)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from nuro_ml.capacity.policy import (
     Fit,
     Pending,
@@ -44,7 +43,9 @@ def req(key, team, gpus, *, enq=NOW - 10, prio=0, runtime=None, nodes=1, pool="p
 
 def test_higher_priority_goes_first():
     decision = decide(
-        snap(4, [q("a", 4), q("b", 4)], pending=[req("low", "a", 4, enq=NOW - 50), req("high", "b", 4, prio=5)])
+        snap(
+            4, [q("a", 4), q("b", 4)], pending=[req("low", "a", 4, enq=NOW - 50), req("high", "b", 4, prio=5)]
+        )
     )
     assert decision.admitted_keys == ("high",)
     assert "low" in decision.waiting
@@ -62,8 +63,12 @@ def test_fair_share_prefers_team_below_its_entitlement():
     )
     assert decision.admitted_keys == ("b-later",)
     assert decide(
-        snap(8, [q("a", 4), q("b", 4)], running=[run("l1", "a", 6)],
-             pending=[req("a-first", "a", 2, enq=NOW - 60), req("b-later", "b", 2, enq=NOW - 5)]),
+        snap(
+            8,
+            [q("a", 4), q("b", 4)],
+            running=[run("l1", "a", 6)],
+            pending=[req("a-first", "a", 2, enq=NOW - 60), req("b-later", "b", 2, enq=NOW - 5)],
+        ),
         "fifo",
     ).admitted_keys == ("a-first",)
 
@@ -76,8 +81,9 @@ def test_borrowing_idle_quota_within_limits():
     assert too_big.admitted == ()
     assert "limit 3" in too_big.impossible["r"]
 
-    no_borrowing = decide(snap(4, [q("a", 2), q("b", 2)], pending=[req("r", "a", 3)]),
-                          PolicyConfig(borrowing=False))
+    no_borrowing = decide(
+        snap(4, [q("a", 2), q("b", 2)], pending=[req("r", "a", 3)]), PolicyConfig(borrowing=False)
+    )
     assert "r" in no_borrowing.impossible
 
 
@@ -162,9 +168,12 @@ def test_reclaim_returns_borrowed_gpus_to_a_team_within_its_nominal_quota():
     )
     assert decide(marked).reclaim == ()
     # A team asking beyond its own nominal quota cannot reclaim.
-    assert decide(
-        snap(4, [q("a", 2), q("b", 1)], running=[run("x", "a", 3)], pending=[req("b-job", "b", 2)])
-    ).reclaim == ()
+    assert (
+        decide(
+            snap(4, [q("a", 2), q("b", 1)], running=[run("x", "a", 3)], pending=[req("b-job", "b", 2)])
+        ).reclaim
+        == ()
+    )
 
 
 def test_backend_free_gpus_cap_what_is_admitted():

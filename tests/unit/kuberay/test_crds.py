@@ -7,16 +7,19 @@ import re
 from importlib import resources
 
 import pytest
-
+from nuro_ml.exceptions import NuroMLException
 from nuro_ml.kube.cel import compile_rule
 from nuro_ml.kube.crds import crd_files, crd_version, load_crd, rayjob_crd
-from nuro_ml.exceptions import NuroMLException
 
 CRD_DIR = resources.files("nuro_ml").joinpath("data", "crds")
 
 
 def test_files_match_the_digests_in_source_md():
-    table = dict(re.findall(r"^\| (\S+\.yaml) \| \d+ \| ([0-9a-f]{64}) \|$", CRD_DIR.joinpath("SOURCE.md").read_text(), re.M))
+    table = dict(
+        re.findall(
+            r"^\| (\S+\.yaml) \| \d+ \| ([0-9a-f]{64}) \|$", CRD_DIR.joinpath("SOURCE.md").read_text(), re.M
+        )
+    )
     assert sorted(table) == crd_files()
     for name, digest in table.items():
         assert hashlib.sha256(CRD_DIR.joinpath(name).read_bytes()).hexdigest() == digest, name
@@ -27,9 +30,9 @@ def test_served_versions():
     assert (rayjob.kind, rayjob.namespaced, rayjob.status_subresource) == ("RayJob", True, True)
     queue = crd_version("kueue.x-k8s.io", "v1beta1", "clusterqueues")
     assert (queue.kind, queue.namespaced) == ("ClusterQueue", False)
-    with pytest.raises(NuroMLException, match="served: v1, v1alpha1"):
+    with pytest.raises(NuroMLException, match=r"served: v1, v1alpha1"):
         crd_version("ray.io", "v2", "rayjobs")
-    with pytest.raises(NuroMLException, match="no CRD for rayservices.ray.io"):
+    with pytest.raises(NuroMLException, match=r"no CRD for rayservices\.ray\.io"):
         load_crd("ray.io", "rayservices")
 
 
@@ -44,8 +47,15 @@ def _rules(node):
             yield from _rules(item)
 
 
-@pytest.mark.parametrize("name", ["ray.io_rayjobs.yaml", "kueue.x-k8s.io_clusterqueues.yaml",
-                                  "kueue.x-k8s.io_resourceflavors.yaml", "kueue.x-k8s.io_localqueues.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ray.io_rayjobs.yaml",
+        "kueue.x-k8s.io_clusterqueues.yaml",
+        "kueue.x-k8s.io_resourceflavors.yaml",
+        "kueue.x-k8s.io_localqueues.yaml",
+    ],
+)
 def test_every_cel_rule_in_the_shipped_crds_is_supported(name):
     group, plural = name[: -len(".yaml")].split("_")
     rules = set(_rules(load_crd(group, plural)))

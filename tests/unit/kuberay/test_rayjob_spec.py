@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from pydantic import ValidationError
-
 from nuro_ml.exceptions import RayJobSpecInvalidError
 from nuro_ml.kube.naming import rayjob_name
 from nuro_ml.kube.rayjob import GpuScheduling, HeadGroup, RayJobSpec, Toleration, WorkerGroup
 from nuro_ml.kube.status import JobDeploymentStatus, RayJobInfo, RayJobStatus
 from nuro_ml.kube.validation import is_dns1035_label
+from pydantic import ValidationError
 
 
 def test_manifest_has_gpu_resources_scheduling_and_lifecycle():
@@ -20,7 +19,9 @@ def test_manifest_has_gpu_resources_scheduling_and_lifecycle():
         head=HeadGroup(cpu=4, memory="16Gi"),
         workers=[
             WorkerGroup(name="h100", replicas=2, gpus=8, gpu_type="H100", cpu=0.5),
-            WorkerGroup(name="any-gpu", replicas=1, gpus=1, tolerations=[Toleration(key="spot", effect="NoSchedule")]),
+            WorkerGroup(
+                name="any-gpu", replicas=1, gpus=1, tolerations=[Toleration(key="spot", effect="NoSchedule")]
+            ),
         ],
         active_deadline_seconds=3600,
         ttl_seconds_after_finished=300,
@@ -29,8 +30,15 @@ def test_manifest_has_gpu_resources_scheduling_and_lifecycle():
     manifest = spec.to_manifest(name="train-1", namespace="ml", labels={"team": "perception"})
     job = manifest["spec"]
     assert manifest["metadata"] == {"name": "train-1", "namespace": "ml", "labels": {"team": "perception"}}
-    assert yaml.safe_load(job["runtimeEnvYAML"]) == {"working_dir": "s3://bucket/workloads.zip", "env_vars": {"A": "1"}}
-    assert (job["activeDeadlineSeconds"], job["ttlSecondsAfterFinished"], job["shutdownAfterJobFinishes"]) == (3600, 300, True)
+    assert yaml.safe_load(job["runtimeEnvYAML"]) == {
+        "working_dir": "s3://bucket/workloads.zip",
+        "env_vars": {"A": "1"},
+    }
+    assert (
+        job["activeDeadlineSeconds"],
+        job["ttlSecondsAfterFinished"],
+        job["shutdownAfterJobFinishes"],
+    ) == (3600, 300, True)
     assert job["submissionMode"] == "HTTPMode"
     head = job["rayClusterSpec"]["headGroupSpec"]
     assert head["rayStartParams"]["num-gpus"] == "0"
@@ -38,7 +46,11 @@ def test_manifest_has_gpu_resources_scheduling_and_lifecycle():
     h100, any_gpu = job["rayClusterSpec"]["workerGroupSpecs"]
     assert (h100["replicas"], h100["minReplicas"], h100["maxReplicas"]) == (2, 2, 2)
     pod = h100["template"]["spec"]
-    assert pod["containers"][0]["resources"]["requests"] == {"cpu": "500m", "memory": "8Gi", "nvidia.com/gpu": "8"}
+    assert pod["containers"][0]["resources"]["requests"] == {
+        "cpu": "500m",
+        "memory": "8Gi",
+        "nvidia.com/gpu": "8",
+    }
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert "nodeSelector" not in any_gpu["template"]["spec"]
@@ -47,10 +59,17 @@ def test_manifest_has_gpu_resources_scheduling_and_lifecycle():
 
 
 def test_kueue_queue_label_and_suspend():
-    spec = RayJobSpec(entrypoint="python t.py", queue_name="team-a", priority_class="high",
-                      workers=[WorkerGroup(name="w", gpus=1)])
+    spec = RayJobSpec(
+        entrypoint="python t.py",
+        queue_name="team-a",
+        priority_class="high",
+        workers=[WorkerGroup(name="w", gpus=1)],
+    )
     manifest = spec.to_manifest(name="t", namespace="ml")
-    assert manifest["metadata"]["labels"] == {"kueue.x-k8s.io/queue-name": "team-a", "kueue.x-k8s.io/priority-class": "high"}
+    assert manifest["metadata"]["labels"] == {
+        "kueue.x-k8s.io/queue-name": "team-a",
+        "kueue.x-k8s.io/priority-class": "high",
+    }
     assert manifest["spec"]["suspend"] is True
 
 
@@ -60,7 +79,9 @@ def test_custom_gpu_type_table():
         gpu_types={"mi300": GpuScheduling(node_selector={"amd.com/gpu.product": "MI300X"}, tolerations=[])},
         workers=[WorkerGroup(name="w", gpus=1, gpu_type="mi300")],
     )
-    pod = spec.to_manifest(name="t", namespace="ml")["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    pod = spec.to_manifest(name="t", namespace="ml")["spec"]["rayClusterSpec"]["workerGroupSpecs"][0][
+        "template"
+    ]["spec"]
     assert pod["nodeSelector"] == {"amd.com/gpu.product": "MI300X"}
     assert "tolerations" not in pod
 
@@ -68,12 +89,26 @@ def test_custom_gpu_type_table():
 @pytest.mark.parametrize(
     ("spec_kwargs", "name", "path"),
     [
-        ({"workers": [WorkerGroup(name="w", replicas=4, max_replicas=2)]}, "t", "spec.rayClusterSpec.workerGroupSpecs[0].minReplicas"),
-        ({"workers": [WorkerGroup(name="w", container_overrides={"imagePullPolicy": 1})]}, "t",
-         "spec.rayClusterSpec.workerGroupSpecs[0].template.spec.containers[0].imagePullPolicy"),
-        ({"workers": [WorkerGroup(name="w", pod_overrides={"nodeSelectr": {}})]}, "t",
-         "spec.rayClusterSpec.workerGroupSpecs[0].template.spec.nodeSelectr"),
-        ({"workers": [WorkerGroup(name="w"), WorkerGroup(name="w")]}, "t", "spec.rayClusterSpec.workerGroupSpecs[1].groupName"),
+        (
+            {"workers": [WorkerGroup(name="w", replicas=4, max_replicas=2)]},
+            "t",
+            "spec.rayClusterSpec.workerGroupSpecs[0].minReplicas",
+        ),
+        (
+            {"workers": [WorkerGroup(name="w", container_overrides={"imagePullPolicy": 1})]},
+            "t",
+            "spec.rayClusterSpec.workerGroupSpecs[0].template.spec.containers[0].imagePullPolicy",
+        ),
+        (
+            {"workers": [WorkerGroup(name="w", pod_overrides={"nodeSelectr": {}})]},
+            "t",
+            "spec.rayClusterSpec.workerGroupSpecs[0].template.spec.nodeSelectr",
+        ),
+        (
+            {"workers": [WorkerGroup(name="w"), WorkerGroup(name="w")]},
+            "t",
+            "spec.rayClusterSpec.workerGroupSpecs[1].groupName",
+        ),
         ({}, "a" * 48, "metadata.name"),
         ({}, "9-starts-with-digit", "metadata.name"),
         ({"queue_name": "q", "shutdown_after_job_finishes": False}, "t", "spec.shutdownAfterJobFinishes"),
@@ -100,9 +135,13 @@ def test_model_level_errors():
 
 def test_names_are_stable_unique_and_valid():
     first = rayjob_name(dag_id="av", run_id="manual__2026-01-01T00:00:00+00:00", task_id="Train_On.KubeRay")
-    assert first == rayjob_name(dag_id="av", run_id="manual__2026-01-01T00:00:00+00:00", task_id="Train_On.KubeRay")
+    assert first == rayjob_name(
+        dag_id="av", run_id="manual__2026-01-01T00:00:00+00:00", task_id="Train_On.KubeRay"
+    )
     assert first.startswith("train-on-kuberay-")
-    mapped = rayjob_name(dag_id="av", run_id="manual__2026-01-01T00:00:00+00:00", task_id="Train_On.KubeRay", map_index=3)
+    mapped = rayjob_name(
+        dag_id="av", run_id="manual__2026-01-01T00:00:00+00:00", task_id="Train_On.KubeRay", map_index=3
+    )
     assert mapped != first
     long_name = rayjob_name(dag_id="d", run_id="r", task_id="x" * 200)
     odd = rayjob_name(dag_id="d", run_id="r", task_id="42_train")
@@ -114,8 +153,13 @@ def test_status_parsing_and_outcome():
     obj = {
         "metadata": {"name": "j", "namespace": "ml", "uid": "u1", "managedFields": [{"manager": "x"}]},
         "spec": {"suspend": False},
-        "status": {"jobDeploymentStatus": "Failed", "jobStatus": "RUNNING", "reason": "DeadlineExceeded",
-                   "message": "The RayJob has passed the activeDeadlineSeconds.", "failed": 1},
+        "status": {
+            "jobDeploymentStatus": "Failed",
+            "jobStatus": "RUNNING",
+            "reason": "DeadlineExceeded",
+            "message": "The RayJob has passed the activeDeadlineSeconds.",
+            "failed": 1,
+        },
     }
     info = RayJobInfo.from_object(obj)
     assert info.deployment_status is JobDeploymentStatus.FAILED and info.job_status is RayJobStatus.RUNNING
@@ -123,5 +167,7 @@ def test_status_parsing_and_outcome():
     assert "managedFields" not in info.object["metadata"]
     assert info.to_dict()["deployment_status"] == "Failed"
     assert "DeadlineExceeded" in info.describe()
-    newer = RayJobInfo.from_object({"metadata": {"name": "j"}, "status": {"jobDeploymentStatus": "Scheduling"}})
+    newer = RayJobInfo.from_object(
+        {"metadata": {"name": "j"}, "status": {"jobDeploymentStatus": "Scheduling"}}
+    )
     assert newer.deployment_status == "Scheduling" and not newer.is_terminal

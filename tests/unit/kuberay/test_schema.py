@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from nuro_ml.kube.cel import CelError, compile_rule, evaluate
 from nuro_ml.kube.crds import crd_version, rayjob_crd
 from nuro_ml.kube.schema import StructuralSchema, field_path, schema_for
@@ -15,9 +14,17 @@ from nuro_ml.kube.schema import StructuralSchema, field_path, schema_for
         ("has(self.a) || has(self.b)", {"b": 1}, True),
         ("!(has(self.a) && has(self.b))", {"a": 1, "b": 2}, False),
         ("self in ['x', 'y']", "y", True),
-        ("self.all(t, !has(t.key) ? t.operator == 'Exists' : true)", [{"operator": "Exists"}, {"key": "k"}], True),
+        (
+            "self.all(t, !has(t.key) ? t.operator == 'Exists' : true)",
+            [{"operator": "Exists"}, {"key": "k"}],
+            True,
+        ),
         ("self.all(t, !has(t.key) ? t.operator == 'Exists' : true)", [{"operator": "Equal"}], False),
-        ("self.flavors.all(f, size(f.resources) == size(self.covered))", {"flavors": [{"resources": [1, 2]}], "covered": ["a", "b"]}, True),
+        (
+            "self.flavors.all(f, size(f.resources) == size(self.covered))",
+            {"flavors": [{"resources": [1, 2]}], "covered": ["a", "b"]},
+            True,
+        ),
         ("self.nodeLabels.size() >= 1", {"nodeLabels": {}}, False),
         ("self.name.startsWith('gpu-') && self.n > 2", {"name": "gpu-a", "n": 3}, True),
     ],
@@ -51,7 +58,11 @@ def _job(**spec) -> dict:
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
         "metadata": {"name": "job", "anything": "ObjectMeta is not the CRD schema's business"},
-        "spec": {"entrypoint": "python x.py", "rayClusterSpec": {"headGroupSpec": {"template": {"spec": {"containers": [container]}}}}, **spec},
+        "spec": {
+            "entrypoint": "python x.py",
+            "rayClusterSpec": {"headGroupSpec": {"template": {"spec": {"containers": [container]}}}},
+            **spec,
+        },
     }
 
 
@@ -67,8 +78,13 @@ def test_valid_job_gets_crd_defaults(rayjob: StructuralSchema):
 
 
 def test_type_required_unknown_int_or_string_and_int32(rayjob: StructuralSchema):
-    worker = {"groupName": "w", "replicas": "2", "minReplicas": 0, "maxReplicas": 3_000_000_000,
-              "template": {"spec": {"containers": [{"image": "x", "resources": {"limits": {"cpu": 0.5}}}]}}}
+    worker = {
+        "groupName": "w",
+        "replicas": "2",
+        "minReplicas": 0,
+        "maxReplicas": 3_000_000_000,
+        "template": {"spec": {"containers": [{"image": "x", "resources": {"limits": {"cpu": 0.5}}}]}},
+    }
     job = _job(activeDeadlineSeconds=True, submitterConfig={"backoffLimitt": 1})
     job["spec"]["rayClusterSpec"]["workerGroupSpecs"] = [worker]
     base = "spec.rayClusterSpec.workerGroupSpecs[0]"
@@ -93,7 +109,9 @@ def test_list_map_keys_must_be_unique(rayjob: StructuralSchema):
 
 
 def test_cel_rules_and_transition_rules(rayjob: StructuralSchema):
-    job = _job(deletionStrategy={"onSuccess": {"policy": "DeleteCluster"}}, managedBy="ray.io/kuberay-operator")
+    job = _job(
+        deletionStrategy={"onSuccess": {"policy": "DeleteCluster"}}, managedBy="ray.io/kuberay-operator"
+    )
     found = rayjob.validate(rayjob.normalize(job))
     assert [v.path for v in found] == ["spec.deletionStrategy"]
     assert "BOTH onSuccess and onFailure" in found[0].message
@@ -101,7 +119,9 @@ def test_cel_rules_and_transition_rules(rayjob: StructuralSchema):
     old = rayjob.normalize(_job(managedBy="ray.io/kuberay-operator"))
     new = rayjob.normalize(_job(managedBy="kueue.x-k8s.io/multikueue"))
     assert rayjob.validate(new) == []  # a create has no old object: transition rules do not apply
-    assert [v.message for v in rayjob.validate(new, old=old)] == ["Invalid value: the managedBy field is immutable"]
+    assert [v.message for v in rayjob.validate(new, old=old)] == [
+        "Invalid value: the managedBy field is immutable"
+    ]
 
 
 def test_prune_drops_undeclared_fields_but_keeps_metadata(rayjob: StructuralSchema):
@@ -116,9 +136,23 @@ def test_prune_drops_undeclared_fields_but_keeps_metadata(rayjob: StructuralSche
 def test_nulls_are_dropped_and_cluster_queue_rules_checked():
     queue = schema_for(crd_version("kueue.x-k8s.io", "v1beta1", "clusterqueues"))
     obj = {
-        "apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "ClusterQueue", "metadata": {"name": "q"},
-        "spec": {"cohort": None, "resourceGroups": [{"coveredResources": ["cpu", "nvidia.com/gpu"], "flavors": [
-            {"name": "a100", "resources": [{"name": "nvidia.com/gpu", "nominalQuota": 8, "borrowingLimit": 2}]}]}]},
+        "apiVersion": "kueue.x-k8s.io/v1beta1",
+        "kind": "ClusterQueue",
+        "metadata": {"name": "q"},
+        "spec": {
+            "cohort": None,
+            "resourceGroups": [
+                {
+                    "coveredResources": ["cpu", "nvidia.com/gpu"],
+                    "flavors": [
+                        {
+                            "name": "a100",
+                            "resources": [{"name": "nvidia.com/gpu", "nominalQuota": 8, "borrowingLimit": 2}],
+                        }
+                    ],
+                }
+            ],
+        },
     }
     normalized = queue.normalize(obj)
     assert "cohort" not in normalized["spec"]

@@ -101,9 +101,16 @@ def test_job_info_round_trips_through_a_trigger_event_dict():
 
 
 def test_unknown_job_message_is_what_the_hook_checks_for():
-    from nuro_ml.hooks import slurm
+    from nuro_ml.exceptions import SlurmCommandError
+    from nuro_ml.slurm.errors import is_unknown_job
+    from nuro_ml.slurm.parsing import INVALID_JOB_TEXT
 
-    assert slurm._INVALID_JOB in captured("scontrol_job_unknown.stderr.txt")
+    stderr = captured("scontrol_job_unknown.stderr.txt")
+    assert INVALID_JOB_TEXT in stderr
+    assert is_unknown_job(SlurmCommandError(["scontrol", "show", "job"], 1, stderr))
+    assert not is_unknown_job(
+        SlurmCommandError(["scontrol", "show", "job"], 1, "Unable to contact slurm controller")
+    )
 
 
 def test_sbatch_parsable():

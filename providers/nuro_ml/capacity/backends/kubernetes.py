@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
-from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook, KubernetesHook
+from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils.quantity import parse_quantity
@@ -25,6 +25,7 @@ from pydantic import Field
 
 from nuro_ml.capacity.backends.base import CapacityBackend, CapacityBackendConfig, PoolCapacity
 from nuro_ml.exceptions import CapacityError
+from nuro_ml.hooks.kuberay import AsyncKubernetesConfigHook
 
 #: Pods in these phases hold no resources any more.
 TERMINAL_POD_PHASES = ("Succeeded", "Failed")
@@ -53,8 +54,8 @@ class KubeConnectionConfig(CapacityBackendConfig):
             in_cluster=self.in_cluster,
         )
 
-    def async_hook(self) -> AsyncKubernetesHook:
-        return AsyncKubernetesHook(
+    def async_hook(self) -> AsyncKubernetesConfigHook:
+        return AsyncKubernetesConfigHook(
             conn_id=self.kubernetes_conn_id,
             config_file=self.config_file,
             cluster_context=self.cluster_context,
@@ -176,12 +177,18 @@ class KubernetesBackend(CapacityBackend):
         core = CoreV1Api(api_client=self.config.sync_hook().api_client)
         try:
             # _preload_content=False skips building thousands of model objects we only read fields from.
-            nodes = _decode(core.list_node(label_selector=self.config.node_selector or "", _preload_content=False).data)
+            nodes = _decode(
+                core.list_node(label_selector=self.config.node_selector or "", _preload_content=False).data
+            )
             pods = _decode(
-                core.list_pod_for_all_namespaces(field_selector=ACTIVE_POD_SELECTOR, _preload_content=False).data
+                core.list_pod_for_all_namespaces(
+                    field_selector=ACTIVE_POD_SELECTOR, _preload_content=False
+                ).data
             )
         except ApiException as err:
-            raise CapacityError(f"kubernetes backend: listing nodes/pods failed (HTTP {err.status}): {err.reason}") from err
+            raise CapacityError(
+                f"kubernetes backend: listing nodes/pods failed (HTTP {err.status}): {err.reason}"
+            ) from err
         return node_pools(nodes.get("items") or [], pods.get("items") or [], self.config)
 
     async def aget_capacity(self) -> list[PoolCapacity]:
@@ -189,12 +196,17 @@ class KubernetesBackend(CapacityBackend):
         try:
             async with hook.get_conn() as api_client:
                 core = AsyncCoreV1Api(api_client)
-                node_resp = await core.list_node(label_selector=self.config.node_selector or "", _preload_content=False)
+                # With _preload_content=False the client returns the raw aiohttp response.
+                node_resp: Any = await core.list_node(
+                    label_selector=self.config.node_selector or "", _preload_content=False
+                )
                 nodes = _decode(await node_resp.read())
-                pod_resp = await core.list_pod_for_all_namespaces(
+                pod_resp: Any = await core.list_pod_for_all_namespaces(
                     field_selector=ACTIVE_POD_SELECTOR, _preload_content=False
                 )
                 pods = _decode(await pod_resp.read())
         except AsyncApiException as err:
-            raise CapacityError(f"kubernetes backend: listing nodes/pods failed (HTTP {err.status}): {err.reason}") from err
+            raise CapacityError(
+                f"kubernetes backend: listing nodes/pods failed (HTTP {err.status}): {err.reason}"
+            ) from err
         return node_pools(nodes.get("items") or [], pods.get("items") or [], self.config)

@@ -55,7 +55,9 @@ def queue_pools(
 ) -> list[PoolCapacity]:
     """Pool capacities from ClusterQueue and ResourceFlavor objects (as the API returns them)."""
     gpu_types = {
-        (f.get("metadata") or {}).get("name"): ((f.get("spec") or {}).get("nodeLabels") or {}).get(config.gpu_type_label)
+        (f.get("metadata") or {}).get("name"): ((f.get("spec") or {}).get("nodeLabels") or {}).get(
+            config.gpu_type_label
+        )
         for f in flavors
     }
     wanted = set(config.cluster_queues) if config.cluster_queues is not None else None
@@ -76,10 +78,16 @@ def queue_pools(
                 continue
             for flavor in group.get("flavors") or []:
                 nominal = next(
-                    (quantity(r["nominalQuota"]) for r in flavor.get("resources") or [] if r.get("name") == config.gpu_resource),
+                    (
+                        quantity(r["nominalQuota"])
+                        for r in flavor.get("resources") or []
+                        if r.get("name") == config.gpu_resource
+                    ),
                     Decimal(0),
                 )
-                key = {"flavor": flavor["name"], "cluster_queue": name}.get(config.pool_by, f"{name}/{flavor['name']}")
+                key = {"flavor": flavor["name"], "cluster_queue": name}.get(
+                    config.pool_by, f"{name}/{flavor['name']}"
+                )
                 pool = config.pool_names.get(key, key)
                 entry = totals.setdefault(pool, [Decimal(0), Decimal(0)])
                 entry[0] += nominal
@@ -111,9 +119,14 @@ class KueueBackend(CapacityBackend):
         try:
             queues = api.list_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "clusterqueues")
         except ApiException as err:
-            raise CapacityError(f"kueue backend: listing ClusterQueues failed (HTTP {err.status}): {err.reason}") from err
+            raise CapacityError(
+                f"kueue backend: listing ClusterQueues failed (HTTP {err.status}): {err.reason}"
+            ) from err
         try:
-            flavors = api.list_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "resourceflavors").get("items") or []
+            flavors = (
+                api.list_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "resourceflavors").get("items")
+                or []
+            )
         except ApiException:
             # GPU model names are a nicety: without read access to flavors, report capacity anyway.
             flavors = []

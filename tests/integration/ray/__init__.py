@@ -1,0 +1,1 @@
+"""Ray job launch against a real local Ray cluster."""

@@ -1,0 +1,135 @@
+"""Hook configuration precedence and the operators' arguments (no Feast I/O)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from nuro_ml.exceptions import FeatureStoreError
+from nuro_ml.features.cache import Computation, ComputationCache
+from nuro_ml.features.config import FeastSettings
+from nuro_ml.features.partitions import PartitionedSource
+from nuro_ml.features.synthetic import write_scene_stats
+from nuro_ml.hooks.feast import FeastHook
+from nuro_ml.operators.feast import FeastMaterializeOperator, parse_instant
+
+REDIS_CONN = {
+    "conn_type": "feast",
+    "host": "redis.internal",
+    "port": 6380,
+    "login": "feast",
+    "password": "s3cret-pw",
+    "extra": {"db": 2, "registry_url": "postgresql+psycopg://feast:pg-pw@db:5432/feast", "project": "fleet"},
+}
+
+
+def test_connection_selects_redis_and_sql_registry_and_args_override(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_FEAST_PROD", json.dumps(REDIS_CONN))
+    cfg = FeastHook("feast_prod").feast_settings
+    assert cfg.online_store == "redis"
+    assert cfg.redis_connection_string == "redis.internal:6380,db=2,username=feast,password=s3cret-pw"
+    assert cfg.registry_config()["registry_type"] == "sql"
+    assert cfg.project == "fleet"
+    described = json.dumps(FeastHook("feast_prod").describe())
+    assert "s3cret-pw" not in described and "pg-pw" not in described
+    assert "redis://redis.internal:6380/2/fleet" in described
+
+    overridden = FeastHook("feast_prod", online_store="sqlite", project="demo").feast_settings
+    assert overridden.online_store_config() == {
+        "type": "sqlite", "path": str(data_dir / "feast" / "online_store.db"),
+    }
+    assert overridden.project == "demo"
+
+
+def test_missing_default_connection_means_embedded_defaults(data_dir: Path) -> None:
+    cfg = FeastHook().feast_settings
+    assert cfg.online_store_config()["type"] == "sqlite"
+    assert cfg.registry_config() == {
+        "registry_type": "file", "path": str(data_dir / "feast" / "registry.db"), "cache_ttl_seconds": 60,
+    }
+    assert cfg.resolved_cache_url() == f"sqlite:///{data_dir / 'feast' / 'computation_cache.db'}"
+
+
+def test_env_settings_reach_processes_without_airflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NURO_ML_FEAST_ONLINE_STORE", "redis")
+    monkeypatch.setenv("NURO_ML_FEAST_REDIS_CONNECTION_STRING", "10.0.0.5:6379")
+    cfg = FeastSettings.from_env()
+    assert cfg.online_store_config() == {"type": "redis", "connection_string": "10.0.0.5:6379"}
+
+
+def test_a_named_connection_that_does_not_exist_is_an_error(data_dir: Path) -> None:
+    with pytest.raises(Exception, match="feast_missing"):
+        _ = FeastHook("feast_missing").feast_settings
+
+
+def test_materialize_operator_arguments() -> None:
+    op = FeastMaterializeOperator(task_id="materialize")
+    assert op.start == "{{ data_interval_start }}" and op.end == "{{ data_interval_end }}"
+    assert op.lookback == timedelta(days=1)
+    assert set(op.template_fields) == {"start", "end", "feature_views", "feast_conn_id", "repo_path"}
+    with pytest.raises(ValueError, match="lookback"):
+        FeastMaterializeOperator(task_id="m", lookback=timedelta(hours=-1))
+    with pytest.raises(ValueError, match="fingerprint"):
+        FeastMaterializeOperator(task_id="m", fingerprint="md5")  # type: ignore[arg-type]
+
+
+def test_rendered_interval_strings_parse_as_utc() -> None:
+    assert parse_instant("2026-03-01 00:00:00+00:00", field="start") == datetime(2026, 3, 1, tzinfo=UTC)
+    assert parse_instant("2026-03-01T02:00:00+02:00", field="end") == datetime(2026, 3, 1, tzinfo=UTC)
+    assert parse_instant("2026-03-01T00:00:00", field="end") == datetime(2026, 3, 1, tzinfo=UTC)
+    with pytest.raises(FeatureStoreError, match="start='yesterday'"):
+        parse_instant("yesterday", field="start")
+
+
+def test_empty_interval_is_rejected(data_dir: Path) -> None:
+    op = FeastMaterializeOperator(task_id="m", start="2026-03-02T00:00:00Z", end="2026-03-01T00:00:00Z")
+    with pytest.raises(FeatureStoreError, match="empty"):
+        op.execute({})  # type: ignore[arg-type]
+
+
+def test_partition_selection_and_fingerprints(tmp_path: Path) -> None:
+    from datetime import date
+
+    root = tmp_path / "scene_stats"
+    write_scene_stats(root, days=[date(2026, 3, d) for d in (1, 2, 5)], vehicles=["v1"], scenes_per_drive=2)
+    (root / "date=2026-03-02" / "_SUCCESS").write_text("")
+    (root / "date=2026-03-02" / "vehicle=v1" / ".part-1.parquet.tmp").write_bytes(b"partial")
+    source = PartitionedSource.at(root)
+    assert source.by_date
+    picked = source.partitions_for(
+        datetime(2026, 3, 3, tzinfo=UTC), datetime(2026, 3, 6, tzinfo=UTC), timedelta(days=2)
+    )
+    assert [p.label for p in picked] == ["date=2026-03-02", "date=2026-03-05"]
+    assert [f.path.name for f in picked[0].files] == ["part-00000.parquet"]
+
+    before = picked[0].fingerprint("stat"), picked[0].fingerprint("content")
+    write_scene_stats(root, days=[date(2026, 3, 2)], vehicles=["v1"], scenes_per_drive=2)  # same bytes, new mtime
+    again = source.partition(date(2026, 3, 2))
+    assert again.fingerprint("content") == before[1]
+    assert again.fingerprint("stat") != before[0]
+
+
+def test_cache_keys_and_records(tmp_path: Path) -> None:
+    cache = ComputationCache(f"sqlite:///{tmp_path / 'c.db'}")
+    base = dict(
+        feature_view="v", view_hash="h", partition="date=2026-03-01", fingerprint="f",
+        interval_start=datetime(2026, 3, 1, tzinfo=UTC), interval_end=datetime(2026, 3, 2, tzinfo=UTC), target="t",
+    )
+    unit = Computation(**base)  # type: ignore[arg-type]
+    variants = [Computation(**{**base, k: v}) for k, v in [  # type: ignore[arg-type]
+        ("view_hash", "h2"), ("fingerprint", "f2"), ("target", "t2"),
+        ("interval_end", datetime(2026, 3, 3, tzinfo=UTC)),
+    ]]
+    assert len({unit.key, *(v.key for v in variants)}) == 5
+    assert cache.hits([unit, *variants]) == set()
+    cache.record(unit, 10)
+    cache.record(unit, 10)  # a retried task records again: fine
+    assert cache.hits([unit, *variants]) == {unit.key}
+    assert ComputationCache(cache.url).hits([unit]) == {unit.key}  # durable across instances
+    assert cache.forget(["v"]) == 1 and cache.count() == 0
+    cache.dispose()

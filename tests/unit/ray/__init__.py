@@ -1,0 +1,1 @@
+"""Ray job launch: hook, trigger, operator and training workload."""

@@ -1,0 +1,118 @@
+"""The training workload's pure parts: data checks, hold-out split, metrics, result line, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nuro_ml.operators.ray import parse_result_line
+
+from tests.unit.ray.training_data import FEATURES, make_training_frame
+from workloads.train_xgboost import (
+    LABEL,
+    TrainingDataError,
+    binary_metrics,
+    feature_columns,
+    main,
+    parse_args,
+    result_line,
+    split_holdout,
+    validate_frame,
+)
+
+
+def test_metrics_match_hand_computed_values() -> None:
+    labels = np.array([0, 0, 1, 1])
+    scores = np.array([0.1, 0.4, 0.35, 0.8])
+    metrics = binary_metrics(labels, scores)
+    # Of the 4 positive/negative pairs, 3 are ordered correctly.
+    assert metrics["auc"] == pytest.approx(0.75)
+    expected_logloss = -(math.log(0.9) + math.log(0.6) + math.log(0.35) + math.log(0.8)) / 4
+    assert metrics["logloss"] == pytest.approx(expected_logloss)
+    assert metrics["accuracy"] == pytest.approx(0.75)
+
+
+def test_tied_scores_give_chance_auc_and_one_class_gives_none() -> None:
+    assert binary_metrics(np.array([0, 1, 0, 1]), np.full(4, 0.5))["auc"] == pytest.approx(0.5)
+    assert binary_metrics(np.array([1, 1]), np.array([0.2, 0.9]))["auc"] is None
+
+
+def test_features_exclude_ids_timestamps_label_and_the_label_source() -> None:
+    frame = make_training_frame(20)
+    frame["brake_pressure_max"] = 1.0
+    frame["drive_id"] = "d"
+    assert feature_columns(frame) == FEATURES
+
+
+def test_split_is_stratified_reproducible_and_independent_of_row_order() -> None:
+    frame = make_training_frame(200)
+    train, test = split_holdout(frame, test_fraction=0.25, seed=7)
+    assert len(train) + len(test) == 200
+    assert set(train["scene_id"]).isdisjoint(test["scene_id"])
+    for label in (0, 1):
+        share = (test[LABEL] == label).sum() / (frame[LABEL] == label).sum()
+        assert share == pytest.approx(0.25, abs=0.02)
+    shuffled = frame.sample(frac=1.0, random_state=1)
+    _, test_again = split_holdout(shuffled, test_fraction=0.25, seed=7)
+    assert sorted(test_again["scene_id"]) == sorted(test["scene_id"])
+    _, other_seed = split_holdout(frame, test_fraction=0.25, seed=8)
+    assert sorted(other_seed["scene_id"]) != sorted(test["scene_id"])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda f: f.drop(columns=[LABEL]), "label column 'hard_brake' missing"),
+        (lambda f: f.assign(hard_brake=f[LABEL] * 2), r"must be 0/1, found \[2\]"),
+        (lambda f: f.assign(hard_brake=f[LABEL].astype("float").where(f.index > 0)), "1 null value"),
+        (lambda f: f[["scene_id", "vehicle_id", LABEL]], "no numeric feature columns"),
+        (lambda f: f.head(3), "3 row"),
+    ],
+)
+def test_unusable_frames_are_rejected_with_the_source_named(mutate, message: str) -> None:
+    frame = mutate(make_training_frame(40))
+    with pytest.raises(TrainingDataError, match=message) as err:
+        validate_frame(frame, "scenes.parquet", min_rows=6)
+    assert str(err.value).startswith("scenes.parquet: ")
+
+
+def test_result_line_is_one_strict_json_line_the_operator_parses() -> None:
+    result = {
+        "metrics": {"auc": 0.9, "logloss": 0.2},
+        "artifact_uri": "file:///a/model.ubj",
+        "features": ["x"],
+    }
+    line = result_line(result)
+    assert "\n" not in line and line.startswith("NURO_ML_RESULT {")
+    assert parse_result_line(f"noise\n{line}\n") == result
+    with pytest.raises(ValueError):
+        result_line({"metrics": {"auc": float("nan")}})
+
+
+def test_cli_needs_a_data_source() -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--output-dir", "/tmp/x"])
+    args = parse_args(["--start", "2026-11-24", "--end", "2026-11-25", "--vehicles", "veh-001,veh-002"])
+    assert args.start.isoformat() == "2026-11-24T00:00:00+00:00"
+    assert args.learning_rate == 0.3 and args.num_workers == 2 and args.gpus_per_worker == 1.0
+
+
+def test_bad_training_data_fails_before_touching_earlier_outputs(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"metrics": {"auc": 0.8}}')
+    data = tmp_path / "scenes.parquet"
+    make_training_frame(50).drop(columns=[LABEL]).to_parquet(data)
+    code = main(["--training-data", str(data), "--output-dir", str(out)])
+    assert code == 2
+    assert f"{data}: label column 'hard_brake' missing" in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text()) == {"metrics": {"auc": 0.8}}
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+
+
+def test_missing_training_file_is_named(tmp_path: Path, capsys) -> None:
+    assert main(["--training-data", str(tmp_path / "nope.parquet"), "--output-dir", str(tmp_path)]) == 2
+    assert "nope.parquet: no such file or directory" in capsys.readouterr().err
