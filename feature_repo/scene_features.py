@@ -14,7 +14,6 @@ import pandas as pd
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, String
-
 from nuro_ml import settings
 
 vehicle = Entity(

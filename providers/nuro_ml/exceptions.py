@@ -95,3 +95,7 @@ class RayJobNotFoundError(RayJobError):
 
 class TerraformStateLockedError(TerraformError):
     """Terraform could not acquire the state lock within the lock timeout; nothing was changed."""
+
+
+class ShardCacheError(FeatureStoreError):
+    """A training shard could not be fetched into the local cache or failed its checksum."""

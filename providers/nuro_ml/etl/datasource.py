@@ -13,6 +13,7 @@ Options:
   files split into chunk ranges using the summary's chunk index.
 * ``onDamage``: ``stop`` (default) reads a damaged or truncated file up to the damage, ``fail``
   raises.
+* ``verifyCrc``: ``true`` (default) checks each chunk's CRC; a mismatch is damage.
 * ``filterPushdown``: ``true`` (default) accepts ``topic = ...`` / ``topic IN (...)`` filters,
   which drop whole chunks before they are read, and uses ``log_time_ns`` ranges to skip chunks.
   Spark refuses readers that push filters unless ``spark.sql.python.filterPushdown.enabled`` is
@@ -80,6 +81,7 @@ class McapDataSource(DataSource):
         if self.on_damage not in ("stop", "fail"):
             raise ValueError(f"onDamage must be 'stop' or 'fail', not {self.on_damage!r}")
         self.pushdown = opts.get("filterpushdown", "true").lower() == "true"
+        self.verify_crc = opts.get("verifycrc", "true").lower() == "true"
 
     def schema(self) -> StructType:
         arrow = mcap_reader.infer_schema(self.paths, self.topics, self.columns)
@@ -98,6 +100,7 @@ class McapReader(DataSourceReader):
         self.topics = source.topics
         self.part_bytes = source.part_bytes
         self.on_damage = source.on_damage
+        self.verify_crc = source.verify_crc
         self.spark_schema = schema
         self.time_range: tuple[int, int] | None = None
 
@@ -112,7 +115,9 @@ class McapReader(DataSourceReader):
         if part is None:
             return iter(())
         arrow_schema = to_arrow_schema(self.spark_schema, timezone="UTC")
-        table_reader = mcap_reader.McapTableReader(self.topics, arrow_schema, on_damage=self.on_damage)
+        table_reader = mcap_reader.McapTableReader(
+            self.topics, arrow_schema, on_damage=self.on_damage, verify_crc=self.verify_crc
+        )
         return table_reader.read(part)
 
 

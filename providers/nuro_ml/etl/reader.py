@@ -181,7 +181,7 @@ class McapTableReader:
     """
 
     def __init__(
-        self, topics: set[str] | None, schema: pa.Schema, *, on_damage: str = "stop", verify_crc: bool = False
+        self, topics: set[str] | None, schema: pa.Schema, *, on_damage: str = "stop", verify_crc: bool = True
     ) -> None:
         self.topics = topics
         self.schema = schema

@@ -131,7 +131,9 @@ class ComputationCache:
     def forget(self, feature_views: Iterable[str]) -> int:
         """Drop the entries of the given views (their next materialization recomputes everything)."""
         with self.engine.begin() as conn:
-            result = conn.execute(computations.delete().where(computations.c.feature_view.in_(list(feature_views))))
+            result = conn.execute(
+                computations.delete().where(computations.c.feature_view.in_(list(feature_views)))
+            )
         return int(result.rowcount or 0)
 
     def count(self) -> int:

@@ -233,12 +233,16 @@ class Materializer:
 
     # ------------------------------------------------------------------ running
 
-    def run(self, start: datetime, end: datetime, feature_views: Sequence[str] | None = None) -> MaterializeReport:
+    def run(
+        self, start: datetime, end: datetime, feature_views: Sequence[str] | None = None
+    ) -> MaterializeReport:
         """Materialize ``[start, end)`` for the given views (all online views by default)."""
         start = _utc(start)
         end = _utc(end)
         if start >= end:
-            raise FeatureStoreError(f"Materialization interval is empty: start {start} is not before end {end}")
+            raise FeatureStoreError(
+                f"Materialization interval is empty: start {start} is not before end {end}"
+            )
         units = self.plan(start, end, feature_views)
         report = MaterializeReport(start=start, end=end, online_store=self.target)
         for unit in units:
@@ -250,7 +254,12 @@ class Materializer:
                 report.views[unit.view.name].hits += 1
         log.info(
             "Materializing [%s, %s): %d computations, %d cached, %d to compute, into %s",
-            start.isoformat(), end.isoformat(), len(units), len(units) - len(todo), len(todo), self.target,
+            start.isoformat(),
+            end.isoformat(),
+            len(units),
+            len(units) - len(todo),
+            len(todo),
+            self.target,
         )
         for unit in todo:
             self._check_schema(unit)
@@ -280,14 +289,20 @@ class Materializer:
                     touched[unit.view.name] = unit.view
                     log.info(
                         "Cache miss %s %s [%s, %s): %d rows written, %d stale rows skipped",
-                        unit.view.name, unit.partition.label, unit.computation.interval_start.isoformat(),
-                        unit.computation.interval_end.isoformat(), s.rows, s.stale,
+                        unit.view.name,
+                        unit.partition.label,
+                        unit.computation.interval_start.isoformat(),
+                        unit.computation.interval_end.isoformat(),
+                        s.rows,
+                        s.stale,
                     )
         for unit in units:
             if unit.computation.key in done:
                 log.info(
                     "Cache hit %s %s [%s, %s): skipped",
-                    unit.view.name, unit.partition.label, unit.computation.interval_start.isoformat(),
+                    unit.view.name,
+                    unit.partition.label,
+                    unit.computation.interval_start.isoformat(),
                     unit.computation.interval_end.isoformat(),
                 )
         for view in touched.values():
@@ -296,7 +311,11 @@ class Materializer:
         for name, v in report.views.items():
             log.info(
                 "Feature view %s: %d rows materialized, %d stale skipped, cache %d hits / %d misses",
-                name, v.rows, v.stale, v.hits, v.misses,
+                name,
+                v.rows,
+                v.stale,
+                v.hits,
+                v.misses,
             )
         return report
 
@@ -305,7 +324,11 @@ class Materializer:
         for f in unit.partition.files:
             info = self._file_info(f.path, f.size, f.mtime_ns, unit.view.batch_source.timestamp_field)
             check_columns(
-                view=unit.view.name, schema=info.schema, where=str(f.path), expected=expected, timestamps=timestamps
+                view=unit.view.name,
+                schema=info.schema,
+                where=str(f.path),
+                expected=expected,
+                timestamps=timestamps,
             )
 
     def _read(self, group: list[_Unit]) -> pa.Table:
@@ -320,9 +343,7 @@ class Materializer:
         tables = []
         for f in group[0].partition.files:
             t = pq.read_table(f.path, columns=list(wanted))
-            tables.append(
-                pa.table({name: t.column(name).cast(wanted[name]) for name in wanted})
-            )
+            tables.append(pa.table({name: t.column(name).cast(wanted[name]) for name in wanted}))
         return pa.concat_tables(tables)
 
     def _prepare(self, units: list[_Unit], table: pa.Table) -> pa.Table:
@@ -356,7 +377,9 @@ class Materializer:
         if dropped:
             log.warning(
                 "Feature views %s %s: dropping %d rows with a null join key",
-                ", ".join(u.view.name for u in units), first.partition.label, dropped,
+                ", ".join(u.view.name for u in units),
+                first.partition.label,
+                dropped,
             )
             out = out.filter(valid)
         order = [(EVENT_TS, "ascending")]

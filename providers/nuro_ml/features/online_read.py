@@ -209,13 +209,16 @@ class FastOnlineReader:
             missing = [k for k in group.join_keys if k not in columns_in]
             if missing:
                 raise FeatureStoreError(f"Entity rows lack join key(s) {missing}")
-            keys = fmt.entity_keys(
-                {k: pa.array(columns_in[k]) for k in group.join_keys}, group.key_types, self.project
-            )
+            if len(group.join_keys) == 1 and group.key_types[group.join_keys[0]] == "STRING":
+                keys = fmt.string_entity_keys(
+                    group.join_keys[0], columns_in[group.join_keys[0]], self.project
+                )
+            else:
+                keys = fmt.entity_keys(
+                    {k: pa.array(columns_in[k]) for k in group.join_keys}, group.key_types, self.project
+                )
             head = b"*%d\r\n$5\r\nHMGET\r\n" % (group.nfields + 2)
-            payload_parts.extend(
-                b"%s$%d\r\n%s\r\n%s" % (head, len(k), k, group.fields_blob) for k in keys
-            )
+            payload_parts.extend(b"%s$%d\r\n%s\r\n%s" % (head, len(k), k, group.fields_blob) for k in keys)
         replies = self._execute(b"".join(payload_parts), len(payload_parts))
         offset = 0
         for group in plan.groups:

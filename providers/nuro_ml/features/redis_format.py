@@ -96,9 +96,20 @@ def _key_value_bytes(array: pa.Array, value_type: str) -> tuple[int, list[bytes]
     raise ValueError(f"Entity key type {value_type} is not supported by the fast Redis path")
 
 
-def entity_keys(
-    columns: dict[str, pa.Array], value_types: dict[str, str], project: str
-) -> list[bytes]:
+def string_entity_keys(join_key: str, values: Sequence[str], project: str) -> list[bytes]:
+    """Redis keys for a single STRING join key, from plain Python strings (online reads)."""
+    name = join_key.encode("utf-8")
+    prefix = _U32.pack(1) + _U32.pack(_VT_STRING) + _U32.pack(len(name)) + name + _U32.pack(_VT_STRING)
+    suffix = project.encode("utf-8")
+    pack = _U32.pack
+    out = []
+    for v in values:
+        raw = v.encode("utf-8")
+        out.append(b"".join((prefix, pack(len(raw)), raw, suffix)))
+    return out
+
+
+def entity_keys(columns: dict[str, pa.Array], value_types: dict[str, str], project: str) -> list[bytes]:
     """Redis keys for every row: ``serialize_entity_key(..., 3) + project``.
 
     :param columns: join key name -> Arrow array (no nulls).
@@ -146,7 +157,9 @@ def float_column(array: pa.Array | pa.ChunkedArray, dtype: str = "<f8") -> np.nd
     return np.asarray(pc.fill_null(array.cast(pa.float64()), np.nan).to_numpy(), dtype=dtype)
 
 
-def fixed_field_block(hashes: Sequence[bytes], columns: Sequence[np.ndarray]) -> tuple[bytes, int, np.ndarray]:
+def fixed_field_block(
+    hashes: Sequence[bytes], columns: Sequence[np.ndarray]
+) -> tuple[bytes, int, np.ndarray]:
     """RESP ``field value`` pairs of several DOUBLE features, one fixed-width block per row.
 
     Returns the concatenated blocks, the block width and a mask of rows holding a null/NaN

@@ -170,8 +170,11 @@ def validate_sources(views: Iterable[FeatureView], repo_path: Path) -> None:
             log.warning("Feature view %s: no data under %s yet; schema not checked", view.name, located.root)
         for path in files:
             check_columns(
-                view=view.name, schema=read_file_schema(path), where=str(path),
-                expected=expected, timestamps=timestamps,
+                view=view.name,
+                schema=read_file_schema(path),
+                where=str(path),
+                expected=expected,
+                timestamps=timestamps,
             )
 
 
@@ -189,7 +192,9 @@ def apply_repo(store: FeatureStore, contents: RepoContents, repo_path: Path) -> 
         if store._should_use_plan():
             store._apply_diffs(registry_diff, infra_diff, new_infra)
         else:
-            to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, contents)
+            to_apply, to_delete, _, _ = extract_objects_for_apply_delete(
+                store.project, store.registry, contents
+            )
             store.apply(to_apply, objects_to_delete=to_delete, partial=False)
     except FeatureStoreError:
         raise
@@ -212,7 +217,9 @@ def _summarize(registry_diff: Any, transition: Any, object_type: Any, dummy_enti
         label = f"{diff.feast_object_type.value.replace(' ', '_')}:{diff.name}"
         buckets[diff.transition_type].append(label)
         if diff.transition_type == transition.UPDATE:
-            result.changed_properties[label] = sorted({p.property_name for p in diff.feast_object_property_diffs})
+            result.changed_properties[label] = sorted(
+                {p.property_name for p in diff.feast_object_property_diffs}
+            )
     for bucket in buckets.values():
         bucket.sort()
     return result

@@ -62,7 +62,9 @@ class RedisEndpoint:
 class RespConnection:
     """One TCP (or TLS) connection; not thread-safe, reconnects lazily after :meth:`close`."""
 
-    def __init__(self, endpoint: RedisEndpoint, *, socket_timeout: float = 10.0, connect_timeout: float = 5.0):
+    def __init__(
+        self, endpoint: RedisEndpoint, *, socket_timeout: float = 10.0, connect_timeout: float = 5.0
+    ):
         self.endpoint = endpoint
         self.socket_timeout = socket_timeout
         self.connect_timeout = connect_timeout
@@ -108,6 +110,45 @@ class RespConnection:
         if self._sock is None:
             self._connect()
         return self._roundtrip(payload, replies)
+
+    def execute_status(self, payload: bytes, replies: int) -> list[str]:
+        """Send commands whose replies are single lines (integers, OK) and return the error lines.
+
+        HSET and EXPIRE answer ``:<n>``; counting line ends is all the parsing they need,
+        which keeps bulk writes from spending their time building reply objects.
+        """
+        if self._sock is None:
+            self._connect()
+        sock = self._sock
+        assert sock is not None
+        if self._reader is not None and self._reader.gets() is not False:
+            self.close()
+            raise RespConnectionError(f"Redis at {self.endpoint.address}: unexpected buffered reply")
+        chunks: list[bytes] = []
+        seen = 0
+        try:
+            sock.sendall(payload)
+            while seen < replies:
+                data = sock.recv(1 << 20)
+                if not data:
+                    raise RespConnectionError(f"Redis at {self.endpoint.address} closed the connection")
+                chunks.append(data)
+                seen += data.count(b"\r\n")
+        except RespConnectionError:
+            self.close()
+            raise
+        except OSError as exc:
+            self.close()
+            raise RespConnectionError(f"Redis at {self.endpoint.address}: {exc!r}") from exc
+        raw = b"".join(chunks)
+        if seen != replies or not raw.endswith(b"\r\n"):
+            self.close()
+            raise RespConnectionError(
+                f"Redis at {self.endpoint.address} sent {seen} reply lines where {replies} were expected"
+            )
+        if raw.startswith(b"-") or b"\r\n-" in raw:
+            return [line.decode(errors="replace") for line in raw.split(b"\r\n") if line.startswith(b"-")]
+        return []
 
     def _roundtrip(self, payload: bytes, replies: int) -> list[Any]:
         sock = self._sock

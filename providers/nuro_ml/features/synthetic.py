@@ -57,7 +57,9 @@ def scene_stats_table(
         "scene_id": pa.array([f"{vehicle_id}_{drive_id}_{i:04d}" for i in range(scenes)], pa.string()),
         "vehicle_id": pa.array([vehicle_id] * scenes, pa.string()),
         "drive_id": pa.array([drive_id] * scenes, pa.string()),
-        "event_timestamp": pa.array(starts, pa.int64()).cast(SCENE_STATS_SCHEMA.field("event_timestamp").type),
+        "event_timestamp": pa.array(starts, pa.int64()).cast(
+            SCENE_STATS_SCHEMA.field("event_timestamp").type
+        ),
         "scene_end": pa.array(starts + step, pa.int64()).cast(SCENE_STATS_SCHEMA.field("scene_end").type),
         "created_timestamp": pa.array(
             np.full(scenes, int(created_at.timestamp() * 1_000_000), dtype=np.int64), pa.int64()
@@ -114,7 +116,9 @@ def write_scene_stats(
     return written
 
 
-def write_partition(root: Path, *, day: date, vehicle: str, table: pa.Table, name: str = "part-00000") -> Path:
+def write_partition(
+    root: Path, *, day: date, vehicle: str, table: pa.Table, name: str = "part-00000"
+) -> Path:
     """Write ``table`` as ``root/date=<day>/vehicle=<vehicle>/<name>.parquet`` atomically."""
     directory = root / f"date={day:%Y-%m-%d}" / f"vehicle={vehicle}"
     directory.mkdir(parents=True, exist_ok=True)

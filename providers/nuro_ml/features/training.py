@@ -59,7 +59,11 @@ def _entity_source(store: FeatureStore, service: FeatureService) -> FileSource:
 
 
 def _entity_rows(
-    source_path: str, start: datetime, end: datetime, vehicles: Sequence[str] | None, created_column: str | None
+    source_path: str,
+    start: datetime,
+    end: datetime,
+    vehicles: Sequence[str] | None,
+    created_column: str | None,
 ) -> pd.DataFrame:
     located = PartitionedSource.at(source_path)
     wanted = {"scene_id": "STRING", "vehicle_id": "STRING", LABEL: "INT64"}
@@ -73,8 +77,11 @@ def _entity_rows(
                 if any(p.startswith("vehicle=") for p in parts) and not parts & vehicle_dirs:
                     continue
             check_columns(
-                view="scene_training entity rows", schema=read_file_schema(f.path), where=str(f.path),
-                expected=wanted, timestamps=ts_columns,
+                view="scene_training entity rows",
+                schema=read_file_schema(f.path),
+                where=str(f.path),
+                expected=wanted,
+                timestamps=ts_columns,
             )
             t = pq.read_table(f.path, columns=[*wanted, *ts_columns])
             tables.append(
@@ -129,6 +136,9 @@ def load_training_frame(
     Entity rows are the scenes of ``scene_stats`` in the interval (optionally only the given
     vehicles); features come from Feast's ``get_historical_features`` for the feature service,
     so each value is the newest one known at the scene's event time (point-in-time correct).
+    The ETL overwrites whole partitions on a rerun, so a scene has one row; should a partition
+    hold two rows of one scene with the same start, Feast's file offline store does not reliably
+    prefer the later ``created_timestamp`` for the features (the label here does).
 
     :param start: first scene start included (naive means UTC).
     :param end: scene starts before this are included.
@@ -162,7 +172,9 @@ def load_training_frame(
     features = _service_features(service)
     columns = [*ENTITY_COLUMNS, *features, LABEL]
     if rows.empty:
-        log.info("No scenes in [%s, %s) for %s", start.isoformat(), end.isoformat(), vehicles or "all vehicles")
+        log.info(
+            "No scenes in [%s, %s) for %s", start.isoformat(), end.isoformat(), vehicles or "all vehicles"
+        )
         empty = rows.reindex(columns=columns)
         return empty
     entity_df = rows[["scene_id", "event_timestamp"]].copy()
@@ -172,7 +184,8 @@ def load_training_frame(
         raise
     except Exception as exc:
         raise FeatureStoreError(
-            f"get_historical_features for feature service {feature_service!r} over [{start}, {end}) failed: {exc}"
+            f"get_historical_features for feature service {feature_service!r} over "
+            f"[{start}, {end}) failed: {exc}"
         ) from exc
     joined["event_timestamp"] = pd.to_datetime(joined["event_timestamp"], utc=True)
     rows["event_timestamp"] = pd.to_datetime(rows["event_timestamp"], utc=True)
@@ -180,6 +193,10 @@ def load_training_frame(
     frame = frame[columns].sort_values(["event_timestamp", "scene_id"]).reset_index(drop=True)
     log.info(
         "Training frame [%s, %s): %d scenes, %d features, %d positive labels",
-        start.isoformat(), end.isoformat(), len(frame), len(features), int(frame[LABEL].sum()),
+        start.isoformat(),
+        end.isoformat(),
+        len(frame),
+        len(features),
+        int(frame[LABEL].sum()),
     )
     return frame

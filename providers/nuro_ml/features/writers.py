@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import hiredis
 import numpy as np
 import pyarrow as pa
 
@@ -221,9 +220,13 @@ class RedisArrowWriter:
             attempt += 1
             try:
                 existing = self.conn.execute(read_ts, len(key_parts))
-                commands, kept = self._commands(existing, micros, layouts, key_parts, chunks, full_head, expire)
+                commands, kept = self._commands(
+                    existing, micros, layouts, key_parts, chunks, full_head, expire
+                )
                 per_row = 2 if expire else 1
-                replies = self.conn.execute(b"".join(commands), len(commands) * per_row) if commands else []
+                errors = (
+                    self.conn.execute_status(b"".join(commands), len(commands) * per_row) if commands else []
+                )
             except RespConnectionError as exc:
                 if attempt >= self.max_attempts:
                     written = sum(s.rows for s in stats.values())
@@ -237,11 +240,16 @@ class RedisArrowWriter:
                     s.retries += 1
                 log.warning(
                     "Redis write of %s rows %d-%d failed (attempt %d/%d), retrying in %.2fs: %s",
-                    names, offset, offset + len(key_parts), attempt, self.max_attempts, delay, exc,
+                    names,
+                    offset,
+                    offset + len(key_parts),
+                    attempt,
+                    self.max_attempts,
+                    delay,
+                    exc,
                 )
                 time.sleep(delay)
                 continue
-            errors = [r for r in replies if isinstance(r, hiredis.ReplyError)]
             if errors:
                 raise FeatureStoreError(
                     f"Redis at {self.endpoint.address} rejected writes of {names} "
@@ -264,7 +272,9 @@ class RedisArrowWriter:
         nothing_stored = [None] * nviews
         if not expire and all(stored == nothing_stored for stored in existing):
             # First load of these entities (the common case): every row, every view.
-            commands = [b"".join((full_head, kp, *parts)) for kp, *parts in zip(key_parts, *chunks, strict=True)]
+            commands = [
+                b"".join((full_head, kp, *parts)) for kp, *parts in zip(key_parts, *chunks, strict=True)
+            ]
             return commands, [len(key_parts)] * nviews
         kept = [0] * nviews
         commands = []

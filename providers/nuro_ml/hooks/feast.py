@@ -116,7 +116,14 @@ class FeastHook(BaseHook):
 
         extra = conn.extra_dejson
         values: dict[str, Any] = {}
-        for name in ("project", "registry_url", "cache_url", "redis_key_ttl_seconds", "fast_redis", "online_store"):
+        for name in (
+            "project",
+            "registry_url",
+            "cache_url",
+            "redis_key_ttl_seconds",
+            "fast_redis",
+            "online_store",
+        ):
             if extra.get(name) not in (None, ""):
                 values[name] = extra[name]
         if conn.host:
@@ -151,7 +158,9 @@ class FeastHook(BaseHook):
         try:
             return FeastSettings.from_env(**merged)
         except ValueError as exc:
-            raise FeatureStoreError(f"Invalid Feast settings from connection {self.feast_conn_id!r}: {exc}") from exc
+            raise FeatureStoreError(
+                f"Invalid Feast settings from connection {self.feast_conn_id!r}: {exc}"
+            ) from exc
 
     def describe(self) -> dict[str, str]:
         """Loggable description of the back ends (no credentials)."""
@@ -186,9 +195,14 @@ class FeastHook(BaseHook):
 
         cfg = self.feast_settings
         online = self.store.config.online_store
-        if cfg.online_store == "redis" and cfg.fast_redis and str(getattr(online, "redis_type", "redis")) in (
-            "redis",
-            "RedisType.redis",
+        if (
+            cfg.online_store == "redis"
+            and cfg.fast_redis
+            and str(getattr(online, "redis_type", "redis"))
+            in (
+                "redis",
+                "RedisType.redis",
+            )
         ):
             return RedisArrowWriter(
                 RedisEndpoint.from_feast(cfg.redis_connection_string),

@@ -81,7 +81,10 @@ class FeastApplyOperator(BaseOperator):
             self.log.info("Removed %s", label)
         self.log.info(
             "Registry diff: %d added, %d changed, %d removed, %d unchanged",
-            len(result.added), len(result.changed), len(result.removed), len(result.unchanged),
+            len(result.added),
+            len(result.changed),
+            len(result.removed),
+            len(result.unchanged),
         )
         return result.to_xcom()
 
@@ -158,13 +161,19 @@ class FeastMaterializeOperator(BaseOperator):
         start = parse_instant(self.start, field="start")
         end = parse_instant(self.end, field="end")
         if start >= end:
-            raise FeatureStoreError(f"Materialization interval is empty: start {start} is not before end {end}")
+            raise FeatureStoreError(
+                f"Materialization interval is empty: start {start} is not before end {end}"
+            )
         begin = start - self.lookback
         views = list(self.feature_views) if self.feature_views else None
         self.log.info(
             "Materializing %s over [%s, %s) (interval [%s, %s) with lookback %s) into %s",
             ", ".join(views) if views else "all online feature views",
-            begin.isoformat(), end.isoformat(), start.isoformat(), end.isoformat(), self.lookback,
+            begin.isoformat(),
+            end.isoformat(),
+            start.isoformat(),
+            end.isoformat(),
+            self.lookback,
             self.hook.describe(),
         )
         report = self.hook.materialize(
@@ -178,8 +187,10 @@ class FeastMaterializeOperator(BaseOperator):
         xcom = report.to_xcom()
         self.log.info(
             "Materialized %d rows (%s); cache hits %d, misses %d",
-            xcom["rows_total"], ", ".join(f"{k}={v}" for k, v in xcom["rows"].items()),
-            xcom["cache_hits"], xcom["cache_misses"],
+            xcom["rows_total"],
+            ", ".join(f"{k}={v}" for k, v in xcom["rows"].items()),
+            xcom["cache_hits"],
+            xcom["cache_misses"],
         )
         return xcom
 

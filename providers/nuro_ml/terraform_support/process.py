@@ -1,8 +1,8 @@
 """Run the Terraform binary: stream its stdout line by line, collect stderr, interrupt on request.
 
 Terraform runs in its own session so that only an explicit :meth:`TerraformProcessRunner.interrupt`
-reaches it: on SIGINT Terraform stops starting new operations, waits for running ones, writes state and
-releases its state lock, which a SIGKILL would leave held.
+reaches it: on SIGINT Terraform cancels running operations (a provisioner's command is killed and its
+resource marked tainted), writes state and releases its state lock, which a SIGKILL would leave held.
 """
 
 from __future__ import annotations
@@ -131,7 +131,10 @@ class TerraformProcessRunner:
             return False
         self._interrupted = True
         with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGINT)
+            # The whole process group, as a terminal's Ctrl-C would: Terraform 1.0 runs as a panicwrap
+            # parent that ignores SIGINT plus the child that does the work, so signalling the PID alone
+            # does nothing.
+            os.killpg(process.pid, signal.SIGINT)
         deadline = time.monotonic() + grace_period
         while process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)

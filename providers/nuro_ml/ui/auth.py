@@ -71,7 +71,9 @@ def is_admin(user: Any) -> bool:
     if roles is not None:
         return any(str(getattr(r, "name", r)).lower() == ADMIN_ROLE for r in roles)
     try:
-        return bool(_auth_manager().is_authorized_custom_view(method="PUT", resource_name=QUOTA_RESOURCE, user=user))
+        return bool(
+            _auth_manager().is_authorized_custom_view(method="PUT", resource_name=QUOTA_RESOURCE, user=user)
+        )
     except Exception:
         log.exception("Auth manager could not authorize %s", QUOTA_RESOURCE)
         return False

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from nuro_ml.exceptions import FeatureStoreError
 from nuro_ml.features.materialize import Materializer
 from nuro_ml.features.resp import RedisEndpoint
 from nuro_ml.features.writers import RedisArrowWriter
 from nuro_ml.hooks.feast import FeastHook
+
 from tests.fixtures.services import RedisServer
 from tests.unit.features.scene_data import DAY0, days, read_source, utc, write_days
 
@@ -35,7 +35,9 @@ def redis_db(redis_server: RedisServer) -> Iterator[redis.Redis]:
 @pytest.fixture
 def redis_hook(data_dir: Path, redis_server: RedisServer, redis_db: redis.Redis) -> Iterator[FeastHook]:
     hook = FeastHook(
-        feast_conn_id=None, online_store="redis", redis_connection_string=f"{redis_server.connection_string},db={DB}"
+        feast_conn_id=None,
+        online_store="redis",
+        redis_connection_string=f"{redis_server.connection_string},db={DB}",
     )
     yield hook
     hook.close()
@@ -55,13 +57,15 @@ def test_fast_write_is_byte_identical_to_feast_and_both_readers_agree(
     assert report["rows"]["scene_ego_motion"] == 20
     ours = _dump(redis_db)
 
-    scene_ids = read_source().column("scene_id").to_pylist()[::3] + ["unknown_scene"]
+    scene_ids = [*read_source().column("scene_id").to_pylist()[::3], "unknown_scene"]
     store = redis_hook.store
     sdk = store.get_online_features(
         features=store.get_feature_service("scene_training"), entity_rows=[{"scene_id": s} for s in scene_ids]
     ).to_dict()
     reader = redis_hook.online_reader()
-    fast = reader.get_online_features(features="scene_training", entity_rows=[{"scene_id": s} for s in scene_ids])
+    fast = reader.get_online_features(
+        features="scene_training", entity_rows=[{"scene_id": s} for s in scene_ids]
+    )
     assert fast == sdk
     assert sdk["speed_mean_mps"][-1] is None
     refs = ["vehicle_last_scene:last_speed_mean_mps", "scene_lidar_density:camera_frames"]
@@ -83,8 +87,12 @@ def test_writes_survive_a_stalled_server_without_duplicates(
     redis_hook.apply()
     cfg = redis_hook.feast_settings
     writer = RedisArrowWriter(
-        RedisEndpoint.from_feast(cfg.redis_connection_string), project=cfg.project,
-        batch_rows=25, max_attempts=8, backoff_s=0.05, socket_timeout=0.3,
+        RedisEndpoint.from_feast(cfg.redis_connection_string),
+        project=cfg.project,
+        batch_rows=25,
+        max_attempts=8,
+        backoff_s=0.05,
+        socket_timeout=0.3,
     )
     # Redis holds every write command for 1.5 s: the first batches time out and are resent.
     redis_db.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
@@ -116,13 +124,15 @@ def test_exhausted_retry_budget_is_a_clear_error_and_caches_nothing(
     redis_hook.apply()
     cfg = redis_hook.feast_settings
     endpoint = RedisEndpoint.from_feast(cfg.redis_connection_string)
-    writer = RedisArrowWriter(endpoint, project=cfg.project, max_attempts=2, backoff_s=0.05, socket_timeout=0.2)
+    writer = RedisArrowWriter(
+        endpoint, project=cfg.project, max_attempts=2, backoff_s=0.05, socket_timeout=0.2
+    )
     redis_db.execute_command("CLIENT", "PAUSE", "20000", "WRITE")
     try:
         with pytest.raises(FeatureStoreError) as err:
-            Materializer(redis_hook.store, writer=writer, target=cfg.online_target(), cache=redis_hook.cache).run(
-                utc(DAY0), utc(days(2)[-1])
-            )
+            Materializer(
+                redis_hook.store, writer=writer, target=cfg.online_target(), cache=redis_hook.cache
+            ).run(utc(DAY0), utc(days(2)[-1]))
     finally:
         redis_db.execute_command("CLIENT", "UNPAUSE")
         writer.close()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from nuro_ml.hooks.feast import FeastHook
+
 from tests.fixtures.services import PostgresServer, RedisServer
 from tests.unit.features.scene_data import DAY0, days, utc, write_days
 
@@ -27,7 +27,11 @@ def test_two_workers_share_registry_cache_and_online_store(
 
     def worker() -> FeastHook:
         return FeastHook(
-            feast_conn_id=None, online_store="redis", redis_connection_string=conn, registry_url=url, cache_url=url
+            feast_conn_id=None,
+            online_store="redis",
+            redis_connection_string=conn,
+            registry_url=url,
+            cache_url=url,
         )
 
     first, second = worker(), worker()
@@ -39,7 +43,8 @@ def test_two_workers_share_registry_cache_and_online_store(
         repeat = second.materialize(start=utc(DAY0), end=utc(days(3)[-1])).to_xcom()
         assert (repeat["cache_hits"], repeat["cache_misses"]) == (8, 0)
         values = second.store.get_online_features(
-            features=["scene_gnss_quality:gnss_fix_ratio"], entity_rows=[{"scene_id": "veh01_d2026030200_0002"}]
+            features=["scene_gnss_quality:gnss_fix_ratio"],
+            entity_rows=[{"scene_id": "veh01_d2026030200_0002"}],
         ).to_dict()
         assert values["gnss_fix_ratio"][0] is not None
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from airflow.sdk.bases.operator import TriggerFailureReason
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
 from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.records import LeaseRequest, LeaseState, RequestState
@@ -120,7 +121,7 @@ def test_triggerer_timeout_withdraws_the_request(local_ledger: QuotaLedger, ledg
     with pytest.raises(TaskDeferred):
         task.execute({"ti": ti})
     with pytest.raises(AirflowSensorTimeout):
-        task.resume_execution("__fail__", {"error": "Trigger/execution timeout"}, {"ti": ti})
+        task.resume_execution("__fail__", {"error": TriggerFailureReason.TRIGGER_TIMEOUT}, {"ti": ti})
     assert local_ledger.waiting_request(KEY) is None
 
 

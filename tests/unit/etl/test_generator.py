@@ -37,7 +37,14 @@ def _official_counts(path):
 @pytest.mark.parametrize(("encoding", "compression"), [("protobuf", "zstd"), ("ros2", "lz4")])
 def test_topics_rates_and_encodings(tmp_path, encoding, compression):
     [path] = generate_interval(
-        tmp_path, [DAY], ["veh-001"], drive_seconds=5, seed=1, encoding=encoding, compression=compression, **SMALL
+        tmp_path,
+        [DAY],
+        ["veh-001"],
+        drive_seconds=5,
+        seed=1,
+        encoding=encoding,
+        compression=compression,
+        **SMALL,
     )
     assert path == tmp_path / "date=2024-03-01" / "vehicle=veh-001" / "drv-20240301-00.mcap"
     counts, summary = _official_counts(path)
@@ -62,7 +69,9 @@ def test_deterministic_and_idempotent(tmp_path):
 
 
 def test_unindexed_file_is_valid_mcap(tmp_path):
-    [path] = generate_interval(tmp_path, [DAY], ["veh-001"], drive_seconds=2, seed=1, write_summary=False, **SMALL)
+    [path] = generate_interval(
+        tmp_path, [DAY], ["veh-001"], drive_seconds=2, seed=1, write_summary=False, **SMALL
+    )
     counts, summary = _official_counts(path)
     assert summary is None
     assert counts[schemas.TOPIC_IMU] == 400

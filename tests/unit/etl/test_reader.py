@@ -21,20 +21,27 @@ SMALL = {"lidar_points": 128, "image_bytes": 1024, "chunk_size": 32 << 10}
 @pytest.fixture(scope="module")
 def drives(tmp_path_factory):
     root = tmp_path_factory.mktemp("raw")
-    return generate_interval(root, [DAY], ["veh-001", "veh-002"], drive_seconds=6, seed=3, encoding="mixed", **SMALL)
+    return generate_interval(
+        root, [DAY], ["veh-001", "veh-002"], drive_seconds=6, seed=3, encoding="mixed", **SMALL
+    )
 
 
 def _read_all(paths, topic, columns=None, part_bytes=1 << 30):
     schema = infer_schema([str(p) for p in paths], {topic}, columns)
     reader = McapTableReader({topic}, schema)
-    batches = [b for part in plan([str(p) for p in paths], {topic}, part_bytes=part_bytes) for b in reader.read(part)]
+    batches = [
+        b for part in plan([str(p) for p in paths], {topic}, part_bytes=part_bytes) for b in reader.read(part)
+    ]
     return pa.Table.from_batches(batches, schema=schema), reader.stats
 
 
 def _official(path, topic):
     with open(path, "rb") as fh:
         reader = make_reader(fh, decoder_factories=[ProtobufDecoderFactory(), Ros2DecoderFactory()])
-        return [(m.log_time, d) for _, _, m, d in reader.iter_decoded_messages(topics=[topic], log_time_order=False)]
+        return [
+            (m.log_time, d)
+            for _, _, m, d in reader.iter_decoded_messages(topics=[topic], log_time_order=False)
+        ]
 
 
 @pytest.mark.parametrize("vehicle_index", [0, 1], ids=["protobuf", "ros2"])
@@ -46,16 +53,21 @@ def test_decoded_values_equal_upstream_decoders(drives, vehicle_index):
     np.testing.assert_array_equal(imu["log_time_ns"].to_numpy(), [t for t, _ in ref])
     for axis in "xyz":
         np.testing.assert_array_equal(
-            imu[f"linear_acceleration_{axis}"].to_numpy(), [getattr(d.linear_acceleration, axis) for _, d in ref]
+            imu[f"linear_acceleration_{axis}"].to_numpy(),
+            [getattr(d.linear_acceleration, axis) for _, d in ref],
         )
     can, _ = _read_all([path], schemas.TOPIC_CAN)
     ref_can = _official(path, schemas.TOPIC_CAN)
-    np.testing.assert_array_equal(can["brake_pressure_bar"].to_numpy(), [d.brake_pressure_bar for _, d in ref_can])
+    np.testing.assert_array_equal(
+        can["brake_pressure_bar"].to_numpy(), [d.brake_pressure_bar for _, d in ref_can]
+    )
     np.testing.assert_array_equal(can["gear"].to_numpy(), [d.gear for _, d in ref_can])
 
     pose, _ = _read_all([path], schemas.TOPIC_POSE)
     ref_pose = _official(path, schemas.TOPIC_POSE)
-    np.testing.assert_array_equal(pose["pose_position_x"].to_numpy(), [d.pose.position.x for _, d in ref_pose])
+    np.testing.assert_array_equal(
+        pose["pose_position_x"].to_numpy(), [d.pose.position.x for _, d in ref_pose]
+    )
     stamps = [d.timestamp.seconds * 1_000_000 + d.timestamp.nanos // 1000 for _, d in ref_pose]
     assert pose["timestamp"].cast(pa.int64()).to_pylist() == stamps
 
@@ -85,11 +97,11 @@ def test_topic_pushdown_reads_fewer_bytes_and_prunes_columns(drives):
 
 def test_large_file_splits_into_chunk_ranges(drives):
     path = str(drives[0])
-    parts = plan([path], {schemas.TOPIC_LIDAR}, part_bytes=64 << 10)
+    parts = plan([path], {schemas.TOPIC_LIDAR}, part_bytes=16 << 10)
     assert len(parts) > 2 and all(p.chunks for p in parts)
     offsets = [o for p in parts for o in p.chunks or ()]
     assert len(offsets) == len(set(offsets))
-    table, _ = _read_all([path], schemas.TOPIC_LIDAR, part_bytes=64 << 10)
+    table, _ = _read_all([path], schemas.TOPIC_LIDAR, part_bytes=16 << 10)
     assert table.num_rows == 60
     assert table["log_time_ns"].to_pylist() == sorted(table["log_time_ns"].to_pylist())
 
@@ -118,8 +130,26 @@ def test_unindexed_and_truncated_files_read_by_scan(tmp_path, drives):
 def test_framing_matches_message_index(drives):
     with mcap_io.mapped(drives[0]) as buf:
         summary = mcap_io.read_summary(buf)
-        assert summary is not None and summary.message_count == 2640
+        assert summary is not None and summary.message_count == 2580
         chunk = mcap_io.chunk_at(buf, summary.chunks[0].offset)
         batch = mcap_io.frame_records(mcap_io.load_chunk(buf, chunk, verify_crc=True))
         assert len(batch) > 0
         assert (batch.log_time >= chunk.start_time).all() and (batch.log_time <= chunk.end_time).all()
+
+
+def test_data_source_plans_only_chunks_of_pushed_topics(drives):
+    from pyspark.sql.datasource import EqualTo, GreaterThan
+
+    from nuro_ml.etl.datasource import McapDataSource
+
+    source = McapDataSource({"path": str(drives[0].parent.parent), "partitionBytes": str(16 << 10)})
+    schema = source.schema()
+    assert schema.fieldNames()[-1] == "data"
+    everything = source.reader(schema).partitions()
+    reader = source.reader(schema)
+    time_filter = GreaterThan(("log_time_ns",), 0)
+    remaining = list(reader.pushFilters([EqualTo(("topic",), schemas.TOPIC_GNSS), time_filter]))
+    assert remaining == [time_filter]  # time ranges prune chunks but are still applied by Spark
+    pruned = reader.partitions()
+    assert 0 < len(pruned) < len(everything) / 5
+    assert {p.part.path for p in pruned} == {str(d) for d in drives}

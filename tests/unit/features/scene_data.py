@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from nuro_ml import settings
 from nuro_ml.features.synthetic import write_scene_stats
 
@@ -39,7 +38,10 @@ def write_days(
     speed_offset: float = 0.0,
 ) -> list[Path]:
     return write_scene_stats(
-        scene_stats_root(), days=days(n_days, first), vehicles=vehicles, scenes_per_drive=scenes,
+        scene_stats_root(),
+        days=days(n_days, first),
+        vehicles=vehicles,
+        scenes_per_drive=scenes,
         speed_offset=speed_offset,
     )
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from nuro_ml.exceptions import FeatureStoreError
 from nuro_ml.features.cache import Computation, ComputationCache
 from nuro_ml.features.config import FeastSettings
@@ -41,7 +40,8 @@ def test_connection_selects_redis_and_sql_registry_and_args_override(
 
     overridden = FeastHook("feast_prod", online_store="sqlite", project="demo").feast_settings
     assert overridden.online_store_config() == {
-        "type": "sqlite", "path": str(data_dir / "feast" / "online_store.db"),
+        "type": "sqlite",
+        "path": str(data_dir / "feast" / "online_store.db"),
     }
     assert overridden.project == "demo"
 
@@ -50,7 +50,9 @@ def test_missing_default_connection_means_embedded_defaults(data_dir: Path) -> N
     cfg = FeastHook().feast_settings
     assert cfg.online_store_config()["type"] == "sqlite"
     assert cfg.registry_config() == {
-        "registry_type": "file", "path": str(data_dir / "feast" / "registry.db"), "cache_ttl_seconds": 60,
+        "registry_type": "file",
+        "path": str(data_dir / "feast" / "registry.db"),
+        "cache_ttl_seconds": 60,
     }
     assert cfg.resolved_cache_url() == f"sqlite:///{data_dir / 'feast' / 'computation_cache.db'}"
 
@@ -108,7 +110,9 @@ def test_partition_selection_and_fingerprints(tmp_path: Path) -> None:
     assert [f.path.name for f in picked[0].files] == ["part-00000.parquet"]
 
     before = picked[0].fingerprint("stat"), picked[0].fingerprint("content")
-    write_scene_stats(root, days=[date(2026, 3, 2)], vehicles=["v1"], scenes_per_drive=2)  # same bytes, new mtime
+    write_scene_stats(
+        root, days=[date(2026, 3, 2)], vehicles=["v1"], scenes_per_drive=2
+    )  # same bytes, new mtime
     again = source.partition(date(2026, 3, 2))
     assert again.fingerprint("content") == before[1]
     assert again.fingerprint("stat") != before[0]
@@ -117,14 +121,24 @@ def test_partition_selection_and_fingerprints(tmp_path: Path) -> None:
 def test_cache_keys_and_records(tmp_path: Path) -> None:
     cache = ComputationCache(f"sqlite:///{tmp_path / 'c.db'}")
     base = dict(
-        feature_view="v", view_hash="h", partition="date=2026-03-01", fingerprint="f",
-        interval_start=datetime(2026, 3, 1, tzinfo=UTC), interval_end=datetime(2026, 3, 2, tzinfo=UTC), target="t",
+        feature_view="v",
+        view_hash="h",
+        partition="date=2026-03-01",
+        fingerprint="f",
+        interval_start=datetime(2026, 3, 1, tzinfo=UTC),
+        interval_end=datetime(2026, 3, 2, tzinfo=UTC),
+        target="t",
     )
     unit = Computation(**base)  # type: ignore[arg-type]
-    variants = [Computation(**{**base, k: v}) for k, v in [  # type: ignore[arg-type]
-        ("view_hash", "h2"), ("fingerprint", "f2"), ("target", "t2"),
-        ("interval_end", datetime(2026, 3, 3, tzinfo=UTC)),
-    ]]
+    variants = [
+        Computation(**{**base, k: v})
+        for k, v in [  # type: ignore[arg-type]
+            ("view_hash", "h2"),
+            ("fingerprint", "f2"),
+            ("target", "t2"),
+            ("interval_end", datetime(2026, 3, 3, tzinfo=UTC)),
+        ]
+    ]
     assert len({unit.key, *(v.key for v in variants)}) == 5
     assert cache.hits([unit, *variants]) == set()
     cache.record(unit, 10)

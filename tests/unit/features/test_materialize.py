@@ -7,11 +7,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
 from nuro_ml.exceptions import FeatureStoreError
 from nuro_ml.features.synthetic import scene_stats_table, write_partition
 from nuro_ml.hooks.feast import FeastHook
 from nuro_ml.operators.feast import FeastApplyOperator, FeastMaterializeOperator
+
 from tests.unit.features.scene_data import (
     DAY0,
     copy_repo,
@@ -23,8 +23,15 @@ from tests.unit.features.scene_data import (
 )
 
 SERVICE_FEATURES = [
-    "speed_mean_mps", "speed_max_mps", "accel_p95_mps2", "jerk_abs_mean_mps3", "yaw_rate_abs_mean_rps",
-    "gnss_fix_ratio", "gnss_h_accuracy_m", "lidar_points_mean", "camera_frames",
+    "speed_mean_mps",
+    "speed_max_mps",
+    "accel_p95_mps2",
+    "jerk_abs_mean_mps3",
+    "yaw_rate_abs_mean_rps",
+    "gnss_fix_ratio",
+    "gnss_h_accuracy_m",
+    "lidar_points_mean",
+    "camera_frames",
 ]
 VIEWS = ["scene_ego_motion", "scene_gnss_quality", "scene_lidar_density", "vehicle_last_scene"]
 
@@ -48,7 +55,10 @@ def test_materialized_values_equal_the_source(sqlite_hook: FeastHook) -> None:
     report = sqlite_hook.materialize(start=utc(DAY0), end=utc(days(3)[-1]))
 
     assert report.to_xcom()["rows"] == {
-        "scene_ego_motion": 24, "scene_gnss_quality": 24, "scene_lidar_density": 24, "vehicle_last_scene": 4,
+        "scene_ego_motion": 24,
+        "scene_gnss_quality": 24,
+        "scene_lidar_density": 24,
+        "vehicle_last_scene": 4,
     }
     wanted = ["veh01_d2026030100_0000", "veh02_d2026030200_0005", "veh02_d2026030100_0003", "no_such_scene"]
     online = _online(sqlite_hook, wanted)
@@ -92,8 +102,10 @@ def test_late_rows_are_picked_up_by_the_next_run(sqlite_hook: FeastHook) -> None
     assert second["rows"]["scene_ego_motion"] == 12 + 3 + 12
     online = _online(sqlite_hook, ["veh01_late_0000", "veh01_late_0002"])
     expected = _source_rows(["veh01_late_0000", "veh01_late_0002"])
-    assert online["speed_mean_mps"] == [expected["veh01_late_0000"]["speed_mean_mps"],
-                                        expected["veh01_late_0002"]["speed_mean_mps"]]
+    assert online["speed_mean_mps"] == [
+        expected["veh01_late_0000"]["speed_mean_mps"],
+        expected["veh01_late_0002"]["speed_mean_mps"],
+    ]
 
 
 def test_backfill_after_one_day_changed_recomputes_only_that_day(sqlite_hook: FeastHook) -> None:
@@ -112,7 +124,9 @@ def test_backfill_after_one_day_changed_recomputes_only_that_day(sqlite_hook: Fe
     assert (third["cache_hits"], third["cache_misses"]) == (29 * len(VIEWS), len(VIEWS))
     assert third["rows"]["scene_ego_motion"] == 4
     scene = f"veh02_d{changed_day:%Y%m%d}00_0001"
-    assert _online(sqlite_hook, [scene])["speed_mean_mps"][0] == _source_rows([scene])[scene]["speed_mean_mps"]
+    assert (
+        _online(sqlite_hook, [scene])["speed_mean_mps"][0] == _source_rows([scene])[scene]["speed_mean_mps"]
+    )
     assert _online(sqlite_hook, [scene])["speed_mean_mps"][0] > 100.0
 
 
@@ -140,9 +154,12 @@ def test_schema_drift_fails_naming_view_and_column_before_writing(sqlite_hook: F
     write_days(2)
     sqlite_hook.apply()
     day2 = days(2)[1]
-    drifted = scene_stats_table(vehicle_id="veh02", drive_id=f"d{day2:%Y%m%d}00", start=utc(day2, 8), scenes=6)
+    drifted = scene_stats_table(
+        vehicle_id="veh02", drive_id=f"d{day2:%Y%m%d}00", start=utc(day2, 8), scenes=6
+    )
     drifted = drifted.set_column(
-        drifted.schema.get_field_index("speed_mean_mps"), "speed_mean_mps",
+        drifted.schema.get_field_index("speed_mean_mps"),
+        "speed_mean_mps",
         drifted.column("speed_mean_mps").cast(pa.string()),
     )
     path = write_partition(scene_stats_root(), day=day2, vehicle="veh02", table=drifted)
@@ -153,6 +170,11 @@ def test_schema_drift_fails_naming_view_and_column_before_writing(sqlite_hook: F
     assert "scene_ego_motion" in message and "speed_mean_mps" in message and str(path) in message
     # Nothing was written, not even the healthy first day.
     assert _online(sqlite_hook, ["veh01_d2026030100_0000"])["speed_mean_mps"] == [None]
+
+
+GNSS_ACCURACY_LINE = (
+    '        Field(name="gnss_h_accuracy_m", dtype=Float64, description="Mean horizontal std dev (m)."),\n'
+)
 
 
 def _edit_repo(repo: Path, old: str, new: str) -> None:
@@ -171,12 +193,19 @@ def test_apply_reports_the_registry_diff(data_dir: Path, tmp_path: Path) -> None
     assert "feature_service:scene_training" in first["added"]
     assert "on_demand_feature_view:scene_motion_ratios" in first["added"]
     assert hook.apply().to_xcom() == {
-        "added": [], "changed": [], "removed": [], "unchanged": len(first["added"]), "changed_properties": {},
+        "added": [],
+        "changed": [],
+        "removed": [],
+        "unchanged": len(first["added"]),
+        "changed_properties": {},
     }
 
     _edit_repo(repo, "ttl=timedelta(days=7),", "ttl=timedelta(days=14),")
-    _edit_repo(repo, "    features=[scene_ego_motion, scene_gnss_quality, scene_lidar_density],",
-               "    features=[scene_ego_motion, scene_lidar_density],")
+    _edit_repo(
+        repo,
+        "    features=[scene_ego_motion, scene_gnss_quality, scene_lidar_density],",
+        "    features=[scene_ego_motion, scene_lidar_density],",
+    )
     with (repo / "scene_features.py").open("a") as fh:
         fh.write("\ndel scene_gnss_quality\n")
     hook = FeastHook(feast_conn_id=None, repo_path=repo)
@@ -186,22 +215,27 @@ def test_apply_reports_the_registry_diff(data_dir: Path, tmp_path: Path) -> None
     assert diff["added"] == []
     assert "ttl" in diff["changed_properties"]["feature_view:vehicle_last_scene"]
     assert {v.name for v in hook.store.list_feature_views()} == {
-        "scene_ego_motion", "scene_lidar_density", "vehicle_last_scene",
+        "scene_ego_motion",
+        "scene_lidar_density",
+        "vehicle_last_scene",
     }
 
 
-def test_a_view_reading_a_missing_column_fails_apply_and_changes_nothing(data_dir: Path, tmp_path: Path) -> None:
+def test_a_view_reading_a_missing_column_fails_apply_and_changes_nothing(
+    data_dir: Path, tmp_path: Path
+) -> None:
     write_days(1)
     repo = copy_repo(tmp_path)
     FeastHook(feast_conn_id=None, repo_path=repo).apply()
     _edit_repo(
         repo,
-        '        Field(name="gnss_h_accuracy_m", dtype=Float64, description="Mean horizontal std dev (m)."),\n',
-        '        Field(name="gnss_h_accuracy_m", dtype=Float64, description="Mean horizontal std dev (m)."),\n'
-        '        Field(name="gnss_satellites", dtype=Int64),\n',
+        GNSS_ACCURACY_LINE,
+        GNSS_ACCURACY_LINE + '        Field(name="gnss_satellites", dtype=Int64),\n',
     )
     hook = FeastHook(feast_conn_id=None, repo_path=repo)
-    with pytest.raises(FeatureStoreError, match=r"'scene_gnss_quality' reads column 'gnss_satellites', which is missing"):
+    with pytest.raises(
+        FeatureStoreError, match=r"'scene_gnss_quality' reads column 'gnss_satellites', which is missing"
+    ):
         hook.apply()
     fields = [f.name for f in hook.store.get_feature_view("scene_gnss_quality").features]
     assert fields == ["gnss_fix_ratio", "gnss_h_accuracy_m"]

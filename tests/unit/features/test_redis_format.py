@@ -16,7 +16,6 @@ from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from nuro_ml.features import redis_format as fmt
 
 _int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
@@ -27,7 +26,8 @@ _int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 def test_string_entity_keys_match_feast(values: list[str]) -> None:
     ours = fmt.entity_keys({"scene_id": pa.array(values, pa.string())}, {"scene_id": "STRING"}, "proj")
     theirs = [
-        serialize_entity_key(EntityKey(join_keys=["scene_id"], entity_values=[Value(string_val=v)]), 3) + b"proj"
+        serialize_entity_key(EntityKey(join_keys=["scene_id"], entity_values=[Value(string_val=v)]), 3)
+        + b"proj"
         for v in values
     ]
     assert ours == theirs
@@ -43,7 +43,10 @@ def test_composite_entity_keys_match_feast(rows: list[tuple[str, int]]) -> None:
     )
     theirs = [
         serialize_entity_key(
-            EntityKey(join_keys=["vehicle_id", "drive"], entity_values=[Value(string_val=s), Value(int64_val=i)]), 3
+            EntityKey(
+                join_keys=["vehicle_id", "drive"], entity_values=[Value(string_val=s), Value(int64_val=i)]
+            ),
+            3,
         )
         + b"nuro_ml"
         for s, i in rows
@@ -55,11 +58,15 @@ def _feast_bytes(values: list, value_type: ValueType) -> list[bytes]:
     return [p.SerializeToString() for p in python_values_to_proto_values(values, value_type)]
 
 
-@given(st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), min_size=1, max_size=50))
+@given(
+    st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), min_size=1, max_size=50)
+)
 @settings(max_examples=60, deadline=None)
 def test_double_values_match_feast(values: list[float | None]) -> None:
     array = pa.array(values, pa.float64())
-    assert fmt.encode_values(array, "DOUBLE") == _feast_bytes(array.to_numpy(zero_copy_only=False), ValueType.DOUBLE)
+    assert fmt.encode_values(array, "DOUBLE") == _feast_bytes(
+        array.to_numpy(zero_copy_only=False), ValueType.DOUBLE
+    )
 
 
 @given(st.lists(_int64, min_size=1, max_size=50))
@@ -71,13 +78,17 @@ def test_int64_values_match_feast(values: list[int]) -> None:
 
 def test_nullable_ints_strings_and_bools_match_feast() -> None:
     ints = pa.array([3, None, 0, -7], pa.int64())
-    assert fmt.encode_values(ints, "INT64") == _feast_bytes(ints.to_numpy(zero_copy_only=False), ValueType.INT64)
+    assert fmt.encode_values(ints, "INT64") == _feast_bytes(
+        ints.to_numpy(zero_copy_only=False), ValueType.INT64
+    )
     strings = pa.array(["a", None, "", "ünï"], pa.string())
     assert fmt.encode_values(strings, "STRING") == _feast_bytes(
         strings.to_numpy(zero_copy_only=False), ValueType.STRING
     )
     bools = pa.array([True, False, True])
-    assert fmt.encode_values(bools, "BOOL") == _feast_bytes(bools.to_numpy(zero_copy_only=False), ValueType.BOOL)
+    assert fmt.encode_values(bools, "BOOL") == _feast_bytes(
+        bools.to_numpy(zero_copy_only=False), ValueType.BOOL
+    )
 
 
 @given(st.lists(st.integers(min_value=-(10**15), max_value=4 * 10**15), min_size=1, max_size=30))
@@ -108,3 +119,11 @@ def test_decoders_return_what_feast_returns() -> None:
 def test_field_hash_is_feasts_mmh3() -> None:
     assert fmt.field_hash("scene_ego_motion", "speed_mean_mps") == _mmh3("scene_ego_motion:speed_mean_mps")
     assert fmt.ts_field("scene_ego_motion") == b"_ts:scene_ego_motion"
+
+
+@given(st.lists(st.text(max_size=20), min_size=1, max_size=10))
+@settings(max_examples=30, deadline=None)
+def test_plain_string_keys_match_arrow_keys(values: list[str]) -> None:
+    assert fmt.string_entity_keys("scene_id", values, "p") == fmt.entity_keys(
+        {"scene_id": pa.array(values, pa.string())}, {"scene_id": "STRING"}, "p"
+    )

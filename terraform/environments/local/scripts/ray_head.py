@@ -6,8 +6,9 @@ involved. The head runs in its own session (``setsid``) with its output in a log
 waits until every holder of its stdout pipe exits, so a daemon must never inherit that pipe.
 
 ``start`` returns only once the dashboard answers on its HTTP API (the Jobs API a training task uses)
-and the GCS port accepts connections. ``stop`` ends exactly the processes of the recorded session,
-never any other Ray on the machine (``ray stop`` would kill them all).
+and the GCS port accepts connections; a guardian process stops the head if ``start`` dies before that.
+``stop`` ends exactly the processes of the recorded session, never any other Ray on the machine
+(``ray stop`` would kill them all).
 
 Only the standard library is used: the script runs with the interpreter whose Ray it starts.
 """
@@ -25,7 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 PID_FILE = "ray-head.json"
@@ -47,6 +48,8 @@ class HeadRecord:
     dashboard_port: int
     temp_dir: str
     owns_temp_dir: bool
+    #: Set once the head answers; until then the guardian ends the head if the starter dies.
+    ready: bool = False
 
 
 def _env(name: str, default: str | None = None) -> str:
@@ -123,6 +126,17 @@ def _read_record(runtime_dir: Path) -> HeadRecord | None:
         return None
 
 
+def _write_record(runtime_dir: Path, record: HeadRecord) -> None:
+    staging = runtime_dir / f".{PID_FILE}.tmp"
+    staging.write_text(json.dumps(asdict(record)))
+    os.replace(staging, runtime_dir / PID_FILE)
+
+
+def _pid_running(pid: int) -> bool:
+    fields = _proc_stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
 def _alive(record: HeadRecord) -> bool:
     return _start_ticks(record.pid) == record.start_ticks
 
@@ -176,6 +190,7 @@ def start() -> int:
     existing = _read_record(runtime_dir)
     if existing is not None:
         if _alive(existing) and _http_ok(f"{dashboard}/api/version"):
+            _write_record(runtime_dir, replace(existing, ready=True))
             print(f"ray_head: head pid {existing.pid} from {runtime_dir} is already running; reusing it")
             return 0
         # A stale record from a crashed run: clean what is left of that session before starting anew.
@@ -251,27 +266,33 @@ def start() -> int:
         temp_dir=str(temp_dir),
         owns_temp_dir=owns_temp_dir,
     )
-    (runtime_dir / PID_FILE).write_text(json.dumps(asdict(record)))
+    _write_record(runtime_dir, record)
+    _start_guardian(runtime_dir, log_path, timeout)
     print(f"ray_head: started pid {process.pid} (log {log_path}); waiting for {dashboard}")
 
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            reason = f"exited with code {process.returncode}"
-            break
-        if (
-            _port_open(gcs_port)
-            and _http_ok(f"{dashboard}/api/version")
-            and _http_ok(f"{dashboard}/api/jobs/")
-        ):
-            print(
-                f"ray_head: ready: address 127.0.0.1:{gcs_port}, dashboard {dashboard}, "
-                f"{num_gpus} GPU(s), {num_cpus} CPU(s)"
-            )
-            return 0
-        time.sleep(0.5)
-    else:
-        reason = f"did not answer within {timeout:.0f} s"
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                reason = f"exited with code {process.returncode}"
+                break
+            if (
+                _port_open(gcs_port)
+                and _http_ok(f"{dashboard}/api/version")
+                and _http_ok(f"{dashboard}/api/jobs/")
+            ):
+                _write_record(runtime_dir, replace(record, ready=True))
+                print(
+                    f"ray_head: ready: address 127.0.0.1:{gcs_port}, dashboard {dashboard}, "
+                    f"{num_gpus} GPU(s), {num_cpus} CPU(s)"
+                )
+                return 0
+            time.sleep(0.5)
+        else:
+            reason = f"did not answer within {timeout:.0f} s"
+    except KeyboardInterrupt:
+        reason = "start was interrupted"
 
     print(f"ray_head: Ray head {reason}; last log lines:\n{_tail(log_path)}", file=sys.stderr)
     # A failed create leaves the resource tainted and Terraform skips destroy-time provisioners for
@@ -279,6 +300,50 @@ def start() -> int:
     _terminate_session(record, grace_seconds=5)
     _remove_record(runtime_dir, record)
     return 1
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _start_guardian(runtime_dir: Path, log_path: Path, timeout: float) -> None:
+    """Watch this starter: if it dies before the head is ready, stop the half-started head.
+
+    Terraform SIGKILLs a provisioner's command when it is interrupted, and marks the resource tainted,
+    so its destroy-time provisioner will never run: nothing else would stop that head.
+    """
+    env = dict(
+        os.environ,
+        RAY_HEAD_RUNTIME_DIR=str(runtime_dir),
+        RAY_HEAD_STARTER_PID=str(os.getpid()),
+        RAY_HEAD_GUARD_SECONDS=str(timeout + 60),
+    )
+    with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
+        subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "guard"],
+            stdin=devnull,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def guard() -> int:
+    runtime_dir = Path(_env("RUNTIME_DIR")).resolve()
+    starter = int(_env("STARTER_PID"))
+    deadline = time.monotonic() + float(_env("GUARD_SECONDS", "300"))
+    while True:
+        record = _read_record(runtime_dir)
+        if record is None or record.ready:
+            return 0
+        if not _pid_running(starter) or time.monotonic() > deadline:
+            print(f"ray_head guard: starter {starter} ended before the head was ready; stopping it")
+            _terminate_session(record, grace_seconds=5)
+            _remove_record(runtime_dir, record)
+            return 0
+        time.sleep(0.2)
 
 
 def stop() -> int:
@@ -299,10 +364,11 @@ def stop() -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[1] not in ("start", "stop"):
+    commands = {"start": start, "stop": stop, "guard": guard}
+    if len(argv) != 2 or argv[1] not in commands:
         print("usage: ray_head.py start|stop (settings in RAY_HEAD_* environment variables)", file=sys.stderr)
         return 2
-    return start() if argv[1] == "start" else stop()
+    return commands[argv[1]]()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Airflow UI extension: the GPU capacity page and its JSON API (a FastAPI app)."""

@@ -1,0 +1,84 @@
+"""The quota ledger on a real PostgreSQL server: row locks keep capacity and quotas under 16 workers."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nuro_ml.capacity.engine import dispose_all
+from nuro_ml.capacity.ledger import QuotaLedger
+from nuro_ml.capacity.records import LeaseRequest, LeaseState
+from sqlalchemy import create_engine, text
+
+from tests.unit.capacity.ledger_checks import check_invariants, ops_strategy, run_workers, setup_pool
+from tests.unit.capacity.stubs import Clock
+
+pytestmark = pytest.mark.integration
+
+
+def test_fresh_database_is_migrated_once_by_concurrent_openers(postgres) -> None:
+    url = postgres.create_database("ledger_migrate_race")
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def open_ledger() -> None:
+        try:
+            barrier.wait()
+            QuotaLedger(url).migrate()
+        except BaseException as err:
+            errors.append(err)
+
+    dispose_all()
+    threads = [threading.Thread(target=open_ledger) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        versions = conn.execute(text("SELECT version FROM capacity_schema_version")).scalars().all()
+    engine.dispose()
+    assert versions == [1]
+
+
+def test_lease_lifecycle_on_postgres(pg_ledger_url: str) -> None:
+    clock = Clock()
+    ledger = QuotaLedger(pg_ledger_url, clock=clock)
+    ledger.upsert_pool("pg-local", capacity=4)
+    ledger.upsert_pool("pg-local", capacity=4)
+    ledger.upsert_quota("perception", "pg-local", nominal=4)
+    request = LeaseRequest(key="dag/run/task/-1", team="perception", pool="pg-local", gpus=3, ttl_seconds=60)
+    lease = ledger.try_acquire(request)
+    assert ledger.try_acquire(request).lease_id == lease.lease_id
+    assert ledger.try_acquire(LeaseRequest(key="other", team="perception", pool="pg-local", gpus=2)) is None
+    clock.advance(61)
+    other = ledger.try_acquire(LeaseRequest(key="other", team="perception", pool="pg-local", gpus=2))
+    assert other is not None
+    assert ledger.lease(lease.lease_id).state is LeaseState.EXPIRED
+    assert ledger.release(other.lease_id).state is LeaseState.RELEASED
+    assert ledger.release(other.lease_id).released_at == ledger.lease(other.lease_id).released_at
+    assert ledger.heartbeat(other.lease_id).state is LeaseState.RELEASED
+
+
+@settings(
+    max_examples=4,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    plans=st.lists(ops_strategy, min_size=16, max_size=16),
+    capacity=st.integers(2, 8),
+    nominals=st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(0, 4)),
+    borrowing=st.one_of(st.none(), st.integers(0, 3)),
+)
+def test_concurrent_acquire_release_keeps_invariants_on_postgres(
+    pg_ledger_url, plans, capacity, nominals, borrowing
+):
+    ledger = QuotaLedger(pg_ledger_url)
+    pool = setup_pool(ledger, capacity, nominals, borrowing)
+    outcome = run_workers(pg_ledger_url, pool, plans)
+    check_invariants(ledger, pool, capacity, nominals, borrowing, outcome)

@@ -1,0 +1,126 @@
+"""Ray capacity back end against a real local Ray cluster (4 logical GPUs over 2 nodes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from nuro_ml.capacity.backends import load_backend
+from nuro_ml.capacity.ledger import QuotaLedger
+from nuro_ml.triggers.gpu_capacity import GpuCapacityTrigger
+
+pytestmark = pytest.mark.integration
+
+HOLD_SCRIPT = """
+import pathlib, sys, time
+import ray
+
+ray.init()
+
+@ray.remote(num_gpus=2)
+class Holder:
+    def ready(self):
+        return True
+
+holder = Holder.remote()
+ray.get(holder.ready.remote())
+pathlib.Path(sys.argv[1]).write_text("held")
+release = pathlib.Path(sys.argv[2])
+while not release.exists():
+    time.sleep(0.2)
+"""
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def _eventually(check: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.5)
+
+
+def _free(backend_config: dict) -> tuple[int, int]:
+    (capacity,) = load_backend(backend_config).get_capacity()
+    return capacity.total_gpus, capacity.free_gpus
+
+
+@pytest.fixture(params=["dashboard", "gcs"])
+def backend_config(request, ray_cluster) -> dict:
+    address = ray_cluster.dashboard_url if request.param == "dashboard" else ray_cluster.gcs_address
+    return {"type": "ray", "address": address, "pool": "local"}
+
+
+@pytest.fixture
+def two_gpus_held(ray_cluster, tmp_path: Path) -> Iterator[Path]:
+    """A Ray job holding 2 GPUs until the returned file is created."""
+    script = tmp_path / "hold.py"
+    script.write_text(HOLD_SCRIPT)
+    held, release = tmp_path / "held", tmp_path / "release"
+    job = _post(
+        f"{ray_cluster.dashboard_url}/api/jobs/",
+        {"entrypoint": f"{sys.executable} {script} {held} {release}"},
+    )
+    try:
+        _eventually(held.exists, "the job to hold 2 GPUs")
+        yield release
+    finally:
+        release.write_text("done")
+        _post(f"{ray_cluster.dashboard_url}/api/jobs/{job['submission_id']}/stop", {})
+
+
+def test_reports_total_and_free_gpus(backend_config: dict, ray_cluster) -> None:
+    _eventually(lambda: _free(backend_config) == (ray_cluster.gpus, ray_cluster.gpus), "all 4 GPUs free")
+
+
+def test_gpus_held_by_a_job_are_not_free(backend_config: dict, two_gpus_held: Path, ray_cluster) -> None:
+    _eventually(lambda: _free(backend_config) == (ray_cluster.gpus, ray_cluster.gpus - 2), "2 GPUs in use")
+    two_gpus_held.write_text("done")
+    _eventually(lambda: _free(backend_config) == (ray_cluster.gpus, ray_cluster.gpus), "GPUs back")
+
+
+def test_trigger_waits_for_gpus_the_cluster_has_in_use(
+    ray_cluster, two_gpus_held: Path, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = QuotaLedger(url)
+    ledger.upsert_pool("local", capacity=ray_cluster.gpus)
+    ledger.upsert_quota("perception", "local", nominal=ray_cluster.gpus)
+    backend = {"type": "ray", "address": ray_cluster.gcs_address, "pool": "local"}
+    _eventually(lambda: _free(backend)[1] == ray_cluster.gpus - 2, "2 GPUs in use")
+
+    async def scenario() -> dict:
+        trigger = GpuCapacityTrigger(
+            request_key="train/run/wait_for_gpus/-1",
+            team="perception",
+            pool="local",
+            gpus=3,
+            backend=backend,
+            ledger_url=url,
+            poll_interval=0.5,
+        )
+        task = asyncio.ensure_future(trigger.run().asend(None))
+        # The ledger alone would admit 3 of 4 GPUs; the cluster has only 2 free.
+        await asyncio.sleep(3)
+        assert not task.done()
+        assert ledger.active_lease("train/run/wait_for_gpus/-1") is None
+        two_gpus_held.write_text("done")
+        event = await asyncio.wait_for(task, 120)
+        return event.payload
+
+    payload = asyncio.run(scenario())
+    assert payload["status"] == "success"
+    assert ledger.lease(payload["lease_id"]).gpus == 3

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import json
+from datetime import date
+from types import SimpleNamespace
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from nuro_ml.etl import mcap_io, schemas
+from nuro_ml.etl.generator import generate_interval
+from nuro_ml.etl.job import TABLES
+from nuro_ml.etl.reader import McapTableReader, infer_schema, plan
+from nuro_ml.etl.transforms import SCENE_STATS_SCHEMA
+from nuro_ml.exceptions import TooManyBadFilesError
+from nuro_ml.operators.spark import MCAPToParquetOperator
+from tests.unit.etl import bad_files
+
+pytestmark = pytest.mark.integration
+
+DAY = date(2024, 3, 1)
+SECONDS = 12
+SMALL = {"lidar_points": 128, "image_bytes": 1024, "chunk_size": 32 << 10}
+EXPECTED = {topic: int(SECONDS * spec.rate_hz) for topic, spec in schemas.TOPICS.items()}
+
+
+def _context(task_id: str = "etl") -> dict[str, object]:
+    return {
+        "ti": SimpleNamespace(dag_id="etl_it", run_id="manual__2024-03-01", task_id=task_id, map_index=-1)
+    }
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    generate_interval(
+        root, [DAY], ["veh-001", "veh-002"], drive_seconds=SECONDS, seed=11, encoding="mixed", **SMALL
+    )
+    return root
+
+
+def test_mcap_data_source(spark_session, raw, tmp_path):
+    spark = spark_session
+    envelope = spark.read.format("mcap").option("columns", "topic,log_time_ns").load(str(raw))
+    counts = {r["topic"]: r["count"] for r in envelope.groupBy("topic").count().collect()}
+    assert counts == {topic: 2 * n for topic, n in EXPECTED.items()}
+
+    gnss = spark.read.format("mcap").load(str(raw)).where(f"topic = '{schemas.TOPIC_GNSS}'")
+    assert gnss.count() == 2 * EXPECTED[schemas.TOPIC_GNSS]
+
+    # A chunk of one topic is damaged: a scan filtered to another topic never decompresses it.
+    damaged = tmp_path / "damaged.mcap"
+    chunk_offset = bad_files.corrupt_chunk(sorted(raw.rglob("*.mcap"))[0], damaged)
+    with mcap_io.mapped(damaged) as buf:
+        summary = mcap_io.read_summary(buf)
+        [channel_id] = next(c for c in summary.chunks if c.offset == chunk_offset).channel_ids
+        bad_topic = summary.channels[channel_id].topic
+    other = next(t for t in schemas.TOPICS if t != bad_topic)
+    strict = spark.read.format("mcap").option("onDamage", "fail").load(str(damaged))
+    assert strict.where(f"topic = '{other}'").count() == EXPECTED[other]
+    with pytest.raises(Exception, match="chunk"):
+        strict.where(f"topic = '{bad_topic}'").count()
+
+    pose = (
+        spark.read.format("mcap")
+        .option("topics", schemas.TOPIC_POSE)
+        .option("columns", "file,log_time_ns,pose_position_x,pose_orientation_w")
+        .load(str(raw))
+    )
+    assert pose.columns == ["file", "log_time_ns", "pose_position_x", "pose_orientation_w"]
+    rows = pose.orderBy("file", "log_time_ns").collect()
+    paths = sorted(str(p) for p in raw.rglob("*.mcap"))
+    schema = infer_schema(
+        paths, {schemas.TOPIC_POSE}, ["file", "log_time_ns", "pose_position_x", "pose_orientation_w"]
+    )
+    reader = McapTableReader({schemas.TOPIC_POSE}, schema)
+    expected = pa.Table.from_batches(
+        [b for part in plan(paths, {schemas.TOPIC_POSE}) for b in reader.read(part)]
+    )
+    assert [tuple(r) for r in rows] == [tuple(r.values()) for r in expected.to_pylist()]
+
+    imu_ros2 = spark.read.format("mcap").option("topics", schemas.TOPIC_IMU).load(paths[1])
+    assert imu_ros2.count() == EXPECTED[schemas.TOPIC_IMU]
+    assert "header_frame_id" in imu_ros2.columns
+
+
+def _table_rows(root) -> dict[str, int]:
+    out = {}
+    for table in TABLES:
+        if (root / table).is_dir():
+            out[table] = ds.dataset(root / table, format="parquet", partitioning="hive").count_rows()
+    return out
+
+
+def test_operator_round_trip_quarantine_and_rerun(spark_session, raw, tmp_path):
+    src = tmp_path / "raw"
+    for path in raw.rglob("*.mcap"):
+        dest = src / path.relative_to(raw)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(path.read_bytes())
+    generate_interval(src, [DAY], ["veh-003"], drive_seconds=SECONDS, seed=11, write_summary=False, **SMALL)
+    good = src / "date=2024-03-01" / "vehicle=veh-001" / "drv-20240301-00.mcap"
+    for vehicle, damage in (("veh-004", bad_files.truncate), ("veh-005", bad_files.corrupt_chunk)):
+        dest = src / "date=2024-03-01" / f"vehicle={vehicle}" / "drv-20240301-00.mcap"
+        dest.parent.mkdir(parents=True)
+        damage(good, dest)
+    out, quarantine = tmp_path / "etl", tmp_path / "quarantine"
+    kwargs = {
+        "start": "2024-03-01",
+        "end": "2024-03-02",
+        "input_path": str(src),
+        "output_path": str(out),
+        "quarantine_path": str(quarantine),
+    }
+
+    strict = MCAPToParquetOperator(task_id="etl", max_bad_file_share=0.2, **kwargs)
+    with pytest.raises(TooManyBadFilesError) as err:
+        strict.execute(_context())
+    assert "vehicle=veh-004" in str(err.value) and "vehicle=veh-005" in str(err.value)
+    assert len(list(src.rglob("*.mcap"))) == 5 and not _table_rows(out)
+
+    op = MCAPToParquetOperator(task_id="etl", max_bad_file_share=0.5, **kwargs)
+    result = op.execute(_context())
+    assert result["files"] == 3
+    assert result["messages"] == {topic: 3 * n for topic, n in EXPECTED.items()}
+    assert sorted(q["file"].split("/")[-2] for q in result["quarantined"]) == [
+        "vehicle=veh-004",
+        "vehicle=veh-005",
+    ]
+    assert all(q["reason"] and q["offset"] is not None for q in result["quarantined"])
+    assert result["partitions"] == [f"date=2024-03-01/vehicle=veh-00{i}" for i in (1, 2, 3)]
+    manifest = [json.loads(line) for line in (quarantine / "manifest.jsonl").read_text().splitlines()]
+    assert {m["file"] for m in manifest} == {q["file"] for q in result["quarantined"]}
+    assert len(list(src.rglob("*.mcap"))) == 3
+
+    rows = _table_rows(out)
+    assert rows == result["rows"]
+    assert rows["ego_pose"] == 3 * EXPECTED[schemas.TOPIC_POSE]
+    assert rows["imu"] == 3 * EXPECTED[schemas.TOPIC_IMU]
+    assert rows["lidar_points"] == rows["lidar_payload"] == 3 * EXPECTED[schemas.TOPIC_LIDAR]
+    assert rows["scene_stats"] == 3  # one 10 s scene per 12 s drive
+
+    scene_file = next((out / "scene_stats" / "date=2024-03-01" / "vehicle=veh-002").glob("part-*.parquet"))
+    assert pq.read_schema(scene_file).remove_metadata() == SCENE_STATS_SCHEMA
+
+    rerun = MCAPToParquetOperator(task_id="etl", max_bad_file_share=0.5, **kwargs).execute(_context())
+    assert rerun["quarantined"] == [] and rerun["rows"] == result["rows"]
+    assert _table_rows(out) == rows
