@@ -29,6 +29,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,10 @@ def _p99(fn: Callable[[], Any], n: int) -> float:
     return float(np.percentile(np.array(samples), 99) * 1000.0)
 
 
+def _sdk_read(store: Any, service: Any, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    return dict(store.get_online_features(features=service, entity_rows=rows).to_dict())
+
+
 def bench_feast(workdir: Path, scenes: int, reads: int) -> None:
     import redis
     from nuro_ml import settings
@@ -162,11 +167,9 @@ def bench_feast(workdir: Path, scenes: int, reads: int) -> None:
             if fast != sdk:
                 print(f"online_read_p99_{size}: WARNING answers differ", file=sys.stderr)
             ours_ms = _p99(
-                lambda r=rows_in: reader.get_online_features(features="scene_training", entity_rows=r), reads
+                partial(reader.get_online_features, features="scene_training", entity_rows=rows_in), reads
             )
-            ref_ms = _p99(
-                lambda r=rows_in: store.get_online_features(features=service, entity_rows=r).to_dict(), reads
-            )
+            ref_ms = _p99(partial(_sdk_read, store, service, rows_in), reads)
             _line(f"online_read_p99_{size}", ours_ms, ref_ms, "ms", False)
         reader.close()
         client.close()

@@ -321,8 +321,10 @@ class Materializer:
 
     def _check_schema(self, unit: _Unit) -> None:
         expected, timestamps = view_columns(unit.view)
+        source = unit.view.batch_source
+        assert source is not None
         for f in unit.partition.files:
-            info = self._file_info(f.path, f.size, f.mtime_ns, unit.view.batch_source.timestamp_field)
+            info = self._file_info(f.path, f.size, f.mtime_ns, source.timestamp_field)
             check_columns(
                 view=unit.view.name,
                 schema=info.schema,
@@ -361,6 +363,7 @@ class Materializer:
         table = table.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
         columns: dict[str, pa.ChunkedArray] = {}
         for unit in units:
+            assert unit.view.batch_source is not None
             mapping = unit.view.batch_source.field_mapping or {}
             expected, _ = view_columns(unit.view)
             for column in expected:

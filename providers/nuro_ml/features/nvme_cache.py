@@ -125,11 +125,10 @@ class ShardCache:
                 self.stats.hits += 1
                 return fh
             self.stats.misses += 1
-            size = self._fill(uri, key)
-        self._evict(keep=key, incoming=size)
-        fh = self._open_cached(key)
-        if fh is None:
-            raise ShardCacheError(f"Shard {uri} vanished from the cache right after being filled")
+            # The handle is opened before the shard becomes visible, so a concurrent eviction
+            # cannot take it away between the fill and this read.
+            fh = self._fill(uri, key)
+        self._evict(keep=key, incoming=os.fstat(fh.fileno()).st_size)
         return fh
 
     def read_bytes(self, uri: str) -> bytes:
@@ -171,7 +170,7 @@ class ShardCache:
 
     # ------------------------------------------------------------------ filling
 
-    def _fill(self, uri: str, key: str) -> int:
+    def _fill(self, uri: str, key: str) -> IO[bytes]:
         bucket, object_key = _split_s3(uri)
         try:
             response = self.s3.get_object(Bucket=bucket, Key=object_key)
@@ -209,13 +208,18 @@ class ShardCache:
             meta_tmp = self.root / "tmp" / f"{key}.json.{os.getpid()}"
             meta_tmp.write_text(json.dumps(meta))
             os.replace(meta_tmp, self._meta(key))
-            os.replace(tmp, self._data(key))
+            reader = tmp.open("rb")
+            try:
+                os.replace(tmp, self._data(key))
+            except BaseException:
+                reader.close()
+                raise
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         self.stats.bytes_from_remote += size
         log.info("Cached shard %s (%d bytes)", uri, size)
-        return size
+        return reader
 
     # ------------------------------------------------------------------ eviction
 

@@ -384,8 +384,18 @@ class TerraformHook(BaseHook):
             lockfile_readonly=(self.working_dir / ".terraform.lock.hcl").is_file(),
         )
         result, _ = self._run("init", args, stream=True)
+        if result.returncode != 0 and self._concurrent_setup_race(result):
+            # Two first inits on one pg database race on CREATE ... IF NOT EXISTS; the loser retries.
+            self.log.warning("terraform init raced another init creating the state schema; retrying")
+            result, _ = self._run("init", args, stream=True)
         if result.returncode != 0:
             self._fail("init", result)
+
+    def _concurrent_setup_race(self, result: ProcessResult) -> bool:
+        text = (result.stderr + result.stdout).lower()
+        return self.config.backend_type == "pg" and (
+            "duplicate key value violates unique constraint" in text or "already exists" in text
+        )
 
     def select_workspace(self) -> None:
         """Select ``workspace``, creating it when it does not exist yet."""

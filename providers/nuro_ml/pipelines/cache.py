@@ -1,9 +1,10 @@
-"""On-disk cache of checked specs, so a DAG processor re-parsing unchanged files skips the checks.
+"""On-disk cache of checked specs' plans, so re-parsing unchanged files skips YAML and checks.
 
 Airflow parses a DAG file in a fresh process each time, so an in-memory cache never helps
-the DAG processor. Each spec that passed every check is stored under the cache directory,
-keyed by its path, modification time, size, the placeholder values it was expanded with
-and the package version; any change to one of these is a miss. Only valid specs are
+the DAG processor. The plan of each spec that passed every check (:mod:`.plan`, plain data)
+is stored in one file per spec under the cache directory, keyed by the spec's modification
+time, size, the placeholder values it was expanded with and the package version; any
+change to one of these is a miss. Only valid specs are
 stored: broken ones are re-checked so their messages always reflect the file. The cache
 is an optimisation only: any error reading or writing it is ignored.
 """
@@ -20,16 +21,14 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from nuro_ml import settings
-from nuro_ml.pipelines import operators
-from nuro_ml.pipelines.checks import CheckedPipeline, CheckedStage
+from nuro_ml.pipelines.plan import DagPlan
 
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the stored layout or the meaning of a check changes.
-FORMAT = 1
+FORMAT = 2
 
 
 def cache_dir() -> Path | None:
@@ -51,70 +50,57 @@ def _package_version() -> str:
 @dataclass(frozen=True)
 class _Entry:
     key: Hashable
-    spec: Any
-    stages: dict[str, tuple[str, dict[str, Any], str | None, bool]]
-    asset_uris: dict[str, str]
+    plan: DagPlan
 
 
-def _file_for(directory: Path, spec_path: Path) -> Path:
-    digest = hashlib.sha256(os.path.abspath(spec_path).encode()).hexdigest()[:32]
-    return directory / f"{digest}.pickle"
+class SpecCache:
+    """Plans of valid specs in one directory (None: caching disabled)."""
 
+    def __init__(self, directory: Path | None) -> None:
+        self._directory = str(directory) if directory is not None else None
 
-def _full_key(key: Hashable) -> Hashable:
-    return (FORMAT, _package_version(), key)
+    @classmethod
+    def current(cls) -> SpecCache:
+        """The cache configured by the environment (see :func:`cache_dir`)."""
+        return cls(cache_dir())
 
+    def _file_for(self, directory: str, spec_path: Path) -> str:
+        digest = hashlib.sha256(os.path.abspath(spec_path).encode()).hexdigest()[:32]
+        return os.path.join(directory, f"{digest}.pickle")
 
-def load(spec_path: Path, key: Hashable) -> CheckedPipeline | None:
-    """The cached checked pipeline for this file and key, or None."""
-    directory = cache_dir()
-    if directory is None:
-        return None
-    try:
-        with _file_for(directory, spec_path).open("rb") as fh:
-            entry = pickle.load(fh)
-    except FileNotFoundError:
-        return None
-    except Exception as err:
-        log.debug("Ignoring unreadable pipeline cache entry for %s: %s", spec_path, err)
-        return None
-    if not isinstance(entry, _Entry) or entry.key != _full_key(key):
-        return None
-    try:
-        stages = {
-            stage_id: CheckedStage(
-                stage_id, entry.spec.stages[stage_id], operators.load(name), args, kind, teardown
-            )
-            for stage_id, (name, args, kind, teardown) in entry.stages.items()
-        }
-    except (operators.OperatorLoadError, KeyError):
-        return None
-    return CheckedPipeline(spec=entry.spec, stages=stages, asset_uris=entry.asset_uris)
+    @staticmethod
+    def _full_key(key: Hashable) -> Hashable:
+        return (FORMAT, _package_version(), key)
 
-
-def store(spec_path: Path, key: Hashable, pipeline: CheckedPipeline) -> None:
-    """Remember a checked pipeline (atomically; concurrent writers are harmless)."""
-    directory = cache_dir()
-    if directory is None:
-        return
-    entry = _Entry(
-        key=_full_key(key),
-        spec=pipeline.spec,
-        stages={
-            stage_id: (stage.spec.operator, stage.args, stage.kind, stage.teardown)
-            for stage_id, stage in pipeline.stages.items()
-        },
-        asset_uris=pipeline.asset_uris,
-    )
-    try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    def load(self, spec_path: Path, key: Hashable) -> DagPlan | None:
+        """The cached plan for this file and key, or None."""
+        if self._directory is None:
+            return None
         try:
-            with os.fdopen(fd, "wb") as fh:
-                pickle.dump(entry, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, _file_for(directory, spec_path))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except Exception as err:
-        log.debug("Not caching checked pipeline %s: %s", spec_path, err)
+            with open(self._file_for(self._directory, spec_path), "rb") as fh:
+                entry = pickle.load(fh)
+            if entry.key == self._full_key(key) and isinstance(entry.plan, DagPlan):
+                return entry.plan  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            pass
+        except Exception as err:
+            log.debug("Ignoring unreadable pipeline cache entry for %s: %s", spec_path, err)
+        return None
+
+    def store(self, spec_path: Path, key: Hashable, plan: DagPlan) -> None:
+        """Remember a checked spec's plan (atomically; concurrent writers are harmless)."""
+        if self._directory is None:
+            return
+        entry = _Entry(key=self._full_key(key), plan=plan)
+        try:
+            os.makedirs(self._directory, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._directory, suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    pickle.dump(entry, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                os.replace(tmp, self._file_for(self._directory, spec_path))
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except Exception as err:
+            log.debug("Not caching the plan of %s: %s", spec_path, err)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+import pendulum
 
 from nuro_ml import settings
 from nuro_ml.pipelines import operators
@@ -50,7 +51,6 @@ class CheckedStage:
 
     stage_id: str
     spec: StageSpec
-    operator: operators.OperatorInfo
     args: dict[str, Any]
     kind: str | None
     teardown: bool
@@ -71,6 +71,7 @@ def check(
     """Run every cross-field check; the pipeline is returned only when there is no problem."""
     values = placeholders if placeholders is not None else placeholder_values()
     problems: list[Problem] = []
+    problems += _check_timezone(spec)
     problems += _check_params(spec)
     asset_uris = _expand_asset_uris(spec, values, problems)
     problems += _check_asset_refs(spec)
@@ -89,6 +90,13 @@ def check(
     if problems:
         return None, problems
     return CheckedPipeline(spec=spec, stages=stages, asset_uris=asset_uris), []
+
+
+def _check_timezone(spec: PipelineSpec) -> Iterator[Problem]:
+    try:
+        pendulum.timezone(spec.timezone)
+    except Exception as err:
+        yield Problem(("timezone",), f"unknown time zone {spec.timezone!r}: {err}")
 
 
 def _check_params(spec: PipelineSpec) -> Iterator[Problem]:
@@ -276,7 +284,7 @@ def _check_stage(
     problems += arg_problems
     if arg_problems:
         return None
-    return CheckedStage(stage_id, stage, info, converted, kind, _is_teardown(stage, kind))
+    return CheckedStage(stage_id, stage, converted, kind, _is_teardown(stage, kind))
 
 
 def expand(value: Any, values: Mapping[str, str], loc: tuple[str | int, ...], problems: list[Problem]) -> Any:

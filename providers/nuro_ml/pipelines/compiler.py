@@ -1,4 +1,4 @@
-"""Checked pipeline -> ``airflow.sdk.DAG`` built from the provider's operators.
+"""Plan -> ``airflow.sdk.DAG`` built from the provider's operators.
 
 Stages become tasks with their stage name as task id; ``depends_on`` becomes upstream
 edges; teardown stages become Airflow teardown tasks bound to their setups, so Terraform
@@ -10,57 +10,48 @@ that caused it, never as a failure of the whole DAG file.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
-from pathlib import Path
+import functools
 from typing import TYPE_CHECKING, Any
 
 import pendulum
 
-from nuro_ml.pipelines.checks import CheckedPipeline
+from nuro_ml.pipelines import operators
 from nuro_ml.pipelines.issues import Problem
-from nuro_ml.pipelines.operators import untemplated
-from nuro_ml.pipelines.spec import AssetSchedule, PipelineSpec
+from nuro_ml.pipelines.plan import DagPlan
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from airflow.sdk import DAG, Asset, BaseOperator, Param
 
-#: Tag on every DAG built from a YAML spec, to find them in the DAG list.
-PIPELINE_TAG = "yaml-pipeline"
 
+def build(plan: DagPlan, *, source: str | None = None) -> tuple[DAG | None, list[Problem]]:
+    """Build the DAG; returns it, or None and the problems Airflow raised.
 
-def build(checked: CheckedPipeline, *, source: str | Path | None = None) -> tuple[DAG | None, list[Problem]]:
-    """Build the DAG; returns it, or None and the problems Airflow raised."""
+    :param source: how to name the spec file in the DAG's documentation.
+    """
     from airflow.sdk import DAG
 
-    spec = checked.spec
-    problems: list[Problem] = []
-    try:
-        tz = pendulum.timezone(spec.timezone)
-    except Exception as err:
-        return None, [Problem(("timezone",), f"unknown time zone {spec.timezone!r}: {err}")]
-    assets = _assets(checked)
+    tz = _timezone(plan.timezone)
+    assets = _assets(plan)
     optional: dict[str, Any] = {}
-    if spec.max_active_runs is not None:
-        optional["max_active_runs"] = spec.max_active_runs
-    if spec.end_date is not None:
-        optional["end_date"] = _as_datetime(spec.end_date, tz)
+    if plan.max_active_runs is not None:
+        optional["max_active_runs"] = plan.max_active_runs
+    if plan.end_date is not None:
+        optional["end_date"] = _aware(plan.end_date, tz)
     try:
         dag = DAG(
-            dag_id=spec.dag_id,
-            description=spec.description,
-            doc_md=_doc(spec, source),
-            schedule=_schedule(spec, assets),
-            start_date=_as_datetime(spec.start_date, tz),
-            catchup=spec.catchup,
-            tags=_tags(spec),
-            params=_params(spec),
-            default_args={
-                "owner": spec.owner,
-                "retries": spec.default_retries,
-                "retry_delay": spec.retry_delay,
-            },
-            dagrun_timeout=spec.dagrun_timeout,
-            render_template_as_native_obj=spec.render_template_as_native_obj,
+            dag_id=plan.dag_id,
+            description=plan.description,
+            doc_md=_doc(plan, source),
+            schedule=_schedule(plan, assets),
+            start_date=_aware(plan.start_date, tz),
+            catchup=plan.catchup,
+            tags=list(plan.tags),
+            params=_params(plan),
+            default_args=dict(plan.default_args),
+            dagrun_timeout=plan.dagrun_timeout,
+            render_template_as_native_obj=plan.render_template_as_native_obj,
             auto_register=False,
             **optional,
         )
@@ -69,48 +60,50 @@ def build(checked: CheckedPipeline, *, source: str | Path | None = None) -> tupl
     try:
         dag.timetable.validate()
     except Exception as err:
-        return None, [Problem(("schedule",), f"invalid schedule {spec.schedule!r}: {err}")]
+        return None, [Problem(("schedule",), f"invalid schedule {plan.schedule!r}: {err}")]
 
+    problems: list[Problem] = []
     tasks: dict[str, BaseOperator] = {}
-    for stage_id, stage in checked.stages.items():
-        kwargs: dict[str, Any] = dict(stage.args)
-        if stage.spec.retries is not None:
-            kwargs["retries"] = stage.spec.retries
-        if stage.spec.produces:
-            kwargs["outlets"] = [assets[name] for name in stage.spec.produces]
-        if stage.spec.consumes:
-            kwargs["inlets"] = [assets[name] for name in stage.spec.consumes]
-        if stage.spec.doc:
-            kwargs["doc_md"] = stage.spec.doc
-        label = stage.operator.cls.__name__
+    for stage in plan.stages:
         try:
-            task = stage.operator.cls(task_id=stage_id, dag=dag, **kwargs)
-        except Exception as err:
-            problems.append(
-                Problem(
-                    ("stages", stage_id), f"{label} rejected the stage: {type(err).__name__}: {err}", at="key"
-                )
-            )
+            info = operators.load(stage.operator)
+        except operators.OperatorLoadError as err:
+            problems.append(Problem(("stages", stage.stage_id, "operator"), str(err)))
             continue
-        tasks[stage_id] = task
-        for key, template in untemplated(task, stage.args):
+        kwargs = dict(stage.args)
+        if stage.retries is not None:
+            kwargs["retries"] = stage.retries
+        if stage.doc:
+            kwargs["doc_md"] = stage.doc
+        if stage.produces:
+            kwargs["outlets"] = [assets[name] for name in stage.produces]
+        if stage.consumes:
+            kwargs["inlets"] = [assets[name] for name in stage.consumes]
+        label = info.cls.__name__
+        try:
+            task = info.cls(task_id=stage.stage_id, dag=dag, **kwargs)
+        except Exception as err:
+            message = f"{label} rejected the stage: {type(err).__name__}: {err}"
+            problems.append(Problem(("stages", stage.stage_id), message, at="key"))
+            continue
+        tasks[stage.stage_id] = task
+        for key, template in operators.untemplated(task, stage.args):
             problems.append(
                 Problem(
-                    ("stages", stage_id, "args", key),
-                    f"{label}.{key} is not a templated field, so "
-                    f"{template!r} would be passed literally instead of rendered; templated fields: "
-                    f"{', '.join(task.template_fields) or 'none'}",
+                    ("stages", stage.stage_id, "args", key),
+                    f"{label}.{key} is not a templated field, so {template!r} would be passed literally "
+                    f"instead of rendered; templated fields: {', '.join(task.template_fields) or 'none'}",
                 )
             )
     if problems:
         return None, problems
 
-    for stage_id, stage in checked.stages.items():
-        for upstream in stage.spec.depends_on:
-            tasks[upstream] >> tasks[stage_id]
-    for stage_id, stage in checked.stages.items():
+    for stage in plan.stages:
+        for upstream in stage.depends_on:
+            tasks[upstream] >> tasks[stage.stage_id]
+    for stage in plan.stages:
         if stage.teardown:
-            tasks[stage_id].as_teardown(setups=[tasks[name] for name in stage.spec.setups])
+            tasks[stage.stage_id].as_teardown(setups=[tasks[name] for name in stage.setups])
     try:
         # The rest of DAG.validate(), which the DagBag runs again: the timetable was checked above.
         dag.validate_setup_teardown()
@@ -119,57 +112,53 @@ def build(checked: CheckedPipeline, *, source: str | Path | None = None) -> tupl
     return dag, []
 
 
-def _as_datetime(value: datetime | date, tz: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=tz)
-    return datetime.combine(value, time.min, tzinfo=tz)
+@functools.cache
+def _timezone(name: str) -> Any:
+    return pendulum.timezone(name)
 
 
-def _assets(checked: CheckedPipeline) -> dict[str, Asset]:
+def _aware(value: datetime, tz: Any) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=tz)
+
+
+def _assets(plan: DagPlan) -> dict[str, Asset]:
     from airflow.sdk import Asset
 
     built: dict[str, Asset] = {}
-    for name, asset in checked.spec.assets.items():
+    for asset in plan.assets:
         kwargs: dict[str, Any] = {}
-        if asset is not None and asset.group:
+        if asset.group:
             kwargs["group"] = asset.group
-        if asset is not None and asset.extra:
+        if asset.extra:
             kwargs["extra"] = dict(asset.extra)
-        built[name] = Asset(name=name, uri=checked.asset_uris[name], **kwargs)
+        built[asset.name] = Asset(name=asset.name, uri=asset.uri, **kwargs)
     return built
 
 
-def _schedule(spec: PipelineSpec, assets: dict[str, Asset]) -> Any:
-    if isinstance(spec.schedule, AssetSchedule):
+def _schedule(plan: DagPlan, assets: dict[str, Asset]) -> Any:
+    if isinstance(plan.schedule, tuple):
         from airflow.sdk import AssetAll, AssetAny
 
-        chosen = [assets[name] for name in spec.schedule.assets]
-        return AssetAll(*chosen) if spec.schedule.mode == "all" else AssetAny(*chosen)
-    return spec.schedule
+        mode, names = plan.schedule
+        chosen = [assets[name] for name in names]
+        return AssetAll(*chosen) if mode == "all" else AssetAny(*chosen)
+    return plan.schedule
 
 
-def _params(spec: PipelineSpec) -> dict[str, Param]:
+def _params(plan: DagPlan) -> dict[str, Param]:
     from airflow.sdk import Param
 
     params: dict[str, Param] = {}
-    for name, param in spec.params.items():
-        schema = param.json_schema()
+    for param in plan.params:
         if param.required:
-            params[name] = Param(description=param.description, **schema)
+            params[param.name] = Param(description=param.description, **param.schema)
         else:
-            params[name] = Param(param.default, description=param.description, **schema)
+            params[param.name] = Param(param.default, description=param.description, **param.schema)
     return params
 
 
-def _tags(spec: PipelineSpec) -> list[str]:
-    tags = [PIPELINE_TAG, *spec.tags]
-    if spec.team:
-        tags.append(f"team:{spec.team}")
-    return list(dict.fromkeys(tags))
-
-
-def _doc(spec: PipelineSpec, source: str | Path | None) -> str | None:
-    parts = [text for text in (spec.doc or spec.description,) if text]
+def _doc(plan: DagPlan, source: str | None) -> str | None:
+    parts = [text for text in (plan.doc,) if text]
     if source is not None:
         parts.append(f"Built from the pipeline spec `{source}`.")
     return "\n\n".join(parts) or None

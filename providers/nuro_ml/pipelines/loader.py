@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from nuro_ml.pipelines import cache, checks, compiler, import_errors
 from nuro_ml.pipelines.issues import Problem, SpecIssue, from_validation_error, locate
+from nuro_ml.pipelines.plan import DagPlan, make_plan
 from nuro_ml.pipelines.spec import PipelineSpec
 from nuro_ml.pipelines.yaml_source import Document, parse
 
@@ -37,48 +38,61 @@ SPEC_SUFFIXES = (".yaml", ".yml")
 
 @dataclass(frozen=True)
 class Checked:
-    """Outcome of checking one file: the checked pipeline, or the issues found."""
+    """Outcome of checking one file: the plan to build its DAG from, or the issues found."""
 
+    #: The parsed file; None when the plan came from the on-disk cache.
     document: Document | None
-    pipeline: checks.CheckedPipeline | None
+    plan: DagPlan | None
     issues: tuple[SpecIssue, ...]
 
 
+@dataclass(frozen=True)
+class LoadEnv:
+    """What checking depends on besides the file: placeholder values and the on-disk cache."""
+
+    placeholders: dict[str, str]
+    disk: cache.SpecCache
+
+    @classmethod
+    def current(cls) -> LoadEnv:
+        return cls(checks.placeholder_values(), cache.SpecCache.current())
+
+
 _CacheKey = tuple[int, int, str, tuple[tuple[str, str], ...]]
-_cache: dict[str, tuple[_CacheKey, Checked]] = {}
+_memory: dict[str, tuple[_CacheKey, Checked]] = {}
 
 
-def check_file(
-    path: Path, *, display: str | None = None, placeholders: Mapping[str, str] | None = None
-) -> Checked:
+def check_file(path: Path, *, display: str | None = None, env: LoadEnv | None = None) -> Checked:
     """Parse, validate and cross-check one spec file (cached while the file is unchanged)."""
     name = display or str(path)
-    values = placeholders if placeholders is not None else checks.placeholder_values()
+    env = env or LoadEnv.current()
     try:
-        stat = path.stat()
+        stat = os.stat(path)
     except OSError as err:
         return Checked(
             None, None, (SpecIssue(name, 1, 1, "(file)", f"cannot read the file: {err.strerror}"),)
         )
-    key: _CacheKey = (stat.st_mtime_ns, stat.st_size, name, tuple(values.items()))
-    cached = _cache.get(str(path))
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    # Only valid specs go to disk, and they carry no message naming the file: the display name
-    # is not part of their key.
-    disk_key = (stat.st_mtime_ns, stat.st_size, key[3])
-    pipeline = cache.load(path, disk_key)
-    if pipeline is not None:
-        checked = Checked(None, pipeline, ())
+    placeholders = tuple(env.placeholders.items())
+    key: _CacheKey = (stat.st_mtime_ns, stat.st_size, name, placeholders)
+    remembered = _memory.get(str(path))
+    if remembered is not None and remembered[0] == key:
+        return remembered[1]
+    # Only valid specs go to disk, and their plans carry no message naming the file: the
+    # display name is not part of their key.
+    disk_key = (stat.st_mtime_ns, stat.st_size, placeholders)
+    plan = env.disk.load(path, disk_key)
+    if plan is not None:
+        checked = Checked(None, plan, ())
     else:
-        checked = _check_uncached(path, name, values)
-        if checked.pipeline is not None:
-            cache.store(path, disk_key, checked.pipeline)
-    _cache[str(path)] = (key, checked)
+        checked = _check_uncached(path, name, env.placeholders)
+        if checked.plan is not None:
+            env.disk.store(path, disk_key, checked.plan)
+    # Valid specs are remembered without their node tree, which only locates problems.
+    _memory[str(path)] = (key, Checked(None, checked.plan, ()) if checked.plan is not None else checked)
     return checked
 
 
-def _check_uncached(path: Path, name: str, placeholders: Mapping[str, str]) -> Checked:
+def _check_uncached(path: Path, name: str, placeholders: dict[str, str]) -> Checked:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -98,7 +112,9 @@ def _check_uncached(path: Path, name: str, placeholders: Mapping[str, str]) -> C
     except ValidationError as err:
         return Checked(document, None, tuple(from_validation_error(name, document, err, PipelineSpec)))
     pipeline, problems = checks.check(spec, placeholders)
-    return Checked(document, pipeline, tuple(locate(name, document, problems)))
+    if pipeline is None:
+        return Checked(document, None, tuple(locate(name, document, problems)))
+    return Checked(document, make_plan(pipeline), ())
 
 
 def _yaml_issue(name: str, err: yaml.MarkedYAMLError) -> SpecIssue:
@@ -114,14 +130,14 @@ def _yaml_issue(name: str, err: yaml.MarkedYAMLError) -> SpecIssue:
 
 
 def compile_file(
-    path: Path, *, display: str | None = None, placeholders: Mapping[str, str] | None = None
+    path: Path, *, display: str | None = None, env: LoadEnv | None = None
 ) -> tuple[DAG | None, tuple[SpecIssue, ...]]:
     """Check one spec file and build its DAG."""
-    checked = check_file(path, display=display, placeholders=placeholders)
-    if checked.pipeline is None:
+    checked = check_file(path, display=display, env=env)
+    if checked.plan is None:
         return None, checked.issues
     name = display or str(path)
-    dag, problems = compiler.build(checked.pipeline, source=name)
+    dag, problems = compiler.build(checked.plan, source=name)
     if problems:
         # A spec served from the on-disk cache comes without its node tree; parse it for positions.
         document = checked.document or _document_or_none(path)
@@ -136,9 +152,11 @@ def _document_or_none(path: Path) -> Document | None:
         return None
 
 
-def duplicate_dag_id(path: Path, name: str, dag_id: str, other: str) -> tuple[SpecIssue, ...]:
+def duplicate_dag_id(
+    path: Path, name: str, dag_id: str, other: str, env: LoadEnv | None = None
+) -> tuple[SpecIssue, ...]:
     """The issue for a spec whose dag_id another spec already uses, at its ``dag_id`` line."""
-    checked = check_file(path, display=name)
+    checked = check_file(path, display=name, env=env)
     document = checked.document or _document_or_none(path)
     problem = Problem(("dag_id",), f"dag_id {dag_id!r} is already defined by {other}")
     return tuple(locate(name, document, [problem]))
@@ -164,19 +182,19 @@ def load_dags(folder: Path | str, files: Iterable[Path] | None = None) -> dict[s
     """
     folder = Path(folder)
     context = import_errors.current()
-    placeholders = checks.placeholder_values()
+    env = LoadEnv.current()
     dags: dict[str, DAG] = {}
     defined_in: dict[str, str] = {}
     # Building DAGs allocates many long-lived objects, which makes the cyclic collector rescan
-    # everything Airflow imported again and again (40% of the load time); collect once after.
+    # everything Airflow imported again and again (40% of the load time); it resumes after.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for path in files if files is not None else spec_files(folder):
             name = context.name_of(path) if context is not None else str(path)
-            dag, issues = compile_file(path, display=name, placeholders=placeholders)
+            dag, issues = compile_file(path, display=name, env=env)
             if dag is not None and dag.dag_id in defined_in:
-                issues, dag = duplicate_dag_id(path, name, dag.dag_id, defined_in[dag.dag_id]), None
+                issues, dag = duplicate_dag_id(path, name, dag.dag_id, defined_in[dag.dag_id], env), None
             if dag is None:
                 import_errors.report(context, path, issues)
                 continue

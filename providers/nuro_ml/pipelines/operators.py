@@ -3,7 +3,7 @@
 A stage names its operator by short name (``ray_job``) or dotted class path. Classes are
 imported only when a spec uses them, and each class is inspected once per process: which
 keyword arguments its constructor (and, through ``**kwargs``, ``BaseOperator``) accepts,
-which are required, their annotated types, and which fields are templated.
+which are required, and their annotated types.
 """
 
 from __future__ import annotations
@@ -77,7 +77,6 @@ class OperatorInfo:
     #: Parameters of the class itself (not inherited through ``**kwargs``), for messages.
     own: tuple[str, ...]
     required: frozenset[str]
-    templated: frozenset[str]
     hints: Mapping[str, Any] = field(repr=False)
     _adapters: dict[str, TypeAdapter[Any] | None] = field(default_factory=dict, repr=False, compare=False)
 
@@ -174,7 +173,6 @@ def _inspect(name: str, cls: type[Any]) -> OperatorInfo:
         accepted=tuple(accepted),
         own=tuple(own),
         required=frozenset(required),
-        templated=frozenset(getattr(cls, "template_fields", ())),
         hints=hints,
     )
 

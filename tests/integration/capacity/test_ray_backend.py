@@ -1,4 +1,4 @@
-"""Ray capacity back end against a real local Ray cluster (4 logical GPUs over 2 nodes)."""
+"""Ray capacity back end against a real local Ray head with 4 logical GPUs."""
 
 from __future__ import annotations
 
@@ -59,19 +59,19 @@ def _free(backend_config: dict) -> tuple[int, int]:
 
 
 @pytest.fixture(params=["dashboard", "gcs"])
-def backend_config(request, ray_cluster) -> dict:
-    address = ray_cluster.dashboard_url if request.param == "dashboard" else ray_cluster.gcs_address
+def backend_config(request, ray_head) -> dict:
+    address = ray_head.dashboard_url if request.param == "dashboard" else ray_head.gcs_address
     return {"type": "ray", "address": address, "pool": "local"}
 
 
 @pytest.fixture
-def two_gpus_held(ray_cluster, tmp_path: Path) -> Iterator[Path]:
+def two_gpus_held(ray_head, tmp_path: Path) -> Iterator[Path]:
     """A Ray job holding 2 GPUs until the returned file is created."""
     script = tmp_path / "hold.py"
     script.write_text(HOLD_SCRIPT)
     held, release = tmp_path / "held", tmp_path / "release"
     job = _post(
-        f"{ray_cluster.dashboard_url}/api/jobs/",
+        f"{ray_head.dashboard_url}/api/jobs/",
         {"entrypoint": f"{sys.executable} {script} {held} {release}"},
     )
     try:
@@ -79,28 +79,28 @@ def two_gpus_held(ray_cluster, tmp_path: Path) -> Iterator[Path]:
         yield release
     finally:
         release.write_text("done")
-        _post(f"{ray_cluster.dashboard_url}/api/jobs/{job['submission_id']}/stop", {})
+        _post(f"{ray_head.dashboard_url}/api/jobs/{job['submission_id']}/stop", {})
 
 
-def test_reports_total_and_free_gpus(backend_config: dict, ray_cluster) -> None:
-    _eventually(lambda: _free(backend_config) == (ray_cluster.gpus, ray_cluster.gpus), "all 4 GPUs free")
+def test_reports_total_and_free_gpus(backend_config: dict, ray_head) -> None:
+    _eventually(lambda: _free(backend_config) == (ray_head.gpus, ray_head.gpus), "all 4 GPUs free")
 
 
-def test_gpus_held_by_a_job_are_not_free(backend_config: dict, two_gpus_held: Path, ray_cluster) -> None:
-    _eventually(lambda: _free(backend_config) == (ray_cluster.gpus, ray_cluster.gpus - 2), "2 GPUs in use")
+def test_gpus_held_by_a_job_are_not_free(backend_config: dict, two_gpus_held: Path, ray_head) -> None:
+    _eventually(lambda: _free(backend_config) == (ray_head.gpus, ray_head.gpus - 2), "2 GPUs in use")
     two_gpus_held.write_text("done")
-    _eventually(lambda: _free(backend_config) == (ray_cluster.gpus, ray_cluster.gpus), "GPUs back")
+    _eventually(lambda: _free(backend_config) == (ray_head.gpus, ray_head.gpus), "GPUs back")
 
 
 def test_trigger_waits_for_gpus_the_cluster_has_in_use(
-    ray_cluster, two_gpus_held: Path, tmp_path: Path
+    ray_head, two_gpus_held: Path, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     ledger = QuotaLedger(url)
-    ledger.upsert_pool("local", capacity=ray_cluster.gpus)
-    ledger.upsert_quota("perception", "local", nominal=ray_cluster.gpus)
-    backend = {"type": "ray", "address": ray_cluster.gcs_address, "pool": "local"}
-    _eventually(lambda: _free(backend)[1] == ray_cluster.gpus - 2, "2 GPUs in use")
+    ledger.upsert_pool("local", capacity=ray_head.gpus)
+    ledger.upsert_quota("perception", "local", nominal=ray_head.gpus)
+    backend = {"type": "ray", "address": ray_head.gcs_address, "pool": "local"}
+    _eventually(lambda: _free(backend)[1] == ray_head.gpus - 2, "2 GPUs in use")
 
     async def scenario() -> dict:
         trigger = GpuCapacityTrigger(

@@ -8,7 +8,6 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-
 from nuro_ml.etl import mcap_io, schemas
 from nuro_ml.etl.generator import generate_interval
 from nuro_ml.etl.job import TABLES
@@ -16,6 +15,7 @@ from nuro_ml.etl.reader import McapTableReader, infer_schema, plan
 from nuro_ml.etl.transforms import SCENE_STATS_SCHEMA
 from nuro_ml.exceptions import TooManyBadFilesError
 from nuro_ml.operators.spark import MCAPToParquetOperator
+
 from tests.unit.etl import bad_files
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,6 @@ from types import SimpleNamespace
 
 import pyarrow.dataset as ds
 import pytest
-
 from nuro_ml.etl import schemas
 from nuro_ml.etl.generator import generate_interval
 from nuro_ml.operators.spark import MCAPToParquetOperator

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from foxglove_schemas_protobuf.Log_pb2 import Log
 from foxglove_schemas_protobuf.PoseInFrame_pb2 import PoseInFrame
-
 from nuro_ml.etl import mcap_io, schemas
 from nuro_ml.etl.mcap_writer import ChunkedMcapWriter
 

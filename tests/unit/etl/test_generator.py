@@ -9,7 +9,6 @@ import pytest
 from mcap.reader import make_reader
 from mcap_protobuf.decoder import DecoderFactory as ProtobufDecoderFactory
 from mcap_ros2.decoder import DecoderFactory as Ros2DecoderFactory
-
 from nuro_ml.cli import main as cli_main
 from nuro_ml.etl import kinematics, schemas
 from nuro_ml.etl.generator import generate_interval

@@ -9,7 +9,6 @@ import pytest
 from mcap.reader import make_reader
 from mcap_protobuf.decoder import DecoderFactory as ProtobufDecoderFactory
 from mcap_ros2.decoder import DecoderFactory as Ros2DecoderFactory
-
 from nuro_ml.etl import mcap_io, schemas
 from nuro_ml.etl.generator import generate_interval
 from nuro_ml.etl.reader import McapTableReader, infer_schema, plan
@@ -138,9 +137,8 @@ def test_framing_matches_message_index(drives):
 
 
 def test_data_source_plans_only_chunks_of_pushed_topics(drives):
-    from pyspark.sql.datasource import EqualTo, GreaterThan
-
     from nuro_ml.etl.datasource import McapDataSource
+    from pyspark.sql.datasource import EqualTo, GreaterThan
 
     source = McapDataSource({"path": str(drives[0].parent.parent), "partitionBytes": str(16 << 10)})
     schema = source.schema()

@@ -7,10 +7,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from nuro_ml.etl import publish, schemas, transforms
 from nuro_ml.etl.generator import generate_interval
 from nuro_ml.etl.validation import inspect_file, quarantine
+
 from tests.unit.etl import bad_files
 
 DAY = date(2024, 3, 1)
@@ -106,13 +106,23 @@ def _signals(seconds=25.0, speed=10.0, brake_at=12.0):
     t_can = t_pose + 1_000_000
     brake = np.where(np.abs((t_can - t0) / 1e9 - brake_at) < 0.5, 60.0, 5.0)
     t_gnss = t0 + np.arange(0, int(seconds * 10)) * 100_000_000
+    z = np.zeros
+
+    def part(src, t, a, b=None):
+        return (src, t, a, z(t.shape) if b is None else b, z(t.shape))
+
     parts = [
-        (transforms.SRC_POSE, t_pose, speed * (t_pose - t0) / 1e9, np.zeros_like(t_pose, float), np.zeros_like(t_pose, float)),
-        (transforms.SRC_CAN, t_can, np.full(t_can.shape, speed), brake, np.zeros(t_can.shape)),
-        (transforms.SRC_GNSS, t_gnss, (np.arange(t_gnss.shape[0]) % 4 != 0).astype(float), np.full(t_gnss.shape, 0.8), np.zeros(t_gnss.shape)),
-        (transforms.SRC_LIDAR, t_gnss, np.full(t_gnss.shape, 1000.0), np.zeros(t_gnss.shape), np.zeros(t_gnss.shape)),
-        (transforms.SRC_CAMERA, t_gnss[::2], np.ones(t_gnss[::2].shape), np.zeros(t_gnss[::2].shape), np.zeros(t_gnss[::2].shape)),
-    ]  # fmt: skip
+        part(transforms.SRC_POSE, t_pose, speed * (t_pose - t0) / 1e9),
+        part(transforms.SRC_CAN, t_can, np.full(t_can.shape, speed), brake),
+        part(
+            transforms.SRC_GNSS,
+            t_gnss,
+            (np.arange(t_gnss.shape[0]) % 4 != 0).astype(float),
+            np.full(t_gnss.shape, 0.8),
+        ),
+        part(transforms.SRC_LIDAR, t_gnss, np.full(t_gnss.shape, 1000.0)),
+        part(transforms.SRC_CAMERA, t_gnss[::2], np.ones(t_gnss[::2].shape)),
+    ]
     return pa.table(
         {
             "src": np.concatenate([np.full(p[1].shape, p[0]) for p in parts]),

@@ -147,3 +147,16 @@ def test_cache_keys_and_records(tmp_path: Path) -> None:
     assert ComputationCache(cache.url).hits([unit]) == {unit.key}  # durable across instances
     assert cache.forget(["v"]) == 1 and cache.count() == 0
     cache.dispose()
+
+
+def test_cli_yaml_describes_the_same_store_as_the_hook(data_dir: Path) -> None:
+    from feast.repo_config import load_repo_config
+
+    from tests.unit.features.scene_data import FEATURE_REPO
+
+    from_yaml = load_repo_config(FEATURE_REPO, FEATURE_REPO / "feature_store.yaml")
+    from_hook = FeastHook(feast_conn_id=None).feast_settings.repo_config(FEATURE_REPO)
+    assert from_yaml.project == from_hook.project
+    assert from_yaml.registry.path == from_hook.registry.path
+    assert from_yaml.online_store.path == from_hook.online_store.path
+    assert from_yaml.entity_key_serialization_version == from_hook.entity_key_serialization_version

@@ -16,21 +16,20 @@ stages:
 
 
 def _forget_memory() -> None:
-    loader._cache.clear()
+    loader._memory.clear()
 
 
 def test_unchanged_file_is_served_from_disk_in_a_fresh_process(write_spec, _private_spec_cache):
     path = write_spec(SPEC % "one")
     first = check_file(path)
-    assert first.pipeline is not None and first.document is not None
+    assert first.plan is not None and first.document is not None
     assert len(list(_private_spec_cache.iterdir())) == 1
 
     _forget_memory()
     second = check_file(path)
 
     assert second.document is None  # not parsed again
-    assert second.pipeline is not None
-    assert second.pipeline.spec == first.pipeline.spec
+    assert second.plan == first.plan
     dag, issues = compile_file(path)
     assert issues == ()
     assert dag.get_task("a").bash_command == "echo one"

@@ -5,10 +5,10 @@ destroy; every setting comes from ``RAY_HEAD_*`` environment variables so that n
 involved. The head runs in its own session (``setsid``) with its output in a log file: ``local-exec``
 waits until every holder of its stdout pipe exits, so a daemon must never inherit that pipe.
 
-``start`` returns only once the dashboard answers on its HTTP API (the Jobs API a training task uses)
-and the GCS port accepts connections; a guardian process stops the head if ``start`` dies before that.
-``stop`` ends exactly the processes of the recorded session, never any other Ray on the machine
-(``ray stop`` would kill them all).
+``start`` returns only once the GCS port accepts connections, the dashboard answers on its HTTP API
+(the Jobs API a training task uses) and the node has registered (its GPUs are schedulable); a guardian
+process stops the head if ``start`` dies before that. ``stop`` ends exactly the processes of the
+recorded session, never any other Ray on the machine (``ray stop`` would kill them all).
 
 Only the standard library is used: the script runs with the interpreter whose Ray it starts.
 """
@@ -116,6 +116,17 @@ def _http_ok(url: str) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def _alive_nodes(dashboard: str) -> list[dict[str, object]]:
+    """Nodes the cluster reports ALIVE (state API); empty until the raylet has registered."""
+    try:
+        with urllib.request.urlopen(f"{dashboard}/api/v0/nodes?limit=100&detail=1", timeout=5.0) as response:
+            payload = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return []
+    nodes = ((payload.get("data") or {}).get("result") or {}).get("result") or []
+    return [node for node in nodes if isinstance(node, dict) and node.get("state") == "ALIVE"]
 
 
 def _read_record(runtime_dir: Path) -> HeadRecord | None:
@@ -245,7 +256,14 @@ def start() -> int:
         str(temp_dir),
         "--disable-usage-stats",
     ]
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env = dict(
+        os.environ,
+        RAY_USAGE_STATS_ENABLED="0",
+        # Ray aborts start-up when the dashboard agent or the raylet take longer than these; on a busy
+        # machine they can exceed Ray's defaults, and our own timeout already bounds the wait.
+        RAY_agent_register_timeout_ms=str(int(max(timeout, 60) * 1000)),
+        RAY_raylet_start_wait_time_s=str(int(max(timeout, 60))),
+    )
     owns_temp_dir = not temp_dir.exists()
     temp_dir.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
@@ -281,6 +299,7 @@ def start() -> int:
                 _port_open(gcs_port)
                 and _http_ok(f"{dashboard}/api/version")
                 and _http_ok(f"{dashboard}/api/jobs/")
+                and _alive_nodes(dashboard)
             ):
                 _write_record(runtime_dir, replace(record, ready=True))
                 print(

@@ -1,0 +1,1 @@
+"""Trace-driven simulation of the admission policy (``nuro-ml sim``)."""
