@@ -12,7 +12,9 @@ PLUGIN_MIRROR := .terraform-plugins
 
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export RAY_USAGE_STATS_ENABLED := 0
-export PYTHONDONTWRITEBYTECODE := 1
+# Spark and Ray start fresh Python workers; they must find compiled bytecode rather than recompile
+# pandas and pyarrow on every start, so bytecode is compiled at install and never suppressed.
+unexport PYTHONDONTWRITEBYTECODE
 
 PYTEST_ARGS ?=
 
@@ -25,7 +27,7 @@ $(UV):
 	.uv/bin/pip install --quiet uv==$(UV_VERSION)
 
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --all-extras --python $(PYTHON)
+	$(UV) sync --frozen --all-extras --compile-bytecode --python $(PYTHON)
 	$(BIN)/python -m nuro_ml.terraform_support.plugins $(PLUGIN_MIRROR)
 	touch $(STAMP)
 

@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scenes", type=int, default=500, help="scenes per vehicle and day (4 days, 10 vehicles)"
     )
-    parser.add_argument("--reads", type=int, default=300, help="timed online reads per size and side")
+    parser.add_argument("--reads", type=int, default=200, help="timed online reads per size and side")
     parser.add_argument("--shards", type=int, default=16)
     parser.add_argument("--shard-mb", type=int, default=4)
     args = parser.parse_args(argv)

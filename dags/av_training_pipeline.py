@@ -36,6 +36,8 @@ with DAG(
     start_date=datetime(2026, 11, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
+    # Params keep their types (lists, ints) when passed into operator arguments.
+    render_template_as_native_obj=True,
     tags=["nuro-ml", "training", "perception"],
     default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(seconds=10)},
     doc_md=__doc__,
@@ -68,10 +70,6 @@ with DAG(
         "num_boost_round": Param(40, type="integer", minimum=1, maximum=5000, title="Boosting rounds"),
         "max_depth": Param(4, type="integer", minimum=1, maximum=16, title="Tree depth"),
         "learning_rate": Param(0.2, type="number", exclusiveMinimum=0, maximum=1, title="Learning rate"),
-        "feature_lookback_hours": Param(
-            24, type="integer", minimum=0, maximum=24 * 30, title="Late-data lookback (h)",
-            description="Feature materialization also covers this many hours before the interval.",
-        ),
         "ray_port": Param(6390, type="integer", minimum=1024, maximum=65535, title="Ray GCS port"),
         "dashboard_port": Param(8275, type="integer", minimum=1024, maximum=65535, title="Ray dashboard port"),
     },
@@ -123,11 +121,10 @@ with DAG(
 
     etl = MCAPToParquetOperator(
         task_id="etl",
-        input_path=str(settings.raw_logs_dir()),
-        output_path=str(settings.etl_output_dir()),
         start="{{ " + INTERVAL + "['start'] }}",
         end="{{ " + INTERVAL + "['end'] }}",
         vehicles="{{ params.vehicles }}",
+        max_bad_file_share=0.2,
         outlets=[SCENE_STATS],
     )
 
@@ -136,7 +133,8 @@ with DAG(
         task_id="feast_materialize",
         start="{{ " + INTERVAL + "['start'] }}",
         end="{{ " + INTERVAL + "['end'] }}",
-        lookback="{{ params.feature_lookback_hours * 3600 }}",
+        # Late drive uploads land in earlier partitions; a day of lookback picks them up.
+        lookback=timedelta(days=1),
     )
 
     @task

@@ -3,9 +3,10 @@
 The capacity trigger, the synchronous sensor path, the ledger's own invariant check and the
 trace simulator all call into this module, so what the simulator measures is what runs.
 
-Ordering (``fair`` policy): effective priority first (the request's priority plus one level
-per ``aging_seconds`` of waiting, so nothing starves), then the team's weighted dominant
-resource share across pools (the team furthest below its entitlement goes first), then
+Ordering (``fair`` policy): requests that fit their team's nominal quota before requests
+that would borrow; then effective priority (the request's priority plus one level per
+``aging_seconds`` of waiting, so nothing starves); then the team's weighted dominant
+resource share across pools (the team furthest below its entitlement goes first); then
 enqueue time. A request that fits the pool and its team's quota (borrowing idle quota of
 other teams within the borrowing/lending limits) is admitted. The first request that does
 not fit for lack of capacity gets a reservation (EASY backfill): later requests are admitted
@@ -390,6 +391,7 @@ def decide(snapshot: Snapshot, config: PolicyConfig | str = "fair") -> Decision:
             best_team = min(
                 queues,
                 key=lambda t: (
+                    0 if config.head_of_line_blocking else _borrows(queues[t][0], pool_usage, quotas),
                     -eff[queues[t][0].key],
                     shares.get(t, 0.0),
                     queues[t][0].enqueued_at,
@@ -463,6 +465,18 @@ def decide(snapshot: Snapshot, config: PolicyConfig | str = "fair") -> Decision:
         impossible=impossible,
         position=position,
     )
+
+
+def _borrows(request: Pending, usage: PoolUsage, quotas: Mapping[str, Quota]) -> int:
+    """0 when the request fits its team's nominal quota, 1 when it would have to borrow.
+
+    Requests within their team's own quota go before borrowing ones, whatever their
+    priority: quota is a guarantee, and GPUs reclaimed for a team must not be taken by the
+    borrower they were reclaimed from.
+    """
+    quota = quotas.get(request.team)
+    nominal = quota.nominal if quota is not None else 0
+    return 0 if usage.by_team.get(request.team, 0) + request.gpus <= nominal else 1
 
 
 def _fmt_time(shadow: float, now: float) -> str:

@@ -13,6 +13,7 @@ PostgreSQL) gets its ``conn_str`` from an Airflow connection. Each hook instance
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ from nuro_ml.terraform_support.diagnostics import (
 from nuro_ml.terraform_support.events import EventCollector
 from nuro_ml.terraform_support.layout import EnvironmentLayout, RunKey, safe_component
 from nuro_ml.terraform_support.masking import mask_value, redact_text
-from nuro_ml.terraform_support.plan import PlanSummary
+from nuro_ml.terraform_support.plan import ChangeAction, PlanSummary, ResourceChange
 from nuro_ml.terraform_support.plugins import default_plugin_dir, ensure_plugin_mirror
 from nuro_ml.terraform_support.process import ProcessResult, TerraformProcessRunner
 from nuro_ml.terraform_support.state import StateVersion, plan_prior_state, stale_reason
@@ -90,6 +91,13 @@ class TerraformOutput:
 class ValidationResult:
     valid: bool
     diagnostics: tuple[Diagnostic, ...] = ()
+
+
+def _drift_action(action: str) -> ChangeAction:
+    try:
+        return ChangeAction(action)
+    except ValueError:
+        return ChangeAction.UPDATE
 
 
 def _as_dict(value: Any, what: str) -> dict[str, Any]:
@@ -314,7 +322,9 @@ class TerraformHook(BaseHook):
                 self._emit(logging.INFO, line)
 
         if self._interrupted:
-            raise TerraformError(f"terraform {what} not started in {self.working_dir}: the run was interrupted")
+            raise TerraformError(
+                f"terraform {what} not started in {self.working_dir}: the run was interrupted"
+            )
         json_output = "-json" in args
         self.log.debug("Running terraform %s in %s", what, self.working_dir)
         result = self.runner.run(
@@ -503,11 +513,25 @@ class TerraformHook(BaseHook):
         partial.chmod(0o600)
         os.replace(partial, target)
         summary = self.show_plan(target)
+        if collector is not None and collector.drifted and not summary.drift:
+            # Terraform 1.0 reports drift only as UI events, not in `show -json`.
+            summary = dataclasses.replace(
+                summary,
+                drift=tuple(
+                    ResourceChange(address=addr, action=_drift_action(action))
+                    for addr, action in sorted(collector.drifted.items())
+                ),
+            )
         self.log.info("Saved plan %s: %s", target, summary.describe())
+        # Terraform 1.0 exits 2 for every -refresh-only plan, changed or not: trust the content. A
+        # refresh-only plan only ever changes what the state records about objects that drifted.
+        changes_present = bool(summary.drift) if refresh_only else summary.has_changes or bool(summary.drift)
         return PlanResult(
             plan_file=target,
             summary=summary,
-            changes_present=(result.returncode == 2) if detailed_exitcode else summary.has_changes,
+            changes_present=(result.returncode == 2 and changes_present)
+            if detailed_exitcode
+            else changes_present,
         )
 
     def apply(self, *, plan_file: str | Path | None = None) -> ApplyResult:

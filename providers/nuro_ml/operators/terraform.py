@@ -296,7 +296,10 @@ class TerraformDriftCheckOperator(_TerraformBaseOperator):
     .. seealso::
         :ref:`howto/operator:TerraformDriftCheckOperator`
 
-    Runs ``terraform plan -detailed-exitcode``: exit code 2 means the plan is not empty, i.e. drift.
+    Runs ``terraform plan -detailed-exitcode``: exit code 2 means the plan is not empty, i.e. the
+    configuration (with ``variables``) and the state disagree. With ``refresh_only`` it runs
+    ``plan -refresh-only`` instead, which only reports objects changed outside Terraform and needs no
+    variables that match the last apply.
     The XCom return value is ``{"drift": bool, "environment": str, "workspace": str,
     "summary": <plan summary dict>, "drifted_resources": [addresses changed outside Terraform],
     "report": str}``.
@@ -314,16 +317,18 @@ class TerraformDriftCheckOperator(_TerraformBaseOperator):
     :param lock_timeout: How long to wait for the state lock.
     :param kill_grace_period: Seconds ``on_kill`` waits for Terraform to stop after SIGINT.
     :param fail_on_drift: Fail the task (after pushing the summary) when drift is found.
+    :param refresh_only: Only compare the state with real infrastructure (``plan -refresh-only``).
     """
 
-    def __init__(self, *, fail_on_drift: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *, fail_on_drift: bool = False, refresh_only: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.fail_on_drift = fail_on_drift
+        self.refresh_only = refresh_only
 
     def run_terraform(self, hook: TerraformHook, context: Context) -> dict[str, Any]:
         plan_file = hook.default_plan_file(suffix=".drift.tfplan")
         try:
-            result = hook.plan(plan_file=plan_file, detailed_exitcode=True)
+            result = hook.plan(plan_file=plan_file, detailed_exitcode=True, refresh_only=self.refresh_only)
         finally:
             plan_file.unlink(missing_ok=True)
         summary = result.summary

@@ -53,6 +53,16 @@ class SpecModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _iso_dates(value: Any) -> Any:
+    if isinstance(value, date):  # datetime is a date too
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_iso_dates(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _iso_dates(item) for key, item in value.items()}
+    return value
+
+
 class ParamItems(SpecModel):
     """Element type of an ``array`` parameter."""
 
@@ -84,6 +94,12 @@ class ParamSpec(SpecModel):
     )
     items: ParamItems | None = Field(default=None, description="Element type of an array parameter.")
     min_items: int | None = Field(default=None, ge=0, description="Fewest elements of an array parameter.")
+
+    @field_validator("default", "enum", mode="before")
+    @classmethod
+    def _dates_as_iso_strings(cls, value: Any) -> Any:
+        # YAML reads 2026-11-01 as a date; parameter values are JSON, where dates are strings.
+        return _iso_dates(value)
 
     @field_validator("pattern")
     @classmethod

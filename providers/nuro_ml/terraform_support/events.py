@@ -88,6 +88,8 @@ class EventCollector:
     change_summary: dict[str, Any] | None = None
     outputs: dict[str, Any] | None = None
     planned_changes: dict[str, str] = field(default_factory=dict)
+    #: Address -> action for objects Terraform found changed outside Terraform while refreshing.
+    drifted: dict[str, str] = field(default_factory=dict)
     non_json: list[str] = field(default_factory=list)
 
     def feed(self, raw: str) -> LogLine | None:
@@ -114,6 +116,9 @@ class EventCollector:
         elif kind == "planned_change":
             change = event.get("change") or {}
             self.planned_changes[_resource_addr(event)] = str(change.get("action", ""))
+        elif kind == "resource_drift":
+            change = event.get("change") or {}
+            self.drifted[_resource_addr(event)] = str(change.get("action", ""))
         return format_event(event)
 
     @property

@@ -17,7 +17,7 @@ from nuro_ml.operators.ray import RayJobOperator
 from tests.integration.ray.conftest import jobs_of, run_deferrable
 from tests.unit.ray.stubs import TaskInstanceStub
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 def python_job(code: str) -> str:

@@ -15,7 +15,7 @@ from nuro_ml.operators.ray import RayJobOperator
 from tests.integration.ray.conftest import jobs_of, run_deferrable
 from tests.unit.ray.stubs import TaskInstanceStub
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 def test_training_job_returns_metrics_and_writes_model(

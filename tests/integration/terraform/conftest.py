@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from nuro_ml import settings
 
 NULL_PROVIDER_BLOCK = """

@@ -7,10 +7,10 @@ import threading
 import time
 
 import pytest
-
 from nuro_ml.exceptions import StalePlanError, TerraformError, TerraformStateLockedError
 from nuro_ml.hooks.terraform import TerraformHook
 from nuro_ml.operators.terraform import TerraformApplyOperator, TerraformPlanOperator
+
 from tests.integration.terraform.conftest import context_for, state_of
 
 pytestmark = pytest.mark.integration
@@ -71,9 +71,9 @@ def test_unsupported_argument_reports_file_line_and_code(tf_config):
 def test_unknown_variable_is_rejected_by_terraform(tf_config):
     directory = tf_config(SLEEPER)
 
-    with TerraformHook(working_dir=directory, variables={"secondz": 1}) as hook:
-        with pytest.raises(TerraformError, match="Value for undeclared variable") as err:
-            hook.plan()
+    hook = TerraformHook(working_dir=directory, variables={"secondz": 1})
+    with hook, pytest.raises(TerraformError, match="Value for undeclared variable") as err:
+        hook.plan()
     assert 'A variable named "secondz" was assigned' in str(err.value)
     assert resources(directory.name) == []
 
@@ -82,9 +82,9 @@ def test_invalid_variable_value_names_the_validation_rule():
     from nuro_ml import settings
 
     local_env = settings.terraform_dir() / "environments" / "local"
-    with TerraformHook(working_dir=local_env, environment="invalid-vars", variables={"num_gpus": -1}) as hook:
-        with pytest.raises(TerraformError) as err:
-            hook.plan()
+    hook = TerraformHook(working_dir=local_env, environment="invalid-vars", variables={"num_gpus": -1})
+    with hook, pytest.raises(TerraformError) as err:
+        hook.plan()
     assert "variables.tf:1:1: Error: Invalid value for variable" in str(err.value)
     assert "The num_gpus value must be a whole number >= 0." in str(err.value)
 
@@ -94,9 +94,9 @@ def test_provider_missing_from_mirror(tf_config, tmp_path):
     empty_mirror = tmp_path / "empty-mirror"
     empty_mirror.mkdir()
 
-    with TerraformHook(working_dir=directory, plugin_dir=empty_mirror) as hook:
-        with pytest.raises(TerraformError) as err:
-            hook.apply()
+    hook = TerraformHook(working_dir=directory, plugin_dir=empty_mirror)
+    with hook, pytest.raises(TerraformError) as err:
+        hook.apply()
     assert "hashicorp/null" in str(err.value)
     assert "Failed to query available provider packages" in str(err.value)
     assert resources(directory.name) == []
@@ -134,8 +134,9 @@ def test_stale_plan_is_refused_and_nothing_applied(tf_config):
     reviewed = TerraformPlanOperator(task_id="plan", **common).execute(context_for("plan"))
     assert reviewed["summary"]["add"] == ["null_resource.slow"]
     # Someone else changes the state after the plan was reviewed.
-    TerraformApplyOperator(task_id="other", working_dir=str(directory),
-                           variables={"seconds": 0, "label": "other"}).execute(context_for("other"))
+    TerraformApplyOperator(
+        task_id="other", working_dir=str(directory), variables={"seconds": 0, "label": "other"}
+    ).execute(context_for("other"))
 
     stale_apply = TerraformApplyOperator(task_id="apply", plan_file=reviewed["plan_file"], **common)
     with pytest.raises(StalePlanError, match="Saved plan is stale"):
@@ -148,8 +149,9 @@ def test_stale_plan_is_refused_and_nothing_applied(tf_config):
 
 def test_on_kill_interrupts_terraform_and_releases_the_lock(tf_config, caplog):
     directory = tf_config(SLEEPER)
-    operator = TerraformApplyOperator(task_id="apply", working_dir=str(directory), variables={"seconds": 120},
-                                      kill_grace_period=60)
+    operator = TerraformApplyOperator(
+        task_id="apply", working_dir=str(directory), variables={"seconds": 120}, kill_grace_period=60
+    )
     errors: list[BaseException] = []
 
     def run() -> None:

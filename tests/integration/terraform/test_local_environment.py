@@ -12,7 +12,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from nuro_ml import settings
 from nuro_ml.hooks.terraform import TerraformHook
 from nuro_ml.operators.terraform import (
@@ -23,6 +22,7 @@ from nuro_ml.operators.terraform import (
 )
 from nuro_ml.terraform_support.approval import approval_actions, changes_needing_approval
 from nuro_ml.terraform_support.plan import PlanSummary
+
 from tests.fixtures.services import free_port
 from tests.integration.terraform.conftest import context_for, state_of
 
@@ -42,7 +42,7 @@ def session_members(sid: int) -> list[int]:
             raw = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = raw[raw.rindex(")") + 2:].split()
+        fields = raw[raw.rindex(")") + 2 :].split()
         if int(fields[3]) == sid and fields[0] != "Z":
             members.append(int(entry.name))
     return members
@@ -56,7 +56,7 @@ def port_open(port: int) -> bool:
 
 @pytest.fixture
 def head_settings():
-    runtime_dir = Path(tempfile.mkdtemp(prefix="nrt-", dir="/tmp"))
+    runtime_dir = Path(tempfile.mkdtemp(prefix="nuro-tfrt-", dir="/tmp"))
     variables = {
         "num_gpus": 3,
         "num_cpus": 2,
@@ -107,7 +107,9 @@ def test_plan_apply_check_destroy_round_trip(head_settings):
     assert drift["drift"] is False and drift["summary"]["has_changes"] is False
 
     # Changing the GPU count replaces (restarts) the head, which the default approval gate catches.
-    resize = TerraformPlanOperator(task_id="resize", **{**common, "variables": {**head_settings, "num_gpus": 4}})
+    resize = TerraformPlanOperator(
+        task_id="resize", **{**common, "variables": {**head_settings, "num_gpus": 4}}
+    )
     resized = resize.execute(context_for("resize"))
     assert resized["summary"]["replace"] == ["null_resource.ray_head"]
     assert changes_needing_approval(PlanSummary.from_dict(resized["summary"]), approval_actions(True)) == [

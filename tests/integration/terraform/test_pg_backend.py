@@ -8,7 +8,6 @@ import uuid
 
 import psycopg
 import pytest
-
 from nuro_ml.exceptions import TerraformStateLockedError
 from nuro_ml.hooks.terraform import ApplyResult, TerraformHook
 
@@ -29,13 +28,24 @@ def pg_env(postgres, tf_config, monkeypatch):
     database = f"tfstate_{uuid.uuid4().hex[:8]}"
     postgres.create_database(database)
     conn_id = f"tf_state_{database}"
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({
-        "conn_type": "postgres", "host": postgres.host, "port": postgres.port,
-        "login": postgres.user, "password": postgres.password, "schema": database,
-    }))
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}",
+        json.dumps(
+            {
+                "conn_type": "postgres",
+                "host": postgres.host,
+                "port": postgres.port,
+                "login": postgres.user,
+                "password": postgres.password,
+                "schema": database,
+            }
+        ),
+    )
     directory = tf_config(CONFIG, backend="pg")
-    dsn = f"host={postgres.host} port={postgres.port} user={postgres.user} password={postgres.password} " \
-          f"dbname={database}"
+    dsn = (
+        f"host={postgres.host} port={postgres.port} user={postgres.user} password={postgres.password} "
+        f"dbname={database}"
+    )
     return directory, conn_id, dsn
 
 
@@ -71,8 +81,10 @@ def run_concurrently(hooks: list[TerraformHook]) -> list[ApplyResult | BaseExcep
 
 def test_second_apply_waits_for_the_lock_and_creates_nothing_twice(pg_env):
     directory, conn_id, dsn = pg_env
-    hooks = [TerraformHook(working_dir=directory, backend_conn_id=conn_id, workspace="team-a",
-                           lock_timeout="120s") for _ in range(2)]
+    hooks = [
+        TerraformHook(working_dir=directory, backend_conn_id=conn_id, workspace="team-a", lock_timeout="120s")
+        for _ in range(2)
+    ]
     schema = hooks[0].backend_settings["schema_name"]
 
     results = run_concurrently(hooks)
@@ -90,8 +102,9 @@ def test_second_apply_waits_for_the_lock_and_creates_nothing_twice(pg_env):
 
 def test_second_apply_without_lock_timeout_fails_with_a_lock_error(pg_env):
     directory, conn_id, dsn = pg_env
-    hooks = [TerraformHook(working_dir=directory, backend_conn_id=conn_id, lock_timeout="0s")
-             for _ in range(2)]
+    hooks = [
+        TerraformHook(working_dir=directory, backend_conn_id=conn_id, lock_timeout="0s") for _ in range(2)
+    ]
     schema = hooks[0].backend_settings["schema_name"]
 
     results = run_concurrently(hooks)

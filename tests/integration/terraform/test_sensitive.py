@@ -8,9 +8,9 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from nuro_ml.operators.terraform import TerraformApplyOperator, TerraformPlanOperator
 from nuro_ml.terraform_support.masking import redact_text
+
 from tests.integration.terraform.conftest import context_for
 
 pytestmark = pytest.mark.integration
@@ -59,15 +59,17 @@ output "credentials" {
 
 def test_secrets_never_reach_logs_or_xcom(tf_config, monkeypatch, caplog, capsys):
     directory = tf_config(CONFIG)
-    monkeypatch.setenv("AIRFLOW_CONN_TF_SECRETS_IT", json.dumps(
-        {"conn_type": "terraform", "extra": {"secret_variables": {"token": SECRET}}}
-    ))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_TF_SECRETS_IT",
+        json.dumps({"conn_type": "terraform", "extra": {"secret_variables": {"token": SECRET}}}),
+    )
     caplog.set_level(logging.DEBUG)
     common = {"working_dir": str(directory), "terraform_conn_id": "tf_secrets_it"}
 
     plan = TerraformPlanOperator(task_id="plan", **common).execute(context_for("plan"))
-    outputs = TerraformApplyOperator(task_id="apply", plan_file=plan["plan_file"], keep_plan_file=True,
-                                     **common).execute(context_for("apply"))
+    outputs = TerraformApplyOperator(
+        task_id="apply", plan_file=plan["plan_file"], keep_plan_file=True, **common
+    ).execute(context_for("apply"))
 
     assert outputs == {"public": "public-label"}
     assert SECRET not in json.dumps(plan)

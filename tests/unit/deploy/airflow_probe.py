@@ -41,14 +41,13 @@ def _check_celery(argv: list[str]) -> str | None:
     from celery import Celery
     from celery.bin.celery import celery as celery_cli
 
+    from tests.unit.deploy.deploy_files import parse_click_command
+
     try:
-        ctx = celery_cli.make_context("celery", list(argv))
-        name, command, rest = celery_cli.resolve_command(ctx, list(ctx.args))
-        assert command is not None
-        command.make_context(name or "", list(rest), parent=ctx)
+        sub = parse_click_command(celery_cli, "celery", argv)
     except click.ClickException as exc:
         return exc.format_message()
-    app_path = ctx.params.get("app")
+    app_path = sub.parent.params.get("app")
     if not app_path:
         return "no --app given"
     module_name, _, attr = str(app_path).rpartition(".")

@@ -55,7 +55,9 @@ def _option_of(env_name: str) -> tuple[str, str] | None:
     return section.lower(), key.lower()
 
 
-def airflow_requests(compose: dict[str, Any]) -> tuple[list[list[str]], list[tuple[str, str]], list[list[str]]]:
+def airflow_requests(
+    compose: dict[str, Any],
+) -> tuple[list[list[str]], list[tuple[str, str]], list[list[str]]]:
     """Every airflow command line, config option and celery command the assets use."""
     argvs: list[list[str]] = [BAD_AIRFLOW_ARGV]
     options: list[tuple[str, str]] = [BAD_OPTION, *PORT_OPTIONS]

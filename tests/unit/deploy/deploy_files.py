@@ -4,11 +4,15 @@ interpolation, Dockerfiles with line continuations and ARG defaults, multi-docum
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 import re
 import shlex
 import tomllib
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -175,13 +179,13 @@ def dockerfile_stages(path: Path = DOCKERFILE) -> list[tuple[str, str | None, li
     stages: list[tuple[str, str | None, list[Instruction]]] = []
     for ins in dockerfile_instructions(path):
         if ins.keyword == "ARG" and not stages:
-            name, _, default = ins.args.partition("=")
-            global_args[name] = default
+            arg, _, default = ins.args.partition("=")
+            global_args[arg] = default
         elif ins.keyword == "FROM":
             words = [w for w in ins.args.split() if not w.startswith("--")]
             image = interpolate(words[0], global_args)
-            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
-            stages.append((image, name, []))
+            stage = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+            stages.append((image, stage, []))
         else:
             assert stages, f"{path}:{ins.line}: {ins.keyword} before the first FROM"
             stages[-1][2].append(ins)
@@ -211,7 +215,8 @@ def pyproject() -> dict[str, Any]:
     return tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
-def env_names_read_by_code() -> set[str]:
+@cache
+def env_names_read_by_code() -> frozenset[str]:
     """Every ``NURO_ML_*`` name written as a string literal in the platform's Python code."""
     names: set[str] = set()
     for folder in SOURCE_DIRS:
@@ -223,13 +228,14 @@ def env_names_read_by_code() -> set[str]:
                     and re.fullmatch(r"NURO_ML_[A-Z0-9_]*[A-Z0-9]", node.value)
                 ):
                     names.add(node.value)
-    return names
+    return frozenset(names)
 
 
-def feast_env_names() -> set[str]:
+@cache
+def feast_env_names() -> frozenset[str]:
     from nuro_ml.features.config import ENV_PREFIX, FeastSettings
 
-    return {ENV_PREFIX + name.upper() for name in FeastSettings.model_fields}
+    return frozenset(ENV_PREFIX + name.upper() for name in FeastSettings.model_fields)
 
 
 def is_read_by_code(name: str) -> bool:
@@ -238,3 +244,53 @@ def is_read_by_code(name: str) -> bool:
 
 def yaml_documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def parse_click_command(group: Any, prog: str, args: Sequence[str]) -> Any:
+    """Parse ``args`` with a click group and its sub-command, without invoking anything.
+
+    Raises ``click.ClickException`` (usage errors, unknown options, bad values) like the real CLI.
+    """
+    ctx = group.make_context(prog, list(args))
+    with warnings.catch_warnings():
+        # Click 8.x keeps the sub-command name apart (deprecated attribute); 9.x leaves it in args.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        head = list(getattr(ctx, "protected_args", []) or [])
+    name, command, rest = group.resolve_command(ctx, [*head, *ctx.args])
+    assert command is not None, f"{prog}: no sub-command in {list(args)}"
+    return command.make_context(name or "", list(rest), parent=ctx)
+
+
+def check_python(argv: list[str]) -> None:
+    """``python -m module`` must be importable; ``python -c code`` must name real modules and attributes."""
+    assert argv[0] == "python" and argv[1] in ("-m", "-c"), argv
+    if argv[1] == "-m":
+        assert importlib.util.find_spec(argv[2]) is not None, f"no module {argv[2]}"
+        return
+    tree = ast.parse(argv[2])
+    names: dict[str, Any] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = importlib.import_module(node.module or "")
+            for alias in node.names:
+                assert hasattr(module, alias.name), f"{node.module} has no {alias.name}"
+                names[alias.asname or alias.name] = getattr(module, alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                names[alias.asname or alias.name] = importlib.import_module(alias.name)
+    for node in ast.walk(tree):
+        # Obj().method() and Obj.attr: the attribute must exist on the imported object.
+        if isinstance(node, ast.Attribute):
+            base = node.value.func if isinstance(node.value, ast.Call) else node.value
+            if isinstance(base, ast.Name) and base.id in names:
+                assert hasattr(names[base.id], node.attr), f"{base.id} has no attribute {node.attr}"
+
+
+def check_nuro_ml(argv: list[str]) -> None:
+    from nuro_ml.cli import build_parser
+
+    assert argv[0] == "nuro-ml"
+    try:
+        build_parser().parse_args(argv[1:])
+    except SystemExit as exc:
+        raise AssertionError(f"nuro-ml rejects {argv[1:]}") from exc

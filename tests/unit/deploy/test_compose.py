@@ -127,17 +127,26 @@ def test_volumes_mounts_and_build_paths_exist(compose: dict[str, Any]) -> None:
     )
 
 
-def test_platform_processes_share_one_data_volume(compose: dict[str, Any]) -> None:
+def test_task_runners_share_one_data_volume(compose: dict[str, Any]) -> None:
+    """Celery workers, Spark workers and Ray nodes read and write the same NURO_ML_DATA_DIR."""
+    runners = {
+        name: service
+        for name, service in our_services(compose).items()
+        if re.search(
+            r"celery worker|deploy\.worker\.Worker|ray start", " ".join(service.get("command") or [])
+        )
+    }
+    assert len(runners) == 4
     volumes = set()
-    for name, service in our_services(compose).items():
+    for name, service in runners.items():
         data_dir = environment(service).get("NURO_ML_DATA_DIR")
-        if service.get("restart") == "no":
-            continue
         assert data_dir, f"{name} runs platform code without NURO_ML_DATA_DIR"
-        mounted = [str(m).split(":")[0] for m in service.get("volumes") or [] if str(m).split(":")[1] == data_dir]
+        mounted = [
+            str(m).split(":")[0] for m in service.get("volumes") or [] if str(m).split(":")[1] == data_dir
+        ]
         assert mounted, f"{name}: nothing is mounted at {data_dir}"
         volumes.update(mounted)
-    assert len(volumes) == 1
+    assert len(volumes) == 1, volumes
 
 
 def test_environment_names_are_ones_the_code_reads(compose: dict[str, Any], airflow_answers: Any) -> None:
@@ -164,7 +173,10 @@ def test_connections_parse_and_match_the_hooks(compose: dict[str, Any]) -> None:
     from nuro_ml.hooks.slurm import SlurmHook
     from nuro_ml.hooks.terraform import TerraformHook
 
-    hooks = {h.default_conn_name: h for h in (SparkSubmitHook, FeastHook, KubeRayHook, RayHook, SlurmHook, TerraformHook)}
+    hooks = {
+        h.default_conn_name: h
+        for h in (SparkSubmitHook, FeastHook, KubeRayHook, RayHook, SlurmHook, TerraformHook)
+    }
     seen = set()
     for service in our_services(compose).values():
         for key, value in environment(service).items():
@@ -211,7 +223,9 @@ def test_feast_and_ledger_settings_are_valid(compose: dict[str, Any]) -> None:
             urls.append(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
         for raw in urls:
             url = make_url(str(raw))
-            assert url.host == "postgres" and url.database in created, f"{name}: {url.database} is never created"
+            assert url.host == "postgres" and url.database in created, (
+                f"{name}: {url.database} is never created"
+            )
             assert (url.username, url.password) == (postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"])
             assert created[url.database] == url.username
             url.get_dialect()  # the driver named in the URL is installed
@@ -223,7 +237,9 @@ def test_celery_executor_with_redis_broker_and_postgres_results(compose: dict[st
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:6379/")
     backend = env["AIRFLOW__CELERY__RESULT_BACKEND"]
-    assert backend.startswith("db+") and make_url(backend.removeprefix("db+")).get_backend_name() == "postgresql"
+    assert (
+        backend.startswith("db+") and make_url(backend.removeprefix("db+")).get_backend_name() == "postgresql"
+    )
     # The executor's provider is a locked dependency, so the image and this machine both have it.
     deps = [re.split(r"[<>=!~ ;\[]", d)[0] for d in pyproject()["project"]["dependencies"]]
     assert "apache-airflow-providers-celery" in deps
@@ -265,7 +281,9 @@ def test_ports_are_consistent_between_services(compose: dict[str, Any], airflow_
     listening = {name: _listening_ports(name, s, airflow_answers) for name, s in services.items()}
     for name, service in services.items():
         declared = container_ports(service)
-        assert declared <= listening[name], f"{name} declares ports {declared - listening[name]} nothing opens"
+        assert declared <= listening[name], (
+            f"{name} declares ports {declared - listening[name]} nothing opens"
+        )
         texts = list(strings_in(service.get("environment"))) + list(strings_in(service.get("command")))
         for text in texts:
             if text.startswith("{"):

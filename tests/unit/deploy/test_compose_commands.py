@@ -6,8 +6,6 @@ virtualenv are the ones in the containers: their own argument parsers judge the 
 
 from __future__ import annotations
 
-import ast
-import importlib
 import os
 import shutil
 import subprocess
@@ -19,7 +17,13 @@ import click
 import pytest
 
 from tests.unit.deploy.conftest import BAD_AIRFLOW_ARGV, BAD_CELERY_ARGV, BAD_OPTION
-from tests.unit.deploy.deploy_files import healthcheck_argv, load_compose
+from tests.unit.deploy.deploy_files import (
+    check_nuro_ml,
+    check_python,
+    healthcheck_argv,
+    load_compose,
+    parse_click_command,
+)
 
 COMPOSE = load_compose()
 SERVICES = sorted(COMPOSE["services"])
@@ -36,60 +40,30 @@ def argvs(service: dict[str, Any]) -> list[list[str]]:
     return found + ([check] if check else [])
 
 
-def check_python(argv: list[str]) -> None:
-    """``python -m module`` must be importable; ``python -c code`` must name real modules and attributes."""
-    assert argv[0] == "python" and argv[1] in ("-m", "-c"), argv
-    if argv[1] == "-m":
-        assert importlib.util.find_spec(argv[2]) is not None, f"no module {argv[2]}"
-        return
-    tree = ast.parse(argv[2])
-    names: dict[str, Any] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            module = importlib.import_module(node.module or "")
-            for alias in node.names:
-                assert hasattr(module, alias.name), f"{node.module} has no {alias.name}"
-                names[alias.asname or alias.name] = getattr(module, alias.name)
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                names[alias.asname or alias.name] = importlib.import_module(alias.name)
-    for node in ast.walk(tree):
-        # Obj().method() and Obj.attr: the attribute must exist on the imported object.
-        if isinstance(node, ast.Attribute):
-            base = node.value.func if isinstance(node.value, ast.Call) else node.value
-            if isinstance(base, ast.Name) and base.id in names:
-                assert hasattr(names[base.id], node.attr), f"{base.id} has no attribute {node.attr}"
-
-
-def check_nuro_ml(argv: list[str]) -> None:
-    from nuro_ml.cli import build_parser
-
-    assert argv[0] == "nuro-ml"
-    try:
-        build_parser().parse_args(argv[1:])
-    except SystemExit as exc:
-        raise AssertionError(f"nuro-ml rejects {argv[1:]}") from exc
-
-
 def check_ray(argv: list[str]) -> None:
     from ray.scripts.scripts import cli
 
     assert argv[0] == "ray"
-    ctx = cli.make_context("ray", list(argv[1:]))
-    name, command, rest = cli.resolve_command(ctx, list(ctx.args))
-    assert command is not None
-    command.make_context(name or "", list(rest), parent=ctx)
+    parse_click_command(cli, "ray", argv[1:])
 
 
 def spark_process(argv: list[str]) -> subprocess.Popen[str]:
-    """Run Spark's own argument parser: with ``--help`` last it exits 0 only if every option before it is valid."""
+    """Run Spark's own argument parser: with ``--help`` last, it exits 0 only if every option
+    before it is valid."""
     assert argv[0] == "spark-class" and argv[1] in SPARK_MAINS, argv
+    # As in the image, the environment's interpreter comes first on PATH: Spark's launcher
+    # finds its home through the pyspark package of that interpreter.
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
     return subprocess.Popen(
         [str(VENV_BIN / "spark-class"), *argv[1:], "--help"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},
+        env=env,
     )
 
 
@@ -103,15 +77,20 @@ def test_entrypoints_match_what_each_service_runs() -> None:
             assert service["entrypoint"] == DUMB_INIT, name
             assert command[0] != "airflow", f"{name}: airflow commands need the image's entrypoint"
         else:
-            assert command[0] in AIRFLOW_ENTRYPOINT_PASSTHROUGH, f"{name}: the entrypoint would run airflow {command}"
+            assert command[0] in AIRFLOW_ENTRYPOINT_PASSTHROUGH, (
+                f"{name}: the entrypoint would run airflow {command}"
+            )
 
 
 def test_programs_are_installed_by_the_locked_packages() -> None:
     for name in SERVICES:
-        for argv in argvs(COMPOSE["services"][name]):
+        service = COMPOSE["services"][name]
+        if not str(service.get("image", "")).startswith("nuro-ml-platform:"):
+            continue
+        for argv in argvs(service):
             program = argv[0]
-            if program in ("curl", "pg_isready", "redis-cli"):
-                continue  # shipped by the base images, not by the lock
+            if program == "curl":
+                continue  # part of the Airflow base image, not of the lock
             assert shutil.which(program, path=str(VENV_BIN)), f"{name}: {program} is not installed"
 
 
@@ -141,7 +120,9 @@ def test_python_and_nuro_ml_command_lines_resolve(name: str) -> None:
 
 def test_python_and_nuro_ml_checks_catch_typos() -> None:
     with pytest.raises(AssertionError, match="migrat"):
-        check_python(["python", "-c", "from nuro_ml.capacity.ledger import QuotaLedger; QuotaLedger().migrat()"])
+        check_python(
+            ["python", "-c", "from nuro_ml.capacity.ledger import QuotaLedger; QuotaLedger().migrat()"]
+        )
     with pytest.raises(AssertionError, match="no module"):
         check_python(["python", "-m", "nuro_ml.no_such_module"])
     with pytest.raises(AssertionError, match="rejects"):
@@ -169,7 +150,13 @@ def test_spark_command_lines_parse() -> None:
         if service.get("command") and service["command"][0] == "spark-class"
     ]
     assert {argv[1] for argv in commands} == SPARK_MAINS
-    bad = ["spark-class", "org.apache.spark.deploy.worker.Worker", "--cores", "two", "spark://spark-master:7077"]
+    bad = [
+        "spark-class",
+        "org.apache.spark.deploy.worker.Worker",
+        "--cores",
+        "two",
+        "spark://spark-master:7077",
+    ]
     processes = [(argv, spark_process(argv)) for argv in [*commands, bad]]
     outputs = {tuple(argv): proc.communicate(timeout=120)[0] for argv, proc in processes}
     codes = {tuple(argv): proc.returncode for argv, proc in processes}

@@ -27,6 +27,7 @@ params:
   vehicles: {type: array, default: [veh-001], items: {type: string}, min_items: 1}
   model: {type: string, default: xgboost, enum: [xgboost, mlp]}
   day: {type: string, default: null, nullable: true, format: date}
+  since: {type: string, default: 2026-11-02, format: date}
 assets:
   scene_stats: {uri: "file://${etl_output_dir}/scene_stats", extra: {format: parquet}}
 stages:
@@ -141,6 +142,7 @@ def test_params_become_typed_airflow_params(training_dag):
     assert params.get_param("model").schema["enum"] == ["xgboost", "mlp"]
     assert params.get_param("day").schema == {"type": ["string", "null"], "format": "date"}
     assert params.get_param("day").value is None
+    assert params.get_param("since").value == "2026-11-02"  # a YAML date becomes the form's ISO string
 
 
 def test_produced_and_consumed_assets_are_outlets_and_inlets(training_dag):

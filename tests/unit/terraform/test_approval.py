@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 import pytest
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, TriggerRule
-
 from nuro_ml.exceptions import TerraformError
 from nuro_ml.operators.terraform import (
     TerraformApplyOperator,
@@ -17,10 +16,19 @@ from nuro_ml.operators.terraform import (
 )
 from nuro_ml.terraform_support.approval import approval_actions, changes_needing_approval
 from nuro_ml.terraform_support.plan import ChangeAction, PlanSummary
+
 from tests.unit.terraform.conftest import load_json
 
-CREATE_ONLY = {"add": ["null_resource.ray_head"], "change": [], "replace": [], "destroy": [], "read": [],
-               "outputs": {}, "drift": [], "has_changes": True}
+CREATE_ONLY = {
+    "add": ["null_resource.ray_head"],
+    "change": [],
+    "replace": [],
+    "destroy": [],
+    "read": [],
+    "outputs": {},
+    "drift": [],
+    "has_changes": True,
+}
 REPLACES_HEAD = {**CREATE_ONLY, "add": [], "replace": ["null_resource.ray_head"]}
 DESTROYS = {**CREATE_ONLY, "add": [], "destroy": ["aws_eks_node_group.gpu"]}
 UPDATES = {**CREATE_ONLY, "add": [], "change": ["aws_eks_node_group.gpu"]}
@@ -76,8 +84,11 @@ def test_real_plan_with_destroy_and_replace_needs_approval():
 )
 def test_branch_routes_by_planned_actions(summary, require, branch):
     operator = TerraformApprovalBranchOperator(
-        task_id="needs_approval", plan_task_id="tf.plan", approval_task_id="tf.approve",
-        apply_task_id="tf.apply", require_approval_for=require,
+        task_id="needs_approval",
+        plan_task_id="tf.plan",
+        approval_task_id="tf.approve",
+        apply_task_id="tf.apply",
+        require_approval_for=require,
     )
     context = {"ti": _TaskInstance({"tf.plan": {"plan_file": "/p", "summary": summary}})}
 
@@ -86,24 +97,35 @@ def test_branch_routes_by_planned_actions(summary, require, branch):
 
 def test_branch_without_plan_summary_fails_clearly():
     operator = TerraformApprovalBranchOperator(
-        task_id="needs_approval", plan_task_id="tf.plan", approval_task_id="a", apply_task_id="b",
+        task_id="needs_approval",
+        plan_task_id="tf.plan",
+        approval_task_id="a",
+        apply_task_id="b",
     )
 
-    with pytest.raises(TerraformError, match="task 'tf.plan' pushed no Terraform plan summary"):
+    with pytest.raises(TerraformError, match=r"task 'tf\.plan' pushed no Terraform plan summary"):
         operator.choose_branch({"ti": _TaskInstance({})})
 
 
 def test_typo_in_gated_actions_fails_at_parse_time():
     with pytest.raises(TerraformError, match="destory"):
-        TerraformApprovalBranchOperator(task_id="x", plan_task_id="p", approval_task_id="a",
-                                        apply_task_id="b", require_approval_for=("destory",))
+        TerraformApprovalBranchOperator(
+            task_id="x",
+            plan_task_id="p",
+            approval_task_id="a",
+            apply_task_id="b",
+            require_approval_for=("destory",),
+        )
 
 
 def test_factory_wires_plan_gate_approval_and_apply():
     with DAG("tf_gate", schedule=None, start_date=datetime(2024, 1, 1)) as dag:
         group = terraform_plan_and_apply(
-            group_id="infra", working_dir="/repo/terraform/environments/local",
-            variables={"num_gpus": 2}, workspace="team-a", approval_timeout=timedelta(hours=4),
+            group_id="infra",
+            working_dir="/repo/terraform/environments/local",
+            variables={"num_gpus": 2},
+            workspace="team-a",
+            approval_timeout=timedelta(hours=4),
         )
 
     assert set(group.children) == {"infra.plan", "infra.needs_approval", "infra.approve", "infra.apply"}

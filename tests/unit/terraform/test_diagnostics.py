@@ -8,6 +8,7 @@ from nuro_ml.terraform_support.diagnostics import (
     format_diagnostics,
     parse_text_diagnostics,
 )
+
 from tests.unit.terraform.conftest import DATA
 
 
@@ -31,7 +32,7 @@ def test_box_drawn_and_coloured_output_is_parsed():
         "\x1b[31m│\x1b[0m   on versions.tf line 4, in terraform:\n"
         "\x1b[31m│\x1b[0m    4:   bogus {}\n"
         "\x1b[31m│\x1b[0m\n"
-        "\x1b[31m│\x1b[0m Blocks of type \"bogus\" are not expected here.\n"
+        '\x1b[31m│\x1b[0m Blocks of type "bogus" are not expected here.\n'
         "\x1b[31m╵\x1b[0m\n"
         "Warning: Deprecated\n\nsomething old\n"
     )
@@ -46,8 +47,9 @@ def test_box_drawn_and_coloured_output_is_parsed():
 
 
 def test_json_diagnostic_without_range_has_no_location():
-    diagnostic = Diagnostic.from_json({"severity": "error", "summary": "Error acquiring the state lock",
-                                       "detail": "Lock Info:\n  ID: 1234"})
+    diagnostic = Diagnostic.from_json(
+        {"severity": "error", "summary": "Error acquiring the state lock", "detail": "Lock Info:\n  ID: 1234"}
+    )
 
     assert diagnostic.location is None
     assert diagnostic.format() == "Error: Error acquiring the state lock\nLock Info:\n  ID: 1234"

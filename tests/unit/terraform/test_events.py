@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from nuro_ml.terraform_support.events import EventCollector, format_event
+
 from tests.unit.terraform.conftest import load_events
 
 
@@ -41,7 +42,7 @@ def test_sensitive_output_value_never_rendered():
 
     assert collector.outputs is not None and collector.outputs["secret"]["sensitive"] is True
     assert "fixture-token-value" not in rendered
-    assert 'secret = (sensitive)' in rendered
+    assert "secret = (sensitive)" in rendered
     assert 'kept = "2971659003581102282"' in rendered
 
 
@@ -79,7 +80,13 @@ def test_non_json_lines_are_kept_and_logged_as_text():
 
 
 def test_outputs_not_known_until_apply():
-    line = format_event({"type": "outputs", "@level": "info", "@message": "Outputs: 1",
-                         "outputs": {"id": {"sensitive": False, "type": "string"}}})
+    line = format_event(
+        {
+            "type": "outputs",
+            "@level": "info",
+            "@message": "Outputs: 1",
+            "outputs": {"id": {"sensitive": False, "type": "string"}},
+        }
+    )
 
     assert line is not None and line.text == "Outputs: id = (known after apply)"

@@ -6,7 +6,6 @@ import json
 import logging
 
 import pytest
-
 from nuro_ml import settings
 from nuro_ml.exceptions import TerraformError
 from nuro_ml.hooks.terraform import TerraformHook
@@ -53,10 +52,19 @@ def test_default_state_root_is_settings_data_dir():
 
 
 def test_pg_conn_str_comes_from_connection_and_is_masked(pg_config, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_TF_STATE_DB", json.dumps({
-        "conn_type": "postgres", "host": "127.0.0.1", "port": 5439, "login": "tf",
-        "password": "p@ss/w0rd-xyz", "schema": "state",
-    }))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_TF_STATE_DB",
+        json.dumps(
+            {
+                "conn_type": "postgres",
+                "host": "127.0.0.1",
+                "port": 5439,
+                "login": "tf",
+                "password": "p@ss/w0rd-xyz",
+                "schema": "state",
+            }
+        ),
+    )
     hook = TerraformHook(working_dir=pg_config, backend_conn_id="tf_state_db")
 
     conn_str = hook.backend_settings["conn_str"]
@@ -73,17 +81,26 @@ def test_pg_backend_without_conn_str_is_a_clear_error(pg_config):
 
 
 def test_connection_extras_merge_under_explicit_arguments(pg_config, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_TF_TEAM", json.dumps({
-        "conn_type": "terraform",
-        "extra": {
-            "backend_config": {"conn_str": "postgres://a:b@db/x", "schema_name": "from_conn"},
-            "variables": {"region": "us-west-2", "size": 1},
-            "secret_variables": {"token": "conn-secret-token-1"},
-            "env": {"AWS_SECRET_ACCESS_KEY": "aws-secret-value-2"},
-        },
-    }))
-    hook = TerraformHook(working_dir=pg_config, terraform_conn_id="tf_team", variables={"size": 3},
-                         backend_config={"schema_name": "explicit"})
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_TF_TEAM",
+        json.dumps(
+            {
+                "conn_type": "terraform",
+                "extra": {
+                    "backend_config": {"conn_str": "postgres://a:b@db/x", "schema_name": "from_conn"},
+                    "variables": {"region": "us-west-2", "size": 1},
+                    "secret_variables": {"token": "conn-secret-token-1"},
+                    "env": {"AWS_SECRET_ACCESS_KEY": "aws-secret-value-2"},
+                },
+            }
+        ),
+    )
+    hook = TerraformHook(
+        working_dir=pg_config,
+        terraform_conn_id="tf_team",
+        variables={"size": 3},
+        backend_config={"schema_name": "explicit"},
+    )
 
     assert hook.variables == {"region": "us-west-2", "size": 3}
     assert hook.backend_settings == {"conn_str": "postgres://a:b@db/x", "schema_name": "explicit"}
@@ -103,13 +120,16 @@ def test_missing_working_dir_fails_before_running_terraform(tmp_path):
 
 
 def test_directory_without_configuration_is_rejected(tmp_path):
-    with pytest.raises(TerraformError, match="contains no .tf files"):
+    with pytest.raises(TerraformError, match=r"contains no \.tf files"):
         TerraformHook(working_dir=tmp_path).init()
 
 
 def test_undeclared_secret_variable_is_rejected(pg_config):
-    hook = TerraformHook(working_dir=pg_config, secret_variables={"tokn": "value-123456"},
-                         backend_config={"conn_str": "postgres://x"})
+    hook = TerraformHook(
+        working_dir=pg_config,
+        secret_variables={"tokn": "value-123456"},
+        backend_config={"conn_str": "postgres://x"},
+    )
 
     with pytest.raises(TerraformError, match=r"secret variable\(s\) tokn are not declared .*declared: token"):
         hook.init()

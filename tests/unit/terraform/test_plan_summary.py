@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from nuro_ml.exceptions import TerraformError
 from nuro_ml.terraform_support.plan import ChangeAction, PlanSummary, normalise_actions
 
@@ -61,10 +60,17 @@ def test_in_place_update_is_a_change_not_a_replacement():
     document = {
         "format_version": "0.2",
         "resource_changes": [
-            {"address": "aws_eks_node_group.gpu", "type": "aws_eks_node_group",
-             "change": {"actions": ["update"]}},
-            {"address": "module.net.aws_vpc.this", "module_address": "module.net", "type": "aws_vpc",
-             "change": {"actions": ["create", "delete"]}},
+            {
+                "address": "aws_eks_node_group.gpu",
+                "type": "aws_eks_node_group",
+                "change": {"actions": ["update"]},
+            },
+            {
+                "address": "module.net.aws_vpc.this",
+                "module_address": "module.net",
+                "type": "aws_vpc",
+                "change": {"actions": ["create", "delete"]},
+            },
         ],
     }
     summary = PlanSummary.from_show_json(document)
@@ -94,7 +100,9 @@ def test_not_a_plan_document_is_rejected():
 
 def test_action_names_accept_synonyms_and_reject_typos():
     assert normalise_actions(["destroy", "REPLACE", "change"]) == {
-        ChangeAction.DELETE, ChangeAction.REPLACE, ChangeAction.UPDATE,
+        ChangeAction.DELETE,
+        ChangeAction.REPLACE,
+        ChangeAction.UPDATE,
     }
     with pytest.raises(TerraformError, match="destory"):
         normalise_actions(["destory"])

@@ -228,11 +228,11 @@ class TeamProfile:
 #: small experiments, one runs medium jobs and a few urgent evaluations.
 DEFAULT_TEAMS: tuple[TeamProfile, ...] = (
     TeamProfile(
-        "perception", mean_interarrival=1500.0, gpu_choices=(8, 16), median_duration=5400.0, gang_share=0.5
+        "perception", mean_interarrival=4800.0, gpu_choices=(8, 16), median_duration=3600.0, gang_share=0.5
     ),
     TeamProfile("planning", mean_interarrival=240.0, gpu_choices=(1, 1, 2), median_duration=900.0),
     TeamProfile(
-        "mapping", mean_interarrival=700.0, gpu_choices=(2, 4, 4), median_duration=1800.0, priority=1
+        "mapping", mean_interarrival=800.0, gpu_choices=(2, 4, 4), median_duration=1800.0, priority=1
     ),
 )
 

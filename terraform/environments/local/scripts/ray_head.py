@@ -184,23 +184,131 @@ def _remove_record(runtime_dir: Path, record: HeadRecord) -> None:
         shutil.rmtree(record.temp_dir, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class HeadSettings:
+    runtime_dir: Path
+    temp_dir: Path
+    gcs_port: int
+    dashboard_port: int
+    num_gpus: int
+    num_cpus: int
+    object_store_mb: int
+    timeout: float
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.runtime_dir / LOG_FILE
+
+
+def _launch(settings: HeadSettings) -> HeadRecord:
+    command = [
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+        "--port", str(settings.gcs_port),
+        "--num-cpus", str(settings.num_cpus),
+        "--num-gpus", str(settings.num_gpus),
+        "--object-store-memory", str(settings.object_store_mb * 1024 * 1024),
+        "--include-dashboard", "true",
+        "--dashboard-host", "127.0.0.1",
+        "--dashboard-port", str(settings.dashboard_port),
+        # Ray's fixed default ports (10001, 52365, ...) clash with any other Ray on this machine.
+        "--ray-client-server-port", str(_free_port()),
+        "--dashboard-agent-listen-port", str(_free_port()),
+        "--dashboard-agent-grpc-port", str(_free_port()),
+        "--runtime-env-agent-port", str(_free_port()),
+        "--metrics-export-port", str(_free_port()),
+        "--temp-dir", str(settings.temp_dir),
+        "--disable-usage-stats",
+    ]  # fmt: skip
+    env = dict(
+        os.environ,
+        RAY_USAGE_STATS_ENABLED="0",
+        # Ray gives up on a raylet that has not registered within this time; on a busy machine that can
+        # exceed Ray's default, and our own timeout already bounds the wait.
+        RAY_raylet_start_wait_time_s=str(int(max(settings.timeout, 60))),
+        RAY_agent_register_timeout_ms=str(int(max(settings.timeout, 60) * 1000)),
+    )
+    owns_temp_dir = not settings.temp_dir.exists()
+    settings.temp_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.log_path, "ab") as log, open(os.devnull, "rb") as devnull:
+        process = subprocess.Popen(
+            command, stdin=devnull, stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True, close_fds=True,
+        )  # fmt: skip
+    return HeadRecord(
+        pid=process.pid,
+        start_ticks=_start_ticks(process.pid) or 0,
+        gcs_port=settings.gcs_port,
+        dashboard_port=settings.dashboard_port,
+        temp_dir=str(settings.temp_dir),
+        owns_temp_dir=owns_temp_dir,
+    )
+
+
+def _session_commands(sid: int) -> set[str]:
+    """Command names (``comm``) of the live processes in a session."""
+    names = set()
+    for pid in _session_members(sid):
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        names.add(raw[raw.index("(") + 1 : raw.rindex(")")])
+    return names
+
+
+def _wait_ready(settings: HeadSettings, record: HeadRecord, deadline: float) -> tuple[bool, str, bool]:
+    """Wait for the head: ``(ready, reason it is not, whether a fresh attempt may succeed)``."""
+    saw_raylet = False
+    while time.monotonic() < deadline:
+        if not _alive(record):
+            return False, "exited during start-up", True
+        running = _session_commands(record.pid)
+        if "raylet" in running:
+            saw_raylet = True
+        elif saw_raylet:
+            # The raylet aborts when its agents start too slowly (a loaded machine); `ray start --block`
+            # does not notice, so the head would never become usable.
+            return False, "lost its raylet during start-up", True
+        if (
+            _port_open(settings.gcs_port)
+            and _http_ok(f"{settings.dashboard}/api/version")
+            and _http_ok(f"{settings.dashboard}/api/jobs/")
+            and _alive_nodes(settings.dashboard)
+        ):
+            return True, "", False
+        time.sleep(0.5)
+    return False, f"did not answer within {settings.timeout:.0f} s", False
+
+
+def _wait_ports_free(ports: tuple[int, ...], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not all(_port_free(p) for p in ports):
+        time.sleep(0.2)
+
+
 def start() -> int:
     runtime_dir = Path(_env("RUNTIME_DIR")).resolve()
-    gcs_port = int(_env("PORT"))
-    dashboard_port = int(_env("DASHBOARD_PORT"))
-    num_gpus = int(_env("NUM_GPUS"))
-    num_cpus = int(_env("NUM_CPUS"))
-    object_store_mb = int(_env("OBJECT_STORE_MEMORY_MB"))
-    timeout = float(_env("START_TIMEOUT", "120"))
     requested_temp = _env("TEMP_DIR", "")
-    temp_dir = Path(requested_temp).resolve() if requested_temp else runtime_dir / "ray"
+    settings = HeadSettings(
+        runtime_dir=runtime_dir,
+        temp_dir=Path(requested_temp).resolve() if requested_temp else runtime_dir / "ray",
+        gcs_port=int(_env("PORT")),
+        dashboard_port=int(_env("DASHBOARD_PORT")),
+        num_gpus=int(_env("NUM_GPUS")),
+        num_cpus=int(_env("NUM_CPUS")),
+        object_store_mb=int(_env("OBJECT_STORE_MEMORY_MB")),
+        timeout=float(_env("START_TIMEOUT", "120")),
+    )
+    attempts = int(_env("START_ATTEMPTS", "3"))
     runtime_dir.mkdir(parents=True, exist_ok=True)
-    log_path = runtime_dir / LOG_FILE
-    dashboard = f"http://127.0.0.1:{dashboard_port}"
 
     existing = _read_record(runtime_dir)
     if existing is not None:
-        if _alive(existing) and _http_ok(f"{dashboard}/api/version"):
+        if _alive(existing) and _http_ok(f"{settings.dashboard}/api/version"):
             _write_record(runtime_dir, replace(existing, ready=True))
             print(f"ray_head: head pid {existing.pid} from {runtime_dir} is already running; reusing it")
             return 0
@@ -208,116 +316,55 @@ def start() -> int:
         _terminate_session(existing, grace_seconds=5)
         _remove_record(runtime_dir, existing)
 
-    if len(str(temp_dir)) + RAY_SOCKET_SUFFIX > MAX_SOCKET_PATH:
+    if len(str(settings.temp_dir)) + RAY_SOCKET_SUFFIX > MAX_SOCKET_PATH:
         print(
-            f"ray_head: Ray temp dir {temp_dir} is too long for unix socket paths "
+            f"ray_head: Ray temp dir {settings.temp_dir} is too long for unix socket paths "
             f"(at most {MAX_SOCKET_PATH - RAY_SOCKET_SUFFIX} characters); set the ray_temp_dir variable",
             file=sys.stderr,
         )
         return 2
-    busy = [str(port) for port in (gcs_port, dashboard_port) if not _port_free(port)]
+    ports = (settings.gcs_port, settings.dashboard_port)
+    busy = [str(port) for port in ports if not _port_free(port)]
     if busy:
         print(f"ray_head: port(s) {', '.join(busy)} on 127.0.0.1 already in use", file=sys.stderr)
         return 2
 
-    command = [
-        sys.executable,
-        "-m",
-        "ray.scripts.scripts",
-        "start",
-        "--head",
-        "--block",
-        "--port",
-        str(gcs_port),
-        "--num-cpus",
-        str(num_cpus),
-        "--num-gpus",
-        str(num_gpus),
-        "--object-store-memory",
-        str(object_store_mb * 1024 * 1024),
-        "--include-dashboard",
-        "true",
-        "--dashboard-host",
-        "127.0.0.1",
-        "--dashboard-port",
-        str(dashboard_port),
-        # Ray's fixed default ports (10001, 52365, ...) clash with any other Ray on this machine.
-        "--ray-client-server-port",
-        str(_free_port()),
-        "--dashboard-agent-listen-port",
-        str(_free_port()),
-        "--dashboard-agent-grpc-port",
-        str(_free_port()),
-        "--runtime-env-agent-port",
-        str(_free_port()),
-        "--metrics-export-port",
-        str(_free_port()),
-        "--temp-dir",
-        str(temp_dir),
-        "--disable-usage-stats",
-    ]
-    env = dict(
-        os.environ,
-        RAY_USAGE_STATS_ENABLED="0",
-        # Ray aborts start-up when the dashboard agent or the raylet take longer than these; on a busy
-        # machine they can exceed Ray's defaults, and our own timeout already bounds the wait.
-        RAY_agent_register_timeout_ms=str(int(max(timeout, 60) * 1000)),
-        RAY_raylet_start_wait_time_s=str(int(max(timeout, 60))),
-    )
-    owns_temp_dir = not temp_dir.exists()
-    temp_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
-        process = subprocess.Popen(
-            command,
-            stdin=devnull,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
-    record = HeadRecord(
-        pid=process.pid,
-        start_ticks=_start_ticks(process.pid) or 0,
-        gcs_port=gcs_port,
-        dashboard_port=dashboard_port,
-        temp_dir=str(temp_dir),
-        owns_temp_dir=owns_temp_dir,
-    )
-    _write_record(runtime_dir, record)
-    _start_guardian(runtime_dir, log_path, timeout)
-    print(f"ray_head: started pid {process.pid} (log {log_path}); waiting for {dashboard}")
-
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + settings.timeout
+    record: HeadRecord | None = None
+    reason = "was not started"
     try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                reason = f"exited with code {process.returncode}"
-                break
-            if (
-                _port_open(gcs_port)
-                and _http_ok(f"{dashboard}/api/version")
-                and _http_ok(f"{dashboard}/api/jobs/")
-                and _alive_nodes(dashboard)
-            ):
+        for attempt in range(1, attempts + 1):
+            record = _launch(settings)
+            _write_record(runtime_dir, record)
+            if attempt == 1:
+                _start_guardian(runtime_dir, settings.log_path, settings.timeout)
+            print(
+                f"ray_head: started pid {record.pid} (attempt {attempt}/{attempts}, "
+                f"log {settings.log_path}); waiting for {settings.dashboard}"
+            )
+            ready, reason, retryable = _wait_ready(settings, record, deadline)
+            if ready:
                 _write_record(runtime_dir, replace(record, ready=True))
                 print(
-                    f"ray_head: ready: address 127.0.0.1:{gcs_port}, dashboard {dashboard}, "
-                    f"{num_gpus} GPU(s), {num_cpus} CPU(s)"
+                    f"ray_head: ready: address 127.0.0.1:{settings.gcs_port}, "
+                    f"dashboard {settings.dashboard}, {settings.num_gpus} GPU(s), {settings.num_cpus} CPU(s)"
                 )
                 return 0
-            time.sleep(0.5)
-        else:
-            reason = f"did not answer within {timeout:.0f} s"
+            if not retryable or attempt == attempts or time.monotonic() >= deadline:
+                break
+            print(f"ray_head: Ray head {reason}; starting it again")
+            _terminate_session(record, grace_seconds=2)
+            _wait_ports_free(ports, 10)
     except KeyboardInterrupt:
         reason = "start was interrupted"
 
-    print(f"ray_head: Ray head {reason}; last log lines:\n{_tail(log_path)}", file=sys.stderr)
-    # A failed create leaves the resource tainted and Terraform skips destroy-time provisioners for
-    # tainted resources, so the half-started head has to be cleaned up here.
-    _terminate_session(record, grace_seconds=5)
-    _remove_record(runtime_dir, record)
+    print(f"ray_head: Ray head {reason}; last log lines:\n{_tail(settings.log_path)}", file=sys.stderr)
+    if record is not None:
+        # A failed create leaves the resource tainted and Terraform skips destroy-time provisioners for
+        # tainted resources, so the half-started head has to be cleaned up here.
+        _terminate_session(record, grace_seconds=5)
+        _remove_record(runtime_dir, record)
     return 1
 
 

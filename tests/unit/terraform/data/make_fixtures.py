@@ -30,7 +30,9 @@ terraform {
 }
 """
 
-BEFORE = PROVIDERS + """
+BEFORE = (
+    PROVIDERS
+    + """
 resource "null_resource" "keep" {
   triggers = { a = "1" }
 }
@@ -50,8 +52,11 @@ output "kept" {
   value = null_resource.keep.id
 }
 """
+)
 
-AFTER = PROVIDERS + """
+AFTER = (
+    PROVIDERS
+    + """
 variable "token" {
   type      = string
   sensitive = true
@@ -86,8 +91,11 @@ output "secret" {
   sensitive = true
 }
 """
+)
 
-BROKEN = PROVIDERS + """
+BROKEN = (
+    PROVIDERS
+    + """
 resource "null_resource" "x" {
   triggers = {
     a = "1"
@@ -95,11 +103,15 @@ resource "null_resource" "x" {
   bogus_argument = 1
 }
 """
+)
 
-SYNTAX_ERROR = PROVIDERS + """
+SYNTAX_ERROR = (
+    PROVIDERS
+    + """
 resource "null_resource" "x" {
   triggers = {
 """
+)
 
 
 def run(tf: str, cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
