@@ -30,9 +30,12 @@ def _airflow(args: list[str], env: dict[str, str], log: Path) -> int:
         return subprocess.run([str(airflow_bin), *args], env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
 
 
-def _summary_path(run_id: str) -> Path:
-    safe = run_id.replace(":", "_").replace("+", "_")
-    return settings.data_dir() / "summaries" / DEMO_DAG_ID / f"{safe}.json"
+def _latest_summary(since: float) -> Path | None:
+    """The summary the DAG wrote during this demo (run ids are only known once the run exists)."""
+    written = [
+        p for p in (settings.data_dir() / "summaries" / DEMO_DAG_ID).glob("*.json") if p.stat().st_mtime >= since
+    ]
+    return max(written, key=lambda p: p.stat().st_mtime) if written else None
 
 
 def format_summary(summary: dict[str, Any], wall_seconds: float) -> str:
@@ -79,10 +82,11 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"nuro-ml demo: `airflow db migrate` failed, see {log}", file=sys.stderr)
         return 1
     print(f"nuro-ml demo: running {DEMO_DAG_ID} for {day.isoformat()} (airflow dags test)", flush=True)
-    rc = _airflow(["dags", "test", DEMO_DAG_ID, day.isoformat()], env, log)
-    run_id = f"manual__{day.isoformat()}T00:00:00+00:00"
-    summary_file = _summary_path(run_id)
-    if rc != 0 or not summary_file.exists():
+    launched = time.time()
+    conf = {"date_from": day.isoformat(), "date_to": day.isoformat()}
+    rc = _airflow(["dags", "test", DEMO_DAG_ID, day.isoformat(), "-c", json.dumps(conf)], env, log)
+    summary_file = _latest_summary(launched)
+    if rc != 0 or summary_file is None:
         tail = log.read_text().splitlines()[-60:]
         print("\n".join(tail), file=sys.stderr)
         print(f"nuro-ml demo: the DAG run failed (exit {rc}); full log: {log}", file=sys.stderr)

@@ -6,7 +6,6 @@ the two disagree, so the entry point Airflow reads never drifts from the declara
 
 from __future__ import annotations
 
-import pprint
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PROVIDER_YAML = PACKAGE_DIR / "provider.yaml"
 GENERATED = PACKAGE_DIR / "get_provider_info.py"
 
-HEADER = '''# This file is generated from provider.yaml by `python -m nuro_ml.provider_yaml`; do not edit it by hand.
+HEADER = '''# Generated from provider.yaml by `python -m nuro_ml.provider_yaml`; do not edit by hand.
 from __future__ import annotations
 
 from typing import Any
@@ -33,10 +32,24 @@ def load_provider_yaml() -> dict[str, Any]:
     return data
 
 
+def _literal(value: Any, indent: int) -> str:
+    """Python source for ``value``, one key or item per line, as a formatter would lay it out."""
+    pad = " " * (indent + 4)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [f"{pad}{_literal(k, indent + 4)}: {_literal(v, indent + 4)},\n" for k, v in value.items()]
+        return "{\n" + "".join(items) + " " * indent + "}"
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        items = [f"{pad}{_literal(v, indent + 4)},\n" for v in value]
+        return "[\n" + "".join(items) + " " * indent + "]"
+    return repr(value)
+
+
 def render() -> str:
-    body = pprint.pformat(load_provider_yaml(), indent=4, width=100, sort_dicts=False)
-    indented = "\n".join(("        " + line if i else line) for i, line in enumerate(body.splitlines()))
-    return HEADER + indented + "\n"
+    return HEADER + _literal(load_provider_yaml(), 4) + "\n"
 
 
 def main() -> int:

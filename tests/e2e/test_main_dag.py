@@ -77,6 +77,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
     migrate = _airflow(env, "db", "migrate")
     assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
     conf = {
+        "date_from": DAY,
+        "date_to": DAY,
         "vehicles": VEHICLES,
         "drive_seconds": DRIVE_SECONDS,
         "ray_port": free_port(),

@@ -118,7 +118,7 @@ def test_the_repository_example_pipelines_load(tmp_path):
     bag = DagBag(dag_folder=str(folder))
 
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {"nightly_perception_training", "feature_refresh", "terraform_drift_check"}
+    assert set(bag.dag_ids) == {"nightly_perception_training", "feature_refresh", "local_env_drift_check"}
     nightly = bag.dags["nightly_perception_training"]
     assert nightly.get_task("teardown").is_teardown
     assert nightly.get_task("release_gpus").is_teardown
