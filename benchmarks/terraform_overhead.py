@@ -22,6 +22,7 @@ Run: ``python -m benchmarks.terraform_overhead [--repeat N]`` (default 1 pair, a
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 _BENCH_DIR = Path(tempfile.mkdtemp(prefix="nuro-tf-bench-"))
+atexit.register(shutil.rmtree, _BENCH_DIR, ignore_errors=True)
 os.environ.setdefault("NURO_ML_DATA_DIR", str(_BENCH_DIR / "data"))
 
 from nuro_ml import settings  # noqa: E402  (after NURO_ML_DATA_DIR is set)
@@ -61,6 +63,11 @@ class _TaskInstance:
     run_id: str
     task_id: str
     map_index: int = -1
+
+
+def _context(index: int, task_id: str) -> Any:
+    """What the operators read from an Airflow context: the task instance's identity."""
+    return {"ti": _TaskInstance("bench", f"run-{index}", task_id)}
 
 
 def _free_port() -> int:
@@ -98,20 +105,20 @@ class _CreationTime(logging.Handler):
 def run_ours(index: int) -> Sample:
     variables = _variables("ours")
     environment = f"bench-ours-{index}"
-    common = {"working_dir": str(LOCAL_ENV), "environment": environment, "variables": variables}
+    common: dict[str, Any] = {
+        "working_dir": str(LOCAL_ENV),
+        "environment": environment,
+        "variables": variables,
+    }
     handler = _CreationTime()
     logging.getLogger("nuro_ml.terraform").addHandler(handler)
     try:
         start = time.perf_counter()
-        outputs = TerraformApplyOperator(task_id="apply", **common).execute(
-            {"ti": _TaskInstance("bench", f"run-{index}", "apply")}  # type: ignore[arg-type]
-        )
+        outputs = TerraformApplyOperator(task_id="apply", **common).execute(_context(index, "apply"))
         elapsed = time.perf_counter() - start
     finally:
         logging.getLogger("nuro_ml.terraform").removeHandler(handler)
-        TerraformDestroyOperator(task_id="destroy", **common).execute(
-            {"ti": _TaskInstance("bench", f"run-{index}", "destroy")}  # type: ignore[arg-type]
-        )
+        TerraformDestroyOperator(task_id="destroy", **common).execute(_context(index, "destroy"))
         shutil.rmtree(variables["runtime_dir"], ignore_errors=True)
     if outputs.get("gpu_count") != 2:
         raise RuntimeError(f"operator returned unexpected outputs {outputs}")

@@ -3,11 +3,11 @@
 The capacity trigger, the synchronous sensor path, the ledger's own invariant check and the
 trace simulator all call into this module, so what the simulator measures is what runs.
 
-Ordering (``fair`` policy): requests that fit their team's nominal quota before requests
-that would borrow; then effective priority (the request's priority plus one level per
-``aging_seconds`` of waiting, so nothing starves); then the team's weighted dominant
-resource share across pools (the team furthest below its entitlement goes first); then
-enqueue time. A request that fits the pool and its team's quota (borrowing idle quota of
+Ordering (``fair`` policy): effective priority first (the request's priority plus one
+level per ``aging_seconds`` of waiting, so nothing starves); within a priority level, a
+virtual time: enqueue time delayed in proportion to the team's weighted dominant resource
+share across pools (``fair_share_delay``), and delayed further when the request would
+borrow other teams' quota (``borrow_delay``). A request that fits the pool and its team's quota (borrowing idle quota of
 other teams within the borrowing/lending limits) is admitted. The first request that does
 not fit for lack of capacity gets a reservation (EASY backfill): later requests are admitted
 only if they fit now and either finish, by their lease TTL, before the reservation's shadow
@@ -92,6 +92,13 @@ class PolicyConfig:
     head_of_line_blocking: bool = False
     #: Waiting this long raises a request's effective priority by one level (0: no aging).
     aging_seconds: float = 1800.0
+    #: Fair share as queueing delay: within a priority level a team's requests line up as if
+    #: enqueued this many seconds later per unit of weighted dominant share. A bounded delay
+    #: (not a strict share order) keeps big jobs of a busy team from starving.
+    fair_share_delay: float = 900.0
+    #: Requests that would borrow other teams' quota line up this many seconds later than
+    #: requests within their team's nominal quota.
+    borrow_delay: float = 900.0
 
 
 POLICIES: dict[str, PolicyConfig] = {
@@ -302,11 +309,16 @@ def _reserve(head: Pending, room: int, ends: Sequence[tuple[float, int]], now: f
 
 def _reclaim_for(
     head: Pending,
+    head_priority: int,
     usage: PoolUsage,
     quotas: Mapping[str, Quota],
     running: Sequence[Running],
 ) -> list[str]:
-    """Leases lent to borrowing teams that, once returned, let ``head`` in (youngest first)."""
+    """Leases lent to borrowing teams that, once returned, let ``head`` in (youngest first).
+
+    Only leases of no higher priority than the head's effective priority are taken: a
+    higher-priority borrower would be admitted again ahead of the head and taken back again.
+    """
     quota = quotas.get(head.team)
     if quota is None or usage.by_team.get(head.team, 0) + head.gpus > quota.nominal:
         return []
@@ -323,7 +335,7 @@ def _reclaim_for(
     for lease in sorted(running, key=lambda r: (-r.acquired_at, r.lease_id)):
         if deficit <= 0:
             break
-        if lease.reclaim_requested or borrowed_left.get(lease.team, 0) <= 0:
+        if lease.reclaim_requested or borrowed_left.get(lease.team, 0) <= 0 or lease.priority > head_priority:
             continue
         chosen.append(lease.lease_id)
         borrowed_left[lease.team] -= lease.gpus
@@ -377,12 +389,11 @@ def decide(snapshot: Snapshot, config: PolicyConfig | str = "fair") -> Decision:
         quotas = quotas_by_pool.get(pool_name, {})
         eff = {r.key: effective_priority(r, now, config) for r in requests}
 
+        # One queue per team (in priority, then arrival order), except for strict FIFO where
+        # the whole pool is one line.
         queues: dict[str, deque[Pending]] = {}
-        if config.fair_share:
-            for request in sorted(requests, key=lambda r: (-eff[r.key], r.enqueued_at, r.key)):
-                queues.setdefault(request.team, deque()).append(request)
-        else:
-            queues[""] = deque(sorted(requests, key=lambda r: (-eff[r.key], r.enqueued_at, r.key)))
+        for request in sorted(requests, key=lambda r: (-eff[r.key], r.enqueued_at, r.key)):
+            queues.setdefault("" if config.head_of_line_blocking else request.team, deque()).append(request)
 
         reservation: _Reservation | None = None
         blocked_head: str | None = None
@@ -391,10 +402,8 @@ def decide(snapshot: Snapshot, config: PolicyConfig | str = "fair") -> Decision:
             best_team = min(
                 queues,
                 key=lambda t: (
-                    0 if config.head_of_line_blocking else _borrows(queues[t][0], pool_usage, quotas),
                     -eff[queues[t][0].key],
-                    shares.get(t, 0.0),
-                    queues[t][0].enqueued_at,
+                    _virtual_time(queues[t][0], shares.get(t, 0.0), pool_usage, quotas, config),
                     queues[t][0].key,
                 ),
             )
@@ -454,7 +463,9 @@ def decide(snapshot: Snapshot, config: PolicyConfig | str = "fair") -> Decision:
                 reservation = _reserve(request, room, ends[pool_name], now)
                 if config.reclaim and config.borrowing:
                     reclaim.extend(
-                        _reclaim_for(request, pool_usage, quotas, running_by_pool.get(pool_name, []))
+                        _reclaim_for(
+                            request, eff[request.key], pool_usage, quotas, running_by_pool.get(pool_name, [])
+                        )
                     )
                 waiting[request.key] = f"{result.reason}; first in line, GPUs reserved"
 
@@ -467,16 +478,22 @@ def decide(snapshot: Snapshot, config: PolicyConfig | str = "fair") -> Decision:
     )
 
 
-def _borrows(request: Pending, usage: PoolUsage, quotas: Mapping[str, Quota]) -> int:
-    """0 when the request fits its team's nominal quota, 1 when it would have to borrow.
+def _virtual_time(
+    request: Pending, share: float, usage: PoolUsage, quotas: Mapping[str, Quota], config: PolicyConfig
+) -> float:
+    """Where a request lines up within its priority level: enqueue time plus fairness delays.
 
-    Requests within their team's own quota go before borrowing ones, whatever their
-    priority: quota is a guarantee, and GPUs reclaimed for a team must not be taken by the
-    borrower they were reclaimed from.
+    Borrowing requests line up behind requests within their team's nominal quota, so GPUs
+    reclaimed for a team are not taken straight back by the borrower they came from.
     """
+    if config.head_of_line_blocking:
+        return request.enqueued_at
+    delay = config.fair_share_delay * share if config.fair_share else 0.0
     quota = quotas.get(request.team)
     nominal = quota.nominal if quota is not None else 0
-    return 0 if usage.by_team.get(request.team, 0) + request.gpus <= nominal else 1
+    if usage.by_team.get(request.team, 0) + request.gpus > nominal:
+        delay += config.borrow_delay
+    return request.enqueued_at + delay
 
 
 def _fmt_time(shadow: float, now: float) -> str:

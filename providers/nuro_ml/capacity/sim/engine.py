@@ -110,7 +110,8 @@ def simulate(
             run = runs[job_id]
             if kind == _ARRIVAL:
                 run._queued_at = now
-                pending[job_id] = _pending(run.job, now if run.preemptions == 0 else run.job.submit)
+                # A preempted job lines up again from now, like a retried task's new request.
+                pending[job_id] = _pending(run.job, now)
             elif attempt != run._attempt or job_id not in running:
                 continue  # the attempt this event belonged to was preempted
             elif kind == _FINISH:
