@@ -12,8 +12,7 @@ import sys
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
-
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, get_current_context, task
 from nuro_ml import settings
 from nuro_ml.operators.capacity import GpuLeaseReleaseOperator
 from nuro_ml.operators.feast import FeastApplyOperator, FeastMaterializeOperator
@@ -43,47 +42,77 @@ with DAG(
     doc_md=__doc__,
     params={
         "date_from": Param(
-            None, type=["null", "string"], format="date", title="First day",
+            None,
+            type=["null", "string"],
+            format="date",
+            title="First day",
             description="First day of drive logs to process (default: the run's data interval).",
         ),
         "date_to": Param(
-            None, type=["null", "string"], format="date", title="Last day",
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Last day",
             description="Last day, inclusive (default: the run's data interval).",
         ),
         "vehicles": Param(
-            ["veh-001", "veh-002"], type="array", items={"type": "string", "pattern": "^[a-z0-9-]+$"},
-            minItems=1, title="Vehicles", description="Vehicle ids whose drives are used.",
+            ["veh-001", "veh-002"],
+            type="array",
+            items={"type": "string", "pattern": "^[a-z0-9-]+$"},
+            minItems=1,
+            title="Vehicles",
+            description="Vehicle ids whose drives are used.",
         ),
         "drive_seconds": Param(
-            180, type="integer", minimum=10, maximum=86400, title="Synthetic drive length (s)",
+            180,
+            type="integer",
+            minimum=10,
+            maximum=86400,
+            title="Synthetic drive length (s)",
             description="Length of each drive generated when a day has no logs yet.",
         ),
         "team": Param(
-            "perception", type="string", pattern="^[a-z][a-z0-9-]*$", title="Team",
+            "perception",
+            type="string",
+            pattern="^[a-z][a-z0-9-]*$",
+            title="Team",
             description="Team whose GPU quota the training job is charged to.",
         ),
-        "gpus": Param(2, type="integer", minimum=1, maximum=64, title="GPUs", description="GPUs for training."),
+        "gpus": Param(
+            2, type="integer", minimum=1, maximum=64, title="GPUs", description="GPUs for training."
+        ),
         "cluster_gpus": Param(
-            4, type="integer", minimum=1, maximum=64, title="Cluster GPUs",
+            4,
+            type="integer",
+            minimum=1,
+            maximum=64,
+            title="Cluster GPUs",
             description="GPUs the provisioned local cluster advertises.",
         ),
         "num_boost_round": Param(40, type="integer", minimum=1, maximum=5000, title="Boosting rounds"),
         "max_depth": Param(4, type="integer", minimum=1, maximum=16, title="Tree depth"),
         "learning_rate": Param(0.2, type="number", exclusiveMinimum=0, maximum=1, title="Learning rate"),
         "ray_port": Param(6390, type="integer", minimum=1024, maximum=65535, title="Ray GCS port"),
-        "dashboard_port": Param(8275, type="integer", minimum=1024, maximum=65535, title="Ray dashboard port"),
+        "dashboard_port": Param(
+            8275, type="integer", minimum=1024, maximum=65535, title="Ray dashboard port"
+        ),
     },
 ) as dag:
 
     @task
-    def plan_interval(params: dict[str, Any], data_interval_start: datetime, data_interval_end: datetime) -> dict[str, Any]:
+    def plan_interval() -> dict[str, Any]:
         """Resolve the days to process from the trigger form or the data interval."""
+        context = get_current_context()
+        params = context["params"]
         if params.get("date_from"):
             first = date.fromisoformat(params["date_from"])
             last = date.fromisoformat(params.get("date_to") or params["date_from"])
         else:
-            first = data_interval_start.date()
-            last = max(first, (data_interval_end - timedelta(microseconds=1)).date())
+            interval_start, interval_end = context["data_interval_start"], context["data_interval_end"]
+            if interval_start is None or interval_end is None:
+                raise ValueError("params: give date_from/date_to; this run has no data interval")
+            first = interval_start.date()
+            last = max(first, (interval_end - timedelta(microseconds=1)).date())
         if last < first:
             raise ValueError(f"params: date_to {last} is before date_from {first}")
         days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
@@ -92,18 +121,24 @@ with DAG(
         return {"dates": days, "start": start.isoformat(), "end": end.isoformat()}
 
     @task
-    def ensure_drive_logs(interval: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    def ensure_drive_logs(interval: Any) -> dict[str, Any]:
         """Write synthetic drives for days that have no logs yet (existing files are kept)."""
         from nuro_ml.etl.generator import generate_interval
 
-        written = generate_interval(
+        params = get_current_context()["params"]
+        before = (
+            {p for p in settings.raw_logs_dir().rglob("*.mcap")}
+            if settings.raw_logs_dir().exists()
+            else set()
+        )
+        files = generate_interval(
             settings.raw_logs_dir(),
             [date.fromisoformat(d) for d in interval["dates"]],
             params["vehicles"],
             drive_seconds=float(params["drive_seconds"]),
             seed=20261124,
         )
-        return {"generated_files": len(written)}
+        return {"files": len(files), "generated": len(set(files) - before)}
 
     provision = TerraformApplyOperator(
         task_id="provision",
@@ -138,15 +173,17 @@ with DAG(
     )
 
     @task
-    def register_capacity(cluster: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    def register_capacity(cluster: Any) -> dict[str, Any]:
         """Record the provisioned pool and the team's quota in the ledger (idempotent)."""
         from nuro_ml.capacity.ledger import QuotaLedger
 
+        team = get_current_context()["params"]["team"]
         ledger = QuotaLedger(settings.ledger_url())
         gpus = int(cluster["gpu_count"])
-        ledger.upsert_pool("local", capacity_gpus=gpus, gpu_type="logical")
-        ledger.upsert_quota(params["team"], "local", nominal_gpus=gpus, borrowing_limit=0)
-        return {"pool": "local", "capacity_gpus": gpus}
+        ledger.upsert_pool("local", capacity=gpus, gpu_type="logical")
+        # The whole local cluster is the team's; nothing to borrow from other teams here.
+        ledger.upsert_quota(team, "local", nominal=gpus, borrowing_limit=0)
+        return {"pool": "local", "capacity_gpus": gpus, "team": team}
 
     capacity = register_capacity(provision.output)
 
@@ -170,7 +207,9 @@ with DAG(
             " --num-workers {{ params.gpus }} --gpus-per-worker 1"
             " --num-boost-round {{ params.num_boost_round }} --max-depth {{ params.max_depth }}"
             " --learning-rate {{ params.learning_rate }}"
-            " --output-dir " + str(settings.artifacts_dir()) + "/{{ run_id | replace(':', '_') | replace('+', '_') }}"
+            " --output-dir "
+            + str(settings.artifacts_dir())
+            + "/{{ run_id | replace(':', '_') | replace('+', '_') }}"
         ),
         runtime_env={
             "working_dir": str(settings.workloads_dir()),
@@ -185,25 +224,44 @@ with DAG(
     )
 
     @task
-    def summarize(
-        interval: dict[str, Any], etl_result: dict[str, Any], features: dict[str, Any], training: dict[str, Any],
-        run_id: str,
-    ) -> dict[str, Any]:
+    def summarize(interval: Any, etl_result: Any, features: Any, training: Any) -> dict[str, Any]:
         """Collect what the run produced into one summary (XCom and a JSON file)."""
         from nuro_ml.capacity.ledger import QuotaLedger
 
-        lease = QuotaLedger(settings.ledger_url()).lease_wait_summary(run_id=run_id, dag_id=DAG_ID)
+        context = get_current_context()
+        run_id = context["run_id"]
+        lease_id = context["ti"].xcom_pull(task_ids="wait_for_gpus")
+        ledger = QuotaLedger(settings.ledger_url())
+        lease = ledger.lease(str(lease_id))
+        if lease is None:
+            raise ValueError(f"lease {lease_id!r} taken by wait_for_gpus is not in the ledger")
+        request = next((r for r in ledger.requests(key=lease.key) if r.lease_id == lease.lease_id), None)
+        waited = (
+            (request.admitted_at - request.enqueued_at).total_seconds()
+            if request and request.admitted_at
+            else 0.0
+        )
+        gpu_wait = {
+            "lease_id": lease.lease_id,
+            "team": lease.team,
+            "pool": lease.pool,
+            "gpus": lease.gpus,
+            "state": str(lease.state.value),
+            "wait_seconds": waited,
+        }
         summary = {
             "dag_id": DAG_ID,
             "run_id": run_id,
             "dates": interval["dates"],
             "etl": {k: etl_result.get(k) for k in ("files", "bytes", "messages", "rows", "quarantined")},
             "features": features,
-            "gpu_wait": lease,
+            "gpu_wait": gpu_wait,
             "training": training,
             "artifacts": training.get("artifact_uri"),
         }
-        out = settings.data_dir() / "summaries" / DAG_ID / f"{run_id.replace(':', '_').replace('+', '_')}.json"
+        out = (
+            settings.data_dir() / "summaries" / DAG_ID / f"{run_id.replace(':', '_').replace('+', '_')}.json"
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(summary, indent=2, default=str))

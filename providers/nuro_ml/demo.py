@@ -27,13 +27,17 @@ def _airflow(args: list[str], env: dict[str, str], log: Path) -> int:
     with log.open("a") as fh:
         fh.write(f"\n$ airflow {' '.join(args)}\n")
         fh.flush()
-        return subprocess.run([str(airflow_bin), *args], env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+        return subprocess.run(
+            [str(airflow_bin), *args], env=env, stdout=fh, stderr=subprocess.STDOUT
+        ).returncode
 
 
 def _latest_summary(since: float) -> Path | None:
     """The summary the DAG wrote during this demo (run ids are only known once the run exists)."""
     written = [
-        p for p in (settings.data_dir() / "summaries" / DEMO_DAG_ID).glob("*.json") if p.stat().st_mtime >= since
+        p
+        for p in (settings.data_dir() / "summaries" / DEMO_DAG_ID).glob("*.json")
+        if p.stat().st_mtime >= since
     ]
     return max(written, key=lambda p: p.stat().st_mtime) if written else None
 
@@ -62,7 +66,9 @@ def format_summary(summary: dict[str, Any], wall_seconds: float) -> str:
         f"  GPU wait         {wait.get('wait_seconds', 0):.1f} s for {wait.get('gpus', '?')} GPUs "
         f"(team {wait.get('team', '?')}, lease {wait.get('lease_id', '?')}, state {wait.get('state', '?')})",
         f"  training         {training.get('status', '?')}: "
-        + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())),
+        + ", ".join(
+            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())
+        ),
         f"  artifacts        {summary.get('artifacts')}",
         f"  total time       {wall_seconds:.1f} s",
     ]
@@ -76,7 +82,9 @@ def run_demo(args: argparse.Namespace) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"demo-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.log"
     day = date.fromisoformat(args.date) if args.date else datetime.now(UTC).date() - timedelta(days=1)
-    print(f"nuro-ml demo: Airflow home {env['AIRFLOW_HOME']}, data {settings.data_dir()}, log {log}", flush=True)
+    print(
+        f"nuro-ml demo: Airflow home {env['AIRFLOW_HOME']}, data {settings.data_dir()}, log {log}", flush=True
+    )
     print("nuro-ml demo: preparing the Airflow metadata database", flush=True)
     if _airflow(["db", "migrate"], env, log) != 0:
         print(f"nuro-ml demo: `airflow db migrate` failed, see {log}", file=sys.stderr)

@@ -16,14 +16,14 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PROVIDER_YAML = PACKAGE_DIR / "provider.yaml"
 GENERATED = PACKAGE_DIR / "get_provider_info.py"
 
-HEADER = '''# Generated from provider.yaml by `python -m nuro_ml.provider_yaml`; do not edit by hand.
+HEADER = """# Generated from provider.yaml by `python -m nuro_ml.provider_yaml`; do not edit by hand.
 from __future__ import annotations
 
 from typing import Any
 
 
 def get_provider_info() -> dict[str, Any]:
-    return '''
+    return """
 
 
 def load_provider_yaml() -> dict[str, Any]:

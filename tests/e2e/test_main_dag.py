@@ -19,8 +19,8 @@ from typing import Any
 import psutil
 import pyarrow.dataset as ds
 import pytest
-
 from nuro_ml.airflow_home import ensure_airflow_home
+
 from tests.fixtures.services import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
@@ -109,7 +109,9 @@ def test_etl_partitions_hold_every_message_once(demo_run: DemoRun) -> None:
 
 
 def test_online_features_for_a_known_scene(demo_run: DemoRun) -> None:
-    scenes = ds.dataset(demo_run.data_dir / "etl" / "scene_stats", format="parquet", partitioning="hive").to_table()
+    scenes = ds.dataset(
+        demo_run.data_dir / "etl" / "scene_stats", format="parquet", partitioning="hive"
+    ).to_table()
     scene_id = scenes.column("scene_id")[0].as_py()
     expected_speed = scenes.column("speed_mean_mps")[0].as_py()
     code = (
@@ -120,7 +122,9 @@ def test_online_features_for_a_known_scene(demo_run: DemoRun) -> None:
         f"    entity_rows=[{{'scene_id': {scene_id!r}}}]).to_dict()\n"
         "print(json.dumps(resp, default=str))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=demo_run.env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=demo_run.env, capture_output=True, text=True, check=True
+    )
     features = json.loads(out.stdout.strip().splitlines()[-1])
     assert features["scene_id"] == [scene_id]
     assert features["speed_mean_mps"][0] == pytest.approx(expected_speed)

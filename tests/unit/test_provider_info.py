@@ -6,7 +6,6 @@ import importlib
 import importlib.metadata
 
 import pytest
-
 from nuro_ml import provider_yaml
 from nuro_ml.get_provider_info import get_provider_info
 
@@ -14,7 +13,12 @@ INFO = get_provider_info()
 
 
 def _modules() -> list[str]:
-    return [m for kind in ("operators", "sensors", "hooks", "triggers") for e in INFO[kind] for m in e["python-modules"]]
+    return [
+        m
+        for kind in ("operators", "sensors", "hooks", "triggers")
+        for e in INFO[kind]
+        for m in e["python-modules"]
+    ]
 
 
 def test_generated_module_is_up_to_date() -> None:

@@ -20,6 +20,7 @@ The ``fifo`` policy is the reference: enqueue order, head-of-line blocking, no b
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -90,6 +91,12 @@ class PolicyConfig:
     backfill: bool = True
     reclaim: bool = True
     head_of_line_blocking: bool = False
+    #: Requests that get a reservation when they must wait for capacity (1: EASY backfill,
+    #: more: conservative backfill, where no later request may delay any of them).
+    reservations: int = 8
+    #: A request within its team's nominal quota that has waited this long for capacity
+    #: asks borrowers to give GPUs back (reclaim); shorter waits do not disturb running work.
+    reclaim_after: float = 600.0
     #: Waiting this long raises a request's effective priority by one level (0: no aging).
     aging_seconds: float = 1800.0
     #: Fair share as queueing delay: within a priority level a team's requests line up as if
@@ -290,21 +297,56 @@ def dominant_shares(
     return shares
 
 
-@dataclass
-class _Reservation:
-    key: str
-    shadow: float
-    extra: int
+class _Profile:
+    """Free GPUs of one pool over time, a step function, with the reservations made so far.
 
+    Starts from the GPUs free now and adds each lease's GPUs back at its expiry; a
+    reservation (or an admission) takes GPUs away over ``[start, start + runtime)``.
+    """
 
-def _reserve(head: Pending, room: int, ends: Sequence[tuple[float, int]], now: float) -> _Reservation:
-    """EASY backfill: when will ``head`` fit (shadow time) and how many GPUs are spare then."""
-    available = room
-    for end, gpus in sorted(ends):
-        available += gpus
-        if available >= head.gpus:
-            return _Reservation(head.key, max(end, now), available - head.gpus)
-    return _Reservation(head.key, math.inf, 0)
+    def __init__(self, now: float, free_now: int, releases: Iterable[tuple[float, int]]) -> None:
+        self.now = now
+        self.times: list[float] = [now]
+        self.free: list[int] = [free_now]
+        for when, gpus in sorted(releases):
+            if math.isinf(when):
+                continue
+            when = max(when, now)
+            if when == self.times[-1]:
+                self.free[-1] += gpus
+            else:
+                self.times.append(when)
+                self.free.append(self.free[-1] + gpus)
+
+    def earliest_start(self, gpus: int, runtime: float | None) -> float:
+        """First time ``gpus`` GPUs stay free for ``runtime`` seconds (``None``: for good)."""
+        count = len(self.times)
+        for i in range(count):
+            if self.free[i] < gpus:
+                continue
+            end = math.inf if runtime is None else self.times[i] + runtime
+            j = i + 1
+            while j < count and self.times[j] < end and self.free[j] >= gpus:
+                j += 1
+            if j == count or self.times[j] >= end:
+                return self.times[i]
+        return math.inf
+
+    def _split(self, when: float) -> int:
+        index = bisect.bisect_right(self.times, when) - 1
+        if self.times[index] == when:
+            return index
+        self.times.insert(index + 1, when)
+        self.free.insert(index + 1, self.free[index])
+        return index + 1
+
+    def take(self, start: float, gpus: int, runtime: float | None) -> None:
+        if math.isinf(start):
+            return
+        first = self._split(start)
+        last = len(self.times) if runtime is None else self._split(start + runtime)
+        for index in range(first, last):
+            self.free[index] -= gpus
 
 
 def _reclaim_for(
@@ -395,7 +437,11 @@ def decide(snapshot: Snapshot, config: PolicyConfig | str = "fair") -> Decision:
         for request in sorted(requests, key=lambda r: (-eff[r.key], r.enqueued_at, r.key)):
             queues.setdefault("" if config.head_of_line_blocking else request.team, deque()).append(request)
 
-        reservation: _Reservation | None = None
+        free_now = pool_usage.capacity - pool_usage.used
+        if pool_usage.observed_left is not None:
+            free_now = min(free_now, pool_usage.observed_left)
+        profile = _Profile(now, free_now, ends[pool_name])
+        reserved: list[str] = []
         blocked_head: str | None = None
         index = 0
         while queues:
@@ -427,28 +473,25 @@ def decide(snapshot: Snapshot, config: PolicyConfig | str = "fair") -> Decision:
             if result.fit.is_permanent():
                 impossible[request.key] = result.reason
                 continue
-            if result.fit is Fit.FITS:
-                if reservation is None:
-                    kind = "in_order"
-                else:
-                    finishes = (
-                        request.max_runtime is not None and now + request.max_runtime <= reservation.shadow
+            runtime = request.max_runtime
+            if result.fit is Fit.FITS and config.backfill and reserved:
+                start = profile.earliest_start(request.gpus, runtime)
+                if start > now:
+                    waiting[request.key] = (
+                        f"would delay {reserved[0]}"
+                        + (f" and {len(reserved) - 1} more reserved request(s)" if len(reserved) > 1 else "")
+                        + f"; fits from {_fmt_time(start, now)}"
                     )
-                    if not finishes and request.gpus > reservation.extra:
-                        waiting[request.key] = (
-                            f"would delay {reservation.key}, which has GPUs reserved from "
-                            f"{_fmt_time(reservation.shadow, now)}"
-                        )
-                        continue
-                    if not finishes:
-                        reservation.extra -= request.gpus
-                    kind = "backfill"
+                    if len(reserved) < config.reservations:
+                        profile.take(start, request.gpus, runtime)
+                        reserved.append(request.key)
+                    continue
+            if result.fit is Fit.FITS:
                 pool_usage.add(request.team, request.gpus)
-                ends[pool_name].append(
-                    (now + request.max_runtime if request.max_runtime is not None else math.inf, request.gpus)
-                )
+                profile.take(now, request.gpus, runtime)
                 if config.fair_share:
                     shares[request.team] = dominant_shares(snapshot, usage, [request.team])[request.team]
+                kind = "backfill" if reserved else "in_order"
                 admitted.append(
                     Admission(request.key, request.team, pool_name, request.gpus, result.borrowed, kind)
                 )
@@ -458,16 +501,22 @@ def decide(snapshot: Snapshot, config: PolicyConfig | str = "fair") -> Decision:
             if config.head_of_line_blocking or (result.fit is Fit.CAPACITY_FULL and not config.backfill):
                 blocked_head = request.key
                 continue
-            if result.fit is Fit.CAPACITY_FULL and reservation is None:
-                room = max(0, pool_usage.room_for(request.team, quotas))
-                reservation = _reserve(request, room, ends[pool_name], now)
-                if config.reclaim and config.borrowing:
+            if result.fit is Fit.CAPACITY_FULL and len(reserved) < config.reservations:
+                start = profile.earliest_start(request.gpus, runtime)
+                profile.take(start, request.gpus, runtime)
+                if (
+                    not reserved
+                    and config.reclaim
+                    and config.borrowing
+                    and now - request.enqueued_at >= config.reclaim_after
+                ):
                     reclaim.extend(
                         _reclaim_for(
                             request, eff[request.key], pool_usage, quotas, running_by_pool.get(pool_name, [])
                         )
                     )
-                waiting[request.key] = f"{result.reason}; first in line, GPUs reserved"
+                reserved.append(request.key)
+                waiting[request.key] = f"{result.reason}; GPUs reserved from {_fmt_time(start, now)}"
 
     return Decision(
         admitted=tuple(admitted),

@@ -8,4 +8,10 @@ from nuro_ml.capacity.backends.base import (
     load_backend,
 )
 
-__all__ = ["BACKEND_CLASS_FOR_TYPE", "CapacityBackend", "CapacityBackendConfig", "PoolCapacity", "load_backend"]
+__all__ = [
+    "BACKEND_CLASS_FOR_TYPE",
+    "CapacityBackend",
+    "CapacityBackendConfig",
+    "PoolCapacity",
+    "load_backend",
+]

@@ -37,7 +37,9 @@ class PoolCapacity:
 
     def __post_init__(self) -> None:
         if self.total_gpus < 0 or self.free_gpus < 0:
-            raise CapacityError(f"pool {self.pool!r}: negative GPU count reported by {self.source or 'backend'}")
+            raise CapacityError(
+                f"pool {self.pool!r}: negative GPU count reported by {self.source or 'backend'}"
+            )
 
 
 class CapacityBackendConfig(BaseModel):
@@ -100,7 +102,9 @@ def load_backend(config: dict[str, Any] | CapacityBackendConfig) -> CapacityBack
         raw = dict(config)
     backend_type = raw.get("type")
     if not backend_type:
-        raise CapacityError(f"capacity backend config needs a 'type' (one of {sorted(BACKEND_CLASS_FOR_TYPE)})")
+        raise CapacityError(
+            f"capacity backend config needs a 'type' (one of {sorted(BACKEND_CLASS_FOR_TYPE)})"
+        )
     class_path = BACKEND_CLASS_FOR_TYPE.get(backend_type, backend_type)
     if "." not in class_path or not class_path.endswith("Backend"):
         raise CapacityError(

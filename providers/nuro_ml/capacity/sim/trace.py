@@ -219,20 +219,22 @@ class TeamProfile:
     gpu_choices: tuple[int, ...]
     #: Median run time in seconds (log-normal, sigma 0.6).
     median_duration: float
-    priority: int = 0
     #: Share of this team's jobs that are multi-node gangs (GPUs spread over 2 nodes).
     gang_share: float = 0.0
+    #: Share of this team's jobs submitted as urgent (priority 1; the rest are priority 0).
+    urgent_share: float = 0.0
 
 
-#: A research org sharing one 32-GPU pool: one team trains big models, one iterates on
-#: small experiments, one runs medium jobs and a few urgent evaluations.
+#: A research org sharing one 32-GPU pool at about two-thirds load: one team trains big
+#: multi-node models, one iterates on many small experiments, one runs medium jobs; a few
+#: evaluations are urgent.
 DEFAULT_TEAMS: tuple[TeamProfile, ...] = (
     TeamProfile(
-        "perception", mean_interarrival=4800.0, gpu_choices=(8, 16), median_duration=3600.0, gang_share=0.5
+        "perception", mean_interarrival=6000.0, gpu_choices=(8, 16), median_duration=3600.0, gang_share=0.5
     ),
-    TeamProfile("planning", mean_interarrival=240.0, gpu_choices=(1, 1, 2), median_duration=900.0),
+    TeamProfile("planning", mean_interarrival=300.0, gpu_choices=(1, 1, 2), median_duration=900.0),
     TeamProfile(
-        "mapping", mean_interarrival=800.0, gpu_choices=(2, 4, 4), median_duration=1800.0, priority=1
+        "mapping", mean_interarrival=1000.0, gpu_choices=(2, 4, 4), median_duration=1800.0, urgent_share=0.1
     ),
 )
 
@@ -256,6 +258,7 @@ def synthetic_trace(
             gpus = rng.choice(team.gpu_choices)
             duration = max(60.0, rng.lognormvariate(math.log(team.median_duration), 0.6))
             nodes = 2 if gpus >= 2 and gpus % 2 == 0 and rng.random() < team.gang_share else 1
+            priority = 1 if rng.random() < team.urgent_share else 0
             jobs.append(
                 Job(
                     id=f"{team.name}-{index:05d}",
@@ -263,7 +266,7 @@ def synthetic_trace(
                     duration=round(duration, 3),
                     gpus=gpus,
                     team=team.name,
-                    priority=team.priority,
+                    priority=priority,
                     pool=pool,
                     nodes=nodes,
                     estimate=round(duration * estimate_factor, 3),

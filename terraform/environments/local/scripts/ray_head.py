@@ -225,6 +225,9 @@ def _launch(settings: HeadSettings) -> HeadRecord:
     ]  # fmt: skip
     env = dict(
         os.environ,
+        # Job entrypoints say `python ...`: put this interpreter's environment first on PATH so
+        # jobs run with the same packages as the head, as in an activated virtualenv.
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         RAY_USAGE_STATS_ENABLED="0",
         # Ray gives up on a raylet that has not registered within this time; on a busy machine that can
         # exceed Ray's default, and our own timeout already bounds the wait.
