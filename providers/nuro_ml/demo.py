@@ -61,7 +61,9 @@ def format_summary(summary: dict[str, Any], wall_seconds: float) -> str:
         f"  parquet rows     {sum(int(v) for v in rows.values()):,} "
         f"({', '.join(f'{k} {int(v):,}' for k, v in sorted(rows.items()))})",
         f"  quarantined      {len(etl.get('quarantined') or [])} files",
-        f"  features         {json.dumps(features.get('materialized', features), default=str)}",
+        f"  features         {int(features.get('rows_total') or 0):,} rows materialized to "
+        f"{features.get('online_store')} "
+        f"({', '.join(f'{k} {int(v):,}' for k, v in sorted((features.get('rows') or {}).items()))})",
         f"  feature cache    hits {features.get('cache_hits', 0)}, misses {features.get('cache_misses', 0)}",
         f"  GPU wait         {wait.get('wait_seconds', 0):.1f} s for {wait.get('gpus', '?')} GPUs "
         f"(team {wait.get('team', '?')}, lease {wait.get('lease_id', '?')}, state {wait.get('state', '?')})",

@@ -89,7 +89,7 @@ class PolicyConfig:
     fair_share: bool = True
     borrowing: bool = True
     backfill: bool = True
-    reclaim: bool = True
+    reclaim: bool = False
     head_of_line_blocking: bool = False
     #: Requests that get a reservation when they must wait for capacity (1: EASY backfill,
     #: more: conservative backfill, where no later request may delay any of them).
@@ -102,14 +102,18 @@ class PolicyConfig:
     #: Fair share as queueing delay: within a priority level a team's requests line up as if
     #: enqueued this many seconds later per unit of weighted dominant share. A bounded delay
     #: (not a strict share order) keeps big jobs of a busy team from starving.
-    fair_share_delay: float = 900.0
+    fair_share_delay: float = 300.0
     #: Requests that would borrow other teams' quota line up this many seconds later than
-    #: requests within their team's nominal quota.
-    borrow_delay: float = 900.0
+    #: requests within their team's nominal quota (with reclaim on, this keeps reclaimed GPUs
+    #: from going straight back to the borrower they were taken from).
+    borrow_delay: float = 0.0
 
 
 POLICIES: dict[str, PolicyConfig] = {
+    # Reclaim is opt-in: replaying traces, preempting borrowers (their work restarts) cost
+    # far more queueing than it saved; it suits clusters whose jobs checkpoint.
     "fair": PolicyConfig(),
+    "fair-reclaim": PolicyConfig(name="fair-reclaim", reclaim=True, borrow_delay=900.0),
     "fifo": PolicyConfig(
         name="fifo",
         priorities=False,

@@ -11,7 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, A
 from pydantic import ValidationError
 
 from nuro_ml.capacity.admission import admission_round
-from nuro_ml.capacity.backends.base import PoolCapacity, load_backend
+from nuro_ml.capacity.backends.base import CapacityBackend, PoolCapacity, load_backend
 from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.policy import get_policy
 from nuro_ml.capacity.records import LeaseRequest, RequestState, lease_key
@@ -78,7 +78,15 @@ class GpuCapacitySensor(BaseSensorOperator):
     :param airflow_pool: Airflow pool (worker slots) for the task itself, if not the default.
     """
 
-    template_fields: Sequence[str] = ("team", "gpus", "gpu_pool", "backend", "priority", "ledger_url", "nodes")
+    template_fields: Sequence[str] = (
+        "team",
+        "gpus",
+        "gpu_pool",
+        "backend",
+        "priority",
+        "ledger_url",
+        "nodes",
+    )
     template_fields_renderers = {"backend": "json"}
     ui_color = "#d7eadf"
 
@@ -146,15 +154,20 @@ class GpuCapacitySensor(BaseSensorOperator):
             deadline=deadline,
         )
 
-    def _capacities(self) -> list[PoolCapacity] | None:
+    def _backend(self) -> CapacityBackend | None:
         if not self.backend:
             return None
         try:
-            backend = load_backend(self.backend)
+            return load_backend(self.backend)
         except ValidationError as err:
             raise CapacityError(
                 f"task {self.task_id}: invalid capacity backend config {self.backend!r}: {err}"
             ) from err
+
+    def _capacities(self) -> list[PoolCapacity] | None:
+        backend = self._backend()
+        if backend is None or not self.backend:
+            return None
         capacities = backend.get_capacity()
         if not any(c.pool == self.gpu_pool for c in capacities):
             self.log.warning(
@@ -229,6 +242,7 @@ class GpuCapacitySensor(BaseSensorOperator):
         ledger = self._ledger()
         request = self._request(key)
         self._check_configured(ledger, request)
+        self._backend()
 
         held = ledger.active_lease(key)
         if held is not None:
@@ -243,7 +257,17 @@ class GpuCapacitySensor(BaseSensorOperator):
         )
         request = self._request(key, deadline)
         ledger.enqueue(request)
-        lease_id = self._admit_once(context, ledger, request)
+        try:
+            lease_id = self._admit_once(context, ledger, request)
+        except QuotaExceededError:
+            raise
+        except CapacityError as err:
+            if not self.deferrable:
+                raise
+            # A back end that does not answer yet (cluster still starting) is retried by
+            # the trigger, which fails only if the back end keeps failing.
+            self.log.warning("First capacity check failed, waiting in the triggerer: %s", err)
+            lease_id = None
         if lease_id is not None:
             return lease_id
 

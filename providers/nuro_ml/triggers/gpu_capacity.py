@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 
 #: Poll key used when no back end is configured: the ledger's own capacity is the truth.
 LEDGER_ONLY = "ledger-only"
-#: Consecutive failed rounds after which waiting triggers get an error event.
+#: Waiting triggers get an error event once polling failed this many times in a row...
 MAX_CONSECUTIVE_FAILURES = 3
+#: ...and kept failing for at least this many seconds (a Ray head still starting up).
+MIN_FAILING_SECONDS = 60.0
 
 
 @dataclass
@@ -83,6 +85,7 @@ class SharedPoller:
 
     async def _run(self) -> None:
         failures = 0
+        failing_since = 0.0
         while self.subscriptions:
             try:
                 await self.poll_once()
@@ -90,11 +93,16 @@ class SharedPoller:
             except asyncio.CancelledError:
                 raise
             except Exception as err:
+                if failures == 0:
+                    failing_since = time.monotonic()
                 failures += 1
                 log.warning(
                     "GPU capacity poll of %s failed (%s in a row): %s", self.poll_key[:80], failures, err
                 )
-                if failures >= MAX_CONSECUTIVE_FAILURES:
+                if (
+                    failures >= MAX_CONSECUTIVE_FAILURES
+                    and time.monotonic() - failing_since >= MIN_FAILING_SECONDS
+                ):
                     for sub in list(self.subscriptions.values()):
                         if not sub.future.done():
                             sub.future.set_exception(err)

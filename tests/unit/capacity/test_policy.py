@@ -151,11 +151,12 @@ def test_reclaim_returns_borrowed_gpus_to_a_team_within_its_nominal_quota():
         4,
         [q("a", 2), q("b", 2)],
         running=[run("old", "a", 2, acquired=NOW - 500), run("young", "a", 2, acquired=NOW - 50)],
-        pending=[req("b-job", "b", 2)],
+        pending=[req("b-job", "b", 2, enq=NOW - 700)],
     )
-    decision = decide(state)
+    decision = decide(state, "fair-reclaim")
     assert decision.admitted == ()
     assert decision.reclaim == ("young",)
+    assert decide(state).reclaim == ()  # reclaim is opt-in
     # Nothing more is reclaimed while the lease is handing its GPUs back.
     marked = snap(
         4,
@@ -164,13 +165,25 @@ def test_reclaim_returns_borrowed_gpus_to_a_team_within_its_nominal_quota():
             run("old", "a", 2, acquired=NOW - 500),
             Running("young", "key-young", "a", "p", 2, NOW - 50, NOW + 300, reclaim_requested=True),
         ],
-        pending=[req("b-job", "b", 2)],
+        pending=[req("b-job", "b", 2, enq=NOW - 700)],
     )
-    assert decide(marked).reclaim == ()
+    assert decide(marked, "fair-reclaim").reclaim == ()
+    # A short wait does not disturb running work.
+    fresh = snap(
+        4, [q("a", 2), q("b", 2)], running=[run("y", "a", 4)], pending=[req("b-job", "b", 2, enq=NOW - 60)]
+    )
+    assert decide(fresh, "fair-reclaim").reclaim == ()
     # A team asking beyond its own nominal quota cannot reclaim.
+    beyond = snap(
+        4, [q("a", 2), q("b", 1)], running=[run("x", "a", 3)], pending=[req("b-job", "b", 2, enq=NOW - 700)]
+    )
+    assert decide(beyond, "fair-reclaim").reclaim == ()
+    # Higher-priority borrowers keep their GPUs (they would be admitted again ahead of b).
+    urgent = Running("u", "key-u", "a", "p", 4, NOW - 50, NOW + 1000, priority=5)
     assert (
         decide(
-            snap(4, [q("a", 2), q("b", 1)], running=[run("x", "a", 3)], pending=[req("b-job", "b", 2)])
+            snap(4, [q("a", 2), q("b", 2)], running=[urgent], pending=[req("b-job", "b", 2, enq=NOW - 700)]),
+            "fair-reclaim",
         ).reclaim
         == ()
     )

@@ -1,0 +1,517 @@
+"""``nuro-ml quota`` (pools, team quotas, leases, usage) and ``nuro-ml sim`` (trace replay).
+
+Imports of the ledger, Airflow and matplotlib happen inside the handlers, so ``nuro-ml --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from nuro_ml.exceptions import CapacityError
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``quota`` and ``sim`` sub-commands."""
+    _register_quota(subparsers)
+    _register_sim(subparsers)
+
+
+# -- quota ---------------------------------------------------------------------------------
+
+
+def _register_quota(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "quota",
+        help="show and set GPU pools, team quotas and leases",
+        description="GPU quota ledger: pools (capacity per GPU type), team quotas (nominal, borrowing and "
+        "lending limits), leases and the queue of waiting requests.",
+    )
+    parser.add_argument(
+        "--ledger-url", default=None, help="ledger database URL (default: NURO_ML_LEDGER_URL or the data dir)"
+    )
+    actions = parser.add_subparsers(dest="quota_command", required=True, metavar="ACTION")
+
+    show = actions.add_parser("show", help="pools, quotas, active leases, waiting requests, wait times")
+    show.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    show.set_defaults(func=_quota_show)
+
+    set_pool = actions.add_parser("set-pool", help="register a pool or change its capacity")
+    set_pool.add_argument("name")
+    set_pool.add_argument("--gpus", type=int, required=True, help="GPUs in the pool")
+    set_pool.add_argument("--gpu-type", default=None, help="GPU model, e.g. A100")
+    set_pool.set_defaults(func=_quota_set_pool)
+
+    set_quota = actions.add_parser("set-quota", help="set a team's quota in a pool")
+    set_quota.add_argument("team")
+    set_quota.add_argument("--pool", required=True)
+    set_quota.add_argument("--nominal", type=int, required=True, help="GPUs the team owns in the pool")
+    set_quota.add_argument("--borrowing-limit", type=int, default=None, help="most GPUs it may borrow")
+    set_quota.add_argument("--lending-limit", type=int, default=None, help="most idle GPUs it lends out")
+    set_quota.set_defaults(func=_quota_set_quota)
+
+    remove = actions.add_parser("remove-quota", help="delete a team's quota in a pool")
+    remove.add_argument("team")
+    remove.add_argument("--pool", required=True)
+    remove.set_defaults(func=_quota_remove)
+
+    leases = actions.add_parser("leases", help="list leases")
+    leases.add_argument("--state", choices=["active", "released", "expired"], default=None)
+    leases.add_argument("--pool", default=None)
+    leases.set_defaults(func=_quota_leases)
+
+    release = actions.add_parser("release", help="release a lease (idempotent)")
+    release.add_argument("lease_id")
+    release.set_defaults(func=_quota_release)
+
+    usage = actions.add_parser("usage", help="GPU-hours per team, idle GPU-hours, cost, scale-down advice")
+    usage.add_argument("--hours", type=float, default=24.0, help="look-back window (default 24)")
+    usage.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="POOL=INSTANCE_TYPE[:spot]",
+        help="how a pool is paid for, e.g. a100=p4d.24xlarge or a10g=g5.12xlarge:spot",
+    )
+    usage.add_argument("--live-prices", action="store_true", help="read prices from the AWS Pricing API")
+    usage.set_defaults(func=_quota_usage)
+
+
+def _ledger(args: argparse.Namespace) -> Any:
+    from nuro_ml.capacity.ledger import QuotaLedger
+
+    return QuotaLedger(args.ledger_url)
+
+
+def _table(rows: list[list[str]]) -> str:
+    if len(rows) <= 1:
+        return "  (none)"
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  " + "  ".join(c.ljust(w) for c, w in zip(rows[0], widths, strict=True))]
+    lines.append("  " + "  ".join("-" * w for w in widths))
+    lines.extend("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows[1:])
+    return "\n".join(lines)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def _quota_show(args: argparse.Namespace) -> int:
+    from nuro_ml.capacity.records import LeaseState, RequestState
+    from nuro_ml.capacity.sim.report import percentile
+
+    ledger = _ledger(args)
+    now = ledger.now()
+    pools = ledger.pools()
+    quotas = ledger.quotas()
+    active = ledger.leases(state=LeaseState.ACTIVE)
+    waiting = ledger.requests(state=RequestState.WAITING)
+    admitted = ledger.requests(state=RequestState.ADMITTED)
+    waits: dict[str, list[float]] = {}
+    for request in admitted:
+        waits.setdefault(request.team, []).append(request.wait_seconds(now))
+    used: dict[tuple[str, str], int] = {}
+    for lease in active:
+        used[(lease.team, lease.pool)] = used.get((lease.team, lease.pool), 0) + lease.gpus
+
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ledger": ledger.safe_url,
+                    "pools": [
+                        {
+                            "name": p.name,
+                            "capacity": p.capacity,
+                            "gpu_type": p.gpu_type,
+                            "leased": sum(v for (t, pool), v in used.items() if pool == p.name),
+                        }
+                        for p in pools
+                    ],
+                    "quotas": [
+                        {
+                            "team": q.team,
+                            "pool": q.pool,
+                            "nominal": q.nominal,
+                            "borrowing_limit": q.borrowing_limit,
+                            "lending_limit": q.lending_limit,
+                            "used": used.get((q.team, q.pool), 0),
+                        }
+                        for q in quotas
+                    ],
+                    "leases": [
+                        {
+                            "lease_id": lease.lease_id,
+                            "team": lease.team,
+                            "pool": lease.pool,
+                            "gpus": lease.gpus,
+                            "key": lease.key,
+                            "expires_at": lease.expires_at.isoformat(),
+                        }
+                        for lease in active
+                    ],
+                    "waiting": [
+                        {
+                            "key": r.key,
+                            "team": r.team,
+                            "pool": r.pool,
+                            "gpus": r.gpus,
+                            "priority": r.priority,
+                            "waited_seconds": round(r.wait_seconds(now), 1),
+                        }
+                        for r in waiting
+                    ],
+                    "wait_seconds": {
+                        team: {"p50": percentile(v, 50), "p95": percentile(v, 95), "max": max(v)}
+                        for team, v in sorted(waits.items())
+                    },
+                },
+                indent=2,
+            )
+        )
+        return 0
+
+    print(f"Ledger {ledger.safe_url}")
+    print("\nPools")
+    print(
+        _table(
+            [["pool", "gpu type", "capacity", "leased"]]
+            + [
+                [
+                    p.name,
+                    _fmt(p.gpu_type),
+                    str(p.capacity),
+                    str(sum(v for (_t, pool), v in used.items() if pool == p.name)),
+                ]
+                for p in pools
+            ]
+        )
+    )
+    print("\nTeam quotas")
+    print(
+        _table(
+            [["team", "pool", "nominal", "borrowing limit", "lending limit", "used"]]
+            + [
+                [
+                    q.team,
+                    q.pool,
+                    str(q.nominal),
+                    _fmt(q.borrowing_limit),
+                    _fmt(q.lending_limit),
+                    str(used.get((q.team, q.pool), 0)),
+                ]
+                for q in quotas
+            ]
+        )
+    )
+    print("\nActive leases")
+    print(
+        _table(
+            [["lease", "team", "pool", "gpus", "acquired", "expires", "task instance"]]
+            + [
+                [
+                    lease.lease_id,
+                    lease.team,
+                    lease.pool,
+                    str(lease.gpus),
+                    _fmt(lease.acquired_at),
+                    _fmt(lease.expires_at),
+                    lease.key,
+                ]
+                for lease in active
+            ]
+        )
+    )
+    print("\nWaiting requests")
+    print(
+        _table(
+            [["task instance", "team", "pool", "gpus", "priority", "waiting (s)"]]
+            + [
+                [r.key, r.team, r.pool, str(r.gpus), str(r.priority), f"{r.wait_seconds(now):.0f}"]
+                for r in waiting
+            ]
+        )
+    )
+    print("\nQueue wait of admitted requests (s)")
+    print(
+        _table(
+            [["team", "admitted", "p50", "p95", "max"]]
+            + [
+                [team, str(len(v)), f"{percentile(v, 50):.1f}", f"{percentile(v, 95):.1f}", f"{max(v):.1f}"]
+                for team, v in sorted(waits.items())
+            ]
+        )
+    )
+    return 0
+
+
+def _quota_set_pool(args: argparse.Namespace) -> int:
+    pool = _ledger(args).upsert_pool(args.name, capacity=args.gpus, gpu_type=args.gpu_type)
+    print(f"pool {pool.name}: {pool.capacity} GPUs ({pool.gpu_type or 'any type'})")
+    return 0
+
+
+def _quota_set_quota(args: argparse.Namespace) -> int:
+    quota = _ledger(args).upsert_quota(
+        args.team,
+        args.pool,
+        nominal=args.nominal,
+        borrowing_limit=args.borrowing_limit,
+        lending_limit=args.lending_limit,
+    )
+    print(
+        f"quota {quota.team} in {quota.pool}: nominal {quota.nominal}, borrowing limit "
+        f"{_fmt(quota.borrowing_limit)}, lending limit {_fmt(quota.lending_limit)}"
+    )
+    return 0
+
+
+def _quota_remove(args: argparse.Namespace) -> int:
+    if _ledger(args).remove_quota(args.team, args.pool):
+        print(f"removed quota of {args.team} in {args.pool}")
+        return 0
+    print(f"team {args.team!r} has no quota in pool {args.pool!r}", file=sys.stderr)
+    return 1
+
+
+def _quota_leases(args: argparse.Namespace) -> int:
+    from nuro_ml.capacity.records import LeaseState
+
+    ledger = _ledger(args)
+    now = ledger.now()
+    leases = ledger.leases(state=LeaseState(args.state) if args.state else None, pool=args.pool)
+    print(
+        _table(
+            [["lease", "state", "team", "pool", "gpus", "acquired", "ended", "gpu-hours", "task instance"]]
+            + [
+                [
+                    lease.lease_id,
+                    lease.state.value,
+                    lease.team,
+                    lease.pool,
+                    str(lease.gpus),
+                    _fmt(lease.acquired_at),
+                    _fmt(
+                        lease.released_at or (lease.expires_at if lease.state is LeaseState.EXPIRED else None)
+                    ),
+                    f"{lease.gpu_hours(now):.3f}",
+                    lease.key,
+                ]
+                for lease in leases
+            ]
+        )
+    )
+    return 0
+
+
+def _quota_release(args: argparse.Namespace) -> int:
+    lease = _ledger(args).release(args.lease_id)
+    if lease is None:
+        print(f"lease {args.lease_id!r} is not in the ledger", file=sys.stderr)
+        return 1
+    print(f"lease {lease.lease_id}: {lease.state.value}")
+    return 0
+
+
+def _pricing(specs: list[str]) -> dict[str, Any]:
+    from nuro_ml.capacity.cost import PoolPricing
+
+    pricing: dict[str, Any] = {}
+    for spec in specs:
+        pool, sep, rest = spec.partition("=")
+        instance_type, _, market = rest.partition(":")
+        if not sep or not pool or not instance_type or market not in ("", "spot", "on-demand"):
+            raise CapacityError(f"--price {spec!r}: expected POOL=INSTANCE_TYPE or POOL=INSTANCE_TYPE:spot")
+        pricing[pool] = PoolPricing(instance_type, "spot" if market == "spot" else "on-demand")
+    return pricing
+
+
+def _quota_usage(args: argparse.Namespace) -> int:
+    from nuro_ml.capacity.cost import (
+        PriceCatalog,
+        gpu_hours_by_team,
+        idle_by_pool,
+        scale_down_recommendations,
+    )
+
+    ledger = _ledger(args)
+    end = ledger.now()
+    start = end - timedelta(hours=args.hours)
+    pricing = _pricing(args.price)
+    catalog = None
+    if pricing:
+        types = sorted({p.instance_type for p in pricing.values()})
+        catalog = PriceCatalog.from_aws(types) if args.live_prices else PriceCatalog.bundled()
+    leases = ledger.leases()
+    print(f"GPU usage in the last {args.hours:g} h (ledger {ledger.safe_url})")
+    lines = gpu_hours_by_team(leases, start, end, catalog=catalog, pricing=pricing)
+    print(
+        _table(
+            [["team", "pool", "gpu-hours", "cost (USD)"]]
+            + [
+                [
+                    line.team,
+                    line.pool,
+                    f"{line.gpu_hours:.3f}",
+                    "-" if line.cost is None else f"{line.cost:.2f}",
+                ]
+                for line in lines
+            ]
+        )
+    )
+    idle = idle_by_pool(ledger.pools(), leases, start, end)
+    print("\nIdle capacity")
+    print(
+        _table(
+            [["pool", "capacity", "used gpu-hours", "idle gpu-hours", "utilization", "peak gpus"]]
+            + [
+                [
+                    p.pool,
+                    str(p.capacity),
+                    f"{p.used_gpu_hours:.3f}",
+                    f"{p.idle_gpu_hours:.3f}",
+                    f"{p.utilization:.1%}",
+                    str(p.peak_gpus),
+                ]
+                for p in idle
+            ]
+        )
+    )
+    advice = scale_down_recommendations(idle, catalog=catalog, pricing=pricing)
+    print("\nScale-down recommendations")
+    print(
+        _table(
+            [["pool", "capacity", "recommended", "saving / month (USD)", "why"]]
+            + [
+                [a.pool, str(a.capacity), str(a.recommended_capacity), _fmt(a.monthly_saving), a.reason]
+                for a in advice
+            ]
+        )
+    )
+    return 0
+
+
+# -- sim -----------------------------------------------------------------------------------
+
+
+def _register_sim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "sim",
+        help="replay a cluster trace through the admission policies",
+        description="Replay a job trace (Alibaba GPU cluster trace 2023 pod list, a jobs CSV, or a synthetic "
+        "multi-team trace) through the same admission policy code the GPU-capacity sensor runs, and compare "
+        "policies: utilization, queue wait p50/p95/max per team, JCT and fairness, as a table and PNG plots.",
+    )
+    parser.add_argument("trace", nargs="?", type=Path, help="trace CSV (omit with --synthetic)")
+    parser.add_argument("--format", choices=["auto", "alibaba", "jobs"], default="auto")
+    parser.add_argument("--synthetic", action="store_true", help="generate a synthetic multi-team trace")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic trace")
+    parser.add_argument("--hours", type=float, default=168.0, help="length of the synthetic trace")
+    parser.add_argument("--limit", type=int, default=None, help="replay only the first N jobs")
+    parser.add_argument("--gpus", type=int, default=None, help="capacity of the single pool 'gpu'")
+    parser.add_argument(
+        "--pool", action="append", default=[], metavar="NAME=GPUS", help="pool capacity (repeatable)"
+    )
+    parser.add_argument(
+        "--quota",
+        action="append",
+        default=[],
+        metavar="TEAM=GPUS[@POOL]",
+        help="a team's nominal quota (repeatable; default: capacity split evenly)",
+    )
+    parser.add_argument("--policies", default="fifo,fair", help="comma-separated policies to compare")
+    parser.add_argument(
+        "--reclaim-grace", type=float, default=300.0, help="seconds before a reclaimed lease ends"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="folder for plots and summary.json")
+    parser.add_argument("--no-plots", action="store_true")
+    parser.set_defaults(func=_sim)
+
+
+def _pairs(specs: list[str], flag: str) -> list[tuple[str, int, str | None]]:
+    out = []
+    for spec in specs:
+        name, sep, rest = spec.partition("=")
+        value, _, pool = rest.partition("@")
+        if not sep or not name or not value.isdigit():
+            raise CapacityError(
+                f"{flag} {spec!r}: expected NAME=INTEGER" + ("[@POOL]" if flag == "--quota" else "")
+            )
+        out.append((name, int(value), pool or None))
+    return out
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from nuro_ml import settings
+    from nuro_ml.capacity.records import Quota
+    from nuro_ml.capacity.sim.engine import simulate
+    from nuro_ml.capacity.sim.report import format_table, plot, summarize, write_json
+    from nuro_ml.capacity.sim.trace import load_alibaba, load_jobs_csv, synthetic_trace
+
+    if args.synthetic:
+        trace = synthetic_trace(seed=args.seed, hours=args.hours)
+    elif args.trace is None:
+        raise CapacityError("nuro-ml sim: give a trace CSV or --synthetic")
+    else:
+        if not args.trace.exists():
+            raise CapacityError(f"nuro-ml sim: trace {args.trace} does not exist")
+        kind = args.format
+        if kind == "auto":
+            header = args.trace.open().readline()
+            kind = "alibaba" if "num_gpu" in header and "creation_time" in header else "jobs"
+        trace = load_alibaba(args.trace, limit=args.limit) if kind == "alibaba" else load_jobs_csv(args.trace)
+    if args.limit is not None and trace.jobs[args.limit :]:
+        from nuro_ml.capacity.sim.trace import Trace
+
+        trace = Trace(trace.jobs[: args.limit], trace.source, trace.skipped)
+    if not trace.jobs:
+        raise CapacityError(f"trace {trace.source} has no GPU jobs to replay")
+
+    capacity = {name: gpus for name, gpus, _ in _pairs(args.pool, "--pool")}
+    if args.gpus is not None:
+        capacity["gpu"] = args.gpus
+    if not capacity:
+        if trace.source.startswith("synthetic"):
+            capacity = {"gpu": 32}
+        else:
+            raise CapacityError("nuro-ml sim: give the cluster size with --gpus N or --pool NAME=N")
+    default_pool = next(iter(capacity)) if len(capacity) == 1 else None
+    quotas = None
+    if args.quota:
+        quotas = []
+        for team, gpus, pool in _pairs(args.quota, "--quota"):
+            target = pool or default_pool
+            if target is None:
+                raise CapacityError(
+                    f"--quota {team}={gpus}: name the pool (TEAM=GPUS@POOL) when there are several"
+                )
+            quotas.append(Quota(team=team, pool=target, nominal=gpus))
+
+    results = []
+    for name in [p.strip() for p in args.policies.split(",") if p.strip()]:
+        results.append(
+            simulate(trace, capacity, quotas=quotas, policy=name, reclaim_grace=args.reclaim_grace)
+        )
+    summaries = [summarize(r) for r in results]
+    print(
+        f"trace {trace.source}: {len(trace.jobs)} jobs ({trace.skipped} skipped), "
+        f"teams {', '.join(trace.teams)}, capacity {capacity}"
+    )
+    print(format_table(summaries))
+    out = args.out or settings.data_dir() / "sim" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    write_json(summaries, Path(out) / "summary.json")
+    if not args.no_plots:
+        for path in plot(results, summaries, out):
+            print(f"wrote {path}")
+    print(f"wrote {Path(out) / 'summary.json'}")
+    return 0
