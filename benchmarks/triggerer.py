@@ -24,36 +24,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-
-from airflow.triggers.base import TriggerEvent  # noqa: E402
-
-from nuro_ml.capacity.admission import admission_round  # noqa: E402
-from nuro_ml.capacity.backends.base import (  # noqa: E402
+from airflow.triggers.base import TriggerEvent
+from nuro_ml.capacity.backends.base import (
     CapacityBackend,
     CapacityBackendConfig,
     PoolCapacity,
     load_backend,
 )
-from nuro_ml.capacity.ledger import QuotaLedger  # noqa: E402
-from nuro_ml.capacity.records import LeaseRequest  # noqa: E402
-from nuro_ml.triggers.gpu_capacity import GpuCapacityTrigger, active_pollers  # noqa: E402
+from nuro_ml.capacity.ledger import QuotaLedger
+from nuro_ml.capacity.records import LeaseRequest
+from nuro_ml.triggers.gpu_capacity import GpuCapacityTrigger
 
 POOL = "local"
 CAPACITY = 4
+BACKEND_TYPE = "benchmarks.triggerer.CountingBackend"
 
 
 class CountingBackendConfig(CapacityBackendConfig):
-    type: str = "benchmarks.triggerer.CountingBackend"
+    type: str = BACKEND_TYPE
     name: str
 
 
@@ -72,18 +69,23 @@ class CountingBackend(CapacityBackend):
 
 
 class PerTriggerPollingTrigger(GpuCapacityTrigger):
-    """Reference: each trigger queries the back end and checks admission by itself."""
+    """Reference: each trigger polls the back end itself and, when it sees room, tries the ledger."""
+
+    executor: ClassVar[ThreadPoolExecutor | None] = None
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         backend = load_backend(self.backend or {})
         ledger = QuotaLedger(self.ledger_url)
         request = self.lease_request()
+        loop = asyncio.get_running_loop()
         while True:
-            capacities = await backend.aget_capacity()
-            result = await asyncio.to_thread(admission_round, ledger, [request], capacities, self.policy)
-            if request.key in result.leases:
-                yield TriggerEvent({"status": "success", "lease_id": result.leases[request.key].lease_id})
-                return
+            capacities = await loop.run_in_executor(self.executor, backend.get_capacity)
+            free = sum(c.free_gpus for c in capacities if c.pool == request.pool)
+            if free >= request.gpus:
+                lease = await loop.run_in_executor(self.executor, ledger.try_acquire, request)
+                if lease is not None:
+                    yield TriggerEvent({"status": "success", "lease_id": lease.lease_id})
+                    return
             await asyncio.sleep(self.poll_interval)
 
 
@@ -110,20 +112,19 @@ async def _measure(
     name: str,
     interval: float,
     seconds: float,
-    ready: Callable[[], Awaitable[bool]],
 ) -> tuple[float, float]:
     triggers = [make(r) for r in requests]
     tasks = [asyncio.ensure_future(anext(t.run())) for t in triggers]
-    while not await ready():
-        await asyncio.sleep(0.05)
-    # Skip the first interval so start-up (first subscriptions) is not counted.
-    await asyncio.sleep(interval)
-    start_queries = CountingBackend.queries.get(name, 0)
+    # Skip two intervals so start-up (first subscriptions, first polls) is not counted.
+    await asyncio.sleep(2 * interval)
+    # The class the triggers load by dotted path (under ``python -m`` this module is __main__).
+    counter: dict[str, int] = type(load_backend({"type": BACKEND_TYPE, "name": name})).queries
+    start_queries = counter.get(name, 0)
     wall0, cpu0 = time.monotonic(), time.process_time()
     await asyncio.sleep(seconds)
     wall = time.monotonic() - wall0
     cpu = time.process_time() - cpu0
-    queries = CountingBackend.queries.get(name, 0) - start_queries
+    queries = counter.get(name, 0) - start_queries
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -140,7 +141,7 @@ def run(triggers: int, interval: float, seconds: float) -> dict[str, Any]:
                 team=request.team,
                 pool=request.pool,
                 gpus=request.gpus,
-                backend={"type": CountingBackendConfig.model_fields["type"].default, "name": "ours"},
+                backend={"type": BACKEND_TYPE, "name": "ours"},
                 ledger_url=url,
                 poll_interval=interval,
             )
@@ -151,26 +152,23 @@ def run(triggers: int, interval: float, seconds: float) -> dict[str, Any]:
                 team=request.team,
                 pool=request.pool,
                 gpus=request.gpus,
-                backend={"type": CountingBackendConfig.model_fields["type"].default, "name": "reference"},
+                backend={"type": BACKEND_TYPE, "name": "reference"},
                 ledger_url=url,
                 poll_interval=interval,
             )
 
-        async def ours_ready() -> bool:
-            pollers = active_pollers()
-            return bool(pollers) and sum(len(p.subscriptions) for p in pollers.values()) == triggers
-
-        async def reference_ready() -> bool:
-            return CountingBackend.queries.get("reference", 0) >= triggers
-
         async def both() -> dict[str, Any]:
-            ours_q, ours_cpu = await _measure(ours, requests, "ours", interval, seconds, ours_ready)
-            ref_q, ref_cpu = await _measure(
-                reference, requests, "reference", interval, seconds, reference_ready
-            )
+            ours_q, ours_cpu = await _measure(ours, requests, "ours", interval, seconds)
+            ref_q, ref_cpu = await _measure(reference, requests, "reference", interval, seconds)
             return {"ours_queries": ours_q, "ours_cpu": ours_cpu, "ref_queries": ref_q, "ref_cpu": ref_cpu}
 
-        return asyncio.run(both())
+        executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="reference-trigger")
+        PerTriggerPollingTrigger.executor = executor
+        try:
+            return asyncio.run(both())
+        finally:
+            # Polls still queued when the reference was stopped are dropped, not run.
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 def main(argv: list[str] | None = None) -> int:

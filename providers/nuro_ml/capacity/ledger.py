@@ -421,20 +421,22 @@ class QuotaLedger:
             ).first()
             if existing is not None and existing.expires_at > now:
                 return _lease(existing)
-            self._expire(conn, now, pool=request.pool)
             if existing is not None and existing.pool != request.pool:
                 self._expire(conn, now, pool=existing.pool)
 
-            usage = PoolUsage.from_leases(
-                pool_row.capacity,
-                conn.execute(
-                    select(schema.leases.c.team, schema.leases.c.gpus).where(
-                        and_(
-                            schema.leases.c.pool == request.pool,
-                            schema.leases.c.state == LeaseState.ACTIVE.value,
-                        )
+            held = conn.execute(
+                select(schema.leases.c.team, schema.leases.c.gpus, schema.leases.c.expires_at).where(
+                    and_(
+                        schema.leases.c.pool == request.pool,
+                        schema.leases.c.state == LeaseState.ACTIVE.value,
                     )
-                ).tuples(),
+                )
+            ).all()
+            if any(row.expires_at <= now for row in held):
+                # Holders that stopped heartbeating give their GPUs back here.
+                self._expire(conn, now, pool=request.pool)
+            usage = PoolUsage.from_leases(
+                pool_row.capacity, [(row.team, row.gpus) for row in held if row.expires_at > now]
             )
             quota_rows = conn.execute(select(schema.quotas).where(schema.quotas.c.pool == request.pool)).all()
             fit = check_fit(
@@ -450,6 +452,7 @@ class QuotaLedger:
                 return None
 
             lease_id = f"lease-{uuid.uuid4().hex}"
+            expires_at = now + timedelta(seconds=request.ttl_seconds)
             values = {
                 "lease_id": lease_id,
                 "request_key": request.key,
@@ -464,7 +467,7 @@ class QuotaLedger:
                 "ttl_seconds": request.ttl_seconds,
                 "acquired_at": now,
                 "heartbeat_at": now,
-                "expires_at": now + timedelta(seconds=request.ttl_seconds),
+                "expires_at": expires_at,
             }
             conn.execute(schema.leases.insert().values(**values))
             admitted = conn.execute(
@@ -500,8 +503,21 @@ class QuotaLedger:
                         lease_id=lease_id,
                     )
                 )
-            stored = conn.execute(select(schema.leases).where(schema.leases.c.lease_id == lease_id)).one()
-        lease = _lease(stored)
+        lease = Lease(
+            lease_id=lease_id,
+            key=request.key,
+            team=request.team,
+            pool=request.pool,
+            gpus=request.gpus,
+            nodes=request.nodes,
+            priority=request.priority,
+            state=LeaseState.ACTIVE,
+            acquired_at=now,
+            heartbeat_at=now,
+            expires_at=expires_at,
+            ttl_seconds=request.ttl_seconds,
+            borrowed=fit.borrowed,
+        )
         log.info(
             "Lease %s: %s GPUs of pool %s for team %s (%s borrowed), key %s",
             lease.lease_id,
@@ -535,20 +551,23 @@ class QuotaLedger:
             if row.state == LeaseState.ACTIVE.value:
                 self._lock_pool(conn, row.pool)
                 now = self.now()
-                current = conn.execute(
-                    select(schema.leases.c.state, schema.leases.c.expires_at).where(
-                        schema.leases.c.lease_id == lease_id
+                released = conn.execute(
+                    update(schema.leases)
+                    .where(
+                        and_(
+                            schema.leases.c.lease_id == lease_id,
+                            schema.leases.c.state == LeaseState.ACTIVE.value,
+                            schema.leases.c.expires_at > now,
+                        )
                     )
-                ).one()
-                if current.state == LeaseState.ACTIVE.value and current.expires_at <= now:
-                    # Its holder stopped heartbeating before releasing: it ended at expiry.
-                    self._expire(conn, now, pool=row.pool)
-                elif current.state == LeaseState.ACTIVE.value:
-                    conn.execute(
-                        update(schema.leases)
-                        .where(schema.leases.c.lease_id == lease_id)
-                        .values(state=LeaseState.RELEASED.value, active_key=None, released_at=now)
-                    )
+                    .values(state=LeaseState.RELEASED.value, active_key=None, released_at=now)
+                    .returning(*schema.leases.c)
+                ).first()
+                if released is not None:
+                    return _lease(released)
+                # Already ended meanwhile, or its holder stopped heartbeating before releasing:
+                # then it ended at its expiry.
+                self._expire(conn, now, pool=row.pool)
                 row = conn.execute(select(schema.leases).where(schema.leases.c.lease_id == lease_id)).one()
         return _lease(row)
 

@@ -6,14 +6,18 @@ trace simulator all call into this module, so what the simulator measures is wha
 Ordering (``fair`` policy): effective priority first (the request's priority plus one
 level per ``aging_seconds`` of waiting, so nothing starves); within a priority level, a
 virtual time: enqueue time delayed in proportion to the team's weighted dominant resource
-share across pools (``fair_share_delay``), and delayed further when the request would
-borrow other teams' quota (``borrow_delay``). A request that fits the pool and its team's quota (borrowing idle quota of
-other teams within the borrowing/lending limits) is admitted. The first request that does
-not fit for lack of capacity gets a reservation (EASY backfill): later requests are admitted
-only if they fit now and either finish, by their lease TTL, before the reservation's shadow
-time or use GPUs the reserved request will not need. A reserved request that is within its
-team's nominal quota may reclaim GPUs lent to teams that are borrowing. Multi-node (gang)
-requests are admitted whole or not at all.
+share across pools (``fair_share_delay``), and further when the request would borrow
+other teams' quota (``borrow_delay``).
+
+Admission: a request is admitted when it fits the pool and its team's quota (borrowing
+idle quota of other teams within the borrowing and lending limits) and does not delay a
+reservation. A request that must wait for capacity gets a reservation at the earliest time
+it fits, planned with the lease TTLs of running and reserved work (conservative backfill,
+``reservations`` deep; 1 is EASY backfill), so small requests fill the gaps without
+delaying bigger ones ahead of them. Multi-node (gang) requests are admitted whole or not at
+all. With ``reclaim`` (preset ``fair-reclaim``), the first reserved request, if within its
+team's nominal quota and waiting longer than ``reclaim_after``, asks borrowing leases of
+no higher priority to give GPUs back.
 
 The ``fifo`` policy is the reference: enqueue order, head-of-line blocking, no backfill.
 """

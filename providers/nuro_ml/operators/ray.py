@@ -387,6 +387,7 @@ class RayJobOperator(BaseOperator):
                 address=self.address or None,
                 poll_interval=self.poll_interval,
                 yield_running_after=self.log_stream_interval,
+                log_offset=log_offset,
             ),
             method_name="execute_complete",
             kwargs={"submission_id": submission_id, "log_offset": log_offset},
@@ -397,6 +398,7 @@ class RayJobOperator(BaseOperator):
     ) -> Any:
         """Resume after the trigger fired: print the logs, then finish, fail, or defer again."""
         submission_id = str(event.get("submission_id") or submission_id)
+        log_offset = int(event.get("log_offset", log_offset))
         self._job_id = submission_id
         status = event.get("status")
         if status == "error":

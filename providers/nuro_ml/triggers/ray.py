@@ -33,7 +33,7 @@ class RayJobTrigger(BaseTrigger):
     Event payload: ``status`` is ``success`` (job SUCCEEDED), ``failed`` (FAILED or STOPPED),
     ``running`` (only with ``yield_running_after``: the job goes on and the task wants to show
     the logs so far) or ``error`` (the API could not be read; with ``stack_trace``). Every event
-    carries ``submission_id`` and ``message``; all but ``error`` carry ``job`` (a
+    carries ``submission_id``, ``message`` and ``log_offset``; all but ``error`` carry ``job`` (a
     :meth:`~nuro_ml.hooks.ray.RayJobInfo.to_dict`) and ``job_status``.
 
     :param submission_id: The Ray job's submission id.
@@ -42,6 +42,9 @@ class RayJobTrigger(BaseTrigger):
     :param poll_interval: Seconds between two status reads.
     :param yield_running_after: Seconds after which a still-running job yields a ``running`` event,
         so that the operator can print the new log lines and defer again; None waits to the end.
+    :param log_offset: Characters of the job's log the task has printed so far. Echoed in every
+        event: the resumed task continues from there even where the deferral's own kwargs are
+        not handed back (``airflow dags test`` resumes with the event alone).
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class RayJobTrigger(BaseTrigger):
         address: str | None = None,
         poll_interval: float = 5.0,
         yield_running_after: float | None = None,
+        log_offset: int = 0,
     ) -> None:
         super().__init__()
         self.submission_id = submission_id
@@ -59,6 +63,7 @@ class RayJobTrigger(BaseTrigger):
         self.address = address
         self.poll_interval = poll_interval
         self.yield_running_after = yield_running_after
+        self.log_offset = log_offset
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -69,6 +74,7 @@ class RayJobTrigger(BaseTrigger):
                 "address": self.address,
                 "poll_interval": self.poll_interval,
                 "yield_running_after": self.yield_running_after,
+                "log_offset": self.log_offset,
             },
         )
 
@@ -92,6 +98,7 @@ class RayJobTrigger(BaseTrigger):
                 "job_status": info.status.value,
                 "message": info.message or "",
                 "job": info.to_dict(),
+                "log_offset": self.log_offset,
             }
         )
 
@@ -125,6 +132,7 @@ class RayJobTrigger(BaseTrigger):
                     "submission_id": self.submission_id,
                     "message": f"{type(err).__name__}: {err}",
                     "stack_trace": traceback.format_exc(),
+                    "log_offset": self.log_offset,
                 }
             )
 

@@ -153,6 +153,18 @@ def test_on_kill_withdraws_the_waiting_request(local_ledger: QuotaLedger, ledger
     assert local_ledger.snapshot().pending == []
 
 
+def test_backend_not_answering_yet_defers_instead_of_failing(
+    local_ledger: QuotaLedger, ledger_url: str
+) -> None:
+    starting = {"type": "ray", "address": "http://127.0.0.1:9", "timeout_seconds": 1}
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor(ledger_url, backend=starting).execute({"ti": FakeTaskInstance()})
+    assert deferred.value.trigger.serialize()[1]["backend"] == starting
+    assert local_ledger.waiting_request(KEY) is not None
+    with pytest.raises(CapacityError, match=r"Ray dashboard http://127\.0\.0\.1:9"):
+        sensor(ledger_url, backend=starting, deferrable=False).execute({"ti": FakeTaskInstance()})
+
+
 def test_misconfiguration_is_reported_before_waiting(local_ledger: QuotaLedger, ledger_url: str) -> None:
     with pytest.raises(CapacityError, match="pool 'h100' is not registered"):
         sensor(ledger_url, pool="h100").execute({"ti": FakeTaskInstance()})

@@ -296,6 +296,7 @@ def test_defers_with_the_trigger_after_pushing_ids() -> None:
         "address": "http://ray-head.test:8265",
         "poll_interval": 3,
         "yield_running_after": 60,
+        "log_offset": 0,
     }
     assert deferred.value.method_name == "execute_complete"
     assert deferred.value.kwargs == {"submission_id": sid, "log_offset": 0}
@@ -363,11 +364,21 @@ def test_running_event_prints_new_lines_and_defers_again(capsys) -> None:
     hook = FakeRayHook()
     hook.add("job-1", RayJobStatus.RUNNING, logs="first\nsecond\nthi")
     op = make_operator(hook, deferrable=True, log_stream_interval=30)
+    running = {**event("running", RayJobStatus.RUNNING, "job-1"), "log_offset": len("first\n")}
     with pytest.raises(TaskDeferred) as deferred:
-        op.execute_complete({}, event("running", RayJobStatus.RUNNING, "job-1"), log_offset=len("first\n"))
-    assert deferred.value.kwargs == {"submission_id": "job-1", "log_offset": len("first\nsecond\n")}
+        op.execute_complete({}, running)
+    offset = len("first\nsecond\n")
+    assert deferred.value.kwargs == {"submission_id": "job-1", "log_offset": offset}
+    assert deferred.value.trigger.log_offset == offset
     out = capsys.readouterr().out
     assert "[ray] second" in out and "[ray] first" not in out and "[ray] thi" not in out
+
+    hook.set_status("job-1", RayJobStatus.SUCCEEDED, logs="first\nsecond\nthird\n" + result_line(RESULT))
+    # Resumed with the event only (as ``airflow dags test`` does): the offset comes from the event.
+    final = {**event("success", RayJobStatus.SUCCEEDED, "job-1"), "log_offset": offset}
+    assert op.execute_complete({}, final)["metrics"] == RESULT["metrics"]
+    out = capsys.readouterr().out
+    assert "[ray] third" in out and "[ray] second" not in out
 
 
 def test_templated_fields() -> None:

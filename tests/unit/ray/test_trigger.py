@@ -37,6 +37,7 @@ def test_serialize_lists_every_constructor_argument(trigger: RayJobTrigger) -> N
         "address": "http://127.0.0.1:8265",
         "poll_interval": 0.01,
         "yield_running_after": None,
+        "log_offset": 0,
     }
     # The serialised form rebuilds an equal trigger (what the triggerer does).
     assert RayJobTrigger(**kwargs).serialize() == (classpath, kwargs)
@@ -53,6 +54,7 @@ async def test_success_yields_one_success_event(trigger: RayJobTrigger) -> None:
             "job_status": "SUCCEEDED",
             "message": "Job finished successfully.",
             "job": done.to_dict(),
+            "log_offset": 0,
         }
     )
     get_info.assert_awaited_once_with(SUBMISSION_ID)
@@ -88,11 +90,14 @@ async def test_polls_until_terminal_and_logs_each_poll(trigger: RayJobTrigger, c
 
 
 async def test_running_event_when_it_is_time_to_stream_logs() -> None:
-    trigger = RayJobTrigger(submission_id=SUBMISSION_ID, address="http://h:1", yield_running_after=0)
+    trigger = RayJobTrigger(
+        submission_id=SUBMISSION_ID, address="http://h:1", yield_running_after=0, log_offset=1234
+    )
     with mock.patch.object(AsyncRayHook, "get_job_info", return_value=info(RayJobStatus.RUNNING)):
         event = await trigger.run().asend(None)
     assert event.payload["status"] == "running"
     assert event.payload["job_status"] == "RUNNING"
+    assert event.payload["log_offset"] == 1234  # the task resumes printing where it stopped
 
 
 async def test_api_error_becomes_error_event_with_stack_trace(trigger: RayJobTrigger) -> None:
@@ -105,6 +110,7 @@ async def test_api_error_becomes_error_event_with_stack_trace(trigger: RayJobTri
         "status": "error",
         "submission_id": SUBMISSION_ID,
         "message": f"RayJobError: {err}",
+        "log_offset": 0,
     }
     assert get_info.await_count == 3  # transient server errors are retried before giving up
 

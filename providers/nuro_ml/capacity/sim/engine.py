@@ -19,7 +19,7 @@ from nuro_ml.capacity.records import Quota
 from nuro_ml.capacity.sim.trace import Job, Trace
 from nuro_ml.exceptions import CapacityError
 
-_ARRIVAL, _FINISH, _PREEMPT = 1, 0, 2
+_ARRIVAL, _FINISH, _PREEMPT, _POLL = 1, 0, 2, 3
 
 
 @dataclass
@@ -81,8 +81,14 @@ def simulate(
     quotas: Sequence[Quota] | None = None,
     policy: PolicyConfig | str = "fair",
     reclaim_grace: float = 0.0,
+    poll_interval: float | None = 300.0,
 ) -> SimResult:
-    """Replay ``trace`` on pools of ``capacity`` GPUs under ``policy``."""
+    """Replay ``trace`` on pools of ``capacity`` GPUs under ``policy``.
+
+    Besides at every arrival and completion, the policy runs every ``poll_interval`` seconds
+    while requests wait, as the trigger's poller does, so time-based rules (aging, reclaim
+    after a wait) take effect between events. ``None`` decides on events only.
+    """
     config = get_policy(policy)
     unknown = sorted({j.pool for j in trace.jobs} - set(capacity))
     if unknown:
@@ -102,11 +108,15 @@ def simulate(
     pending: dict[str, Pending] = {}
     running: dict[str, Running] = {}
     in_use = dict.fromkeys(capacity, 0)
+    next_poll: float | None = None
 
     while events:
         now = events[0][0]
         while events and events[0][0] == now:
             _, kind, _, job_id, attempt = heapq.heappop(events)
+            if kind == _POLL:
+                next_poll = None
+                continue
             run = runs[job_id]
             if kind == _ARRIVAL:
                 run._queued_at = now
@@ -178,6 +188,9 @@ def simulate(
                 del pending[key]
                 result.unschedulable[key] = reason
         result.timeline.append((now, dict(in_use)))
+        if pending and poll_interval is not None and next_poll is None:
+            next_poll = now + poll_interval
+            heapq.heappush(events, (next_poll, _POLL, next(sequence), "", 0))
 
     for key in pending:
         result.unschedulable.setdefault(key, "still waiting when the trace ended")

@@ -204,7 +204,17 @@ def _rebase(jobs: Sequence[Job]) -> tuple[Job, ...]:
     origin = min(j.submit for j in jobs)
     ordered = sorted(jobs, key=lambda j: (j.submit, j.id))
     return tuple(
-        Job(j.id, j.submit - origin, j.duration, j.gpus, j.team, j.priority, j.pool, j.nodes, j.estimate)
+        Job(
+            j.id,
+            round(j.submit - origin, 3),
+            j.duration,
+            j.gpus,
+            j.team,
+            j.priority,
+            j.pool,
+            j.nodes,
+            j.estimate,
+        )
         for j in ordered
     )
 
