@@ -118,7 +118,9 @@ async def _measure(
     # Skip two intervals so start-up (first subscriptions, first polls) is not counted.
     await asyncio.sleep(2 * interval)
     # The class the triggers load by dotted path (under ``python -m`` this module is __main__).
-    counter: dict[str, int] = type(load_backend({"type": BACKEND_TYPE, "name": name})).queries
+    loaded = load_backend({"type": BACKEND_TYPE, "name": name})
+    assert isinstance(loaded, CapacityBackend)
+    counter: dict[str, int] = loaded.__class__.queries  # type: ignore[attr-defined]
     start_queries = counter.get(name, 0)
     wall0, cpu0 = time.monotonic(), time.process_time()
     await asyncio.sleep(seconds)

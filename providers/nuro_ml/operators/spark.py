@@ -76,7 +76,7 @@ class MCAPToParquetOperator(BaseOperator):
         end: Any,
         input_path: str | None = None,
         output_path: str | None = None,
-        vehicles: list[str] | None = None,
+        vehicles: list[str] | str | None = None,
         max_bad_file_share: float = 0.2,
         quarantine_path: str | None = None,
         spark_conf: dict[str, str] | None = None,

@@ -92,9 +92,7 @@ def test_gpus_held_by_a_job_are_not_free(backend_config: dict, two_gpus_held: Pa
     _eventually(lambda: _free(backend_config) == (ray_head.gpus, ray_head.gpus), "GPUs back")
 
 
-def test_trigger_waits_for_gpus_the_cluster_has_in_use(
-    ray_head, two_gpus_held: Path, tmp_path: Path
-) -> None:
+def test_trigger_waits_for_gpus_the_cluster_has_in_use(ray_head, two_gpus_held: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     ledger = QuotaLedger(url)
     ledger.upsert_pool("local", capacity=ray_head.gpus)
