@@ -2,7 +2,8 @@
 # Both create the virtualenv (uv, locked) and the Terraform plugin mirror on first use.
 
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The interpreter itself, not a shim: uv rebuilds the venv when the interpreter path changes.
+PYTHON ?= $(shell python3.11 -c 'import sys; print(sys.executable)' 2>/dev/null || python3 -c 'import sys; print(sys.executable)')
 UV_VERSION := 0.13.8
 VENV := .venv
 UV := .uv/bin/uv
