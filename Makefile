@@ -19,7 +19,7 @@ unexport PYTHONDONTWRITEBYTECODE
 
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-backfill lint typecheck unit integration e2e browser bench clean airflow-home provider-info cluster-up cluster-down
+.PHONY: setup demo test test-backfill lint typecheck unit integration e2e browser bench clean airflow-home provider-info
 
 setup: $(STAMP)
 
