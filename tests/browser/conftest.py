@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.fixtures import airflow_stack as stack_plugin
-from tests.fixtures.airflow_stack import ARTIFACTS_DIR, AirflowStack
+from tests.fixtures.airflow_stack import ARTIFACTS_DIR, AirflowStack, running_stack
+from tests.fixtures.services import PostgresServer
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize
@@ -26,11 +26,16 @@ SCREENSHOTS = ARTIFACTS_DIR / "browser"
 VIEWPORT: ViewportSize = {"width": 1400, "height": 1300}
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    stack_plugin.register(config)
+@pytest.fixture(scope="package")
+def airflow_stack(request: pytest.FixtureRequest, postgres: PostgresServer) -> Iterator[AirflowStack]:
+    """The real Airflow stack, stopped once the browser tests are done."""
+    with running_stack(request, postgres) as stack:
+        yield stack
 
 
-@pytest.fixture(scope="session", autouse=True)
+# Package scope, not session: Playwright's sync API keeps an event loop running in this thread
+# while it is open, which would break every later test that calls asyncio.run().
+@pytest.fixture(scope="package", autouse=True)
 def chromium() -> Iterator[Browser]:
     """The browser, launched once; checked before anything else starts so a missing one fails fast."""
     if not CHROMIUM.exists():

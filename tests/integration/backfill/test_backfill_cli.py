@@ -24,7 +24,7 @@ from nuro_ml.etl.job import TABLES
 
 from tests.fixtures.airflow_stack import AirflowStack
 
-pytestmark = [pytest.mark.integration, pytest.mark.backfill_stack, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.integration, pytest.mark.backfill_stack, pytest.mark.timeout(2400)]
 
 SPEC = Path(__file__).resolve().parent / "pipelines" / "scene_features_daily.yaml"
 DAG_ID = "scene_features_daily"
