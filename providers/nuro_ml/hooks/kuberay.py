@@ -53,6 +53,21 @@ def api_error(
     return KubeRayJobError(f"failed to {action} {where} (HTTP {err.status}): {message}")
 
 
+def delete_options(grace_period_seconds: int | None, uid: str | None) -> dict[str, Any]:
+    """DeleteOptions: background propagation, optional grace period and uid precondition."""
+    body: dict[str, Any] = {"propagationPolicy": "Background"}
+    if grace_period_seconds is not None:
+        body["gracePeriodSeconds"] = grace_period_seconds
+    if uid:
+        body["preconditions"] = {"uid": uid}
+    return body
+
+
+def _nothing_to_delete(err: ApiException | AsyncApiException, uid: str | None) -> bool:
+    # 404: already gone. 409 with a uid precondition: the name now belongs to another RayJob.
+    return err.status == 404 or (err.status == 409 and uid is not None)
+
+
 class KubeRayHookProtocol(Protocol):
     """What :class:`~nuro_ml.operators.kuberay.KubeRayJobOperator` needs from a hook."""
 
@@ -63,7 +78,7 @@ class KubeRayHookProtocol(Protocol):
     def get_rayjob(self, *, name: str, namespace: str) -> RayJobInfo | None: ...
 
     def delete_rayjob(
-        self, *, name: str, namespace: str, grace_period_seconds: int | None = None
+        self, *, name: str, namespace: str, grace_period_seconds: int | None = None, uid: str | None = None
     ) -> bool: ...
 
     def wait_rayjob_deleted(
@@ -108,14 +123,15 @@ class KubeRayHook(KubernetesHook):
             raise api_error(err, action="get", name=name, namespace=namespace) from err
         return RayJobInfo.from_object(obj)
 
-    def delete_rayjob(self, *, name: str, namespace: str, grace_period_seconds: int | None = None) -> bool:
+    def delete_rayjob(
+        self, *, name: str, namespace: str, grace_period_seconds: int | None = None, uid: str | None = None
+    ) -> bool:
         """Delete the RayJob (KubeRay then stops the Ray job and deletes its RayCluster).
 
-        Returns False if it was already gone, so callers can delete idempotently.
+        With ``uid``, only that incarnation of the RayJob is deleted: one re-created under the
+        same name by someone else is left alone. Returns False if there was nothing (of ours) to
+        delete, so callers can delete idempotently.
         """
-        body: dict[str, Any] = {"propagationPolicy": "Background"}
-        if grace_period_seconds is not None:
-            body["gracePeriodSeconds"] = grace_period_seconds
         try:
             self._custom_objects.delete_namespaced_custom_object(
                 group=RAY_GROUP,
@@ -123,10 +139,10 @@ class KubeRayHook(KubernetesHook):
                 namespace=namespace,
                 plural=RAYJOB_PLURAL,
                 name=name,
-                body=body,
+                body=delete_options(grace_period_seconds, uid),
             )
         except ApiException as err:
-            if err.status == 404:
+            if _nothing_to_delete(err, uid):
                 return False
             raise api_error(err, action="delete", name=name, namespace=namespace) from err
         return True
@@ -176,3 +192,22 @@ class AsyncKubeRayHook(AsyncKubernetesConfigHook):
                     return None
                 raise api_error(err, action="get", name=name, namespace=namespace) from err
         return RayJobInfo.from_object(obj)
+
+    async def delete_rayjob(self, *, name: str, namespace: str, uid: str | None = None) -> bool:
+        """Async :meth:`KubeRayHook.delete_rayjob`: False if there was nothing (of ours) to delete."""
+        async with self.get_conn() as api_client:
+            api = AsyncCustomObjectsApi(api_client)
+            try:
+                await api.delete_namespaced_custom_object(
+                    group=RAY_GROUP,
+                    version=RAY_VERSION,
+                    namespace=namespace,
+                    plural=RAYJOB_PLURAL,
+                    name=name,
+                    body=delete_options(None, uid),
+                )
+            except AsyncApiException as err:
+                if _nothing_to_delete(err, uid):
+                    return False
+                raise api_error(err, action="delete", name=name, namespace=namespace) from err
+        return True

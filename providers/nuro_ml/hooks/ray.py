@@ -336,10 +336,17 @@ class RayHook(_RayConnectionMixin, BaseHook):
             (:meth:`find_job` tells whether it is).
         """
         result = self._call(
-            "submit", submission_id, self.client.submit_job,
-            entrypoint=entrypoint, submission_id=submission_id, runtime_env=runtime_env, metadata=metadata,
-            entrypoint_num_cpus=entrypoint_num_cpus, entrypoint_num_gpus=entrypoint_num_gpus,
-            entrypoint_memory=entrypoint_memory, entrypoint_resources=entrypoint_resources,
+            "submit",
+            submission_id,
+            self.client.submit_job,
+            entrypoint=entrypoint,
+            submission_id=submission_id,
+            runtime_env=runtime_env,
+            metadata=metadata,
+            entrypoint_num_cpus=entrypoint_num_cpus,
+            entrypoint_num_gpus=entrypoint_num_gpus,
+            entrypoint_memory=entrypoint_memory,
+            entrypoint_resources=entrypoint_resources,
         )
         return str(result)
 
@@ -500,14 +507,18 @@ class AsyncRayHook(_RayConnectionMixin, BaseHook):
 
     async def get_job_logs(self, submission_id: str) -> str:
         payload = await self._request(
-            "GET", f"/api/jobs/{quote(submission_id, safe='')}/logs", action="get logs of",
+            "GET",
+            f"/api/jobs/{quote(submission_id, safe='')}/logs",
+            action="get logs of",
             submission_id=submission_id,
         )
         return str(payload.get("logs", ""))
 
     async def stop_job(self, submission_id: str) -> bool:
         payload = await self._request(
-            "POST", f"/api/jobs/{quote(submission_id, safe='')}/stop", action="stop",
+            "POST",
+            f"/api/jobs/{quote(submission_id, safe='')}/stop",
+            action="stop",
             submission_id=submission_id,
         )
         return bool(payload.get("stopped", False))

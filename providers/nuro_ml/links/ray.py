@@ -19,7 +19,7 @@ RAY_SUBMISSION_ID_XCOM_KEY = "ray_submission_id"
 
 
 class RayJobLink(BaseOperatorLink):
-    """"Ray Job" button: the job's page on the Ray dashboard."""
+    """ "Ray Job" button: the job's page on the Ray dashboard."""
 
     name = "Ray Job"
 

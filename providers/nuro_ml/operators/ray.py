@@ -318,7 +318,8 @@ class RayJobOperator(BaseOperator):
                 )
                 return latest
             self.log.info(
-                "Ray job %s of an earlier try ended %s; submitting a new one", latest.submission_id,
+                "Ray job %s of an earlier try ended %s; submitting a new one",
+                latest.submission_id,
                 latest.status.value,
             )
             submission_id = retry_submission_id(base, try_number)
@@ -439,8 +440,12 @@ class RayJobOperator(BaseOperator):
                 result = {}
             else:
                 self.log.info("Ray job %s succeeded; result keys: %s", info.submission_id, sorted(result))
-            return {**result, "submission_id": info.submission_id, "status": info.status.value,
-                    "job_url": url}
+            return {
+                **result,
+                "submission_id": info.submission_id,
+                "status": info.status.value,
+                "job_url": url,
+            }
         summary = (info.message or "").strip().splitlines()[0] if info.message else ""
         raise RayJobError(
             f"Ray job {info.submission_id} {info.status.value}"

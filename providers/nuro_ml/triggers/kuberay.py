@@ -42,6 +42,8 @@ class KubeRayJobTrigger(BaseTrigger):
         job was deleted and re-created by someone else.
     :param report_dashboard: yield a ``running`` event as soon as ``status.dashboardURL`` is set.
     :param poll_interval: seconds between two reads.
+    :param delete_on_kill: delete the RayJob (only the incarnation with ``expected_uid``, when
+        given) if a user kills the deferred task: mark failed/success or clear.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class KubeRayJobTrigger(BaseTrigger):
         expected_uid: str | None = None,
         report_dashboard: bool = False,
         poll_interval: float = 10.0,
+        delete_on_kill: bool = True,
     ) -> None:
         super().__init__()
         self.name = name
@@ -67,6 +70,7 @@ class KubeRayJobTrigger(BaseTrigger):
         self.expected_uid = expected_uid
         self.report_dashboard = report_dashboard
         self.poll_interval = poll_interval
+        self.delete_on_kill = delete_on_kill
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -81,6 +85,7 @@ class KubeRayJobTrigger(BaseTrigger):
                 "expected_uid": self.expected_uid,
                 "report_dashboard": self.report_dashboard,
                 "poll_interval": self.poll_interval,
+                "delete_on_kill": self.delete_on_kill,
             },
         )
 
@@ -158,3 +163,17 @@ class KubeRayJobTrigger(BaseTrigger):
                     "stack_trace": traceback.format_exc(),
                 }
             )
+
+    async def on_kill(self) -> None:
+        """The task was killed while deferred: delete the RayJob, as the operator's ``on_kill`` does."""
+        if not self.delete_on_kill:
+            return
+        where = f"RayJob {self.namespace}/{self.name}"
+        try:
+            deleted = await self._hook().delete_rayjob(
+                name=self.name, namespace=self.namespace, uid=self.expected_uid
+            )
+        except Exception:
+            self.log.exception("Could not delete %s", where)
+        else:
+            self.log.info("Deleted %s" if deleted else "%s was already gone", where)

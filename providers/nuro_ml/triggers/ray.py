@@ -120,7 +120,9 @@ class RayJobTrigger(BaseTrigger):
                         yield self._event(info, "running")
                         return
                     self.log.info(
-                        "Ray job %s is %s; checking again in %s s", self.submission_id, info.status.value,
+                        "Ray job %s is %s; checking again in %s s",
+                        self.submission_id,
+                        info.status.value,
                         self.poll_interval,
                     )
                     await asyncio.sleep(self.poll_interval)

@@ -141,9 +141,10 @@ def test_backfill_twice_replaces_partitions_and_reuses_features(deployed: Airflo
     first_features = materialize_results(stack)
     for run_id, result in first_features.items():
         assert result["cache_misses"] > 0 and result["cache_hits"] == 0, (run_id, result)
-        assert result["rows"]["scene_ego_motion"] == counts["scene_stats"][
-            expected_partitions[RUN_IDS.index(run_id)]
-        ]
+        assert (
+            result["rows"]["scene_ego_motion"]
+            == counts["scene_stats"][expected_partitions[RUN_IDS.index(run_id)]]
+        )
 
     second = backfill(stack, "--reprocess-behavior", "completed")
     assert second["reprocess_behavior"] == "completed"

@@ -275,6 +275,56 @@ def test_on_kill_deletes_the_rayjob(kube_api: KubeApiStandIn, conn_id: str, ti):
     op.on_kill()  # idempotent: a second kill finds nothing and does not raise
 
 
+def test_kill_while_deferred_deletes_the_rayjob_from_the_trigger(kube_api: KubeApiStandIn, conn_id: str, ti):
+    kube_api.script("python long.py", JobScript(running_s=600))
+    op = make_operator(conn_id, gpu_spec("python long.py"))
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({"ti": ti})
+    trigger = deferred.value.trigger
+    # The task is in the triggerer, not a worker: the operator's on_kill never runs; the trigger's does.
+    trigger = KubeRayJobTrigger(**trigger.serialize()[1])
+    name = expected_name(ti)
+
+    async def kill_while_waiting() -> None:
+        waiting = asyncio.ensure_future(first_event(trigger))
+        await asyncio.sleep(0.2)
+        waiting.cancel()
+        await trigger.on_kill()
+
+    asyncio.run(kill_while_waiting())
+
+    assert kube_api.api_requests("DELETE", name)
+    kube_api.advance(5)  # past the finalizer KubeRay removes after stopping the job
+    assert kube_api.rayjob(name, "ml") is None
+    asyncio.run(trigger.on_kill())  # idempotent: the job is gone, nothing raises
+
+
+def test_trigger_kill_leaves_a_rayjob_re_created_under_the_same_name(
+    kube_api: KubeApiStandIn, conn_id: str, ti
+):
+    kube_api.script("python long.py", JobScript(running_s=600))
+    op = make_operator(conn_id, gpu_spec("python long.py"))
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({"ti": ti})
+    trigger = deferred.value.trigger
+    name = expected_name(ti)
+    rayjobs = kube_api.resource("ray.io", "v1", "rayjobs")
+    original = kube_api.rayjob(name, "ml")
+    kube_api.delete(rayjobs, "ml", name)
+    kube_api.advance(5)
+    assert kube_api.rayjob(name, "ml") is None
+    # Someone else's RayJob now holds the name.
+    with pytest.raises(TaskDeferred):
+        make_operator(conn_id, gpu_spec("python long.py")).execute({"ti": ti})
+    replacement = kube_api.rayjob(name, "ml")
+    assert replacement["metadata"]["uid"] != original["metadata"]["uid"]
+
+    asyncio.run(trigger.on_kill())
+
+    assert kube_api.rayjob(name, "ml")["metadata"]["uid"] == replacement["metadata"]["uid"]
+    assert "deletionTimestamp" not in kube_api.rayjob(name, "ml")["metadata"]
+
+
 def test_synchronous_mode_waits_in_the_worker(kube_api: KubeApiStandIn, conn_id: str, ti):
     outcome = run_task(make_operator(conn_id, gpu_spec(), deferrable=False), ti)
     assert outcome.error is None

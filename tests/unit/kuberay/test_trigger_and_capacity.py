@@ -25,6 +25,7 @@ def test_serialize_round_trips_every_argument():
         "expected_uid": "u1",
         "report_dashboard": True,
         "poll_interval": 3.0,
+        "delete_on_kill": False,
     }
     trigger = KubeRayJobTrigger(**kwargs)
     assert trigger.serialize() == (TRIGGER_PATH, kwargs)
