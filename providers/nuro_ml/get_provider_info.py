@@ -6,419 +6,419 @@ from typing import Any
 
 def get_provider_info() -> dict[str, Any]:
     return {
-        "package-name": "nuro-ml-platform",
-        "name": "nuro-ml",
-        "description": "Autonomous-vehicle ML pipelines on Airflow: Terraform provisioning, Spark ETL of MCAP drive logs,\nFeast features, GPU-capacity gating under team quotas, and training on Ray, KubeRay or Slurm.\n",
-        "versions": [
-            "0.1.0",
+        'package-name': 'nuro-ml-platform',
+        'name': 'nuro-ml',
+        'description': 'Autonomous-vehicle ML pipelines on Airflow: Terraform provisioning, Spark ETL of MCAP drive logs,\nFeast features, GPU-capacity gating under team quotas, and training on Ray, KubeRay or Slurm.\n',
+        'versions': [
+            '0.1.0',
         ],
-        "integrations": [
+        'integrations': [
             {
-                "integration-name": "Terraform",
-                "external-doc-url": "https://developer.hashicorp.com/terraform/cli",
-                "tags": [
-                    "software",
+                'integration-name': 'Terraform',
+                'external-doc-url': 'https://developer.hashicorp.com/terraform/cli',
+                'tags': [
+                    'software',
                 ],
             },
             {
-                "integration-name": "MCAP",
-                "external-doc-url": "https://mcap.dev/",
-                "tags": [
-                    "software",
+                'integration-name': 'MCAP',
+                'external-doc-url': 'https://mcap.dev/',
+                'tags': [
+                    'software',
                 ],
             },
             {
-                "integration-name": "Feast",
-                "external-doc-url": "https://docs.feast.dev/",
-                "tags": [
-                    "software",
+                'integration-name': 'Feast',
+                'external-doc-url': 'https://docs.feast.dev/',
+                'tags': [
+                    'software',
                 ],
             },
             {
-                "integration-name": "GPU capacity",
-                "external-doc-url": "https://kueue.sigs.k8s.io/",
-                "tags": [
-                    "software",
+                'integration-name': 'GPU capacity',
+                'external-doc-url': 'https://kueue.sigs.k8s.io/',
+                'tags': [
+                    'software',
                 ],
             },
             {
-                "integration-name": "Ray",
-                "external-doc-url": "https://docs.ray.io/en/latest/cluster/running-applications/job-submission/",
-                "tags": [
-                    "software",
+                'integration-name': 'Ray',
+                'external-doc-url': 'https://docs.ray.io/en/latest/cluster/running-applications/job-submission/',
+                'tags': [
+                    'software',
                 ],
             },
             {
-                "integration-name": "KubeRay",
-                "external-doc-url": "https://docs.ray.io/en/latest/cluster/kubernetes/",
-                "tags": [
-                    "software",
+                'integration-name': 'KubeRay',
+                'external-doc-url': 'https://docs.ray.io/en/latest/cluster/kubernetes/',
+                'tags': [
+                    'software',
                 ],
             },
             {
-                "integration-name": "Slurm",
-                "external-doc-url": "https://slurm.schedmd.com/",
-                "tags": [
-                    "software",
-                ],
-            },
-        ],
-        "operators": [
-            {
-                "integration-name": "Terraform",
-                "python-modules": [
-                    "nuro_ml.operators.terraform",
-                ],
-            },
-            {
-                "integration-name": "MCAP",
-                "python-modules": [
-                    "nuro_ml.operators.spark",
-                ],
-            },
-            {
-                "integration-name": "Feast",
-                "python-modules": [
-                    "nuro_ml.operators.feast",
-                ],
-            },
-            {
-                "integration-name": "GPU capacity",
-                "python-modules": [
-                    "nuro_ml.operators.capacity",
-                ],
-            },
-            {
-                "integration-name": "Ray",
-                "python-modules": [
-                    "nuro_ml.operators.ray",
-                ],
-            },
-            {
-                "integration-name": "KubeRay",
-                "python-modules": [
-                    "nuro_ml.operators.kuberay",
-                ],
-            },
-            {
-                "integration-name": "Slurm",
-                "python-modules": [
-                    "nuro_ml.operators.slurm",
+                'integration-name': 'Slurm',
+                'external-doc-url': 'https://slurm.schedmd.com/',
+                'tags': [
+                    'software',
                 ],
             },
         ],
-        "sensors": [
+        'operators': [
             {
-                "integration-name": "GPU capacity",
-                "python-modules": [
-                    "nuro_ml.sensors.gpu_capacity",
+                'integration-name': 'Terraform',
+                'python-modules': [
+                    'nuro_ml.operators.terraform',
+                ],
+            },
+            {
+                'integration-name': 'MCAP',
+                'python-modules': [
+                    'nuro_ml.operators.spark',
+                ],
+            },
+            {
+                'integration-name': 'Feast',
+                'python-modules': [
+                    'nuro_ml.operators.feast',
+                ],
+            },
+            {
+                'integration-name': 'GPU capacity',
+                'python-modules': [
+                    'nuro_ml.operators.capacity',
+                ],
+            },
+            {
+                'integration-name': 'Ray',
+                'python-modules': [
+                    'nuro_ml.operators.ray',
+                ],
+            },
+            {
+                'integration-name': 'KubeRay',
+                'python-modules': [
+                    'nuro_ml.operators.kuberay',
+                ],
+            },
+            {
+                'integration-name': 'Slurm',
+                'python-modules': [
+                    'nuro_ml.operators.slurm',
                 ],
             },
         ],
-        "hooks": [
+        'sensors': [
             {
-                "integration-name": "Terraform",
-                "python-modules": [
-                    "nuro_ml.hooks.terraform",
-                ],
-            },
-            {
-                "integration-name": "Feast",
-                "python-modules": [
-                    "nuro_ml.hooks.feast",
-                ],
-            },
-            {
-                "integration-name": "Ray",
-                "python-modules": [
-                    "nuro_ml.hooks.ray",
-                ],
-            },
-            {
-                "integration-name": "KubeRay",
-                "python-modules": [
-                    "nuro_ml.hooks.kuberay",
-                ],
-            },
-            {
-                "integration-name": "Slurm",
-                "python-modules": [
-                    "nuro_ml.hooks.slurm",
+                'integration-name': 'GPU capacity',
+                'python-modules': [
+                    'nuro_ml.sensors.gpu_capacity',
                 ],
             },
         ],
-        "triggers": [
+        'hooks': [
             {
-                "integration-name": "GPU capacity",
-                "python-modules": [
-                    "nuro_ml.triggers.gpu_capacity",
+                'integration-name': 'Terraform',
+                'python-modules': [
+                    'nuro_ml.hooks.terraform',
                 ],
             },
             {
-                "integration-name": "Ray",
-                "python-modules": [
-                    "nuro_ml.triggers.ray",
+                'integration-name': 'Feast',
+                'python-modules': [
+                    'nuro_ml.hooks.feast',
                 ],
             },
             {
-                "integration-name": "KubeRay",
-                "python-modules": [
-                    "nuro_ml.triggers.kuberay",
+                'integration-name': 'Ray',
+                'python-modules': [
+                    'nuro_ml.hooks.ray',
                 ],
             },
             {
-                "integration-name": "Slurm",
-                "python-modules": [
-                    "nuro_ml.triggers.slurm",
+                'integration-name': 'KubeRay',
+                'python-modules': [
+                    'nuro_ml.hooks.kuberay',
+                ],
+            },
+            {
+                'integration-name': 'Slurm',
+                'python-modules': [
+                    'nuro_ml.hooks.slurm',
                 ],
             },
         ],
-        "extra-links": [
-            "nuro_ml.links.ray.RayJobLink",
-            "nuro_ml.links.kuberay.KubeRayDashboardLink",
-        ],
-        "connection-types": [
+        'triggers': [
             {
-                "hook-class-name": "nuro_ml.hooks.terraform.TerraformHook",
-                "hook-name": "Terraform",
-                "connection-type": "terraform",
-                "ui-field-behaviour": {
-                    "hidden-fields": [
-                        "schema",
-                        "port",
+                'integration-name': 'GPU capacity',
+                'python-modules': [
+                    'nuro_ml.triggers.gpu_capacity',
+                ],
+            },
+            {
+                'integration-name': 'Ray',
+                'python-modules': [
+                    'nuro_ml.triggers.ray',
+                ],
+            },
+            {
+                'integration-name': 'KubeRay',
+                'python-modules': [
+                    'nuro_ml.triggers.kuberay',
+                ],
+            },
+            {
+                'integration-name': 'Slurm',
+                'python-modules': [
+                    'nuro_ml.triggers.slurm',
+                ],
+            },
+        ],
+        'extra-links': [
+            'nuro_ml.links.ray.RayJobLink',
+            'nuro_ml.links.kuberay.KubeRayDashboardLink',
+        ],
+        'connection-types': [
+            {
+                'hook-class-name': 'nuro_ml.hooks.terraform.TerraformHook',
+                'hook-name': 'Terraform',
+                'connection-type': 'terraform',
+                'ui-field-behaviour': {
+                    'hidden-fields': [
+                        'schema',
+                        'port',
                     ],
-                    "relabeling": {
-                        "host": "PostgreSQL host (pg backend)",
-                        "login": "PostgreSQL user (pg backend)",
-                        "password": "PostgreSQL password (pg backend)",
+                    'relabeling': {
+                        'host': 'PostgreSQL host (pg backend)',
+                        'login': 'PostgreSQL user (pg backend)',
+                        'password': 'PostgreSQL password (pg backend)',
                     },
                 },
-                "conn-fields": {
-                    "backend_config": {
-                        "label": "Backend config (JSON object)",
-                        "schema": {
-                            "type": [
-                                "string",
-                                "null",
+                'conn-fields': {
+                    'backend_config': {
+                        'label': 'Backend config (JSON object)',
+                        'schema': {
+                            'type': [
+                                'string',
+                                'null',
                             ],
                         },
                     },
-                    "variables": {
-                        "label": "Variables (JSON object)",
-                        "schema": {
-                            "type": [
-                                "string",
-                                "null",
+                    'variables': {
+                        'label': 'Variables (JSON object)',
+                        'schema': {
+                            'type': [
+                                'string',
+                                'null',
                             ],
                         },
                     },
-                    "secret_variables": {
-                        "label": "Secret variables (JSON object)",
-                        "schema": {
-                            "type": [
-                                "string",
-                                "null",
+                    'secret_variables': {
+                        'label': 'Secret variables (JSON object)',
+                        'schema': {
+                            'type': [
+                                'string',
+                                'null',
                             ],
-                            "format": "password",
+                            'format': 'password',
                         },
                     },
-                    "env": {
-                        "label": "Environment for the terraform process (JSON object)",
-                        "schema": {
-                            "type": [
-                                "string",
-                                "null",
-                            ],
-                        },
-                    },
-                },
-            },
-            {
-                "hook-class-name": "nuro_ml.hooks.ray.RayHook",
-                "hook-name": "Ray",
-                "connection-type": "ray",
-                "ui-field-behaviour": {
-                    "hidden-fields": [
-                        "login",
-                        "password",
-                    ],
-                    "relabeling": {
-                        "host": "Ray dashboard / Jobs API host",
-                        "schema": "Scheme (http or https)",
-                    },
-                },
-                "conn-fields": {
-                    "headers": {
-                        "label": "HTTP headers (JSON object, e.g. authorization)",
-                        "schema": {
-                            "type": [
-                                "string",
-                                "null",
-                            ],
-                            "format": "password",
-                        },
-                    },
-                    "verify": {
-                        "label": "TLS verification (true, false or CA bundle path)",
-                        "schema": {
-                            "type": [
-                                "string",
-                                "boolean",
-                                "null",
+                    'env': {
+                        'label': 'Environment for the terraform process (JSON object)',
+                        'schema': {
+                            'type': [
+                                'string',
+                                'null',
                             ],
                         },
                     },
                 },
             },
             {
-                "hook-class-name": "nuro_ml.hooks.feast.FeastHook",
-                "hook-name": "Feast",
-                "connection-type": "feast",
-                "ui-field-behaviour": {
-                    "hidden-fields": [
-                        "schema",
+                'hook-class-name': 'nuro_ml.hooks.ray.RayHook',
+                'hook-name': 'Ray',
+                'connection-type': 'ray',
+                'ui-field-behaviour': {
+                    'hidden-fields': [
+                        'login',
+                        'password',
                     ],
-                    "relabeling": {
-                        "host": "Redis host",
-                        "port": "Redis port",
-                        "password": "Redis password",
+                    'relabeling': {
+                        'host': 'Ray dashboard / Jobs API host',
+                        'schema': 'Scheme (http or https)',
                     },
                 },
-                "conn-fields": {
-                    "online_store": {
-                        "label": "Online store (sqlite or redis)",
-                        "schema": {
-                            "type": [
-                                "string",
-                                "null",
+                'conn-fields': {
+                    'headers': {
+                        'label': 'HTTP headers (JSON object, e.g. authorization)',
+                        'schema': {
+                            'type': [
+                                'string',
+                                'null',
                             ],
+                            'format': 'password',
                         },
                     },
-                    "project": {
-                        "label": "Feast project",
-                        "schema": {
-                            "type": [
-                                "string",
-                                "null",
-                            ],
-                        },
-                    },
-                    "registry_url": {
-                        "label": "SQL registry URL (PostgreSQL)",
-                        "schema": {
-                            "type": [
-                                "string",
-                                "null",
-                            ],
-                            "format": "password",
-                        },
-                    },
-                    "cache_url": {
-                        "label": "Computation cache URL",
-                        "schema": {
-                            "type": [
-                                "string",
-                                "null",
-                            ],
-                            "format": "password",
-                        },
-                    },
-                    "db": {
-                        "label": "Redis database number",
-                        "schema": {
-                            "type": [
-                                "integer",
-                                "null",
-                            ],
-                        },
-                    },
-                    "ssl": {
-                        "label": "Redis over TLS",
-                        "schema": {
-                            "type": [
-                                "boolean",
-                                "null",
-                            ],
-                        },
-                    },
-                    "redis_key_ttl_seconds": {
-                        "label": "Redis key TTL (seconds)",
-                        "schema": {
-                            "type": [
-                                "integer",
-                                "null",
-                            ],
-                        },
-                    },
-                    "fast_redis": {
-                        "label": "Use the pipelined Arrow write path",
-                        "schema": {
-                            "type": [
-                                "boolean",
-                                "null",
+                    'verify': {
+                        'label': 'TLS verification (true, false or CA bundle path)',
+                        'schema': {
+                            'type': [
+                                'string',
+                                'boolean',
+                                'null',
                             ],
                         },
                     },
                 },
             },
             {
-                "hook-class-name": "nuro_ml.hooks.slurm.SlurmHook",
-                "hook-name": "Slurm",
-                "connection-type": "slurm",
-                "ui-field-behaviour": {
-                    "hidden-fields": [
-                        "schema",
-                        "host",
-                        "port",
+                'hook-class-name': 'nuro_ml.hooks.feast.FeastHook',
+                'hook-name': 'Feast',
+                'connection-type': 'feast',
+                'ui-field-behaviour': {
+                    'hidden-fields': [
+                        'schema',
                     ],
-                    "relabeling": {
-                        "login": "slurmrestd user",
-                        "password": "slurmrestd JWT",
+                    'relabeling': {
+                        'host': 'Redis host',
+                        'port': 'Redis port',
+                        'password': 'Redis password',
                     },
                 },
-                "conn-fields": {
-                    "slurm_conf": {
-                        "label": "slurm.conf path (CLI access)",
-                        "schema": {
-                            "type": [
-                                "string",
-                                "null",
+                'conn-fields': {
+                    'online_store': {
+                        'label': 'Online store (sqlite or redis)',
+                        'schema': {
+                            'type': [
+                                'string',
+                                'null',
                             ],
                         },
                     },
-                    "partition": {
-                        "label": "Default partition",
-                        "schema": {
-                            "type": [
-                                "string",
-                                "null",
+                    'project': {
+                        'label': 'Feast project',
+                        'schema': {
+                            'type': [
+                                'string',
+                                'null',
                             ],
                         },
                     },
-                    "account": {
-                        "label": "Account",
-                        "schema": {
-                            "type": [
-                                "string",
-                                "null",
+                    'registry_url': {
+                        'label': 'SQL registry URL (PostgreSQL)',
+                        'schema': {
+                            'type': [
+                                'string',
+                                'null',
+                            ],
+                            'format': 'password',
+                        },
+                    },
+                    'cache_url': {
+                        'label': 'Computation cache URL',
+                        'schema': {
+                            'type': [
+                                'string',
+                                'null',
+                            ],
+                            'format': 'password',
+                        },
+                    },
+                    'db': {
+                        'label': 'Redis database number',
+                        'schema': {
+                            'type': [
+                                'integer',
+                                'null',
                             ],
                         },
                     },
-                    "rest_url": {
-                        "label": "slurmrestd URL (https://host:6820 or unix:/path.sock)",
-                        "schema": {
-                            "type": [
-                                "string",
-                                "null",
+                    'ssl': {
+                        'label': 'Redis over TLS',
+                        'schema': {
+                            'type': [
+                                'boolean',
+                                'null',
                             ],
                         },
                     },
-                    "rest_api_version": {
-                        "label": "slurmrestd API version",
-                        "schema": {
-                            "type": [
-                                "string",
-                                "null",
+                    'redis_key_ttl_seconds': {
+                        'label': 'Redis key TTL (seconds)',
+                        'schema': {
+                            'type': [
+                                'integer',
+                                'null',
+                            ],
+                        },
+                    },
+                    'fast_redis': {
+                        'label': 'Use the pipelined Arrow write path',
+                        'schema': {
+                            'type': [
+                                'boolean',
+                                'null',
+                            ],
+                        },
+                    },
+                },
+            },
+            {
+                'hook-class-name': 'nuro_ml.hooks.slurm.SlurmHook',
+                'hook-name': 'Slurm',
+                'connection-type': 'slurm',
+                'ui-field-behaviour': {
+                    'hidden-fields': [
+                        'schema',
+                        'host',
+                        'port',
+                    ],
+                    'relabeling': {
+                        'login': 'slurmrestd user',
+                        'password': 'slurmrestd JWT',
+                    },
+                },
+                'conn-fields': {
+                    'slurm_conf': {
+                        'label': 'slurm.conf path (CLI access)',
+                        'schema': {
+                            'type': [
+                                'string',
+                                'null',
+                            ],
+                        },
+                    },
+                    'partition': {
+                        'label': 'Default partition',
+                        'schema': {
+                            'type': [
+                                'string',
+                                'null',
+                            ],
+                        },
+                    },
+                    'account': {
+                        'label': 'Account',
+                        'schema': {
+                            'type': [
+                                'string',
+                                'null',
+                            ],
+                        },
+                    },
+                    'rest_url': {
+                        'label': 'slurmrestd URL (https://host:6820 or unix:/path.sock)',
+                        'schema': {
+                            'type': [
+                                'string',
+                                'null',
+                            ],
+                        },
+                    },
+                    'rest_api_version': {
+                        'label': 'slurmrestd API version',
+                        'schema': {
+                            'type': [
+                                'string',
+                                'null',
                             ],
                         },
                     },
