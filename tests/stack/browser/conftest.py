@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.fixtures.airflow_stack import ARTIFACTS_DIR, AirflowStack, running_stack
-from tests.fixtures.services import PostgresServer
+from tests.fixtures.airflow_stack import ARTIFACTS_DIR, AirflowStack
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize
@@ -24,13 +23,6 @@ CHROMIUM = Path(os.environ.get("NURO_ML_CHROMIUM", "/usr/bin/chromium"))
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
 SCREENSHOTS = ARTIFACTS_DIR / "browser"
 VIEWPORT: ViewportSize = {"width": 1400, "height": 1300}
-
-
-@pytest.fixture(scope="package")
-def airflow_stack(request: pytest.FixtureRequest, postgres: PostgresServer) -> Iterator[AirflowStack]:
-    """The real Airflow stack, stopped once the browser tests are done."""
-    with running_stack(request, postgres) as stack:
-        yield stack
 
 
 # Package scope, not session: Playwright's sync API keeps an event loop running in this thread

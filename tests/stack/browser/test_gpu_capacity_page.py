@@ -18,8 +18,8 @@ import httpx
 import pytest
 from nuro_ml.capacity.ledger import QuotaLedger
 
-from tests.browser.conftest import login, screenshot
 from tests.fixtures.airflow_stack import AirflowStack
+from tests.stack.browser.conftest import login, screenshot
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, FrameLocator, Page

@@ -1,4 +1,8 @@
-"""Backfill tests run against a real Airflow stack of their own (see tests/fixtures/airflow_stack.py)."""
+"""Tests against one real Airflow stack (api-server, dag-processor, scheduler, triggerer).
+
+The stack is package-scoped: it starts for the first test here and stops after the last, so the
+browser and backfill tests share it and its daemons do not compete with the tests that follow.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,6 @@ from tests.fixtures.services import PostgresServer
 
 @pytest.fixture(scope="package")
 def airflow_stack(request: pytest.FixtureRequest, postgres: PostgresServer) -> Iterator[AirflowStack]:
-    """The real Airflow stack, stopped once the backfill tests are done."""
+    """The running stack; see tests/fixtures/airflow_stack.py."""
     with running_stack(request, postgres) as stack:
         yield stack
