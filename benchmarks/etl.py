@@ -37,6 +37,9 @@ from pathlib import Path
 _BYTES_PER_SECOND = 0.83e6
 
 
+METRICS = ("decode", "scaling", "memory")
+
+
 def _generate(root: Path, gb: float) -> list[str]:
     from nuro_ml.etl.generator import generate_interval
 
@@ -155,36 +158,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gb", type=float, default=0.15, help="input size in GB")
     parser.add_argument("--repeat", type=int, default=3, help="decode runs per side (median counts)")
     parser.add_argument("--keep", help="directory to generate into and keep (default: a temp dir)")
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        choices=METRICS,
+        default=list(METRICS),
+        help="what to measure (default: all); `--gb 5 --metrics memory` is the large-input memory run",
+    )
     args = parser.parse_args(argv)
+    wanted = set(args.metrics)
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="nuro-bench-etl-"))
     try:
         paths = _generate(work / "raw", args.gb)
         gb = sum(Path(p).stat().st_size for p in paths) / 1e9
-        _warm(paths)
-        ours, ref = [], []
-        for _ in range(args.repeat):
-            n_ours, t_ours = _timed(decode_ours, paths)
-            n_ref, t_ref = _timed(decode_reference, paths)
-            if n_ours != n_ref:
-                raise SystemExit(f"message counts differ: ours {n_ours}, reference {n_ref}")
-            ours.append(n_ours / t_ours)
-            ref.append(n_ref / t_ref)
-        o, r = statistics.median(ours), statistics.median(ref)
-        print(
-            f"etl_decode_per_core: ours {o:.0f} msg/s, reference {r:.0f} msg/s, ratio {o / r:.2f}", flush=True
-        )
-
-        one = _pool_rate(paths, 1)
-        two = _pool_rate(paths, 2)
-        print(
-            f"etl_scaling: 1 core {one:.0f} msg/s, 2 cores {two:.0f} msg/s, efficiency {two / (2 * one):.2f}",
-            flush=True,
-        )
-
-        days = len({Path(p).parent.parent.name for p in paths})
-        peak = _etl_peak_rss(work / "raw", work, days)
-        print(f"etl_memory: input {gb:.2f} GB, peak RSS {peak / 1e6:.0f} MB", flush=True)
+        if wanted & {"decode", "scaling"}:
+            _warm(paths)
+        if "decode" in wanted:
+            ours, ref = [], []
+            for _ in range(args.repeat):
+                n_ours, t_ours = _timed(decode_ours, paths)
+                n_ref, t_ref = _timed(decode_reference, paths)
+                if n_ours != n_ref:
+                    raise SystemExit(f"message counts differ: ours {n_ours}, reference {n_ref}")
+                ours.append(n_ours / t_ours)
+                ref.append(n_ref / t_ref)
+            o, r = statistics.median(ours), statistics.median(ref)
+            print(
+                f"etl_decode_per_core: ours {o:.0f} msg/s, reference {r:.0f} msg/s, ratio {o / r:.2f}",
+                flush=True,
+            )
+        if "scaling" in wanted:
+            one = _pool_rate(paths, 1)
+            two = _pool_rate(paths, 2)
+            print(
+                f"etl_scaling: 1 core {one:.0f} msg/s, 2 cores {two:.0f} msg/s, "
+                f"efficiency {two / (2 * one):.2f}",
+                flush=True,
+            )
+        if "memory" in wanted:
+            days = len({Path(p).parent.parent.name for p in paths})
+            t0 = time.perf_counter()
+            peak = _etl_peak_rss(work / "raw", work, days)
+            print(
+                f"etl_memory: input {gb:.2f} GB, peak RSS {peak / 1e6:.0f} MB "
+                f"(ETL {time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -15,6 +15,7 @@ from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHo
 from kubernetes.client import CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 from kubernetes_asyncio.client import CustomObjectsApi as AsyncCustomObjectsApi
+from kubernetes_asyncio.client import V1DeleteOptions, V1Preconditions
 from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
 
 from nuro_ml.exceptions import KubeRayJobError, RayJobAlreadyExistsError, RayJobSpecInvalidError
@@ -204,7 +205,10 @@ class AsyncKubeRayHook(AsyncKubernetesConfigHook):
                     namespace=namespace,
                     plural=RAYJOB_PLURAL,
                     name=name,
-                    body=delete_options(None, uid),
+                    body=V1DeleteOptions(
+                        propagation_policy="Background",
+                        preconditions=V1Preconditions(uid=uid) if uid else None,
+                    ),
                 )
             except AsyncApiException as err:
                 if _nothing_to_delete(err, uid):

@@ -543,7 +543,9 @@ class TerraformHook(BaseHook):
         saved = Path(plan_file) if plan_file else None
         if saved is not None:
             if not saved.is_file():
-                raise TerraformError(f"saved plan {saved} does not exist (it may have been applied already)")
+                raise TerraformError(
+                    f"saved plan {saved} does not exist (a plan is removed once applied or rejected)"
+                )
             self.check_plan_is_current(saved)
         args = commands.apply_args(
             lock_timeout=self.lock_timeout,

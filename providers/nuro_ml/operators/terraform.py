@@ -1,8 +1,9 @@
 """Operators that plan, apply, destroy and drift-check Terraform configurations.
 
 The apply of a reviewed plan is the production path: :class:`TerraformPlanOperator` saves a plan and
-pushes its change summary, an optional human approval (Airflow's HITL ``ApprovalOperator``) reviews it
-when it destroys or replaces anything, and :class:`TerraformApplyOperator` applies exactly that plan,
+pushes its change summary, an optional human approval (:class:`TerraformPlanApprovalOperator`, Airflow's
+HITL ``ApprovalOperator``) reviews it when it destroys or replaces anything, and
+:class:`TerraformApplyOperator` applies exactly that plan,
 refusing it when the state has changed since (:class:`~nuro_ml.exceptions.StalePlanError`).
 :func:`terraform_plan_and_apply` wires the three together.
 """
@@ -401,6 +402,45 @@ class TerraformApprovalBranchOperator(BaseBranchOperator):
         return self.apply_task_id
 
 
+class TerraformPlanApprovalOperator(ApprovalOperator):
+    """
+    Ask a person to approve a saved Terraform plan; a plan that is not approved is deleted.
+
+    .. seealso::
+        :ref:`howto/operator:terraform_plan_and_apply`
+
+    "Approve" lets the downstream apply run the plan exactly as reviewed. Any other outcome ("Reject",
+    or a timeout without a default) first removes the saved plan file, which holds the variable values
+    it was made with, so it neither lingers on disk nor can be applied later; then "Reject" skips the
+    apply as :class:`~airflow.providers.standard.operators.hitl.ApprovalOperator` does.
+
+    :param plan_task_id: Task id of the :class:`TerraformPlanOperator` whose plan is reviewed.
+    :param kwargs: Arguments of ``ApprovalOperator`` (``subject``, ``body``, ``response_timeout``,
+        ``assigned_users``, ``fail_on_reject``, ...).
+    """
+
+    def __init__(self, *, plan_task_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plan_task_id = plan_task_id
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        approved = "error" not in event and list(event.get("chosen_options") or ()) == [self.APPROVE]
+        if not approved:
+            # Before the parent skips the apply (or fails), so no outcome leaves the plan behind.
+            self.discard_plan(context)
+        return super().execute_complete(context=context, event=event)
+
+    def discard_plan(self, context: Context) -> None:
+        """Remove the plan file named in the plan task's XCom (missing file: nothing to do)."""
+        plan = context["ti"].xcom_pull(task_ids=self.plan_task_id)
+        plan_file = plan.get("plan_file") if isinstance(plan, Mapping) else None
+        if not plan_file:
+            self.log.warning("Task %s pushed no plan file; nothing to remove", self.plan_task_id)
+            return
+        Path(str(plan_file)).unlink(missing_ok=True)
+        self.log.info("Plan not approved; removed saved plan %s", plan_file)
+
+
 def terraform_plan_and_apply(
     *,
     group_id: str = "terraform",
@@ -413,17 +453,20 @@ def terraform_plan_and_apply(
     **terraform_kwargs: Any,
 ) -> TaskGroup:
     """
-    Build ``plan -> (approval needed?) -> ApprovalOperator -> apply`` as one task group.
+    Build ``plan -> (approval needed?) -> TerraformPlanApprovalOperator -> apply`` as one task group.
 
     The tasks are ``<group_id>.plan``, ``<group_id>.needs_approval``, ``<group_id>.approve`` and
     ``<group_id>.apply`` (whose XCom holds the outputs). When the plan destroys or replaces anything
-    (by default) the apply waits for a human decision in the Airflow UI; "Reject" skips the apply.
+    (by default) the apply waits for a human decision in the Airflow UI; "Reject" removes the saved
+    plan and skips the apply, and the run still succeeds (a rejection is a decision, not an error).
+    A plan without gated changes skips the approval and is applied right away.
     With ``require_approval_for=False`` the group is just ``plan -> apply``.
 
     :param group_id: Task group id.
     :param working_dir: Directory of the root module. (templated)
     :param require_approval_for: Actions that need approval, or ``False`` for none.
-    :param approval_subject: Headline of the approval request.
+    :param approval_subject: Headline of the approval request (templated; default: "Apply Terraform
+        plan for <environment>/<workspace>?", from the plan).
     :param approval_timeout: How long to wait for a decision (after that the task fails).
     :param assigned_users: Users allowed to decide (HITL ``assigned_users``).
     :param apply_kwargs: Extra keyword arguments for the apply task only (e.g. ``keep_plan_file``).
@@ -453,9 +496,14 @@ def terraform_plan_and_apply(
             apply_task_id=apply.task_id,
             require_approval_for=tuple(action.value for action in sorted(gated, key=lambda a: a.value)),
         )
-        approve = ApprovalOperator(
+        # From the plan's XCom, not working_dir: a templated working_dir only has a name once rendered.
+        default_subject = (
+            f"Apply Terraform plan for {{{{ {plan_ref}['environment'] }}}}/{{{{ {plan_ref}['workspace'] }}}}?"
+        )
+        approve = TerraformPlanApprovalOperator(
             task_id="approve",
-            subject=approval_subject or f"Apply Terraform plan for {Path(str(working_dir)).name}?",
+            plan_task_id=plan.task_id,
+            subject=approval_subject or default_subject,
             body=f"{{{{ {plan_ref}['report'] }}}}",
             response_timeout=approval_timeout,
             assigned_users=assigned_users,
