@@ -15,7 +15,6 @@ from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.records import LeaseRequest
 from nuro_ml.ui.app import create_app
 
-NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,9 @@ def ledger_url(tmp_path_factory, monkeymodule):
     url = f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.db'}"
     monkeymodule.setenv("NURO_ML_LEDGER_URL", url)
     monkeymodule.delenv("NURO_ML_GPU_HOUR_PRICES", raising=False)
-    two_hours_ago = QuotaLedger(url, clock=lambda: NOW - timedelta(hours=2))
+    # "Now" is when the module's tests start, not import time: the suite may import it long before.
+    now = datetime.now(UTC).replace(microsecond=0)
+    two_hours_ago = QuotaLedger(url, clock=lambda: now - timedelta(hours=2))
     two_hours_ago.upsert_pool("a100", capacity=8, gpu_type="A100")
     two_hours_ago.upsert_pool("local", capacity=4, gpu_type="logical")
     two_hours_ago.upsert_quota("perception", "a100", nominal=4, borrowing_limit=2)
@@ -60,7 +61,7 @@ def ledger_url(tmp_path_factory, monkeymodule):
         )
     )
     two_hours_ago.acquire(LeaseRequest(key="maps/manual__1/gate/-1", team="perception", pool="local", gpus=1))
-    ten_minutes_ago = QuotaLedger(url, clock=lambda: NOW - timedelta(minutes=10))
+    ten_minutes_ago = QuotaLedger(url, clock=lambda: now - timedelta(minutes=10))
     ten_minutes_ago.enqueue(
         LeaseRequest(key="hd_maps/run_a/wait/-1", team="mapping", pool="a100", gpus=4, poll_interval=900)
     )
