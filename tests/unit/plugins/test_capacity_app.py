@@ -16,7 +16,6 @@ from nuro_ml.capacity.records import LeaseRequest
 from nuro_ml.ui.app import create_app
 
 
-
 @pytest.fixture(scope="module")
 def monkeymodule():
     with pytest.MonkeyPatch.context() as patch:
