@@ -3,22 +3,23 @@
 ``FastOnlineReader.get_online_features`` returns the same mapping as
 ``FeatureStore.get_online_features(...).to_dict()`` for regular feature views: one HMGET per
 entity covering every requested view of that entity (Feast stores all views of an entity in
-one hash), all entities in one pipelined round trip, replies parsed by hiredis and values
-decoded straight from the protobuf bytes. The registry is read once at construction; call
-:meth:`FastOnlineReader.refresh` after an apply.
+one hash) and asking only for the requested fields, all entities in one pipelined round trip
+on a pooled connection, replies parsed by hiredis and each feature's values decoded as one
+column straight from the protobuf bytes (``redis_decode``). The registry is read once at
+construction; call :meth:`FastOnlineReader.refresh` after an apply.
 """
 
 from __future__ import annotations
 
-import queue
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from nuro_ml.exceptions import FeatureStoreError
+from nuro_ml.features import redis_decode
 from nuro_ml.features import redis_format as fmt
 from nuro_ml.features.resp import RedisEndpoint, RespConnection, RespConnectionError
 
@@ -27,25 +28,47 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class _ViewRead:
-    outputs: tuple[str, ...]
-    decoders: tuple[Callable[[bytes | None], Any], ...]
-    first_field: int  # index of the view's first field in the group's HMGET field list
-
-
-@dataclass(frozen=True)
 class _GroupPlan:
     join_keys: tuple[str, ...]
     key_types: dict[str, str]
     fields_blob: bytes
     nfields: int
-    views: tuple[_ViewRead, ...]
+    outputs: tuple[str, ...]  # one per HMGET field, in field order
+    decoders: tuple[redis_decode.ColumnDecoder, ...]
+    command_head: bytes  # ``*N\r\n$5\r\nHMGET\r\n$``: everything before the key's length
+    # For a single STRING join key, what surrounds each value's length and bytes in a command:
+    # the key's fixed prefix, and the project suffix, CRLF and field list after it.
+    string_key_prefix: bytes | None
+    string_key_tail: bytes
+    string_key_fixed_len: int  # key length less the value's bytes
 
 
 @dataclass(frozen=True)
 class _Plan:
     groups: tuple[_GroupPlan, ...]
     columns: tuple[str, ...]
+
+
+def _string_key_commands(group: _GroupPlan, values: Sequence[Any], parts: list[bytes]) -> None:
+    """Append one HMGET per value to ``parts``, with the key built inline as ``string_entity_keys`` does."""
+    head, prefix, tail, fixed = (
+        group.command_head,
+        group.string_key_prefix,
+        group.string_key_tail,
+        group.string_key_fixed_len,
+    )
+    assert prefix is not None
+    pack = fmt.U32.pack
+    try:
+        encoded = [v.encode("utf-8") for v in values]
+    except AttributeError:
+        bad = next(v for v in values if not isinstance(v, str))
+        raise FeatureStoreError(
+            f"Join key {group.join_keys[0]!r} is a STRING; entity value {bad!r} is a {type(bad).__name__}"
+        ) from None
+    parts += [
+        b"%b%d\r\n%b%b%b%b" % (head, fixed + len(raw), prefix, pack(len(raw)), raw, tail) for raw in encoded
+    ]
 
 
 class FastOnlineReader:
@@ -76,7 +99,10 @@ class FastOnlineReader:
         self.services = dict(services)
         self.versioned_names = versioned_names
         self.socket_timeout = socket_timeout
-        self._pool: queue.LifoQueue[RespConnection] = queue.LifoQueue(maxsize=pool_size)
+        self.pool_size = pool_size
+        # A plain list under a lock: queue.LifoQueue's condition variables cost more than a read.
+        self._idle: list[RespConnection] = []
+        self._idle_lock = threading.Lock()
         self._plans: dict[tuple[tuple[str, ...], bool], _Plan] = {}
 
     @staticmethod
@@ -104,25 +130,23 @@ class FastOnlineReader:
         )
 
     def close(self) -> None:
-        while True:
-            try:
-                self._pool.get_nowait().close()
-            except queue.Empty:
-                return
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
-    @contextmanager
-    def _connection(self) -> Iterator[RespConnection]:
-        try:
-            conn = self._pool.get_nowait()
-        except queue.Empty:
-            conn = RespConnection(self.endpoint, socket_timeout=self.socket_timeout)
-        try:
-            yield conn
-        finally:
-            try:
-                self._pool.put_nowait(conn)
-            except queue.Full:
-                conn.close()
+    def _acquire(self) -> RespConnection:
+        with self._idle_lock:
+            if self._idle:
+                return self._idle.pop()
+        return RespConnection(self.endpoint, socket_timeout=self.socket_timeout)
+
+    def _release(self, conn: RespConnection) -> None:
+        with self._idle_lock:
+            if len(self._idle) < self.pool_size:
+                self._idle.append(conn)
+                return
+        conn.close()
 
     # ------------------------------------------------------------------ planning
 
@@ -164,18 +188,34 @@ class FastOnlineReader:
                 raise FeatureStoreError(f"Feature view {view_name!r} has no feature(s) {unknown}")
             key_types = {c.name: c.dtype.to_value_type().name for c in view.entity_columns}
             join_keys = tuple(sorted(key_types))
-            group = groups.setdefault(join_keys, {"key_types": key_types, "fields": [], "views": []})
-            store_name = compute_versioned_name(view, self.versioned_names)
-            outputs = tuple(f"{view_name}__{n}" if full_feature_names else n for n in names)
-            group["views"].append(
-                _ViewRead(outputs, tuple(fmt.decoder_for(types[n]) for n in names), len(group["fields"]))
+            group = groups.setdefault(
+                join_keys, {"key_types": key_types, "fields": [], "outputs": [], "decoders": []}
             )
+            store_name = compute_versioned_name(view, self.versioned_names)
+            outputs = [f"{view_name}__{n}" if full_feature_names else n for n in names]
+            group["outputs"].extend(outputs)
+            group["decoders"].extend(redis_decode.column_decoder_for(types[n]) for n in names)
             group["fields"].extend(fmt.field_hash(store_name, n) for n in names)
             columns.extend(outputs)
         plans = []
         for join_keys, g in groups.items():
             blob = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in g["fields"])
-            plans.append(_GroupPlan(join_keys, g["key_types"], blob, len(g["fields"]), tuple(g["views"])))
+            nfields = len(g["fields"])
+            single_string = len(join_keys) == 1 and g["key_types"][join_keys[0]] == "STRING"
+            plans.append(
+                _GroupPlan(
+                    join_keys,
+                    g["key_types"],
+                    blob,
+                    nfields,
+                    tuple(g["outputs"]),
+                    tuple(g["decoders"]),
+                    b"*%d\r\n$5\r\nHMGET\r\n$" % (nfields + 2),
+                    fmt.string_key_prefix(join_keys[0]) if single_string else None,
+                    self.project.encode("utf-8") + b"\r\n" + blob,
+                    len(fmt.string_key_prefix(join_keys[0])) + 4 + len(self.project.encode("utf-8")),
+                )
+            )
         plan = _Plan(tuple(plans), tuple(columns))
         self._plans[cache_key] = plan
         return plan
@@ -203,31 +243,27 @@ class FastOnlineReader:
             n = len(entity_rows)
             names = list(entity_rows[0].keys()) if n else []
             columns_in = {k: [row[k] for row in entity_rows] for k in names}
-        out: dict[str, list[Any]] = {k: v for k, v in columns_in.items()}
+        out: dict[str, list[Any]] = dict(columns_in)
         payload_parts: list[bytes] = []
         for group in plan.groups:
             missing = [k for k in group.join_keys if k not in columns_in]
             if missing:
                 raise FeatureStoreError(f"Entity rows lack join key(s) {missing}")
-            if len(group.join_keys) == 1 and group.key_types[group.join_keys[0]] == "STRING":
-                keys = fmt.string_entity_keys(
-                    group.join_keys[0], columns_in[group.join_keys[0]], self.project
-                )
+            if group.string_key_prefix is not None:
+                _string_key_commands(group, columns_in[group.join_keys[0]], payload_parts)
             else:
                 keys = fmt.entity_keys(
                     {k: pa.array(columns_in[k]) for k in group.join_keys}, group.key_types, self.project
                 )
-            head = b"*%d\r\n$5\r\nHMGET\r\n" % (group.nfields + 2)
-            payload_parts.extend(b"%s$%d\r\n%s\r\n%s" % (head, len(k), k, group.fields_blob) for k in keys)
-        replies = self._execute(b"".join(payload_parts), len(payload_parts))
-        offset = 0
-        for group in plan.groups:
-            group_replies = replies[offset : offset + n]
-            offset += n
-            for view in group.views:
-                for j, (name, decode) in enumerate(zip(view.outputs, view.decoders, strict=True)):
-                    idx = view.first_field + j
-                    out[name] = [decode(r[idx]) for r in group_replies]
+                tail = b"\r\n" + group.fields_blob
+                for k in keys:
+                    payload_parts += (group.command_head, b"%d\r\n" % len(k), k, tail)
+        replies = self._execute(b"".join(payload_parts), n * len(plan.groups))
+        for i, group in enumerate(plan.groups):
+            # One tuple per requested field across all entities: each is decoded as a column.
+            fields = list(zip(*replies[i * n : (i + 1) * n], strict=True)) if n else [()] * group.nfields
+            for name, decode, raws in zip(group.outputs, group.decoders, fields, strict=True):
+                out[name] = decode(raws)
         return out
 
     def _execute(self, payload: bytes, count: int) -> list[Any]:
@@ -235,13 +271,15 @@ class FastOnlineReader:
             return []
         last: Exception | None = None
         for _ in range(2):
-            with self._connection() as conn:
-                try:
-                    replies = conn.execute(payload, count)
-                except RespConnectionError as exc:
-                    # A pooled connection may have been closed by the server; one fresh try.
-                    last = exc
-                    continue
+            conn = self._acquire()
+            try:
+                replies = conn.execute(payload, count)
+            except RespConnectionError as exc:
+                # A pooled connection may have been closed by the server; one fresh try.
+                last = exc
+                continue
+            finally:
+                self._release(conn)
             for r in replies:
                 if isinstance(r, Exception):
                     raise FeatureStoreError(f"Redis at {self.endpoint.address} rejected a feature read: {r}")

@@ -36,7 +36,17 @@ _TAG_DOUBLE = 0x29  # 5, 64-bit
 _TAG_FLOAT = 0x35  # 6, 32-bit
 _TAG_BOOL = 0x38  # 7, varint
 
-_U32 = struct.Struct("<I")
+# The wire tag a Value of each scalar type starts with (the oneof member Feast sets for it).
+VALUE_TAGS = {
+    "STRING": _TAG_STRING,
+    "INT32": _TAG_INT32,
+    "INT64": _TAG_INT64,
+    "DOUBLE": _TAG_DOUBLE,
+    "FLOAT": _TAG_FLOAT,
+    "BOOL": _TAG_BOOL,
+}
+
+U32 = struct.Struct("<I")
 _DOUBLE = struct.Struct("<d")
 _FLOAT = struct.Struct("<f")
 _MASK64 = (1 << 64) - 1
@@ -66,7 +76,7 @@ def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _signed64(value: int) -> int:
+def signed64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
@@ -96,12 +106,17 @@ def _key_value_bytes(array: pa.Array, value_type: str) -> tuple[int, list[bytes]
     raise ValueError(f"Entity key type {value_type} is not supported by the fast Redis path")
 
 
+def string_key_prefix(join_key: str) -> bytes:
+    """What every key of a single STRING join key starts with, up to the value's length."""
+    name = join_key.encode("utf-8")
+    return U32.pack(1) + U32.pack(_VT_STRING) + U32.pack(len(name)) + name + U32.pack(_VT_STRING)
+
+
 def string_entity_keys(join_key: str, values: Sequence[str], project: str) -> list[bytes]:
     """Redis keys for a single STRING join key, from plain Python strings (online reads)."""
-    name = join_key.encode("utf-8")
-    prefix = _U32.pack(1) + _U32.pack(_VT_STRING) + _U32.pack(len(name)) + name + _U32.pack(_VT_STRING)
+    prefix = string_key_prefix(join_key)
     suffix = project.encode("utf-8")
-    pack = _U32.pack
+    pack = U32.pack
     out = []
     for v in values:
         raw = v.encode("utf-8")
@@ -117,14 +132,14 @@ def entity_keys(columns: dict[str, pa.Array], value_types: dict[str, str], proje
     :param project: Feast project name.
     """
     names = sorted(columns)
-    header = bytearray(_U32.pack(len(names)))
+    header = bytearray(U32.pack(len(names)))
     for name in names:
         encoded = name.encode("utf-8")
-        header += _U32.pack(_VT_STRING) + _U32.pack(len(encoded)) + encoded
+        header += U32.pack(_VT_STRING) + U32.pack(len(encoded)) + encoded
     prefix = bytes(header)
     suffix = project.encode("utf-8")
     parts = [_key_value_bytes(columns[n], value_types[n]) for n in names]
-    pack = _U32.pack
+    pack = U32.pack
     if len(parts) == 1:
         vt, values = parts[0]
         tag = pack(vt)
@@ -284,7 +299,7 @@ def decode_timestamp_nanos(raw: bytes | None) -> int | None:
         tag = raw[pos]
         value, pos = read_varint(raw, pos + 1)
         if tag == 0x08:
-            seconds = _signed64(value)
+            seconds = signed64(value)
         elif tag == 0x10:
             nanos = value
         else:
@@ -323,8 +338,9 @@ def decoder_for(value_type: str) -> Callable[[bytes | None], Any]:
             if not raw:
                 return None
             if raw[0] == tag:
-                value, _ = read_varint(raw, 1)
-                return _signed64(value) if value_type == "INT64" else _signed32(value)
+                value, end = read_varint(raw, 1)
+                if end == len(raw):  # else more fields follow: protobuf decides which wins
+                    return signed64(value) if value_type == "INT64" else signed32(value)
             return _generic(raw)
 
         return _int
@@ -335,7 +351,8 @@ def decoder_for(value_type: str) -> Callable[[bytes | None], Any]:
                 return None
             if raw[0] == _TAG_STRING:
                 length, pos = read_varint(raw, 1)
-                return raw[pos : pos + length].decode("utf-8")
+                if pos + length == len(raw):
+                    return raw[pos:].decode("utf-8")
             return _generic(raw)
 
         return _string
@@ -345,14 +362,16 @@ def decoder_for(value_type: str) -> Callable[[bytes | None], Any]:
             if not raw:
                 return None
             if raw[0] == _TAG_BOOL:
-                return bool(read_varint(raw, 1)[0])
+                value, end = read_varint(raw, 1)
+                if end == len(raw):
+                    return bool(value)
             return _generic(raw)
 
         return _bool
     return lambda raw: _generic(raw) if raw else None
 
 
-def _signed32(value: int) -> int:
+def signed32(value: int) -> int:
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value >= 1 << 31 else value
 

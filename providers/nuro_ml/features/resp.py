@@ -70,6 +70,7 @@ class RespConnection:
         self.connect_timeout = connect_timeout
         self._sock: socket.socket | None = None
         self._reader: Any = None
+        self._buffer = bytearray(1 << 16)
 
     def _connect(self) -> socket.socket:
         ep = self.endpoint
@@ -155,16 +156,18 @@ class RespConnection:
         reader = self._reader
         assert sock is not None and reader is not None
         out: list[Any] = []
+        buf = self._buffer
         try:
             sock.sendall(payload)
             gets = reader.gets
             while len(out) < replies:
                 reply = gets()
                 if reply is False:
-                    data = sock.recv(1 << 20)
-                    if not data:
+                    # Into a reused buffer: recv(n) would allocate n bytes each time (hiredis copies).
+                    size = sock.recv_into(buf)
+                    if not size:
                         raise RespConnectionError(f"Redis at {self.endpoint.address} closed the connection")
-                    reader.feed(data)
+                    reader.feed(buf, 0, size)
                     continue
                 out.append(reply)
         except RespConnectionError:

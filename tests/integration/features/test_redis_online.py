@@ -10,6 +10,7 @@ import pytest
 import redis
 from nuro_ml.exceptions import FeatureStoreError
 from nuro_ml.features.materialize import Materializer
+from nuro_ml.features.redis_decode import VECTOR_MIN
 from nuro_ml.features.resp import RedisEndpoint
 from nuro_ml.features.writers import RedisArrowWriter
 from nuro_ml.hooks.feast import FeastHook
@@ -73,6 +74,17 @@ def test_fast_write_is_byte_identical_to_feast_and_both_readers_agree(
     assert reader.get_online_features(features=refs, entity_rows=rows, full_feature_names=True) == (
         store.get_online_features(features=refs, entity_rows=rows, full_feature_names=True).to_dict()
     )
+    # Enough entities for whole-column decoding: all present, then with unknown ones among them.
+    service = store.get_feature_service("scene_training")
+    every = read_source().column("scene_id").to_pylist()[::-1]
+    assert len(every) >= VECTOR_MIN
+    for ids in (every, [*every[:7], "unknown_a", *every[7:], "unknown_b"]):
+        entity_rows = [{"scene_id": s} for s in ids]
+        expected = store.get_online_features(features=service, entity_rows=entity_rows).to_dict()
+        assert reader.get_online_features(features="scene_training", entity_rows=entity_rows) == expected
+        columns = {"scene_id": ids}
+        assert reader.get_online_features(features="scene_training", entity_rows=columns) == expected
+    assert expected["camera_frames"][7] is None and isinstance(expected["camera_frames"][0], int)
     reader.close()
 
     redis_db.flushdb()
