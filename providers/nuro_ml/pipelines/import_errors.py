@@ -1,98 +1,48 @@
-"""Report a broken spec as an Airflow import error of the YAML file itself.
+"""How broken pipeline specs reach Airflow's import errors, and why through a DAG file of their own.
 
-Airflow parses ``dags/yaml_pipelines.py`` like any DAG file: its importer collects
-``DagImportError`` records, keyed by file path, into the ``DagImportResult`` of that
-import, and the DAG processor stores each one as an import error of its file. An
-exception raised by the loader would be an error of the loader file, which hides every
-other pipeline and marks all of their DAGs stale. Instead, each broken spec is appended to
-the running import's result under the spec's own path (relative to the bundle, like every
-other import error), so the UI lists ``pipelines/broken.yaml`` with its line, column and
-field, and every other pipeline keeps loading.
+Airflow 3.3 keys an import error by ``(bundle, relative file path)`` and keeps it only while
+that path is a DAG file it discovers and parses:
+
+* the DAG processor stores the errors of a parse and clears those of the parsed file when it
+  parses cleanly (``collection._update_import_errors``, ``files_parsed``);
+* on every bundle refresh (``[dag_processor] refresh_interval``) it deletes the errors of every
+  path that is not one of the bundle's DAG files (``DagFileProcessorManager.clear_orphaned_import_errors``).
+  DAG files are ``*.py`` files and zip archives (``list_py_file_paths``); the pluggable
+  ``DagImporterRegistry`` is not consulted there, so a ``*.yaml`` path is never one.
+* an import error of a file marks every DAG whose ``relative_fileloc`` is that file stale and
+  ``has_import_errors`` (``_update_import_errors``), so the scheduler stops all of them.
+
+An error stored under the spec's own path therefore vanished at the next bundle refresh and came
+back at the next parse of the loader, and it was never cleared by a parse once the spec was fixed.
+An error stored under ``yaml_pipelines.py`` would be stable, but would stop every pipeline for
+one bad spec, since all their DAGs are defined by that file (workers re-import it to run tasks).
+
+So the specs are checked twice: ``dags/yaml_pipelines.py`` builds the DAGs of the valid specs
+and only logs the broken ones, and ``dags/yaml_pipelines_check.py``, which defines no DAG,
+raises :class:`~nuro_ml.exceptions.PipelineSpecError` naming every broken spec with
+``file:line:col: field: message``. Airflow records that as the check file's import error, which
+each parse refreshes, a clean parse clears, and no refresh deletes, and which stops no DAG.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
-from collections.abc import Sequence
-from pathlib import Path
-from types import FrameType
-from typing import Any
+from collections.abc import Mapping, Sequence
 
+from nuro_ml.exceptions import PipelineSpecError
 from nuro_ml.pipelines.issues import SpecIssue
 
-log = logging.getLogger(__name__)
 
-#: How the error is labelled in Airflow's import-error records.
-ERROR_TYPE = "pipeline_spec"
-
-
-class ImportContext:
-    """The DAG-file import running on this thread (Airflow's importer's result and file path)."""
-
-    def __init__(self, result: Any, loader_path: str) -> None:
-        self._result = result
-        self._loader_path = loader_path
-
-    def name_of(self, spec_path: Path) -> str:
-        """The spec's path as Airflow names files: relative to the bundle root when the loader's is."""
-        return relative_to_bundle(spec_path, self._loader_path, self._result.file_path)
-
-    def add(self, spec_path: Path, issues: Sequence[SpecIssue]) -> None:
-        """Append the spec's issues to the import's errors, keyed by the spec's own path."""
-        from airflow.dag_processing.importers.base import DagImportError
-
-        first = issues[0]
-        message = "Invalid pipeline spec ({} problem{}):\n{}".format(
-            len(issues), "" if len(issues) == 1 else "s", "\n".join(issue.format() for issue in issues)
-        )
-        self._result.errors.append(
-            DagImportError(
-                file_path=self.name_of(spec_path),
-                message=message,
-                error_type=ERROR_TYPE,
-                line_number=first.line,
-                column_number=first.column,
-            )
-        )
-
-
-def current() -> ImportContext | None:
-    """The running DAG-file import, found on the call stack; None outside Airflow's parsing."""
-    try:
-        from airflow.dag_processing.importers.base import DagImportResult
-    except ImportError:
+def spec_error(broken: Mapping[str, Sequence[SpecIssue]]) -> PipelineSpecError | None:
+    """One error listing every problem of every broken spec, by file; None when none is broken."""
+    broken = {name: issues for name, issues in broken.items() if issues}
+    if not broken:
         return None
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
-        result = frame.f_locals.get("result")
-        if isinstance(result, DagImportResult):
-            filepath = frame.f_locals.get("filepath")
-            return ImportContext(result, str(filepath) if filepath else result.file_path)
-        frame = frame.f_back
-    return None
-
-
-def relative_to_bundle(spec_path: Path, loader_path: str, loader_relative: str) -> str:
-    """``spec_path`` relative to the bundle root, derived from the loader's absolute and relative paths."""
-    spec_path = spec_path.resolve()
-    if os.path.isabs(loader_relative):
-        return str(spec_path)
-    loader_abs = os.path.abspath(loader_path)
-    root = (
-        loader_abs[: len(loader_abs) - len(loader_relative)] if loader_abs.endswith(loader_relative) else None
+    count = sum(len(issues) for issues in broken.values())
+    header = "Invalid pipeline spec{} ({} problem{} in {}); the other pipelines are loaded:".format(
+        "" if len(broken) == 1 else "s",
+        count,
+        "" if count == 1 else "s",
+        ", ".join(broken),
     )
-    if not root:
-        return str(spec_path)
-    return os.path.relpath(spec_path, root)
-
-
-def report(context: ImportContext | None, spec_path: Path, issues: Sequence[SpecIssue]) -> bool:
-    """Log the issues and record them as the spec file's import error; False outside a DAG-file import."""
-    for issue in issues:
-        log.error("Pipeline spec error: %s", issue.format())
-    if context is None or not issues:
-        return False
-    context.add(spec_path, issues)
-    return True
+    lines = [issue.format() for issues in broken.values() for issue in issues]
+    return PipelineSpecError("\n".join([header, *lines]))

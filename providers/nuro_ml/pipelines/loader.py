@@ -1,8 +1,10 @@
 """Spec files -> DAGs, with every problem tied to file, line, column and field.
 
 :func:`check_file` runs all checks short of building the DAG (what ``nuro-ml validate``
-needs); :func:`compile_file` also builds it; :func:`load_dags` does that for a folder, one
-DAG per file, and reports each broken file as an import error of that file only.
+needs); :func:`compile_file` also builds it; :func:`compile_folder` does that for a folder, one
+DAG per file, keeping each broken file's issues to itself. :func:`load_dags` returns the DAGs
+(for ``dags/yaml_pipelines.py``) and :func:`check_folder` raises one error naming every broken
+file (for ``dags/yaml_pipelines_check.py``).
 
 Checked specs are cached by path, modification time, size and the values of the ``${...}``
 placeholders, in memory and on disk (:mod:`nuro_ml.pipelines.cache`), so re-parsing an
@@ -175,15 +177,27 @@ def spec_files(folder: Path) -> list[Path]:
     )
 
 
-def load_dags(folder: Path | str, files: Iterable[Path] | None = None) -> dict[str, DAG]:
-    """Build one DAG per spec file in ``folder``; broken files become their own import errors.
+@dataclass(frozen=True)
+class FolderLoad:
+    """The DAGs built from a folder of specs and the issues of each spec that did not build."""
 
-    Returns ``{variable name: DAG}`` for the loader module's globals, where Airflow finds them.
+    #: ``{variable name: DAG}`` for the loader module's globals, where Airflow finds them.
+    dags: dict[str, DAG]
+    #: Spec name (relative to the DAG file's folder) -> its issues, in file-name order.
+    broken: dict[str, tuple[SpecIssue, ...]]
+
+
+def compile_folder(folder: Path | str, files: Iterable[Path] | None = None) -> FolderLoad:
+    """Build one DAG per spec file in ``folder``; a broken spec leaves out only its own DAG.
+
+    Specs are named relative to the folder holding the DAG file (``folder``'s parent), e.g.
+    ``pipelines/etl.yaml``, which is how they sit next to the loader in a DAG bundle.
     """
     folder = Path(folder)
-    context = import_errors.current()
+    root = folder.resolve().parent
     env = LoadEnv.current()
     dags: dict[str, DAG] = {}
+    broken: dict[str, tuple[SpecIssue, ...]] = {}
     defined_in: dict[str, str] = {}
     # Building DAGs allocates many long-lived objects, which makes the cyclic collector rescan
     # everything Airflow imported again and again (40% of the load time); it resumes after.
@@ -191,17 +205,47 @@ def load_dags(folder: Path | str, files: Iterable[Path] | None = None) -> dict[s
     gc.disable()
     try:
         for path in files if files is not None else spec_files(folder):
-            name = context.name_of(path) if context is not None else str(path)
+            name = _display_name(path, root)
             dag, issues = compile_file(path, display=name, env=env)
             if dag is not None and dag.dag_id in defined_in:
                 issues, dag = duplicate_dag_id(path, name, dag.dag_id, defined_in[dag.dag_id], env), None
             if dag is None:
-                import_errors.report(context, path, issues)
+                broken[name] = issues
                 continue
             defined_in[dag.dag_id] = name
             dags[f"pipeline:{dag.dag_id}"] = dag
     finally:
         if gc_was_enabled:
             gc.enable()
-    log.info("Loaded %d pipeline DAG(s) from %s", len(dags), folder)
-    return dags
+    return FolderLoad(dags, broken)
+
+
+def _display_name(path: Path, root: Path) -> str:
+    resolved = path.resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(resolved)
+
+
+def load_dags(folder: Path | str, files: Iterable[Path] | None = None) -> dict[str, DAG]:
+    """The DAGs of the valid specs in ``folder`` (for ``dags/yaml_pipelines.py``).
+
+    Broken specs are logged and left out. They are not import errors of this DAG file: Airflow
+    marks every DAG of a file with an import error stale, which would stop all pipelines for one
+    bad spec. :func:`check_folder`, run by a DAG file of its own, reports them.
+    """
+    loaded = compile_folder(folder, files)
+    for issues in loaded.broken.values():
+        for issue in issues:
+            log.error("Pipeline spec error (its DAG is not loaded): %s", issue.format())
+    log.info("Loaded %d pipeline DAG(s) from %s", len(loaded.dags), folder)
+    return loaded.dags
+
+
+def check_folder(folder: Path | str, files: Iterable[Path] | None = None) -> None:
+    """Raise :class:`~nuro_ml.exceptions.PipelineSpecError` naming every broken spec in ``folder``.
+
+    Run at import time by ``dags/yaml_pipelines_check.py``, which defines no DAG, so that
+    Airflow records the problems as that file's import error; see :mod:`nuro_ml.pipelines.import_errors`.
+    """
+    error = import_errors.spec_error(compile_folder(folder, files).broken)
+    if error is not None:
+        raise error

@@ -1,4 +1,4 @@
-"""Airflow's DagBag loads one DAG per spec; each broken spec is its own import error."""
+"""Airflow's DagBag loads one DAG per valid spec; broken specs are the check file's import error."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from airflow.dag_processing.dagbag import DagBag
 from nuro_ml.settings import REPO_ROOT
 
 LOADER = REPO_ROOT / "dags" / "yaml_pipelines.py"
+CHECK = REPO_ROOT / "dags" / "yaml_pipelines_check.py"
 
 GOOD = """\
 dag_id: {dag_id}
@@ -52,6 +53,7 @@ def dags_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "dags"
     (folder / "pipelines").mkdir(parents=True)
     shutil.copy(LOADER, folder / "yaml_pipelines.py")
+    shutil.copy(CHECK, folder / "yaml_pipelines_check.py")
     for dag_id in ("alpha", "beta"):
         (folder / "pipelines" / f"{dag_id}.yaml").write_text(GOOD.format(dag_id=dag_id))
     for name, (text, _) in BROKEN.items():
@@ -59,42 +61,58 @@ def dags_folder(tmp_path: Path) -> Path:
     return folder
 
 
-def test_good_specs_load_and_each_broken_spec_is_its_own_import_error(dags_folder):
+def rewrite(path: Path, text: str) -> None:
+    """Replace a file's text with a newer modification time, as an edit in an editor would."""
+    path.write_text(text)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+
+
+def test_good_specs_load_and_broken_specs_are_listed_in_the_check_files_import_error(dags_folder):
     bag = DagBag(dag_folder=str(dags_folder))
 
     assert set(bag.dag_ids) == {"alpha", "beta"}
     assert bag.dags["alpha"].get_task("train").upstream_task_ids == {"extract"}
-    expected_files = {str(dags_folder / "pipelines" / name) for name in BROKEN}
-    assert set(bag.import_errors) == expected_files
-    for name, (_, message) in BROKEN.items():
-        error = bag.import_errors[str(dags_folder / "pipelines" / name)]
-        assert error.startswith("Invalid pipeline spec (1 problem):\n")
-        assert f"{dags_folder / 'pipelines'}/{message}" in error
+    # The loader itself imports cleanly, so the DAGs it defines stay active.
+    assert set(bag.import_errors) == {str(dags_folder / "yaml_pipelines_check.py")}
+    error = bag.import_errors[str(dags_folder / "yaml_pipelines_check.py")]
+    assert "PipelineSpecError: Invalid pipeline specs (5 problems in pipelines/cycle.yaml, " in error
+    for _, message in BROKEN.values():
+        assert f"\npipelines/{message}" in error
+    assert "alpha.yaml" not in error and "beta.yaml" not in error
 
 
-def test_import_errors_are_keyed_relative_to_the_bundle_like_any_dag_file(dags_folder):
+def test_the_import_error_is_keyed_by_the_check_files_bundle_path(dags_folder):
     bag = DagBag(dag_folder=str(dags_folder), bundle_path=dags_folder, bundle_name="dags-folder")
 
-    assert set(bag.import_errors) == {f"pipelines/{name}" for name in BROKEN}
+    assert set(bag.import_errors) == {"yaml_pipelines_check.py"}
     assert (
         "pipelines/cycle.yaml:5:24: stages.b.depends_on: dependency cycle"
-        in bag.import_errors["pipelines/cycle.yaml"]
+        in bag.import_errors["yaml_pipelines_check.py"]
     )
     for dag in bag.dags.values():
         assert dag.relative_fileloc == "yaml_pipelines.py"
 
 
-def test_a_fixed_spec_loads_on_the_next_parse(dags_folder):
-    broken = dags_folder / "pipelines" / "wrong_type.yaml"
-    assert "wrong_type" not in DagBag(dag_folder=str(dags_folder)).dag_ids
+def test_fixed_and_removed_specs_leave_the_error_and_the_last_one_clears_it(dags_folder):
+    check = str(dags_folder / "yaml_pipelines_check.py")
+    specs = dags_folder / "pipelines"
 
-    broken.write_text(GOOD.format(dag_id="wrong_type"))
-    stat = broken.stat()
-    os.utime(broken, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    rewrite(specs / "wrong_type.yaml", GOOD.format(dag_id="wrong_type"))
+    (specs / "syntax.yaml").unlink()
     bag = DagBag(dag_folder=str(dags_folder))
 
     assert "wrong_type" in bag.dag_ids
-    assert str(broken) not in bag.import_errors
+    assert "wrong_type.yaml" not in bag.import_errors[check]
+    assert "syntax.yaml" not in bag.import_errors[check]
+    assert "pipelines/cycle.yaml:5:24" in bag.import_errors[check]
+
+    for name in ("unknown_field.yaml", "operator_param.yaml", "cycle.yaml"):
+        (specs / name).unlink()
+    bag = DagBag(dag_folder=str(dags_folder))
+
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {"alpha", "beta", "wrong_type"}
 
 
 def test_a_duplicate_dag_id_breaks_only_the_later_file(dags_folder):
@@ -103,9 +121,9 @@ def test_a_duplicate_dag_id_breaks_only_the_later_file(dags_folder):
     bag = DagBag(dag_folder=str(dags_folder))
 
     assert bag.dags["alpha"].fileloc == str(dags_folder / "yaml_pipelines.py")
-    error = bag.import_errors[str(dags_folder / "pipelines" / "zeta.yaml")]
+    error = bag.import_errors[str(dags_folder / "yaml_pipelines_check.py")]
     assert (
-        f"zeta.yaml:1:9: dag_id: dag_id 'alpha' is already defined by {dags_folder}/pipelines/alpha.yaml"
+        "\npipelines/zeta.yaml:1:9: dag_id: dag_id 'alpha' is already defined by pipelines/alpha.yaml\n"
         in error
     )
 
@@ -114,6 +132,7 @@ def test_the_repository_example_pipelines_load(tmp_path):
     folder = tmp_path / "dags"
     shutil.copytree(REPO_ROOT / "dags" / "pipelines", folder / "pipelines")
     shutil.copy(LOADER, folder / "yaml_pipelines.py")
+    shutil.copy(CHECK, folder / "yaml_pipelines_check.py")
 
     bag = DagBag(dag_folder=str(folder))
 
