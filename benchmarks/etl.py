@@ -142,6 +142,8 @@ def _etl_peak_rss(raw: Path, out: Path, days: int) -> int:
             end=str(date(2024, 1, 1) + timedelta(days=days)),
             quarantine_path=str(out / "quarantine"),
             run_key="bench",
+            # A kept directory (--keep) must be converted again, not found up to date.
+            reprocess=True,
         )
         run_etl(spark, cfg, progress=lambda _msg: None)
         spark.stop()

@@ -30,7 +30,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nuro_ml.etl import publish, schemas
+from nuro_ml.etl import inputs, publish, schemas
 from nuro_ml.etl.transforms import (
     EGO_MOTION_SCHEMA,
     LIDAR_STATS_FIELDS,
@@ -93,6 +93,7 @@ class ETLJobConfig:
     scene_seconds: float = 10.0
     hard_brake_bar: float = 45.0
     part_bytes: int = 64 << 20
+    reprocess: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_args(self) -> list[str]:
@@ -110,6 +111,9 @@ class ETLJobConfig:
         parser.add_argument("--vehicles", help="comma-separated vehicle ids")
         parser.add_argument("--max-bad-file-share", type=float, default=0.2)
         parser.add_argument("--run-key", default="manual")
+        parser.add_argument(
+            "--reprocess", action="store_true", help="rebuild partitions even when their logs are unchanged"
+        )
         args = parser.parse_args(argv)
         if args.config_json:
             return cls(**json.loads(args.config_json))
@@ -125,6 +129,7 @@ class ETLJobConfig:
             vehicles=args.vehicles.split(",") if args.vehicles else None,
             max_bad_file_share=args.max_bad_file_share,
             run_key=args.run_key,
+            reprocess=args.reprocess,
         )
 
 
@@ -159,12 +164,20 @@ def _inspect(path: str) -> dict[str, Any]:
 
 
 class ETLRun:
-    """One run of the job over a Spark session."""
+    """One run of the job over a Spark session.
+
+    :param spark: the session, or a function that starts one; it is only called when some
+        partition needs building, so a run over up-to-date partitions never starts Spark.
+    """
 
     def __init__(
-        self, spark: SparkSession, cfg: ETLJobConfig, progress: Callable[[str], None] | None = None
+        self,
+        spark: SparkSession | Callable[[], SparkSession],
+        cfg: ETLJobConfig,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
-        self.spark = spark
+        self._spark_source = spark
+        self._spark: SparkSession | None = None
         self.cfg = cfg
         self.progress = progress or (lambda msg: log.info("%s", msg))
         self.output = Path(cfg.output_path)
@@ -172,6 +185,37 @@ class ETLRun:
         self.transform_cfg = TransformConfig(
             grid_hz=cfg.grid_hz, scene_seconds=cfg.scene_seconds, hard_brake_bar=cfg.hard_brake_bar
         )
+
+    @property
+    def spark(self) -> SparkSession:
+        if self._spark is None:
+            source = self._spark_source
+            self._spark = source() if callable(source) else source
+        return self._spark
+
+    @property
+    def _settings(self) -> dict[str, Any]:
+        # What shapes the rows of a partition besides its logs (see nuro_ml.etl.inputs).
+        return {"tables": list(TABLES), **asdict(self.transform_cfg)}
+
+    def _up_to_date(self, files: list[str]) -> dict[tuple[str, str], inputs.PartitionRecord]:
+        """Partitions whose logs and settings match their record and whose output is intact."""
+        if self.cfg.reprocess:
+            return {}
+        by_partition: dict[tuple[str, str], list[str]] = {}
+        for path in files:
+            day, vehicle, _ = path_keys(path)
+            by_partition.setdefault((day, vehicle), []).append(path)
+        fresh = {}
+        for (day, vehicle), paths in by_partition.items():
+            record = inputs.PartitionRecord.read(self.output, day, vehicle)
+            if (
+                record is not None
+                and record.fingerprint == inputs.fingerprint(paths, self._settings)
+                and record.matches_output(self.output, TABLES, day, vehicle)
+            ):
+                fresh[(day, vehicle)] = record
+        return fresh
 
     def run(self) -> dict[str, Any]:
         from nuro_ml.etl.validation import FileReport, quarantine
@@ -188,9 +232,25 @@ class ETLRun:
             "messages": {},
             "rows": {},
             "partitions": [],
+            "up_to_date": [],
             "quarantined": [],
         }
+        fresh = self._up_to_date(files)
+        if fresh:
+            for record in fresh.values():
+                _add_counts(result["messages"], record.messages)
+                _add_counts(result["rows"], record.rows)
+            fresh_files = [f for f in files if path_keys(f)[:2] in fresh]
+            result["files"] = len(fresh_files)
+            result["bytes"] = sum(os.path.getsize(f) for f in fresh_files)
+            result["up_to_date"] = sorted(f"date={d}/vehicle={v}" for d, v in fresh)
+            self.progress(
+                f"{len(fresh)} date/vehicle partitions are up to date with their {len(fresh_files)} "
+                "logs; not rebuilt (reprocess=True rebuilds them)"
+            )
+            files = [f for f in files if path_keys(f)[:2] not in fresh]
         if not files:
+            result["partitions"] = result["up_to_date"]
             self._write_result(result)
             return result
         sc = self.spark.sparkContext
@@ -212,32 +272,48 @@ class ETLRun:
             entry = quarantine(r, Path(self.cfg.input_path), Path(self.cfg.quarantine_path), self.cfg.run_key)
             log.warning("Quarantined %s: %s (offset %s)", r.file, r.reason, r.offset)
             result["quarantined"].append(entry)
-        messages: dict[str, int] = {}
+        records: dict[tuple[str, str], inputs.PartitionRecord] = {}
         for r in good:
-            for topic, n in r.messages.items():
-                messages[topic] = messages.get(topic, 0) + n
-        result.update(files=len(good), bytes=sum(r.bytes for r in good), messages=messages)
-        self.progress(f"messages per topic: {json.dumps(messages, sort_keys=True)}")
+            day, vehicle, drive = path_keys(r.file)
+            record = records.setdefault((day, vehicle), inputs.PartitionRecord(fingerprint="", drives=[]))
+            record.drives.append(drive)
+            _add_counts(record.messages, r.messages)
+            _add_counts(result["messages"], r.messages)
+        result["files"] += len(good)
+        result["bytes"] += sum(r.bytes for r in good)
+        self.progress(f"messages per topic: {json.dumps(result['messages'], sort_keys=True)}")
         if not good:
+            result["partitions"] = result["up_to_date"]
             self._write_result(result)
             return result
 
-        partitions: dict[tuple[str, str], set[str]] = {}
-        for r in good:
-            day, vehicle, drive = path_keys(r.file)
-            partitions.setdefault((day, vehicle), set()).add(drive)
+        partitions = {key: set(record.drives) for key, record in records.items()}
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir(parents=True)
         try:
             self._write_topic_tables(good)
             self._write_derived_tables()
-            rows = {t: self._staged_rows(t) for t in TABLES}
-            result["rows"] = {t: n for t, n in rows.items() if n}
+            for t in TABLES:
+                if n := self._staged_rows(t):
+                    result["rows"][t] = result["rows"].get(t, 0) + n
             self.progress(f"rows per table: {json.dumps(result['rows'], sort_keys=True)}")
+            inputs.forget(self.output, records)
             publish.publish(self.output, self.staging, TABLES, partitions)
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)
-        result["partitions"] = sorted(f"date={d}/vehicle={v}" for d, v in partitions)
+        for (day, vehicle), record in records.items():
+            # Bad logs were moved to quarantine: the record covers the logs the next run will find.
+            paths = [r.file for r in good if path_keys(r.file)[:2] == (day, vehicle)]
+            record.fingerprint = inputs.fingerprint(paths, self._settings)
+            record.drives.sort()
+            # Published rows, which include rows carried over from drives this run did not read.
+            record.rows = {
+                t: n
+                for t in TABLES
+                if (n := publish.count_rows(publish.partition_dir(self.output, t, day, vehicle)))
+            }
+            record.write(self.output, day, vehicle)
+        result["partitions"] = sorted([f"date={d}/vehicle={v}" for d, v in partitions] + result["up_to_date"])
         self.progress(
             f"published {len(partitions)} date/vehicle partitions of {len(TABLES)} tables "
             f"in {time.monotonic() - t_start:.1f}s"
@@ -535,10 +611,18 @@ def _with_lidar_stats(df: DataFrame) -> DataFrame:
     return df.mapInArrow(add_stats, out_schema)
 
 
+def _add_counts(total: dict[str, int], counts: dict[str, int]) -> None:
+    for key, n in counts.items():
+        total[key] = total.get(key, 0) + n
+
+
 def run_etl(
-    spark: SparkSession, cfg: ETLJobConfig, progress: Callable[[str], None] | None = None
+    spark: SparkSession | Callable[[], SparkSession],
+    cfg: ETLJobConfig,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the ETL for ``cfg`` on ``spark``; returns the result (the operator's XCom value)."""
+    """Run the ETL for ``cfg`` on ``spark`` (a session or a function starting one, called only when
+    some partition needs building); returns the result (the operator's XCom value)."""
     return ETLRun(spark, cfg, progress).run()
 
 
@@ -554,11 +638,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = ETLJobConfig.from_args(list(sys.argv[1:] if argv is None else argv))
     # Under spark-submit the launcher picks the master; run directly, the job uses local Spark.
     master = None if "PYSPARK_GATEWAY_PORT" in os.environ else "local[2]"
-    spark = build_session(master, app_name=f"nuro-ml-etl-{cfg.run_key}")
+    sessions: list[SparkSession] = []
+
+    def session() -> SparkSession:
+        sessions.append(build_session(master, app_name=f"nuro-ml-etl-{cfg.run_key}"))
+        return sessions[-1]
+
     try:
-        result = run_etl(spark, cfg)
+        result = run_etl(session, cfg)
     finally:
-        spark.stop()
+        for spark in sessions:
+            spark.stop()
     print("NURO_ML_ETL_RESULT " + json.dumps(result, sort_keys=True))
     return 0
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from datetime import date
 from types import SimpleNamespace
 
@@ -10,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from nuro_ml.etl import mcap_io, schemas
 from nuro_ml.etl.generator import generate_interval
-from nuro_ml.etl.job import TABLES
+from nuro_ml.etl.job import TABLES, ETLJobConfig, run_etl
 from nuro_ml.etl.reader import McapTableReader, infer_schema, plan
 from nuro_ml.etl.transforms import SCENE_STATS_SCHEMA
 from nuro_ml.exceptions import TooManyBadFilesError
@@ -145,6 +147,42 @@ def test_operator_round_trip_quarantine_and_rerun(spark_session, raw, tmp_path):
     scene_file = next((out / "scene_stats" / "date=2024-03-01" / "vehicle=veh-002").glob("part-*.parquet"))
     assert pq.read_schema(scene_file).remove_metadata() == SCENE_STATS_SCHEMA
 
+    published = _parquet_stamps(out)
     rerun = MCAPToParquetOperator(task_id="etl", max_bad_file_share=0.5, **kwargs).execute(_context())
     assert rerun["quarantined"] == [] and rerun["rows"] == result["rows"]
+    assert rerun["messages"] == result["messages"] and rerun["files"] == 3
+    assert rerun["up_to_date"] == rerun["partitions"] == result["partitions"]
+    assert _parquet_stamps(out) == published  # nothing rewritten, so feature fingerprints hold
+
+    def no_spark() -> None:
+        raise AssertionError("Spark was started although every partition is up to date")
+
+    cfg = ETLJobConfig(**kwargs)
+    assert run_etl(no_spark, cfg)["up_to_date"] == result["partitions"]  # type: ignore[arg-type]
+
+    # A changed log makes its partition, and only it, stale.
+    changed = src / "date=2024-03-01" / "vehicle=veh-002" / "drv-20240301-00.mcap"
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 1_000_000_000))
+    partial = MCAPToParquetOperator(task_id="etl", max_bad_file_share=0.5, **kwargs).execute(_context())
+    assert partial["up_to_date"] == ["date=2024-03-01/vehicle=veh-001", "date=2024-03-01/vehicle=veh-003"]
+    assert partial["partitions"] == result["partitions"] and partial["rows"] == result["rows"]
+    stamps = _parquet_stamps(out)
+    assert {p for p in stamps if stamps[p] != published.get(p)} == {
+        p for p in stamps if "vehicle=veh-002" in p
+    }
+
+    # Deleted output is noticed, and reprocess rebuilds everything.
+    shutil.rmtree(out / "imu" / "date=2024-03-01" / "vehicle=veh-003")
+    healed = MCAPToParquetOperator(task_id="etl", max_bad_file_share=0.5, **kwargs).execute(_context())
+    assert "date=2024-03-01/vehicle=veh-003" not in healed["up_to_date"]
+    forced = MCAPToParquetOperator(task_id="etl", reprocess=True, max_bad_file_share=0.5, **kwargs)
+    assert forced.execute(_context())["up_to_date"] == []
     assert _table_rows(out) == rows
+
+
+def _parquet_stamps(root) -> dict[str, int]:
+    return {
+        str(p.relative_to(root)): p.stat().st_mtime_ns
+        for p in root.rglob("*.parquet")
+        if not any(part.startswith("_") for part in p.relative_to(root).parts)
+    }
