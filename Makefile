@@ -19,7 +19,8 @@ unexport PYTHONDONTWRITEBYTECODE
 
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-backfill lint typecheck unit integration e2e browser bench clean airflow-home provider-info
+.PHONY: setup demo test test-backfill lint typecheck unit integration e2e browser bench clean airflow-home provider-info \
+	cluster-up cluster-down cluster-test
 
 setup: $(STAMP)
 
@@ -42,13 +43,13 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The scheduler-driven backfill test runs ETL and Feast for six intervals through a real
-# scheduler; it is its own target until it fits the suite's time budget.
+# tests/cluster run against the cluster of `make cluster-up`, only through `make cluster-test`.
 test: setup lint
-	$(BIN)/pytest -p no:cacheprovider -m "not backfill_stack" $(PYTEST_ARGS)
+	$(BIN)/pytest -p no:cacheprovider --durations=25 --ignore=tests/cluster $(PYTEST_ARGS)
 
+# Only the scheduler-driven backfill test (also part of `make test`).
 test-backfill: setup
-	$(BIN)/pytest -p no:cacheprovider -m backfill_stack $(PYTEST_ARGS)
+	$(BIN)/pytest -p no:cacheprovider tests/stack/backfill $(PYTEST_ARGS)
 
 unit: setup
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -64,6 +65,16 @@ bench: setup
 
 provider-info: setup
 	$(BIN)/python -m nuro_ml.provider_yaml
+
+# The distributed topology as processes on loopback; state (PIDs, ports, passwords) in .cluster/.
+cluster-up: setup
+	$(BIN)/python -m nuro_ml.local_cluster up
+
+cluster-down:
+	$(BIN)/python -m nuro_ml.local_cluster down
+
+cluster-test: setup
+	$(BIN)/pytest -p no:cacheprovider -m cluster tests/cluster $(PYTEST_ARGS)
 
 clean:
 	rm -rf .nuro .airflow $(PLUGIN_MIRROR)
