@@ -3,6 +3,12 @@
 Each daily run processes one day of drive logs (its data interval) unless the trigger form
 names another date range. Everything the run creates outside Airflow is keyed by the run,
 so re-running a day reuses or replaces its own outputs instead of duplicating them.
+
+By default the run is self-contained: Spark runs in the task, a local Ray head is provisioned
+with Terraform and destroyed at the end. On a deployed platform the ``spark_conn_id`` and
+``ray_conn_id`` parameters name the Spark master and Ray cluster connections instead: the ETL
+is submitted to that master and training goes to that cluster; the provision and teardown
+steps then apply ``terraform/environments/existing``, which creates nothing.
 """
 
 from __future__ import annotations
@@ -23,10 +29,19 @@ from nuro_ml.sensors.gpu_capacity import GpuCapacitySensor
 
 DAG_ID = "av_training_pipeline"
 LOCAL_ENVIRONMENT = settings.terraform_dir() / "environments" / "local"
-SCENE_STATS = Asset(f"file://{settings.etl_output_dir()}/scene_stats", extra={"format": "parquet"})
+EXISTING_ENVIRONMENT = settings.terraform_dir() / "environments" / "existing"
+#: The run's own local Ray head, or nothing when the run trains on the cluster of ``ray_conn_id``.
+ENVIRONMENT = (
+    "{{ '" + str(EXISTING_ENVIRONMENT) + "' if params.ray_conn_id else '" + str(LOCAL_ENVIRONMENT) + "' }}"
+)
+# Named as the YAML pipelines name it: one asset, whichever DAG file declares it (two names for one
+# URI would leave the asset inactive on a deployment that parses both files).
+SCENE_STATS = Asset(
+    name="scene_stats", uri=f"file://{settings.etl_output_dir()}/scene_stats", extra={"format": "parquet"}
+)
 
 INTERVAL = "ti.xcom_pull(task_ids='plan_interval')"
-CLUSTER = "ti.xcom_pull(task_ids='provision')"
+CLUSTER = "ti.xcom_pull(task_ids='cluster')"
 
 with DAG(
     dag_id=DAG_ID,
@@ -96,6 +111,20 @@ with DAG(
         "dashboard_port": Param(
             8275, type="integer", minimum=1024, maximum=65535, title="Ray dashboard port"
         ),
+        "spark_conn_id": Param(
+            None,
+            type=["null", "string"],
+            title="Spark connection",
+            description="Spark master connection (e.g. spark_default) the ETL is submitted to; "
+            "empty runs Spark inside the task.",
+        ),
+        "ray_conn_id": Param(
+            None,
+            type=["null", "string"],
+            title="Ray connection",
+            description="Ray cluster connection (e.g. ray_default) to train on; empty provisions "
+            "a local Ray head with Terraform for the run.",
+        ),
     },
 ) as dag:
 
@@ -142,7 +171,7 @@ with DAG(
 
     provision = TerraformApplyOperator(
         task_id="provision",
-        working_dir=str(LOCAL_ENVIRONMENT),
+        working_dir=ENVIRONMENT,
         variables={
             "num_gpus": "{{ params.cluster_gpus }}",
             "ray_port": "{{ params.ray_port }}",
@@ -154,11 +183,27 @@ with DAG(
     interval = plan_interval()
     logs = ensure_drive_logs(interval)
 
+    @task
+    def cluster(provisioned: Any) -> dict[str, Any]:
+        """The Ray cluster to train on: the run's own head, or the one ``ray_conn_id`` names."""
+        from nuro_ml.capacity.backends.ray import RayBackend, RayBackendConfig
+        from nuro_ml.hooks.ray import RayHook
+
+        conn_id = get_current_context()["params"].get("ray_conn_id")
+        if not conn_id:
+            return dict(provisioned)
+        address = RayHook(ray_conn_id=conn_id).address
+        capacity = RayBackend(RayBackendConfig(address=address)).get_capacity()[0]
+        return {"dashboard_url": address, "gpu_count": capacity.total_gpus}
+
+    ray_cluster = cluster(provision.output)
+
     etl = MCAPToParquetOperator(
         task_id="etl",
         start="{{ " + INTERVAL + "['start'] }}",
         end="{{ " + INTERVAL + "['end'] }}",
         vehicles="{{ params.vehicles }}",
+        conn_id="{{ params.spark_conn_id }}",
         max_bad_file_share=0.2,
         outlets=[SCENE_STATS],
     )
@@ -185,7 +230,7 @@ with DAG(
         ledger.upsert_quota(team, "local", nominal=gpus, borrowing_limit=0)
         return {"pool": "local", "capacity_gpus": gpus, "team": team}
 
-    capacity = register_capacity(provision.output)
+    capacity = register_capacity(ray_cluster)
 
     wait_for_gpus = GpuCapacitySensor(
         task_id="wait_for_gpus",
@@ -200,6 +245,7 @@ with DAG(
     train = RayJobOperator(
         task_id="train",
         address="{{ " + CLUSTER + "['dashboard_url'] }}",
+        ray_conn_id="{{ params.ray_conn_id }}",
         entrypoint=(
             "python train_xgboost.py"
             " --start {{ " + INTERVAL + "['start'] }} --end {{ " + INTERVAL + "['end'] }}"
@@ -270,7 +316,7 @@ with DAG(
 
     teardown = TerraformDestroyOperator(
         task_id="teardown",
-        working_dir=str(LOCAL_ENVIRONMENT),
+        working_dir=ENVIRONMENT,
         variables={
             "num_gpus": "{{ params.cluster_gpus }}",
             "ray_port": "{{ params.ray_port }}",
