@@ -37,3 +37,13 @@ output "provisioned" {
   description = "Whether this environment started a cluster (never: it attaches to a running one)."
   value       = false
 }
+
+output "requested" {
+  description = "What the pipeline asked for; the running cluster is used as it is, so this only records the request."
+  value = {
+    num_gpus       = var.num_gpus
+    ray_port       = var.ray_port
+    dashboard_port = var.dashboard_port
+    python         = var.python
+  }
+}

@@ -20,6 +20,7 @@ def test_every_shipped_configuration_is_consistent():
     assert [str(p) for p in problems] == []
     assert {d.relative_to(TERRAFORM).as_posix() for d in module_dirs(TERRAFORM)} == {
         "environments/local",
+        "environments/existing",
         "environments/aws",
         "modules/gpu_cluster",
     }
