@@ -23,100 +23,23 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 CAPACITY = 64
 TEAM = "perception"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
 def postgres() -> Iterator[str]:
     """A throw-away PostgreSQL server; yields a SQLAlchemy URL of a fresh database."""
-    data = Path(tempfile.mkdtemp(prefix="bench-pg-"))
-    port = _free_port()
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_postgres:
-        shutil.chown(data, "postgres", "postgres")
-    data.chmod(0o700)
-    try:
-        subprocess.run(
-            [
-                *as_postgres,
-                str(PG_BIN / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "-E",
-                "UTF8",
-                "--no-locale",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [
-                *as_postgres,
-                str(PG_BIN / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(data / "pg.log"),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                f"-p {port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
-                "start",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [
-                "psql",
-                "-h",
-                "/tmp",
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                "CREATE USER bench WITH PASSWORD 'bench'",
-                "-c",
-                "CREATE DATABASE ledger OWNER bench",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        yield f"postgresql+psycopg://bench:bench@127.0.0.1:{port}/ledger"
-    finally:
-        subprocess.run(
-            [*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(data, ignore_errors=True)
+    from nuro_ml.local_cluster.postgres import temporary_server
+
+    with temporary_server("bench", "bench", "ledger", prefix="bench-pg-") as server:
+        yield server.url
 
 
 def _ours(url: str, pool: str, worker: int, start_at: float, seconds: float) -> int:

@@ -31,6 +31,8 @@ class Figures:
     tasks_retried: dict[str, int] = field(default_factory=dict)
     rows_checked: int = 0
     leases_audited: int = 0
+    #: Fault -> how the run came back from it.
+    recoveries: dict[str, str] = field(default_factory=dict)
     runs: dict[str, float] = field(default_factory=dict)
 
 

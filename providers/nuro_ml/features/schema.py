@@ -18,31 +18,6 @@ from nuro_ml.exceptions import FeatureStoreError
 
 TABLE_NAME = "scene_stats"
 
-_TS = pa.timestamp("us", tz="UTC")
-
-#: Exact column names and types of ``scene_stats`` (shared contract with the ETL).
-SCENE_STATS_SCHEMA = pa.schema(
-    [
-        ("scene_id", pa.string()),
-        ("vehicle_id", pa.string()),
-        ("drive_id", pa.string()),
-        ("event_timestamp", _TS),
-        ("scene_end", _TS),
-        ("created_timestamp", _TS),
-        ("speed_mean_mps", pa.float64()),
-        ("speed_max_mps", pa.float64()),
-        ("accel_p95_mps2", pa.float64()),
-        ("jerk_abs_mean_mps3", pa.float64()),
-        ("yaw_rate_abs_mean_rps", pa.float64()),
-        ("gnss_fix_ratio", pa.float64()),
-        ("gnss_h_accuracy_m", pa.float64()),
-        ("lidar_points_mean", pa.float64()),
-        ("camera_frames", pa.int64()),
-        ("brake_pressure_max", pa.float64()),
-        ("hard_brake", pa.int64()),
-    ]
-)
-
 #: How far after its partition date a row's event time may lie (drives that cross midnight).
 PARTITION_EVENT_WINDOW = timedelta(days=2)
 

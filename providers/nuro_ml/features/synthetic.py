@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nuro_ml.features.schema import SCENE_STATS_SCHEMA
+from nuro_ml.etl.transforms import SCENE_STATS_SCHEMA
 
 SCENE_WINDOW = timedelta(seconds=10)
 

@@ -9,8 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from nuro_ml.local_cluster.processes import free_port
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -153,3 +158,22 @@ def stop(data: Path) -> None:
         capture_output=True,
         check=False,
     )
+
+
+@contextmanager
+def temporary_server(
+    user: str, password: str, database: str, *, prefix: str = "nuro-pg-"
+) -> Iterator[PostgresServer]:
+    """A throw-away server in a fresh directory on a free port, with one user and its database;
+    stopped and deleted on exit (tests and benchmarks)."""
+    data = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        init_cluster(data)
+        port = free_port()
+        start(data, port)
+        try:
+            yield create_user(port, user, password, database)
+        finally:
+            stop(data)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
