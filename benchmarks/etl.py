@@ -6,7 +6,8 @@ One run generates one input (protobuf-encoded synthetic drives, all six topics) 
   (:class:`nuro_ml.etl.reader.McapTableReader`, every topic, every column) in one process, against
   the upstream loop ``mcap.reader.make_reader(..., decoder_factories=[mcap_protobuf
   DecoderFactory()]).iter_decoded_messages()`` over the same files. Median of ``--repeat`` runs.
-* ``etl_scaling``: our decode with the files split over 1 and over 2 worker processes.
+* ``etl_scaling``: our decode with the files split over 1 and over 2 worker processes (median of
+  ``--repeat`` runs each).
 * ``etl_memory``: peak RSS of this process and all its children (Spark JVM, Python workers)
   while the full ETL job (local[2]) turns the input into Parquet.
 
@@ -92,13 +93,17 @@ def _warm(paths: list[str]) -> None:
     decode_reference(paths[:1])
 
 
-def _pool_rate(paths: list[str], workers: int) -> float:
+def _pool_rate(paths: list[str], workers: int, repeat: int = 1) -> float:
+    """Median rate of ``repeat`` decodes of ``paths`` split over ``workers`` processes."""
     shards = [paths[i::workers] for i in range(workers)]
+    rates = []
     with ProcessPoolExecutor(max_workers=workers, initializer=_warm, initargs=(paths[:1],)) as pool:
         list(pool.map(_warm_noop, range(workers)))
-        t0 = time.perf_counter()
-        total = sum(pool.map(decode_ours, shards))
-        return total / (time.perf_counter() - t0)
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            total = sum(pool.map(decode_ours, shards))
+            rates.append(total / (time.perf_counter() - t0))
+    return statistics.median(rates)
 
 
 def _warm_noop(_: int) -> None:
@@ -191,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         if "scaling" in wanted:
-            one = _pool_rate(paths, 1)
-            two = _pool_rate(paths, 2)
+            one = _pool_rate(paths, 1, args.repeat)
+            two = _pool_rate(paths, 2, args.repeat)
             print(
                 f"etl_scaling: 1 core {one:.0f} msg/s, 2 cores {two:.0f} msg/s, "
                 f"efficiency {two / (2 * one):.2f}",

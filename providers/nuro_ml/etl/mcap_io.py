@@ -101,6 +101,12 @@ class MessageBatch:
     def __len__(self) -> int:
         return int(self.channel_ids.shape[0])
 
+    def copy_size(self) -> int:
+        """Bytes :func:`concat_batches` copies for this batch: the buffer, or only the payloads
+        when they are less than half of it (a chunk mostly holding other channels)."""
+        payload = int((self.ends - self.starts).sum())
+        return payload if 2 * payload < len(self.buf) else len(self.buf)
+
     def select(self, mask: np.ndarray) -> MessageBatch:
         return MessageBatch(
             self.buf,
@@ -169,8 +175,12 @@ def mapped(path: str | Path) -> Iterator[Any]:
                 mm.close()
 
 
-def read_summary(buf: Any) -> Summary | None:
-    """Parse the footer and summary section; ``None`` if the file has no (intact) summary."""
+def read_summary(buf: Any, *, chunk_index: bool = True) -> Summary | None:
+    """Parse the footer and summary section; ``None`` if the file has no (intact) summary.
+
+    ``chunk_index=False`` skips the chunk index (``Summary.chunks`` stays empty), for readers that
+    already know which chunks they want.
+    """
     size = len(buf)
     if size < 8 or bytes(buf[:8]) != MAGIC:
         raise McapFormatError("missing MCAP magic at file start", 0)
@@ -192,7 +202,7 @@ def read_summary(buf: Any) -> Summary | None:
         elif op == OP_CHANNEL:
             c = parse_channel(buf, start)
             summary.channels[c.id] = c
-        elif op == OP_CHUNK_INDEX:
+        elif op == OP_CHUNK_INDEX and chunk_index:
             summary.chunks.append(_parse_chunk_index(buf, start))
         elif op == OP_STATISTICS:
             summary.message_count, summary.channel_counts = _parse_statistics(buf, start)
@@ -227,6 +237,7 @@ class RawChunk:
     compression: str
     data_start: int
     data_end: int
+    record_end: int = 0  # where the record after the chunk (its message indexes, if any) starts
 
 
 def chunk_at(buf: Any, offset: int) -> RawChunk:
@@ -247,13 +258,17 @@ def chunk_at(buf: Any, offset: int) -> RawChunk:
     pos += 8
     if pos + data_len > offset + 9 + length:
         raise McapFormatError("chunk data longer than its record", offset)
-    return RawChunk(offset, t0, t1, usize, crc, compression, pos, pos + data_len)
+    return RawChunk(offset, t0, t1, usize, crc, compression, pos, pos + data_len, offset + 9 + length)
 
 
 def load_chunk(buf: Any, chunk: RawChunk, *, verify_crc: bool = False) -> bytes:
     """Decompress a chunk's records; optionally check the uncompressed CRC."""
     try:
-        data = decompress(chunk.compression, buf[chunk.data_start : chunk.data_end], chunk.uncompressed_size)
+        # A view, not a slice: slicing a memory map copies the compressed bytes.
+        with memoryview(buf) as view:
+            data = decompress(
+                chunk.compression, view[chunk.data_start : chunk.data_end], chunk.uncompressed_size
+            )
     except ValueError as err:
         raise McapFormatError(f"chunk does not decompress: {err}", chunk.offset) from err
     except Exception as err:  # zstd/lz4 raise their own error types for corrupt frames
@@ -267,27 +282,53 @@ def load_chunk(buf: Any, chunk: RawChunk, *, verify_crc: bool = False) -> bytes:
     return data
 
 
-def _gather(arr: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
-    return arr[pos[:, None] + np.arange(width)]
+def _uints(arr: np.ndarray, pos: np.ndarray, dtype: str) -> np.ndarray:
+    """The little-endian integers of type ``dtype`` stored at byte offsets ``pos`` of ``arr``."""
+    size = np.dtype(dtype).itemsize
+    windows = np.ndarray(shape=(max(0, arr.shape[0] - size + 1),), dtype=dtype, buffer=arr, strides=(1,))
+    return windows[pos]
 
 
-def frame_records(
-    data: Any,
-    base: int = 0,
-    schemas: dict[int, SchemaInfo] | None = None,
-    channels: dict[int, ChannelInfo] | None = None,
-) -> MessageBatch:
-    """Split a run of records (a decompressed chunk) into message envelopes.
+def message_offsets(buf: Any, chunk: RawChunk) -> np.ndarray | None:
+    """Offsets of the chunk's message records, from the message index records that follow it.
 
-    Schema and channel records met on the way are added to ``schemas`` / ``channels``. A record
-    that does not fit raises :class:`McapFormatError` with ``base`` + its position.
+    Only a hint for :func:`frame_records`, which checks it; ``None`` when there is none.
     """
+    size = len(buf)
+    pos = chunk.record_end
+    found: list[np.ndarray] = []
+    while pos > 0 and pos + 9 + 6 <= size:
+        op, length = _RECORD_HEAD.unpack_from(buf, pos)
+        if op != OP_MESSAGE_INDEX or pos + 9 + length > size:
+            break
+        (n,) = struct.unpack_from("<I", buf, pos + 11)
+        if 6 + n > length or n % 16:
+            return None
+        # (log_time, offset) pairs; the offsets are every second uint64.
+        found.append(np.frombuffer(buf, dtype="<u8", count=n // 8, offset=pos + 15)[1::2].copy())
+        pos += 9 + length
+    if not found:
+        return None
+    offsets = np.sort(np.concatenate(found))
+    if offsets.shape[0] and (offsets[-1] >= 2**62 or (offsets[1:] == offsets[:-1]).any()):
+        return None
+    return offsets.astype(np.int64)
+
+
+def _walk(
+    data: Any,
+    pos: int,
+    stop: int,
+    base: int,
+    schemas: dict[int, SchemaInfo] | None,
+    channels: dict[int, ChannelInfo] | None,
+    positions: list[int],
+) -> int:
+    """Walk records from ``pos`` while before ``stop``; returns where the walk ended."""
     n = len(data)
-    positions: list[int] = []
     append = positions.append
     unpack = _RECORD_HEAD.unpack_from
-    pos = 0
-    while pos < n:
+    while pos < stop:
         if pos + 9 > n:
             raise McapFormatError("record header truncated inside chunk", base + pos)
         op, length = unpack(data, pos)
@@ -302,7 +343,101 @@ def frame_records(
             c = parse_channel(data, pos + 9)
             channels[c.id] = c
         pos += 9 + length
-    return envelopes(data, np.asarray(positions, dtype=np.int64))
+    return pos
+
+
+def _walk_hinted(
+    data: Any,
+    base: int,
+    schemas: dict[int, SchemaInfo] | None,
+    channels: dict[int, ChannelInfo] | None,
+    hint: np.ndarray,
+) -> np.ndarray | None:
+    """Message positions, walking only the records between the hinted message records.
+
+    Every hinted record is checked to start exactly where the record before it ends (or where
+    the walk of the records between them ends), so the result is the sequential walk's; ``None``
+    if the hint does not fit.
+    """
+    n = len(data)
+    if not hint.shape[0] or hint[0] < 0 or hint[-1] + 9 > n:
+        return None
+    arr = np.frombuffer(data, dtype=np.uint8)
+    if (arr[hint] != OP_MESSAGE).any():
+        return None
+    lengths = _uints(arr, hint + 1, "<u8")
+    if (lengths > n).any():
+        return None
+    ends = hint + 9 + lengths.astype(np.int64)
+    if ends[-1] > n or (ends[:-1] > hint[1:]).any():
+        return None
+    gaps = np.flatnonzero(ends[:-1] != hint[1:])
+    segments = [(0, int(hint[0])), *zip(ends[gaps].tolist(), hint[gaps + 1].tolist(), strict=True)]
+    segments.append((int(ends[-1]), n))
+    found: list[int] = []
+    for start, stop in segments:
+        if start < stop and _walk(data, start, stop, base, schemas, channels, found) != stop:
+            return None
+    return np.sort(np.concatenate([hint, np.asarray(found, dtype=np.int64)])) if found else hint
+
+
+def frame_records(
+    data: Any,
+    base: int = 0,
+    schemas: dict[int, SchemaInfo] | None = None,
+    channels: dict[int, ChannelInfo] | None = None,
+    hint: np.ndarray | None = None,
+) -> MessageBatch:
+    """Split a run of records (a decompressed chunk) into message envelopes.
+
+    Schema and channel records met on the way are added to ``schemas`` / ``channels``. A record
+    that does not fit raises :class:`McapFormatError` with ``base`` + its position. ``hint``
+    (from :func:`message_offsets`) lets the vectorised check of the message records replace
+    walking them one by one; the result is the same with or without it.
+    """
+    if hint is not None:
+        positions = _walk_hinted(data, base, schemas, channels, hint)
+        if positions is not None:
+            return envelopes(data, positions)
+    found: list[int] = []
+    _walk(data, 0, len(data), base, schemas, channels, found)
+    return envelopes(data, np.asarray(found, dtype=np.int64))
+
+
+def concat_batches(batches: list[MessageBatch]) -> MessageBatch:
+    """One batch over one buffer joined from ``batches`` (a single batch is returned as it is).
+
+    Each batch contributes its whole buffer, or only its payloads (see :meth:`MessageBatch.copy_size`).
+    """
+    if len(batches) == 1:
+        return batches[0]
+    parts: list[Any] = []
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    base = 0
+    for b in batches:
+        if b.copy_size() == len(b.buf):
+            parts.append(b.buf)
+            starts.append(b.starts + base)
+            ends.append(b.ends + base)
+            base += len(b.buf)
+            continue
+        lengths = b.ends - b.starts
+        placed = base + np.cumsum(lengths) - lengths
+        starts.append(placed)
+        ends.append(placed + lengths)
+        base += int(lengths.sum())
+        view = memoryview(b.buf)
+        parts.extend(view[s:e] for s, e in zip(b.starts.tolist(), b.ends.tolist(), strict=True))
+    return MessageBatch(
+        b"".join(parts),
+        np.concatenate([b.channel_ids for b in batches]),
+        np.concatenate([b.sequence for b in batches]),
+        np.concatenate([b.log_time for b in batches]),
+        np.concatenate([b.publish_time for b in batches]),
+        np.concatenate(starts),
+        np.concatenate(ends),
+    )
 
 
 def envelopes(data: Any, positions: np.ndarray) -> MessageBatch:
@@ -311,11 +446,11 @@ def envelopes(data: Any, positions: np.ndarray) -> MessageBatch:
     if positions.shape[0] == 0:
         empty = np.empty(0, dtype=np.int64)
         return MessageBatch(data, np.empty(0, dtype=np.uint16), empty, empty, empty, empty, empty)
-    length = _gather(arr, positions + 1, 8).view("<u8").ravel().astype(np.int64)
-    channel = _gather(arr, positions + 9, 2).view("<u2").ravel()
-    seq = _gather(arr, positions + 11, 4).view("<u4").ravel().astype(np.int64)
-    log_time = _gather(arr, positions + 15, 8).view("<u8").ravel().astype(np.int64)
-    publish = _gather(arr, positions + 23, 8).view("<u8").ravel().astype(np.int64)
+    length = _uints(arr, positions + 1, "<u8").astype(np.int64)
+    channel = _uints(arr, positions + 9, "<u2")
+    seq = _uints(arr, positions + 11, "<u4").astype(np.int64)
+    log_time = _uints(arr, positions + 15, "<u8").astype(np.int64)
+    publish = _uints(arr, positions + 23, "<u8").astype(np.int64)
     starts = positions + 31
     return MessageBatch(data, channel, seq, log_time, publish, starts, positions + 9 + length)
 

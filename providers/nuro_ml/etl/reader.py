@@ -44,6 +44,11 @@ RAW_SCHEMA = pa.schema(
     ]
 )
 DEFAULT_PART_BYTES = 128 << 20
+#: Chunks are decoded together while they hold at most this many wanted messages and bytes.
+#: The joined buffer stays below 8 MiB: larger allocations are slow to fault in on some VMs.
+_GROUP_MESSAGES = 2048
+_GROUP_BYTES = 6 << 20
+_TIMESTAMP_US = pa.timestamp("us", tz="UTC")
 
 
 class UnsupportedSchemaError(ValueError):
@@ -202,7 +207,7 @@ class McapTableReader:
         schemas: dict[int, SchemaInfo] = {}
         channels: dict[int, ChannelInfo] = {}
         if part.chunks is not None:
-            summary = mcap_io.read_summary(buf)
+            summary = mcap_io.read_summary(buf, chunk_index=False)
             assert summary is not None
             schemas.update(summary.schemas)
             channels.update(summary.channels)
@@ -224,20 +229,47 @@ class McapTableReader:
             yield from self._emit(
                 part.path, mcap_io.envelopes(buf, np.asarray(loose, dtype=np.int64)), schemas, channels
             )
+        for item in _grouped(self._chunk_batches(buf, raw_chunks, schemas, channels)):
+            if isinstance(item, McapFormatError):
+                self._damage(part.path, item)
+                return
+            yield from self._emit(part.path, item, schemas, channels)
+        if part.chunks is None and self.stats.damage and self.on_damage == "fail":
+            path, reason, offset = self.stats.damage[-1]
+            raise McapFormatError(f"{path}: {reason}", offset)
+
+    def _chunk_batches(
+        self,
+        buf: Any,
+        raw_chunks: Sequence[mcap_io.RawChunk],
+        schemas: dict[int, SchemaInfo],
+        channels: dict[int, ChannelInfo],
+    ) -> Iterator[MessageBatch | McapFormatError]:
+        """Wanted messages of each chunk; the first damaged chunk ends the run with its error."""
         for chunk in raw_chunks:
             self.stats.bytes_read += chunk.data_end - chunk.offset
             try:
                 data = mcap_io.load_chunk(buf, chunk, verify_crc=self.verify_crc)
                 self.stats.bytes_decompressed += len(data)
                 self.stats.chunks_read += 1
-                batch = mcap_io.frame_records(data, chunk.offset, schemas, channels)
+                hint = mcap_io.message_offsets(buf, chunk)
+                batch = mcap_io.frame_records(data, chunk.offset, schemas, channels, hint)
             except McapFormatError as err:
-                self._damage(part.path, err)
+                yield err
                 return
-            yield from self._emit(part.path, batch, schemas, channels)
-        if part.chunks is None and self.stats.damage and self.on_damage == "fail":
-            path, reason, offset = self.stats.damage[-1]
-            raise McapFormatError(f"{path}: {reason}", offset)
+            yield self._wanted(batch, channels)
+
+    def _wanted(self, batch: MessageBatch, channels: dict[int, ChannelInfo]) -> MessageBatch:
+        """The messages of wanted topics (and of unknown channels, which :meth:`_emit` reports)."""
+        if self.topics is None or not len(batch):
+            return batch
+        ids = batch.channel_ids
+        first = int(ids[0])
+        if (ids == first).all():
+            channel = channels.get(first)
+            return batch if channel is None or channel.topic in self.topics else batch.select(ids != first)
+        unwanted = [cid for cid, ch in channels.items() if ch.topic not in self.topics]
+        return batch.select(~np.isin(ids, unwanted)) if unwanted else batch
 
     def _damage(self, path: str, err: McapFormatError, defer: bool = False) -> None:
         self.stats.damage.append((path, err.reason, err.offset))
@@ -249,25 +281,28 @@ class McapTableReader:
     ) -> Iterator[pa.RecordBatch]:
         if not len(batch):
             return
-        for cid in np.unique(batch.channel_ids).tolist():
+        ids = batch.channel_ids
+        first = int(ids[0])
+        if (ids == first).all():
+            subs = [(first, batch)]
+        else:
+            subs = [(cid, batch.select(ids == cid)) for cid in np.unique(ids).tolist()]
+        names = set(self.schema.names)
+        for cid, sub in subs:
             channel = channels.get(cid)
             if channel is None:
                 raise McapFormatError(f"{path}: message on unknown channel {cid}", 0)
             if self.topics is not None and channel.topic not in self.topics:
                 continue
-            sub = (
-                batch.select(batch.channel_ids == cid) if len(set(batch.channel_ids.tolist())) > 1 else batch
-            )
             n = len(sub)
             self.stats.messages[channel.topic] = self.stats.messages.get(channel.topic, 0) + n
             cols: dict[str, pa.Array] = {}
-            names = self.schema.names
             if "file" in names:
-                cols["file"] = pa.array([path] * n, pa.string()) if n else pa.array([], pa.string())
+                cols["file"] = _repeated_string(path, n)
             if "topic" in names:
-                cols["topic"] = pa.array([channel.topic] * n, pa.string())
+                cols["topic"] = _repeated_string(channel.topic, n)
             if "log_time" in names:
-                cols["log_time"] = pa.array(sub.log_time // 1000).cast(pa.timestamp("us", tz="UTC"))
+                cols["log_time"] = pa.array(sub.log_time // 1000, type=_TIMESTAMP_US)
             if "log_time_ns" in names:
                 cols["log_time_ns"] = pa.array(sub.log_time)
             if "publish_time_ns" in names:
@@ -276,15 +311,9 @@ class McapTableReader:
                 cols["sequence"] = pa.array(sub.sequence)
             schema = schemas.get(channel.schema_id)
             if self.raw:
-                cols["schema_name"] = pa.array([schema.name if schema else ""] * n, pa.string())
-                cols["message_encoding"] = pa.array([channel.message_encoding] * n, pa.string())
-                cols["data"] = pa.array(
-                    [
-                        bytes(sub.buf[s:e])
-                        for s, e in zip(sub.starts.tolist(), sub.ends.tolist(), strict=True)
-                    ],
-                    pa.binary(),
-                )
+                cols["schema_name"] = _repeated_string(schema.name if schema else "", n)
+                cols["message_encoding"] = _repeated_string(channel.message_encoding, n)
+                cols["data"] = _payloads(sub)
             elif self.decoded_columns:
                 if schema is None:
                     raise UnsupportedSchemaError(f"{path}: channel {channel.topic} has no schema")
@@ -296,12 +325,69 @@ class McapTableReader:
                         raise UnsupportedSchemaError(
                             f"{path}: topic {channel.topic} (schema {schema.name}) has no column {name!r}"
                         )
-                    cols[name] = decoded.column(name).combine_chunks()
+                    column = decoded.column(name)
+                    # combine_chunks copies even a single chunk.
+                    cols[name] = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
             arrays = [
                 cols[f.name].cast(f.type) if cols[f.name].type != f.type else cols[f.name]
                 for f in self.schema
             ]
             yield pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+def _payloads(batch: MessageBatch) -> pa.Array:
+    """The message payloads as a binary array (one copy, no bytes object per message)."""
+    lengths = batch.ends - batch.starts
+    offsets = np.zeros(len(batch) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    with memoryview(batch.buf) as view:
+        data = b"".join([view[s:e] for s, e in zip(batch.starts.tolist(), batch.ends.tolist(), strict=True)])
+    if offsets[-1] >= 2**31:
+        large = pa.Array.from_buffers(
+            pa.large_binary(), len(batch), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+        )
+        return large.cast(pa.binary())
+    return pa.Array.from_buffers(
+        pa.binary(), len(batch), [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)], 0
+    )
+
+
+def _repeated_string(value: str, n: int) -> pa.Array:
+    """``n`` times ``value`` as a string array, built from two buffers (``pa.repeat`` is slower)."""
+    data = value.encode("utf-8")
+    if len(data) * n >= 2**31:
+        return pa.repeat(pa.scalar(value, pa.string()), n)
+    offsets = (np.arange(n + 1, dtype=np.int64) * len(data)).astype(np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)], 0)
+
+
+def _grouped(items: Iterable[MessageBatch | McapFormatError]) -> Iterator[MessageBatch | McapFormatError]:
+    """Join consecutive batches of few messages (up to ``_GROUP_MESSAGES`` / ``_GROUP_BYTES``).
+
+    Decoding has a cost per call that would otherwise dominate chunks of a few large messages
+    (point clouds, images). An error is passed on after the batches before it.
+    """
+    pending: list[MessageBatch] = []
+    count = size = 0
+    for item in items:
+        if isinstance(item, McapFormatError):
+            if pending:
+                yield mcap_io.concat_batches(pending)
+                pending, count, size = [], 0, 0
+            yield item
+            continue
+        n, copied = len(item), item.copy_size()
+        if pending and (count + n > _GROUP_MESSAGES or size + copied > _GROUP_BYTES):
+            yield mcap_io.concat_batches(pending)
+            pending, count, size = [], 0, 0
+        if n >= _GROUP_MESSAGES:
+            yield item
+        elif n:
+            pending.append(item)
+            count += n
+            size += copied
+    if pending:
+        yield mcap_io.concat_batches(pending)
 
 
 def infer_schema(
