@@ -48,8 +48,16 @@ METRICS_FILENAME = "metrics.json"
 #: Identifiers, timestamps and the label itself, plus ``brake_pressure_max``: the label is
 #: derived from that same CAN signal, so training on it would leak the answer.
 NON_FEATURE_COLUMNS = frozenset(
-    {"scene_id", "vehicle_id", "drive_id", "event_timestamp", "scene_end", "created_timestamp",
-     LABEL, "brake_pressure_max"}
+    {
+        "scene_id",
+        "vehicle_id",
+        "drive_id",
+        "event_timestamp",
+        "scene_end",
+        "created_timestamp",
+        LABEL,
+        "brake_pressure_max",
+    }
 )
 #: Ray Train's XGBoost callback stores the booster under this name in each checkpoint.
 CHECKPOINT_MODEL_FILENAME = "model.ubj"
@@ -67,17 +75,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     source.add_argument("--vehicles", default="", help="comma-separated vehicle ids (default: all)")
     source.add_argument("--feature-repo", default=None, help="Feast repository (default: nuro_ml settings)")
     source.add_argument("--feature-service", default="scene_training")
-    source.add_argument("--training-data", default=None,
-                        help="Parquet file or directory with the columns load_training_frame returns")
-    parser.add_argument("--output-dir", default=None,
-                        help="where model.ubj and metrics.json go (default: <artifacts dir>/<run name>)")
-    parser.add_argument("--storage-path", default=None,
-                        help="Ray Train storage for checkpoints (default: <output dir>/checkpoints)")
-    parser.add_argument("--run-name", default=None,
-                        help="Ray Train run name; same name resumes (default: $NURO_ML_RUN_KEY)")
+    source.add_argument(
+        "--training-data",
+        default=None,
+        help="Parquet file or directory with the columns load_training_frame returns",
+    )
+    parser.add_argument(
+        "--output-dir",
+        default=None,
+        help="where model.ubj and metrics.json go (default: <artifacts dir>/<run name>)",
+    )
+    parser.add_argument(
+        "--storage-path",
+        default=None,
+        help="Ray Train storage for checkpoints (default: <output dir>/checkpoints)",
+    )
+    parser.add_argument(
+        "--run-name", default=None, help="Ray Train run name; same name resumes (default: $NURO_ML_RUN_KEY)"
+    )
     parser.add_argument("--num-workers", type=int, default=2)
-    parser.add_argument("--gpus-per-worker", type=float, default=1.0,
-                        help="logical GPUs each worker reserves (0 for CPU-only clusters)")
+    parser.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=1.0,
+        help="logical GPUs each worker reserves (0 for CPU-only clusters)",
+    )
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument("--num-boost-round", type=int, default=20)
     parser.add_argument("--max-depth", type=int, default=4)
@@ -114,7 +136,10 @@ def load_frame(args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
 
     vehicles = [v for v in args.vehicles.split(",") if v] or None
     frame = load_training_frame(
-        start=args.start, end=args.end, vehicles=vehicles, repo_path=args.feature_repo,
+        start=args.start,
+        end=args.end,
+        vehicles=vehicles,
+        repo_path=args.feature_repo,
         feature_service=args.feature_service,
     )
     window = f"[{args.start.isoformat()}, {args.end.isoformat()})"
@@ -123,7 +148,8 @@ def load_frame(args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
     return [
-        c for c in frame.columns
+        c
+        for c in frame.columns
         if c not in NON_FEATURE_COLUMNS
         and (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
     ]
@@ -228,8 +254,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         verbose_eval=False,
         callbacks=[
             ReportAtCheckpoints(
-                metrics={"train_logloss": "train-logloss", "valid_logloss": "valid-logloss",
-                         "valid_auc": "valid-auc"},
+                metrics={
+                    "train_logloss": "train-logloss",
+                    "valid_logloss": "valid-logloss",
+                    "valid_auc": "valid-auc",
+                },
                 filename=CHECKPOINT_MODEL_FILENAME,
                 frequency=config["checkpoint_every"],
                 checkpoint_at_end=True,
@@ -239,8 +268,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 def fit(
-    train: pd.DataFrame, test: pd.DataFrame, features: list[str], args: argparse.Namespace, *,
-    run_name: str, storage_path: Path,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    features: list[str],
+    args: argparse.Namespace,
+    *,
+    run_name: str,
+    storage_path: Path,
 ) -> tuple[xgboost.Booster, str | None]:
     """Run the distributed training and return the final booster and its checkpoint path."""
     import ray
@@ -266,8 +300,12 @@ def fit(
     trainer = XGBoostTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "train": ray.put(train), "valid": ray.put(test), "features": features, "params": params,
-            "num_boost_round": args.num_boost_round, "checkpoint_every": args.checkpoint_every,
+            "train": ray.put(train),
+            "valid": ray.put(test),
+            "features": features,
+            "params": params,
+            "num_boost_round": args.num_boost_round,
+            "checkpoint_every": args.checkpoint_every,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=args.num_workers, use_gpu="GPU" in resources, resources_per_worker=resources
@@ -313,8 +351,10 @@ def _default_artifacts_root() -> Path:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
-    run_name = args.run_name or os.environ.get("NURO_ML_RUN_KEY") or (
-        "train-xgboost-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    run_name = (
+        args.run_name
+        or os.environ.get("NURO_ML_RUN_KEY")
+        or ("train-xgboost-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S"))
     )
     output_dir = Path(args.output_dir) if args.output_dir else _default_artifacts_root() / run_name
     output_dir = output_dir.resolve()
@@ -328,7 +368,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise TrainingDataError(f"{source}: {len(train)} training row(s) for {args.num_workers} workers")
     log.info(
         "Training on %d rows (%d train, %d test, %d positive) from %s with %d features, %d workers",
-        len(frame), len(train), len(test), int(frame[LABEL].sum()), source, len(features), args.num_workers,
+        len(frame),
+        len(train),
+        len(test),
+        int(frame[LABEL].sum()),
+        source,
+        len(features),
+        args.num_workers,
     )
 
     booster, checkpoint_path = fit(train, test, features, args, run_name=run_name, storage_path=storage_path)
@@ -338,17 +384,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     scores = booster.predict(xgb.DMatrix(test[features].astype("float64")))
     metrics: dict[str, Any] = binary_metrics(test[LABEL].to_numpy(), scores)
     metrics.update(
-        rows_used=len(frame), train_rows=len(train), test_rows=len(test),
-        positive_rate=float(frame[LABEL].mean()), boosting_rounds=int(booster.num_boosted_rounds()),
+        rows_used=len(frame),
+        train_rows=len(train),
+        test_rows=len(test),
+        positive_rate=float(frame[LABEL].mean()),
+        boosting_rounds=int(booster.num_boosted_rounds()),
     )
     model_path = output_dir / MODEL_FILENAME
     metrics_path = output_dir / METRICS_FILENAME
-    metrics_doc = {"metrics": metrics, "features": features, "label": LABEL, "run_name": run_name,
-                   "source": source, "num_workers": args.num_workers}
-    _write_atomically({
-        model_path: bytes(booster.save_raw(raw_format="ubj")),
-        metrics_path: (json.dumps(metrics_doc, indent=2, sort_keys=True, allow_nan=False) + "\n").encode(),
-    })
+    metrics_doc = {
+        "metrics": metrics,
+        "features": features,
+        "label": LABEL,
+        "run_name": run_name,
+        "source": source,
+        "num_workers": args.num_workers,
+    }
+    _write_atomically(
+        {
+            model_path: bytes(booster.save_raw(raw_format="ubj")),
+            metrics_path: (
+                json.dumps(metrics_doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
+            ).encode(),
+        }
+    )
     return {
         "metrics": metrics,
         "artifact_uri": model_path.as_uri(),

@@ -5,7 +5,8 @@ Steps for an interval [start, end) of dates:
 1. find the drive logs ``<input>/date=D/vehicle=V/*.mcap``;
 2. check every file in parallel (:mod:`nuro_ml.etl.validation`); quarantine the bad ones, or fail
    with :class:`~nuro_ml.exceptions.TooManyBadFilesError` when more than the allowed share is bad
-   (then nothing is moved or written);
+   (then nothing is moved or written); a file without an index whose damage ends a valid prefix
+   (a truncated tail) is read up to the damage and quarantined after publish;
 3. read each topic with the ``mcap`` data source, normalize it and write per-topic tables; derive
    ``ego_motion`` (10 Hz grid) and ``scene_stats`` (10 s scenes) per drive;
 4. publish: swap each staged ``date/vehicle`` partition over the live one (:mod:`publish`).
@@ -182,6 +183,8 @@ class ETLRun:
         self.progress = progress or (lambda msg: log.info("%s", msg))
         self.output = Path(cfg.output_path)
         self.staging = self.output / STAGING_DIR / re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.run_key)
+        #: Damaged inputs read up to their damage (see :mod:`nuro_ml.etl.validation`).
+        self._salvaged: set[str] = set()
         self.transform_cfg = TransformConfig(
             grid_hz=cfg.grid_hz, scene_seconds=cfg.scene_seconds, hard_brake_bar=cfg.hard_brake_bar
         )
@@ -218,7 +221,7 @@ class ETLRun:
         return fresh
 
     def run(self) -> dict[str, Any]:
-        from nuro_ml.etl.validation import FileReport, quarantine
+        from nuro_ml.etl.validation import FileReport
         from nuro_ml.exceptions import TooManyBadFilesError
 
         t_start = time.monotonic()
@@ -268,21 +271,27 @@ class ETLRun:
                 f"{len(bad)} of {len(reports)} input files are bad, more than the allowed share "
                 f"{self.cfg.max_bad_file_share:.0%}; nothing was moved or written: {details}"
             )
+        # Damaged files whose messages before the damage are valid: read up to the damage, then
+        # quarantined once those messages are published.
+        salvaged = [r for r in bad if r.salvaged]
         for r in bad:
-            entry = quarantine(r, Path(self.cfg.input_path), Path(self.cfg.quarantine_path), self.cfg.run_key)
-            log.warning("Quarantined %s: %s (offset %s)", r.file, r.reason, r.offset)
-            result["quarantined"].append(entry)
+            if not r.salvaged:
+                self._quarantine(r, result)
+        for r in salvaged:
+            r.messages = dict(r.salvaged)
+        self._salvaged = {r.file for r in salvaged}
+        readable = good + salvaged
         records: dict[tuple[str, str], inputs.PartitionRecord] = {}
-        for r in good:
+        for r in readable:
             day, vehicle, drive = path_keys(r.file)
             record = records.setdefault((day, vehicle), inputs.PartitionRecord(fingerprint="", drives=[]))
             record.drives.append(drive)
             _add_counts(record.messages, r.messages)
             _add_counts(result["messages"], r.messages)
-        result["files"] += len(good)
-        result["bytes"] += sum(r.bytes for r in good)
+        result["files"] += len(readable)
+        result["bytes"] += sum(r.bytes for r in readable)
         self.progress(f"messages per topic: {json.dumps(result['messages'], sort_keys=True)}")
-        if not good:
+        if not readable:
             result["partitions"] = result["up_to_date"]
             self._write_result(result)
             return result
@@ -291,7 +300,7 @@ class ETLRun:
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir(parents=True)
         try:
-            self._write_topic_tables(good)
+            self._write_topic_tables(readable)
             self._write_derived_tables()
             for t in TABLES:
                 if n := self._staged_rows(t):
@@ -301,6 +310,8 @@ class ETLRun:
             publish.publish(self.output, self.staging, TABLES, partitions)
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)
+        for r in salvaged:
+            self._quarantine(r, result)
         for (day, vehicle), record in records.items():
             # Bad logs were moved to quarantine: the record covers the logs the next run will find.
             paths = [r.file for r in good if path_keys(r.file)[:2] == (day, vehicle)]
@@ -320,6 +331,23 @@ class ETLRun:
         )
         self._write_result(result)
         return result
+
+    def _quarantine(self, report: Any, result: dict[str, Any]) -> None:
+        from nuro_ml.etl.validation import quarantine
+
+        cfg = self.cfg
+        entry = quarantine(report, Path(cfg.input_path), Path(cfg.quarantine_path), cfg.run_key)
+        if report.salvaged:
+            log.warning(
+                "Quarantined %s: %s (offset %s); its %d messages before the damage were kept",
+                report.file,
+                report.reason,
+                report.offset,
+                sum(report.salvaged.values()),
+            )
+        else:
+            log.warning("Quarantined %s: %s (offset %s)", report.file, report.reason, report.offset)
+        result["quarantined"].append(entry)
 
     def _write_result(self, result: dict[str, Any]) -> None:
         runs = self.output / RUNS_DIR
@@ -346,7 +374,8 @@ class ETLRun:
             .option("topics", topic)
             .option("columns", ",".join(["file", "log_time", "log_time_ns", *columns]))
             .option("partitionBytes", str(self.cfg.part_bytes))
-            .option("onDamage", "fail")
+            # A file may only end early where the check found it damaged (and kept what precedes).
+            .option("onDamage", "stop" if self._salvaged.issuperset(paths) else "fail")
             .load()
         )
         path_col = F.regexp_replace(F.col("file"), r"\\", "/")
@@ -360,10 +389,10 @@ class ETLRun:
     def _topic_frame(self, good: list[Any], topic: str) -> DataFrame | None:
         from pyspark.sql import functions as F
 
-        by_schema: dict[str, list[str]] = {}
+        by_schema: dict[tuple[str, bool], list[str]] = {}
         for r in good:
             if r.messages.get(topic):
-                by_schema.setdefault(r.schemas[topic], []).append(r.file)
+                by_schema.setdefault((r.schemas[topic], bool(r.salvaged)), []).append(r.file)
         frames = []
         for _, paths in sorted(by_schema.items()):
             keys = [

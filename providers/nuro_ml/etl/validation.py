@@ -4,6 +4,11 @@ A file is bad when it is not MCAP, is truncated or corrupt (framing, decompressi
 that do not decode), uses a schema the ETL does not know for one of its topics, or has a topic
 whose log times go backwards. Bad files are moved (never deleted) to the quarantine directory,
 with a manifest line naming the file, the reason and the byte offset of the problem.
+
+A file without a usable index (a truncated tail cuts the summary and footer off) is read by a
+sequential scan, which stops at the damage: when everything before the damage checks out, those
+messages are valid and the report lists them as ``salvaged``, so the ETL keeps them before the
+file goes to quarantine.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ class FileReport:
     indexed: bool = False
     messages: dict[str, int] = field(default_factory=dict)
     schemas: dict[str, str] = field(default_factory=dict)
+    #: Messages per topic a sequential read gets before the damage, when all of them are valid.
+    salvaged: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,7 +78,7 @@ def _check(buf: Any, report: FileReport) -> None:
     summary = mcap_io.read_summary(buf)
     report.indexed = summary is not None and bool(summary.chunks)
     result = mcap_io.scan(buf)
-    if result.damage is not None:
+    if result.damage is not None and summary is not None:
         raise result.damage
     chunk_offsets = {c.offset for c in result.chunks}
     if summary is not None:
@@ -96,6 +103,10 @@ def _check(buf: Any, report: FileReport) -> None:
         _check_batches(runs, channels, found_schemas, last_time, counts, report)
         runs.clear()
     _check_batches(runs, channels, found_schemas, last_time, counts, report)
+    if result.damage is not None:
+        # No index to read by, so the ETL scans the file as this check did, up to the damage.
+        report.salvaged = {channels[cid].topic: n for cid, n in sorted(counts.items()) if n}
+        raise result.damage
     if (
         summary is not None
         and summary.message_count is not None
@@ -156,15 +167,22 @@ def quarantine(report: FileReport, raw_root: Path, quarantine_root: Path, run_ke
     if dest.exists():
         dest = dest.with_name(f"{dest.stem}.{int(time.time())}{dest.suffix}")
     shutil.move(str(src), str(dest))
-    entry = {
+    entry: dict[str, Any] = {
         "file": report.file,
         "quarantined_to": str(dest),
         "reason": report.reason,
         "offset": report.offset,
         "bytes": report.bytes,
+        # Messages before the damage that the run kept in its output.
+        "salvaged_messages": report.salvaged,
         "run": run_key,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     with open(Path(quarantine_root) / MANIFEST, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry) + "\n")
-    return {"file": report.file, "reason": report.reason, "offset": report.offset}
+    return {
+        "file": report.file,
+        "reason": report.reason,
+        "offset": report.offset,
+        "salvaged_messages": report.salvaged,
+    }

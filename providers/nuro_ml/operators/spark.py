@@ -31,7 +31,9 @@ class MCAPToParquetOperator(BaseOperator):
 
     Bad input files are quarantined with a manifest; the run fails with
     :class:`~nuro_ml.exceptions.TooManyBadFilesError` when more than ``max_bad_file_share`` of the
-    files are bad. Each ``date/vehicle`` partition the run touches is replaced atomically.
+    files are bad. A file without an index that ends in damage (a truncated tail) is read up to the
+    damage first, so its valid messages are kept. Each ``date/vehicle`` partition the run touches is
+    replaced atomically.
 
     .. seealso::
         :ref:`howto/operator:MCAPToParquetOperator`

@@ -15,6 +15,7 @@ from nuro_ml.etl.generator import generate_interval
 from nuro_ml.etl.job import TABLES, ETLJobConfig, run_etl
 from nuro_ml.etl.reader import McapTableReader, infer_schema, plan
 from nuro_ml.etl.transforms import SCENE_STATS_SCHEMA
+from nuro_ml.etl.validation import inspect_file
 from nuro_ml.exceptions import TooManyBadFilesError
 from nuro_ml.operators.spark import MCAPToParquetOperator
 
@@ -88,11 +89,15 @@ def test_mcap_data_source(spark_session, raw, tmp_path):
     assert "header_frame_id" in imu_ros2.columns
 
 
-def _table_rows(root) -> dict[str, int]:
+def _table_rows(root, vehicle: str | None = None) -> dict[str, int]:
+    """Rows per table, of every partition or of one vehicle's."""
     out = {}
     for table in TABLES:
         if (root / table).is_dir():
-            out[table] = ds.dataset(root / table, format="parquet", partitioning="hive").count_rows()
+            dataset = ds.dataset(root / table, format="parquet", partitioning="hive")
+            where = None if vehicle is None else ds.field("vehicle") == vehicle
+            if n := dataset.count_rows(filter=where):
+                out[table] = n
     return out
 
 
@@ -108,6 +113,10 @@ def test_operator_round_trip_quarantine_and_rerun(spark_session, raw, tmp_path):
         dest = src / "date=2024-03-01" / f"vehicle={vehicle}" / "drv-20240301-00.mcap"
         dest.parent.mkdir(parents=True)
         damage(good, dest)
+    # The truncated copy has no index left: its messages before the damage are valid and kept.
+    truncated = src / "date=2024-03-01" / "vehicle=veh-004" / "drv-20240301-00.mcap"
+    salvaged = inspect_file(str(truncated)).salvaged
+    assert salvaged
     out, quarantine = tmp_path / "etl", tmp_path / "quarantine"
     kwargs = {
         "start": "2024-03-01",
@@ -125,47 +134,56 @@ def test_operator_round_trip_quarantine_and_rerun(spark_session, raw, tmp_path):
 
     op = MCAPToParquetOperator(task_id="etl", max_bad_file_share=0.5, **kwargs)
     result = op.execute(_context())
-    assert result["files"] == 3
-    assert result["messages"] == {topic: 3 * n for topic, n in EXPECTED.items()}
-    assert sorted(q["file"].split("/")[-2] for q in result["quarantined"]) == [
-        "vehicle=veh-004",
-        "vehicle=veh-005",
-    ]
+    assert result["files"] == 4
+    assert result["messages"] == {topic: 3 * n + salvaged.get(topic, 0) for topic, n in EXPECTED.items()}
+    quarantined = {q["file"].split("/")[-2]: q for q in result["quarantined"]}
+    assert sorted(quarantined) == ["vehicle=veh-004", "vehicle=veh-005"]
+    assert quarantined["vehicle=veh-004"]["salvaged_messages"] == salvaged
+    assert quarantined["vehicle=veh-005"]["salvaged_messages"] == {}
     assert all(q["reason"] and q["offset"] is not None for q in result["quarantined"])
-    assert result["partitions"] == [f"date=2024-03-01/vehicle=veh-00{i}" for i in (1, 2, 3)]
+    assert result["partitions"] == [f"date=2024-03-01/vehicle=veh-00{i}" for i in (1, 2, 3, 4)]
     manifest = [json.loads(line) for line in (quarantine / "manifest.jsonl").read_text().splitlines()]
     assert {m["file"] for m in manifest} == {q["file"] for q in result["quarantined"]}
     assert len(list(src.rglob("*.mcap"))) == 3
 
     rows = _table_rows(out)
     assert rows == result["rows"]
-    assert rows["ego_pose"] == 3 * EXPECTED[schemas.TOPIC_POSE]
-    assert rows["imu"] == 3 * EXPECTED[schemas.TOPIC_IMU]
-    assert rows["lidar_points"] == rows["lidar_payload"] == 3 * EXPECTED[schemas.TOPIC_LIDAR]
-    assert rows["scene_stats"] == 3  # one 10 s scene per 12 s drive
+    for table, topic in (
+        ("ego_pose", schemas.TOPIC_POSE),
+        ("imu", schemas.TOPIC_IMU),
+        ("lidar_points", schemas.TOPIC_LIDAR),
+        ("lidar_payload", schemas.TOPIC_LIDAR),
+    ):
+        assert rows[table] == 3 * EXPECTED[topic] + salvaged.get(topic, 0)
+    truncated_rows = _table_rows(out, vehicle="veh-004")
+    assert truncated_rows["ego_pose"] == salvaged[schemas.TOPIC_POSE]
+    assert rows.get("scene_stats", 0) - truncated_rows.get("scene_stats", 0) == 3  # one per 12 s drive
 
     scene_file = next((out / "scene_stats" / "date=2024-03-01" / "vehicle=veh-002").glob("part-*.parquet"))
     assert pq.read_schema(scene_file).remove_metadata() == SCENE_STATS_SCHEMA
 
     published = _parquet_stamps(out)
+    # The truncated log is in quarantine now: its partition keeps its rows and is not touched.
+    intact = result["partitions"][:3]
+    intact_rows = {t: n - truncated_rows.get(t, 0) for t, n in rows.items() if n - truncated_rows.get(t, 0)}
     rerun = MCAPToParquetOperator(task_id="etl", max_bad_file_share=0.5, **kwargs).execute(_context())
-    assert rerun["quarantined"] == [] and rerun["rows"] == result["rows"]
-    assert rerun["messages"] == result["messages"] and rerun["files"] == 3
-    assert rerun["up_to_date"] == rerun["partitions"] == result["partitions"]
+    assert rerun["quarantined"] == [] and rerun["rows"] == intact_rows
+    assert rerun["messages"] == {topic: 3 * n for topic, n in EXPECTED.items()} and rerun["files"] == 3
+    assert rerun["up_to_date"] == rerun["partitions"] == intact
     assert _parquet_stamps(out) == published  # nothing rewritten, so feature fingerprints hold
 
     def no_spark() -> None:
         raise AssertionError("Spark was started although every partition is up to date")
 
     cfg = ETLJobConfig(**kwargs)
-    assert run_etl(no_spark, cfg)["up_to_date"] == result["partitions"]  # type: ignore[arg-type]
+    assert run_etl(no_spark, cfg)["up_to_date"] == intact  # type: ignore[arg-type]
 
     # A changed log makes its partition, and only it, stale.
     changed = src / "date=2024-03-01" / "vehicle=veh-002" / "drv-20240301-00.mcap"
     os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 1_000_000_000))
     partial = MCAPToParquetOperator(task_id="etl", max_bad_file_share=0.5, **kwargs).execute(_context())
     assert partial["up_to_date"] == ["date=2024-03-01/vehicle=veh-001", "date=2024-03-01/vehicle=veh-003"]
-    assert partial["partitions"] == result["partitions"] and partial["rows"] == result["rows"]
+    assert partial["partitions"] == intact and partial["rows"] == intact_rows
     stamps = _parquet_stamps(out)
     assert {p for p in stamps if stamps[p] != published.get(p)} == {
         p for p in stamps if "vehicle=veh-002" in p

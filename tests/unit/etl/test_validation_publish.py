@@ -53,17 +53,53 @@ def test_bad_files_are_named_with_reason_and_offset(tmp_path, good_file):
     assert inspect_file(str(tmp_path / "empty.mcap")).reason == "empty file"
 
 
+def _stream_counts(path):
+    """Messages per topic that the upstream streaming reader yields before the file ends early."""
+    from mcap.exceptions import EndOfFile
+    from mcap.records import Channel, Message
+    from mcap.stream_reader import StreamReader
+
+    topics: dict[int, str] = {}
+    counts: dict[str, int] = {}
+    with open(path, "rb") as fh, pytest.raises(EndOfFile):
+        for record in StreamReader(fh).records:
+            if isinstance(record, Channel):
+                topics[record.id] = record.topic
+            elif isinstance(record, Message):
+                topic = topics[record.channel_id]
+                counts[topic] = counts.get(topic, 0) + 1
+    return counts
+
+
+def test_truncated_tail_lists_the_valid_messages_before_the_damage(tmp_path, good_file):
+    bad_files.truncate(good_file, tmp_path / "truncated.mcap")
+    report = inspect_file(str(tmp_path / "truncated.mcap"))
+    assert not report.ok and not report.indexed
+    assert report.salvaged == _stream_counts(tmp_path / "truncated.mcap")
+    assert 0 < sum(report.salvaged.values()) < sum(inspect_file(str(good_file)).messages.values())
+
+    # Damage inside an indexed file, or a bad message before the damage: nothing is kept.
+    bad_files.corrupt_chunk(good_file, tmp_path / "corrupt.mcap")
+    assert inspect_file(str(tmp_path / "corrupt.mcap")).salvaged == {}
+
+
 def test_quarantine_moves_file_and_writes_manifest(tmp_path, good_file):
     raw = tmp_path / "raw" / "date=2024-03-01" / "vehicle=veh-001"
     raw.mkdir(parents=True)
     bad_files.truncate(good_file, raw / "drv-x.mcap")
     report = inspect_file(str(raw / "drv-x.mcap"))
     entry = quarantine(report, tmp_path / "raw", tmp_path / "q", "run-1")
-    assert entry == {"file": str(raw / "drv-x.mcap"), "reason": report.reason, "offset": report.offset}
+    assert entry == {
+        "file": str(raw / "drv-x.mcap"),
+        "reason": report.reason,
+        "offset": report.offset,
+        "salvaged_messages": report.salvaged,
+    }
     assert not (raw / "drv-x.mcap").exists()
     assert (tmp_path / "q" / "date=2024-03-01" / "vehicle=veh-001" / "drv-x.mcap").exists()
     [line] = (tmp_path / "q" / "manifest.jsonl").read_text().splitlines()
-    assert json.loads(line)["offset"] == report.offset
+    manifest = json.loads(line)
+    assert manifest["offset"] == report.offset and manifest["salvaged_messages"] == report.salvaged
 
 
 def _part(root, table, drives_rows):
