@@ -98,10 +98,23 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_ports(count: int, taken: tuple[int, ...]) -> list[int]:
+    """``count`` distinct free ports, none of them in ``taken``: the sockets stay bound until all are
+    chosen, or the kernel may hand out the same port twice (Ray refuses to start on a clash)."""
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket()
+            socks.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if port not in taken:
+                ports.append(port)
+    finally:
+        for sock in socks:
+            sock.close()
+    return ports
 
 
 def _port_open(port: int) -> bool:
@@ -205,6 +218,9 @@ class HeadSettings:
 
 
 def _launch(settings: HeadSettings) -> HeadRecord:
+    client_port, agent_port, agent_grpc_port, runtime_env_port, metrics_port = _free_ports(
+        5, (settings.gcs_port, settings.dashboard_port)
+    )
     command = [
         sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
         "--port", str(settings.gcs_port),
@@ -215,11 +231,11 @@ def _launch(settings: HeadSettings) -> HeadRecord:
         "--dashboard-host", "127.0.0.1",
         "--dashboard-port", str(settings.dashboard_port),
         # Ray's fixed default ports (10001, 52365, ...) clash with any other Ray on this machine.
-        "--ray-client-server-port", str(_free_port()),
-        "--dashboard-agent-listen-port", str(_free_port()),
-        "--dashboard-agent-grpc-port", str(_free_port()),
-        "--runtime-env-agent-port", str(_free_port()),
-        "--metrics-export-port", str(_free_port()),
+        "--ray-client-server-port", str(client_port),
+        "--dashboard-agent-listen-port", str(agent_port),
+        "--dashboard-agent-grpc-port", str(agent_grpc_port),
+        "--runtime-env-agent-port", str(runtime_env_port),
+        "--metrics-export-port", str(metrics_port),
         "--temp-dir", str(settings.temp_dir),
         "--disable-usage-stats",
     ]  # fmt: skip
@@ -267,7 +283,8 @@ def _wait_ready(settings: HeadSettings, record: HeadRecord, deadline: float) -> 
     """Wait for the head: ``(ready, reason it is not, whether a fresh attempt may succeed)``."""
     saw_raylet = False
     while time.monotonic() < deadline:
-        if not _alive(record):
+        # The launched process is our child: once it exits it stays a zombie until reaped.
+        if not _alive(record) or not _pid_running(record.pid):
             return False, "exited during start-up", True
         running = _session_commands(record.pid)
         if "raylet" in running:
