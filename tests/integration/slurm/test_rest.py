@@ -65,7 +65,9 @@ def test_lookup_cancel_and_unknown_jobs(slurm, slurm_rest_conn_id, tmp_path):
     wait_for(hook, first, SlurmJobState.RUNNING)
     hook.cancel_job(first)
     info = wait_for(hook, first, SlurmJobState.CANCELLED)
-    assert (info.exit_code, info.signal) == (0, 15)
+    # scancel sends SIGTERM to the batch step: Slurm reports either the shell killed by it
+    # (signal 15) or the shell exiting with 128 + 15 after its `sleep` was killed first.
+    assert (info.exit_code, info.signal) in {(0, 15), (143, 0)}
     assert hook.find_job("999999") is None
     hook.cancel_job("999999")
 
