@@ -6,6 +6,7 @@ import math
 import random
 import struct
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -115,24 +116,29 @@ P2 = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("t2.P2"))
 DATA = _FDS.SerializeToString()
 
 
+def _leaf_value(msg: Any, leaf: Any) -> Any:
+    """One column's value of a parsed (upb) message, in the column's Arrow form."""
+    obj = msg
+    for name in leaf.path:
+        obj = getattr(obj, name)
+    if leaf.kind == "timestamp":
+        return obj.seconds * 1_000_000 + obj.nanos // 1000
+    if leaf.kind == "repeated_scalar":
+        return list(obj)
+    if leaf.kind == "repeated_message":
+        return [{n: getattr(item, n) for n, *_ in leaf.sub_fields} for item in obj]
+    if isinstance(obj, int) and leaf.arrow_type == pa.int64() and obj >= 2**63:
+        return obj - 2**64  # uint64 / fixed64 columns are int64
+    return obj
+
+
 def _expected(decoder: ProtobufDecoder, payloads: list[bytes]) -> dict[str, list]:
     """Column values as upb parses them, one message at a time."""
     out: dict[str, list] = {leaf.name: [] for leaf in decoder.leaves}
     for payload in payloads:
         msg = decoder.message_class.FromString(payload)
         for leaf in decoder.leaves:
-            obj = msg
-            for name in leaf.path:
-                obj = getattr(obj, name)
-            if leaf.kind == "timestamp":
-                obj = obj.seconds * 1_000_000 + obj.nanos // 1000
-            elif leaf.kind == "repeated_scalar":
-                obj = list(obj)
-            elif leaf.kind == "repeated_message":
-                obj = [{n: getattr(item, n) for n, *_ in leaf.sub_fields} for item in obj]
-            elif isinstance(obj, int) and leaf.arrow_type == pa.int64() and obj >= 2**63:
-                obj -= 2**64  # uint64 / fixed64 columns are int64
-            out[leaf.name].append(obj)
+            out[leaf.name].append(_leaf_value(msg, leaf))
     return out
 
 
@@ -456,18 +462,7 @@ def test_every_column_of_generated_topics_equals_upstream(protobuf_drive, topic)
     assert table.column("log_time_ns").to_pylist() == [t for t, _ in ref]
     leaves = proto_decode._leaves(ref[0][1].DESCRIPTOR)
     for leaf in leaves:
-        expected = []
-        for _, msg in ref:
-            obj = msg
-            for name in leaf.path:
-                obj = getattr(obj, name)
-            if leaf.kind == "timestamp":
-                obj = obj.seconds * 1_000_000 + obj.nanos // 1000
-            elif leaf.kind == "repeated_scalar":
-                obj = list(obj)
-            elif leaf.kind == "repeated_message":
-                obj = [{n: getattr(item, n) for n, *_ in leaf.sub_fields} for item in obj]
-            expected.append(obj)
+        expected = [_leaf_value(msg, leaf) for _, msg in ref]
         column = table.column(leaf.name)
         if pa.types.is_timestamp(column.type):
             column = column.cast(pa.int64())
