@@ -43,6 +43,9 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+typecheck: setup
+	$(BIN)/mypy
+
 # tests/cluster run against the cluster of `make cluster-up`, only through `make cluster-test`.
 test: setup lint
 	$(BIN)/pytest -p no:cacheprovider --durations=25 --ignore=tests/cluster $(PYTEST_ARGS)
@@ -59,6 +62,9 @@ integration: setup
 
 e2e: setup
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+browser: setup
+	$(BIN)/pytest -p no:cacheprovider tests/stack/browser $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m benchmarks
