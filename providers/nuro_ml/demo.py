@@ -17,6 +17,7 @@ from typing import Any
 
 from nuro_ml import settings
 from nuro_ml.airflow_home import airflow_env
+from nuro_ml.cli_support import iso_date
 
 DEMO_DAG_ID = "av_training_pipeline"
 
@@ -83,7 +84,7 @@ def run_demo(args: argparse.Namespace) -> int:
     log_dir = settings.data_dir() / "demo-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"demo-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.log"
-    day = date.fromisoformat(args.date) if args.date else datetime.now(UTC).date() - timedelta(days=1)
+    day: date = args.date or datetime.now(UTC).date() - timedelta(days=1)
     print(
         f"nuro-ml demo: Airflow home {env['AIRFLOW_HOME']}, data {settings.data_dir()}, log {log}", flush=True
     )
@@ -115,7 +116,9 @@ def run_airflow_home(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = subparsers.add_parser("demo", help="run the end-to-end pipeline on embedded defaults")
-    demo.add_argument("--date", help="day of drive logs to process (YYYY-MM-DD, default yesterday UTC)")
+    demo.add_argument(
+        "--date", type=iso_date, help="day of drive logs to process (YYYY-MM-DD, default yesterday UTC)"
+    )
     demo.set_defaults(func=run_demo)
     home = subparsers.add_parser("airflow-home", help="create the local Airflow home and print its path")
     home.set_defaults(func=run_airflow_home)

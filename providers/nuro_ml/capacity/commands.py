@@ -7,13 +7,16 @@ stays fast.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from nuro_ml.exceptions import CapacityError
+from nuro_ml.exceptions import CapacityError, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -80,6 +83,44 @@ def _register_quota(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
     usage.add_argument("--live-prices", action="store_true", help="read prices from the AWS Pricing API")
     usage.set_defaults(func=_quota_usage)
+
+    for action_parser in actions.choices.values():
+        action_parser.set_defaults(func=_ledger_errors(action_parser.get_default("func")))
+
+
+_Handler = Callable[[argparse.Namespace], int]
+_CREDENTIALS = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def _ledger_errors(handler: _Handler) -> _Handler:
+    """Database errors of a ``quota`` action, worded as what to fix: the URL, or the database."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        from sqlalchemy.exc import ArgumentError, DBAPIError
+
+        try:
+            return handler(args)
+        except ArgumentError as err:
+            url = _CREDENTIALS.sub(r"\1***@", str(args.ledger_url))
+            raise UsageError(
+                f"--ledger-url {url!r} is not a usable database URL ({err}); use e.g. "
+                "sqlite:////path/to/ledger.db or postgresql+psycopg://user@host/dbname"
+            ) from err
+        except (DBAPIError, CapacityError) as err:
+            # The ledger wraps database errors in CapacityError; its own refusals stay as they are.
+            cause = err if isinstance(err, DBAPIError) else err.__cause__
+            if not isinstance(cause, DBAPIError):
+                raise
+            from nuro_ml.capacity.ledger import QuotaLedger
+
+            reason = str(cause.orig).strip().splitlines()[0] if cause.orig is not None else str(cause)
+            raise CapacityError(
+                f"cannot use the quota ledger {QuotaLedger(args.ledger_url).safe_url}: {reason}; check that "
+                "the database is up and that --ledger-url (or NURO_ML_LEDGER_URL) points at it"
+            ) from err
+
+    return run
 
 
 def _ledger(args: argparse.Namespace) -> Any:
@@ -331,7 +372,7 @@ def _pricing(specs: list[str]) -> dict[str, Any]:
         pool, sep, rest = spec.partition("=")
         instance_type, _, market = rest.partition(":")
         if not sep or not pool or not instance_type or market not in ("", "spot", "on-demand"):
-            raise CapacityError(f"--price {spec!r}: expected POOL=INSTANCE_TYPE or POOL=INSTANCE_TYPE:spot")
+            raise UsageError(f"--price {spec!r}: expected POOL=INSTANCE_TYPE or POOL=INSTANCE_TYPE:spot")
         pricing[pool] = PoolPricing(instance_type, "spot" if market == "spot" else "on-demand")
     return pricing
 
@@ -444,7 +485,7 @@ def _pairs(specs: list[str], flag: str) -> list[tuple[str, int, str | None]]:
         name, sep, rest = spec.partition("=")
         value, _, pool = rest.partition("@")
         if not sep or not name or not value.isdigit():
-            raise CapacityError(
+            raise UsageError(
                 f"{flag} {spec!r}: expected NAME=INTEGER" + ("[@POOL]" if flag == "--quota" else "")
             )
         out.append((name, int(value), pool or None))
@@ -461,7 +502,7 @@ def _sim(args: argparse.Namespace) -> int:
     if args.synthetic:
         trace = synthetic_trace(seed=args.seed, hours=args.hours)
     elif args.trace is None:
-        raise CapacityError("nuro-ml sim: give a trace CSV or --synthetic")
+        raise UsageError("nuro-ml sim: give a trace CSV or --synthetic")
     else:
         if not args.trace.exists():
             raise CapacityError(f"nuro-ml sim: trace {args.trace} does not exist")
@@ -484,7 +525,7 @@ def _sim(args: argparse.Namespace) -> int:
         if trace.source.startswith("synthetic"):
             capacity = {"gpu": 32}
         else:
-            raise CapacityError("nuro-ml sim: give the cluster size with --gpus N or --pool NAME=N")
+            raise UsageError("nuro-ml sim: give the cluster size with --gpus N or --pool NAME=N")
     default_pool = next(iter(capacity)) if len(capacity) == 1 else None
     quotas = None
     if args.quota:
@@ -492,7 +533,7 @@ def _sim(args: argparse.Namespace) -> int:
         for team, gpus, pool in _pairs(args.quota, "--quota"):
             target = pool or default_pool
             if target is None:
-                raise CapacityError(
+                raise UsageError(
                     f"--quota {team}={gpus}: name the pool (TEAM=GPUS@POOL) when there are several"
                 )
             quotas.append(Quota(team=team, pool=target, nominal=gpus))

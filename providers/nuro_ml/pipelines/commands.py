@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from nuro_ml.exceptions import UsageError
 from nuro_ml.pipelines.issues import SpecIssue
 
 
@@ -87,8 +88,7 @@ def run(args: argparse.Namespace) -> int:
         print(list_operators())
         return 0
     if not args.paths:
-        print("nuro-ml validate: name at least one spec file or folder", file=sys.stderr)
-        return 2
+        raise UsageError("name at least one spec file or folder (or use --list-operators)")
     from nuro_ml.pipelines.loader import compile_file, duplicate_dag_id
 
     files, issues = _expand(args.paths)
