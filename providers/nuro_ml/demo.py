@@ -13,11 +13,14 @@ import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nuro_ml import settings
 from nuro_ml.airflow_home import airflow_env
 from nuro_ml.cli_support import iso_date
+
+if TYPE_CHECKING:
+    from nuro_ml.capacity.records import Lease
 
 DEMO_DAG_ID = "av_training_pipeline"
 
@@ -43,8 +46,40 @@ def _latest_summary(since: float) -> Path | None:
     return max(written, key=lambda p: p.stat().st_mtime) if written else None
 
 
-def format_summary(summary: dict[str, Any], wall_seconds: float) -> str:
-    """Render the DAG's summary as the short report the demo prints."""
+def final_lease(summary: dict[str, Any], ledger_url: str | None = None) -> Lease | None:
+    """The GPU lease of the run as the ledger holds it now, after the DAG released it.
+
+    The summary task runs while the lease is still held (the release is a teardown after it),
+    so the state it wrote is not the final one.
+    """
+    from nuro_ml.capacity.ledger import QuotaLedger
+
+    lease_id = (summary.get("gpu_wait") or {}).get("lease_id")
+    if not lease_id:
+        return None
+    return QuotaLedger(ledger_url or settings.ledger_url()).lease(str(lease_id))
+
+
+def _lease_line(wait: dict[str, Any], lease: Lease | None, now: datetime) -> str:
+    line = (
+        f"  GPU wait         {wait.get('wait_seconds', 0):.1f} s for {wait.get('gpus', '?')} GPUs "
+        f"(team {wait.get('team', '?')}, lease {wait.get('lease_id', '?')}"
+    )
+    if lease is None:
+        return line + ", not found in the ledger)"
+    held = f"held {lease.held_seconds(now):.1f} s, {lease.gpu_hours(now):.4f} GPU-hours"
+    if lease.released_at is not None:
+        return line + f", released at {lease.released_at:%H:%M:%S} UTC, {held})"
+    return line + f", {lease.state.value}, {held})"
+
+
+def format_summary(
+    summary: dict[str, Any], wall_seconds: float, lease: Lease | None = None, now: datetime | None = None
+) -> str:
+    """Render the DAG's summary as the short report the demo prints.
+
+    ``lease`` is the run's GPU lease in its final state (:func:`final_lease`).
+    """
     etl = summary.get("etl") or {}
     messages = etl.get("messages") or {}
     rows = etl.get("rows") or {}
@@ -66,8 +101,7 @@ def format_summary(summary: dict[str, Any], wall_seconds: float) -> str:
         f"{features.get('online_store')} "
         f"({', '.join(f'{k} {int(v):,}' for k, v in sorted((features.get('rows') or {}).items()))})",
         f"  feature cache    hits {features.get('cache_hits', 0)}, misses {features.get('cache_misses', 0)}",
-        f"  GPU wait         {wait.get('wait_seconds', 0):.1f} s for {wait.get('gpus', '?')} GPUs "
-        f"(team {wait.get('team', '?')}, lease {wait.get('lease_id', '?')}, state {wait.get('state', '?')})",
+        _lease_line(wait, lease, now or datetime.now(UTC)),
         f"  training         {training.get('status', '?')}: "
         + ", ".join(
             f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())
@@ -103,7 +137,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"nuro-ml demo: the DAG run failed (exit {rc}); full log: {log}", file=sys.stderr)
         return rc or 1
     summary = json.loads(summary_file.read_text())
-    print(format_summary(summary, time.monotonic() - started))
+    print(format_summary(summary, time.monotonic() - started, final_lease(summary)))
     print(f"  task log         {log}")
     return 0
 
