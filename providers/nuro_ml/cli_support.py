@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -153,3 +154,26 @@ def iso_date(value: str) -> date:
         return date.fromisoformat(value)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date ({err}); use YYYY-MM-DD") from None
+
+
+def _number(cast: Callable[[str], float], kind: str, minimum: float, strict: bool) -> Callable[[str], Any]:
+    bound = f"greater than {minimum:g}" if strict else f"at least {minimum:g}"
+
+    def parse(value: str) -> float:
+        try:
+            number = cast(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {kind}; give {kind} {bound}") from None
+        if not math.isfinite(number) or number < minimum or (strict and number == minimum):
+            raise argparse.ArgumentTypeError(f"{value!r} is out of range; give {kind} {bound}")
+        return number
+
+    parse.__name__ = f"{kind.split()[-1]} {bound}"
+    return parse
+
+
+#: argparse ``type`` converters for counts and durations, naming the accepted range when they refuse.
+positive_int = _number(int, "an integer", 0, strict=True)
+non_negative_int = _number(int, "an integer", 0, strict=False)
+positive_float = _number(float, "a finite number", 0, strict=True)
+non_negative_float = _number(float, "a finite number", 0, strict=False)

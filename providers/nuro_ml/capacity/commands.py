@@ -10,12 +10,12 @@ import argparse
 import functools
 import json
 import re
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from nuro_ml.cli_support import non_negative_float, non_negative_int, positive_float, positive_int
 from nuro_ml.exceptions import CapacityError, UsageError
 
 
@@ -46,16 +46,22 @@ def _register_quota(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
     set_pool = actions.add_parser("set-pool", help="register a pool or change its capacity")
     set_pool.add_argument("name")
-    set_pool.add_argument("--gpus", type=int, required=True, help="GPUs in the pool")
+    set_pool.add_argument("--gpus", type=non_negative_int, required=True, help="GPUs in the pool")
     set_pool.add_argument("--gpu-type", default=None, help="GPU model, e.g. A100")
     set_pool.set_defaults(func=_quota_set_pool)
 
     set_quota = actions.add_parser("set-quota", help="set a team's quota in a pool")
     set_quota.add_argument("team")
     set_quota.add_argument("--pool", required=True)
-    set_quota.add_argument("--nominal", type=int, required=True, help="GPUs the team owns in the pool")
-    set_quota.add_argument("--borrowing-limit", type=int, default=None, help="most GPUs it may borrow")
-    set_quota.add_argument("--lending-limit", type=int, default=None, help="most idle GPUs it lends out")
+    set_quota.add_argument(
+        "--nominal", type=non_negative_int, required=True, help="GPUs the team owns in the pool"
+    )
+    set_quota.add_argument(
+        "--borrowing-limit", type=non_negative_int, default=None, help="most GPUs it may borrow"
+    )
+    set_quota.add_argument(
+        "--lending-limit", type=non_negative_int, default=None, help="most idle GPUs it lends out"
+    )
     set_quota.set_defaults(func=_quota_set_quota)
 
     remove = actions.add_parser("remove-quota", help="delete a team's quota in a pool")
@@ -73,7 +79,7 @@ def _register_quota(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     release.set_defaults(func=_quota_release)
 
     usage = actions.add_parser("usage", help="GPU-hours per team, idle GPU-hours, cost, scale-down advice")
-    usage.add_argument("--hours", type=float, default=24.0, help="look-back window (default 24)")
+    usage.add_argument("--hours", type=positive_float, default=24.0, help="look-back window (default 24)")
     usage.add_argument(
         "--price",
         action="append",
@@ -321,8 +327,9 @@ def _quota_remove(args: argparse.Namespace) -> int:
     if _ledger(args).remove_quota(args.team, args.pool):
         print(f"removed quota of {args.team} in {args.pool}")
         return 0
-    print(f"team {args.team!r} has no quota in pool {args.pool!r}", file=sys.stderr)
-    return 1
+    raise CapacityError(
+        f"team {args.team!r} has no quota in pool {args.pool!r}; `nuro-ml quota show` lists the quotas"
+    )
 
 
 def _quota_leases(args: argparse.Namespace) -> int:
@@ -358,8 +365,9 @@ def _quota_leases(args: argparse.Namespace) -> int:
 def _quota_release(args: argparse.Namespace) -> int:
     lease = _ledger(args).release(args.lease_id)
     if lease is None:
-        print(f"lease {args.lease_id!r} is not in the ledger", file=sys.stderr)
-        return 1
+        raise CapacityError(
+            f"lease {args.lease_id!r} is not in the ledger; `nuro-ml quota leases` lists the lease ids"
+        )
     print(f"lease {lease.lease_id}: {lease.state.value}")
     return 0
 
@@ -457,9 +465,9 @@ def _register_sim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--format", choices=["auto", "alibaba", "jobs"], default="auto")
     parser.add_argument("--synthetic", action="store_true", help="generate a synthetic multi-team trace")
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic trace")
-    parser.add_argument("--hours", type=float, default=168.0, help="length of the synthetic trace")
-    parser.add_argument("--limit", type=int, default=None, help="replay only the first N jobs")
-    parser.add_argument("--gpus", type=int, default=None, help="capacity of the single pool 'gpu'")
+    parser.add_argument("--hours", type=positive_float, default=168.0, help="length of the synthetic trace")
+    parser.add_argument("--limit", type=positive_int, default=None, help="replay only the first N jobs")
+    parser.add_argument("--gpus", type=positive_int, default=None, help="capacity of the single pool 'gpu'")
     parser.add_argument(
         "--pool", action="append", default=[], metavar="NAME=GPUS", help="pool capacity (repeatable)"
     )
@@ -472,7 +480,10 @@ def _register_sim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     )
     parser.add_argument("--policies", default="fifo,fair", help="comma-separated policies to compare")
     parser.add_argument(
-        "--reclaim-grace", type=float, default=300.0, help="seconds before a reclaimed lease ends"
+        "--reclaim-grace",
+        type=non_negative_float,
+        default=300.0,
+        help="seconds before a reclaimed lease ends",
     )
     parser.add_argument("--out", type=Path, default=None, help="folder for plots and summary.json")
     parser.add_argument("--no-plots", action="store_true")
@@ -538,8 +549,11 @@ def _sim(args: argparse.Namespace) -> int:
                 )
             quotas.append(Quota(team=team, pool=target, nominal=gpus))
 
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if not policies:
+        raise UsageError(f"--policies {args.policies!r}: name at least one policy, e.g. fifo,fair")
     results = []
-    for name in [p.strip() for p in args.policies.split(",") if p.strip()]:
+    for name in policies:
         results.append(
             simulate(trace, capacity, quotas=quotas, policy=name, reclaim_grace=args.reclaim_grace)
         )
