@@ -34,8 +34,18 @@ class SpecIssue:
     message: str
 
     def format(self) -> str:
-        """``file:line:col: field: message``."""
-        return f"{self.file}:{self.line}:{self.column}: {self.field}: {self.message}"
+        """``file:line:col: field: message``, on one line whatever characters names and keys hold."""
+        return (
+            f"{_one_line(self.file)}:{self.line}:{self.column}: {_one_line(self.field)}: "
+            f"{_one_line(self.message)}"
+        )
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a key may hold a line break) written as escapes, so one issue is one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True)
