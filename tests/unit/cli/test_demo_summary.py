@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nuro_ml.capacity.ledger import QuotaLedger
-from nuro_ml.capacity.records import LeaseRequest
+from nuro_ml.capacity.records import Lease, LeaseRequest
 from nuro_ml.demo import final_lease, format_summary
 
 from tests.unit.capacity.stubs import Clock
@@ -32,16 +32,20 @@ def _gpu_line(text: str) -> str:
     return next(line for line in text.splitlines() if "GPU wait" in line)
 
 
-def test_released_lease_is_reported_released_with_its_gpu_hours(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    clock = Clock()
+def _lease(url: str, clock: Clock, gpus: int) -> tuple[QuotaLedger, Lease]:
     ledger = QuotaLedger(url, clock=clock)
     ledger.upsert_pool("local", capacity=4)
     ledger.upsert_quota("perception", "local", nominal=4)
-    lease = ledger.try_acquire(
-        LeaseRequest(key="d/r/wait_for_gpus/-1", team="perception", pool="local", gpus=2)
-    )
+    request = LeaseRequest(key="d/r/wait_for_gpus/-1", team="perception", pool="local", gpus=gpus)
+    lease = ledger.try_acquire(request)
     assert lease is not None
+    return ledger, lease
+
+
+def test_released_lease_is_reported_released_with_its_gpu_hours(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    clock = Clock()
+    ledger, lease = _lease(url, clock, gpus=2)
     clock.advance(1800)
     ledger.release(lease.lease_id)
 
@@ -57,13 +61,7 @@ def test_released_lease_is_reported_released_with_its_gpu_hours(tmp_path: Path) 
 def test_lease_still_held_is_shown_with_its_state(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     clock = Clock()
-    ledger = QuotaLedger(url, clock=clock)
-    ledger.upsert_pool("local", capacity=4)
-    ledger.upsert_quota("perception", "local", nominal=4)
-    lease = ledger.try_acquire(
-        LeaseRequest(key="d/r/wait_for_gpus/-1", team="perception", pool="local", gpus=1)
-    )
-    assert lease is not None
+    _, lease = _lease(url, clock, gpus=1)
 
     final = final_lease(_summary(lease.lease_id), url)
     line = _gpu_line(format_summary(_summary(lease.lease_id), 1.0, final, now=clock.now.replace(minute=6)))
