@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -23,12 +24,16 @@ def time_limit(seconds: int, example: Any) -> Iterator[None]:
         raise Hang(f"still running after {seconds} s: {example!r}")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
+    # An outer alarm (pytest-timeout's signal method) is put back with the time it had left.
+    outer = signal.alarm(seconds)
+    started = time.monotonic()
     try:
         yield
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+        if outer:
+            signal.alarm(max(1, outer - int(time.monotonic() - started)))
 
 
 def fuzz_settings(max_examples: int) -> settings:

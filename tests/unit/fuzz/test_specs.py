@@ -21,8 +21,8 @@ from tests.unit.fuzz.limits import fuzz_settings, time_limit
 
 EXAMPLE_SPECS = sorted((Path(__file__).parents[3] / "dags" / "pipelines").glob("*.yaml"))
 #: Examples per test; each runs validate and, for mutations, the loader too.
-YAML_EXAMPLES = 60
-MUTATION_EXAMPLES = 60
+YAML_EXAMPLES = 100
+MUTATION_EXAMPLES = 100
 HANG_SECONDS = 60
 
 #: After the file name; a field path holds the spec's own keys, which may contain anything.
