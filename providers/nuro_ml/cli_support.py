@@ -29,7 +29,7 @@ PROG_ATTR = "command_prog"
 
 # Inline reStructuredText in docstrings reused as help: ``literal``, :role:`target` and
 # :role:`text <target>`, `interpreted`. Help is shown in a terminal, so only the text stays.
-_RST_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`(?:([^`<]*?)\s*<[^`>]*>|~?([^`]*?))`")
+_RST_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`(?:([^`<]*?)\s*<[^`>]*>|(~?)([^`]*?))`")
 _RST_LITERAL = re.compile(r"``(.+?)``")
 _RST_INTERPRETED = re.compile(r"(?<![`\w])`([^`]+)`(?![`\w])")
 
@@ -38,10 +38,11 @@ def plain_text(text: str) -> str:
     """Inline reStructuredText markup removed: ``nuro-ml`` -> nuro-ml, :class:`~a.B` -> B."""
 
     def role(match: re.Match[str]) -> str:
-        if match.group(1) is not None:
-            return match.group(1)
-        target = match.group(2)
-        return target.rsplit(".", 1)[-1] if match.group(0).split("`", 1)[1].startswith("~") else target
+        text, short, target = match.groups()
+        if text is not None:
+            return str(text)
+        # :class:`~a.b.C` shows only the last name, as Sphinx renders it.
+        return str(target).rsplit(".", 1)[-1] if short else str(target)
 
     text = _RST_ROLE.sub(role, text)
     text = _RST_LITERAL.sub(r"\1", text)
@@ -83,7 +84,7 @@ class CommandParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {plain_text(message)}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def one_line(text: str) -> str:
@@ -106,10 +107,12 @@ _OS_HINTS: dict[int, str] = {
 def describe_os_error(err: OSError) -> str:
     """``cannot use /x/y: Permission denied; choose a location ...``, naming the file."""
     names = [str(name) for name in (err.filename, err.filename2) if name is not None]
-    what = " -> ".join(names) if names else "a file"
+    if not names:
+        # Not about a file (a refused connection, say): its own words are all there is.
+        return f"{type(err).__name__}: {one_line(str(err))}"
     reason = err.strerror or type(err).__name__
     hint = _OS_HINTS.get(err.errno or -1)
-    return f"cannot use {what}: {reason}" + (f"; {hint}" if hint else "")
+    return f"cannot use {' -> '.join(names)}: {reason}" + (f"; {hint}" if hint else "")
 
 
 def describe(err: BaseException) -> tuple[str, int]:

@@ -195,6 +195,8 @@ def test_os_errors_name_the_path_and_what_to_do() -> None:
     assert describe_os_error(err) == (
         "cannot use /data/raw: Permission denied; choose a location you may write to, or fix its permissions"
     )
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    assert describe_os_error(refused) == "ConnectionRefusedError: [Errno 111] Connection refused"
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "nan", "inf", "two"])
