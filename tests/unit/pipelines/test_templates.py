@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import jinja2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nuro_ml.cli import main
 from nuro_ml.pipelines.loader import compile_folder
+from nuro_ml.pipelines.templates import template_env, template_error
 
 SPEC = """\
 dag_id: {dag_id}
@@ -67,3 +71,25 @@ def test_loader_leaves_out_only_the_spec_with_a_broken_template(write_spec, tmp_
     [issue] = loaded.broken["pipelines/bad.yaml"]
     assert (issue.line, issue.column, issue.field) == (7, 21, "stages.etl.args.bash_command")
     assert "Jinja template does not compile: Unexpected end of template" in issue.message
+
+
+PIECES = [
+    "{{", "}}", "{%", "%}", "{#", "#}", " if x ", " endif ", " for i in y ", " endfor ", " ds ", "|",
+    " upper ", " nofilter ", " is ", " defined ", " nosuchtest ", "(", ")", "'", "\n", "x", "}",
+]  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    text=st.lists(st.sampled_from(PIECES), max_size=12).map("".join),
+    native=st.booleans(),
+)
+def test_check_agrees_with_compiling_in_airflows_environment(text: str, native: bool) -> None:
+    # The check parses instead of compiling (five times cheaper); both must accept the same templates.
+    env = template_env(native)
+    try:
+        env.from_string(text)
+        compiles = True
+    except jinja2.TemplateSyntaxError:
+        compiles = False
+    assert (template_error(text, native) is None) == compiles
