@@ -25,7 +25,12 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = CommandParser(prog="nuro-ml", description=__doc__.split("\n\n", 1)[0])
+    parser = CommandParser(
+        prog="nuro-ml",
+        description=__doc__.split("\n\n", 1)[0],
+        epilog="Exit status: 0 on success, 1 when the work fails, 2 for a usage error. "
+        "Errors are one line; --debug shows the traceback.",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         try:

@@ -20,8 +20,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "validate",
         help="check YAML pipeline specs (files or folders)",
-        description="Check YAML pipeline specs: YAML syntax, fields and types, references, cycles, and "
-        "operator arguments against the operators' signatures; then build and serialize each DAG.",
+        description="Check YAML pipeline specs: YAML syntax, fields and types, references, cycles, "
+        "operator arguments against the operators' signatures, and the syntax of Jinja templates "
+        "(compiled with Airflow's environment, not rendered); then build and serialize each DAG.",
     )
     parser.add_argument(
         "paths", nargs="*", type=Path, metavar="PATH", help="spec files, or folders of *.yaml specs"
