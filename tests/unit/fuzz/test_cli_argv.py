@@ -32,7 +32,8 @@ EXAMPLES = 40
 HANG_SECONDS = 60
 
 #: Work replaced by a recorder once the arguments are parsed and checked: the demo and the
-#: Airflow home start services; writing drive logs of the default size takes seconds per call.
+#: Airflow home start services; drive logs of the default size and the simulator's plots take
+#: seconds per call.
 REPLACED = (
     "nuro_ml.demo.run_demo",
     "nuro_ml.demo.run_airflow_home",
@@ -45,7 +46,7 @@ REPLACED = (
 #: (see test_gen_logs_bad_date_names_the_argument below).
 KNOWN_UNSPECIFIC = {"nuro-ml gen-logs": re.compile(r"unexpected ValueError: ")}
 
-VALIDATE_ISSUE = re.compile(r"^.+:\d+:\d+: \S+: .+$")
+VALIDATE_ISSUE = re.compile(r"^.+:\d+:\d+: .+?: .+$")
 
 
 def _leaves(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
