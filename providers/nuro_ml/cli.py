@@ -49,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as done:
         # argparse exits after --help (0) and on usage errors (2, message already printed).
+        if done.code is None:
+            return 0
         return done.code if isinstance(done.code, int) else 2
     return run_handler(args.func, args)
 
