@@ -13,10 +13,14 @@ import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nuro_ml import settings
 from nuro_ml.airflow_home import airflow_env
+from nuro_ml.cli_support import iso_date
+
+if TYPE_CHECKING:
+    from nuro_ml.capacity.records import Lease
 
 DEMO_DAG_ID = "av_training_pipeline"
 
@@ -42,8 +46,40 @@ def _latest_summary(since: float) -> Path | None:
     return max(written, key=lambda p: p.stat().st_mtime) if written else None
 
 
-def format_summary(summary: dict[str, Any], wall_seconds: float) -> str:
-    """Render the DAG's summary as the short report the demo prints."""
+def final_lease(summary: dict[str, Any], ledger_url: str | None = None) -> Lease | None:
+    """The GPU lease of the run as the ledger holds it now, after the DAG released it.
+
+    The summary task runs while the lease is still held (the release is a teardown after it),
+    so the state it wrote is not the final one.
+    """
+    from nuro_ml.capacity.ledger import QuotaLedger
+
+    lease_id = (summary.get("gpu_wait") or {}).get("lease_id")
+    if not lease_id:
+        return None
+    return QuotaLedger(ledger_url or settings.ledger_url()).lease(str(lease_id))
+
+
+def _lease_line(wait: dict[str, Any], lease: Lease | None, now: datetime) -> str:
+    line = (
+        f"  GPU wait         {wait.get('wait_seconds', 0):.1f} s for {wait.get('gpus', '?')} GPUs "
+        f"(team {wait.get('team', '?')}, lease {wait.get('lease_id', '?')}"
+    )
+    if lease is None:
+        return line + ", not found in the ledger)"
+    held = f"held {lease.held_seconds(now):.1f} s, {lease.gpu_hours(now):.4f} GPU-hours"
+    if lease.released_at is not None:
+        return line + f", released at {lease.released_at:%H:%M:%S} UTC, {held})"
+    return line + f", {lease.state.value}, {held})"
+
+
+def format_summary(
+    summary: dict[str, Any], wall_seconds: float, lease: Lease | None = None, now: datetime | None = None
+) -> str:
+    """Render the DAG's summary as the short report the demo prints.
+
+    ``lease`` is the run's GPU lease in its final state (:func:`final_lease`).
+    """
     etl = summary.get("etl") or {}
     messages = etl.get("messages") or {}
     rows = etl.get("rows") or {}
@@ -65,8 +101,7 @@ def format_summary(summary: dict[str, Any], wall_seconds: float) -> str:
         f"{features.get('online_store')} "
         f"({', '.join(f'{k} {int(v):,}' for k, v in sorted((features.get('rows') or {}).items()))})",
         f"  feature cache    hits {features.get('cache_hits', 0)}, misses {features.get('cache_misses', 0)}",
-        f"  GPU wait         {wait.get('wait_seconds', 0):.1f} s for {wait.get('gpus', '?')} GPUs "
-        f"(team {wait.get('team', '?')}, lease {wait.get('lease_id', '?')}, state {wait.get('state', '?')})",
+        _lease_line(wait, lease, now or datetime.now(UTC)),
         f"  training         {training.get('status', '?')}: "
         + ", ".join(
             f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())
@@ -83,7 +118,7 @@ def run_demo(args: argparse.Namespace) -> int:
     log_dir = settings.data_dir() / "demo-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"demo-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.log"
-    day = date.fromisoformat(args.date) if args.date else datetime.now(UTC).date() - timedelta(days=1)
+    day: date = args.date or datetime.now(UTC).date() - timedelta(days=1)
     print(
         f"nuro-ml demo: Airflow home {env['AIRFLOW_HOME']}, data {settings.data_dir()}, log {log}", flush=True
     )
@@ -102,7 +137,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"nuro-ml demo: the DAG run failed (exit {rc}); full log: {log}", file=sys.stderr)
         return rc or 1
     summary = json.loads(summary_file.read_text())
-    print(format_summary(summary, time.monotonic() - started))
+    print(format_summary(summary, time.monotonic() - started, final_lease(summary)))
     print(f"  task log         {log}")
     return 0
 
@@ -115,7 +150,9 @@ def run_airflow_home(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = subparsers.add_parser("demo", help="run the end-to-end pipeline on embedded defaults")
-    demo.add_argument("--date", help="day of drive logs to process (YYYY-MM-DD, default yesterday UTC)")
+    demo.add_argument(
+        "--date", type=iso_date, help="day of drive logs to process (YYYY-MM-DD, default yesterday UTC)"
+    )
     demo.set_defaults(func=run_demo)
     home = subparsers.add_parser("airflow-home", help="create the local Airflow home and print its path")
     home.set_defaults(func=run_airflow_home)

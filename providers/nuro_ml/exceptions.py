@@ -8,6 +8,15 @@ from airflow.exceptions import AirflowException
 class NuroMLException(AirflowException):
     """Base class for every error raised by the nuro-ml provider."""
 
+    #: Exit code of ``nuro-ml`` when a command fails with this error (1: the work failed).
+    exit_code: int = 1
+
+
+class UsageError(NuroMLException):
+    """A command or call was given missing, conflicting or malformed arguments (``nuro-ml`` exits 2)."""
+
+    exit_code = 2
+
 
 class TerraformError(NuroMLException):
     """Terraform exited with an error; the message carries its diagnostics (file:line)."""

@@ -7,13 +7,16 @@ stays fast.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import sys
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from nuro_ml.exceptions import CapacityError
+from nuro_ml.cli_support import non_negative_float, non_negative_int, positive_float, positive_int
+from nuro_ml.exceptions import CapacityError, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,16 +46,22 @@ def _register_quota(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
     set_pool = actions.add_parser("set-pool", help="register a pool or change its capacity")
     set_pool.add_argument("name")
-    set_pool.add_argument("--gpus", type=int, required=True, help="GPUs in the pool")
+    set_pool.add_argument("--gpus", type=non_negative_int, required=True, help="GPUs in the pool")
     set_pool.add_argument("--gpu-type", default=None, help="GPU model, e.g. A100")
     set_pool.set_defaults(func=_quota_set_pool)
 
     set_quota = actions.add_parser("set-quota", help="set a team's quota in a pool")
     set_quota.add_argument("team")
     set_quota.add_argument("--pool", required=True)
-    set_quota.add_argument("--nominal", type=int, required=True, help="GPUs the team owns in the pool")
-    set_quota.add_argument("--borrowing-limit", type=int, default=None, help="most GPUs it may borrow")
-    set_quota.add_argument("--lending-limit", type=int, default=None, help="most idle GPUs it lends out")
+    set_quota.add_argument(
+        "--nominal", type=non_negative_int, required=True, help="GPUs the team owns in the pool"
+    )
+    set_quota.add_argument(
+        "--borrowing-limit", type=non_negative_int, default=None, help="most GPUs it may borrow"
+    )
+    set_quota.add_argument(
+        "--lending-limit", type=non_negative_int, default=None, help="most idle GPUs it lends out"
+    )
     set_quota.set_defaults(func=_quota_set_quota)
 
     remove = actions.add_parser("remove-quota", help="delete a team's quota in a pool")
@@ -70,7 +79,7 @@ def _register_quota(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     release.set_defaults(func=_quota_release)
 
     usage = actions.add_parser("usage", help="GPU-hours per team, idle GPU-hours, cost, scale-down advice")
-    usage.add_argument("--hours", type=float, default=24.0, help="look-back window (default 24)")
+    usage.add_argument("--hours", type=positive_float, default=24.0, help="look-back window (default 24)")
     usage.add_argument(
         "--price",
         action="append",
@@ -80,6 +89,44 @@ def _register_quota(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
     usage.add_argument("--live-prices", action="store_true", help="read prices from the AWS Pricing API")
     usage.set_defaults(func=_quota_usage)
+
+    for action_parser in actions.choices.values():
+        action_parser.set_defaults(func=_ledger_errors(action_parser.get_default("func")))
+
+
+_Handler = Callable[[argparse.Namespace], int]
+_CREDENTIALS = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def _ledger_errors(handler: _Handler) -> _Handler:
+    """Database errors of a ``quota`` action, worded as what to fix: the URL, or the database."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        from sqlalchemy.exc import ArgumentError, DBAPIError
+
+        try:
+            return handler(args)
+        except ArgumentError as err:
+            url = _CREDENTIALS.sub(r"\1***@", str(args.ledger_url))
+            raise UsageError(
+                f"--ledger-url {url!r} is not a usable database URL ({err}); use e.g. "
+                "sqlite:////path/to/ledger.db or postgresql+psycopg://user@host/dbname"
+            ) from err
+        except (DBAPIError, CapacityError) as err:
+            # The ledger wraps database errors in CapacityError; its own refusals stay as they are.
+            cause = err if isinstance(err, DBAPIError) else err.__cause__
+            if not isinstance(cause, DBAPIError):
+                raise
+            from nuro_ml.capacity.ledger import QuotaLedger
+
+            reason = str(cause.orig).strip().splitlines()[0] if cause.orig is not None else str(cause)
+            raise CapacityError(
+                f"cannot use the quota ledger {QuotaLedger(args.ledger_url).safe_url}: {reason}; check that "
+                "the database is up and that --ledger-url (or NURO_ML_LEDGER_URL) points at it"
+            ) from err
+
+    return run
 
 
 def _ledger(args: argparse.Namespace) -> Any:
@@ -280,8 +327,9 @@ def _quota_remove(args: argparse.Namespace) -> int:
     if _ledger(args).remove_quota(args.team, args.pool):
         print(f"removed quota of {args.team} in {args.pool}")
         return 0
-    print(f"team {args.team!r} has no quota in pool {args.pool!r}", file=sys.stderr)
-    return 1
+    raise CapacityError(
+        f"team {args.team!r} has no quota in pool {args.pool!r}; `nuro-ml quota show` lists the quotas"
+    )
 
 
 def _quota_leases(args: argparse.Namespace) -> int:
@@ -317,8 +365,9 @@ def _quota_leases(args: argparse.Namespace) -> int:
 def _quota_release(args: argparse.Namespace) -> int:
     lease = _ledger(args).release(args.lease_id)
     if lease is None:
-        print(f"lease {args.lease_id!r} is not in the ledger", file=sys.stderr)
-        return 1
+        raise CapacityError(
+            f"lease {args.lease_id!r} is not in the ledger; `nuro-ml quota leases` lists the lease ids"
+        )
     print(f"lease {lease.lease_id}: {lease.state.value}")
     return 0
 
@@ -331,7 +380,7 @@ def _pricing(specs: list[str]) -> dict[str, Any]:
         pool, sep, rest = spec.partition("=")
         instance_type, _, market = rest.partition(":")
         if not sep or not pool or not instance_type or market not in ("", "spot", "on-demand"):
-            raise CapacityError(f"--price {spec!r}: expected POOL=INSTANCE_TYPE or POOL=INSTANCE_TYPE:spot")
+            raise UsageError(f"--price {spec!r}: expected POOL=INSTANCE_TYPE or POOL=INSTANCE_TYPE:spot")
         pricing[pool] = PoolPricing(instance_type, "spot" if market == "spot" else "on-demand")
     return pricing
 
@@ -416,9 +465,9 @@ def _register_sim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--format", choices=["auto", "alibaba", "jobs"], default="auto")
     parser.add_argument("--synthetic", action="store_true", help="generate a synthetic multi-team trace")
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic trace")
-    parser.add_argument("--hours", type=float, default=168.0, help="length of the synthetic trace")
-    parser.add_argument("--limit", type=int, default=None, help="replay only the first N jobs")
-    parser.add_argument("--gpus", type=int, default=None, help="capacity of the single pool 'gpu'")
+    parser.add_argument("--hours", type=positive_float, default=168.0, help="length of the synthetic trace")
+    parser.add_argument("--limit", type=positive_int, default=None, help="replay only the first N jobs")
+    parser.add_argument("--gpus", type=positive_int, default=None, help="capacity of the single pool 'gpu'")
     parser.add_argument(
         "--pool", action="append", default=[], metavar="NAME=GPUS", help="pool capacity (repeatable)"
     )
@@ -431,7 +480,10 @@ def _register_sim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     )
     parser.add_argument("--policies", default="fifo,fair", help="comma-separated policies to compare")
     parser.add_argument(
-        "--reclaim-grace", type=float, default=300.0, help="seconds before a reclaimed lease ends"
+        "--reclaim-grace",
+        type=non_negative_float,
+        default=300.0,
+        help="seconds before a reclaimed lease ends",
     )
     parser.add_argument("--out", type=Path, default=None, help="folder for plots and summary.json")
     parser.add_argument("--no-plots", action="store_true")
@@ -444,7 +496,7 @@ def _pairs(specs: list[str], flag: str) -> list[tuple[str, int, str | None]]:
         name, sep, rest = spec.partition("=")
         value, _, pool = rest.partition("@")
         if not sep or not name or not value.isdigit():
-            raise CapacityError(
+            raise UsageError(
                 f"{flag} {spec!r}: expected NAME=INTEGER" + ("[@POOL]" if flag == "--quota" else "")
             )
         out.append((name, int(value), pool or None))
@@ -461,7 +513,7 @@ def _sim(args: argparse.Namespace) -> int:
     if args.synthetic:
         trace = synthetic_trace(seed=args.seed, hours=args.hours)
     elif args.trace is None:
-        raise CapacityError("nuro-ml sim: give a trace CSV or --synthetic")
+        raise UsageError("nuro-ml sim: give a trace CSV or --synthetic")
     else:
         if not args.trace.exists():
             raise CapacityError(f"nuro-ml sim: trace {args.trace} does not exist")
@@ -484,7 +536,7 @@ def _sim(args: argparse.Namespace) -> int:
         if trace.source.startswith("synthetic"):
             capacity = {"gpu": 32}
         else:
-            raise CapacityError("nuro-ml sim: give the cluster size with --gpus N or --pool NAME=N")
+            raise UsageError("nuro-ml sim: give the cluster size with --gpus N or --pool NAME=N")
     default_pool = next(iter(capacity)) if len(capacity) == 1 else None
     quotas = None
     if args.quota:
@@ -492,13 +544,16 @@ def _sim(args: argparse.Namespace) -> int:
         for team, gpus, pool in _pairs(args.quota, "--quota"):
             target = pool or default_pool
             if target is None:
-                raise CapacityError(
+                raise UsageError(
                     f"--quota {team}={gpus}: name the pool (TEAM=GPUS@POOL) when there are several"
                 )
             quotas.append(Quota(team=team, pool=target, nominal=gpus))
 
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if not policies:
+        raise UsageError(f"--policies {args.policies!r}: name at least one policy, e.g. fifo,fair")
     results = []
-    for name in [p.strip() for p in args.policies.split(",") if p.strip()]:
+    for name in policies:
         results.append(
             simulate(trace, capacity, quotas=quotas, policy=name, reclaim_grace=args.reclaim_grace)
         )

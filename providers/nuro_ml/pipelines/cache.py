@@ -28,7 +28,7 @@ from nuro_ml.pipelines.plan import DagPlan
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the stored layout or the meaning of a check changes.
-FORMAT = 2
+FORMAT = 3
 
 
 def cache_dir() -> Path | None:

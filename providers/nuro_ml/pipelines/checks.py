@@ -22,6 +22,7 @@ from nuro_ml import settings
 from nuro_ml.pipelines import operators
 from nuro_ml.pipelines.issues import Problem, did_you_mean
 from nuro_ml.pipelines.spec import PHASES, AssetSchedule, PipelineSpec, StageSpec
+from nuro_ml.pipelines.templates import check_templates
 
 #: ``${name}`` placeholders expanded in stage args and asset URIs. Upper-case names such as
 #: ``${HOME}`` are left alone, so shell variables in a bash command keep working.
@@ -278,6 +279,10 @@ def _check_stage(
         problems.append(Problem((*loc, "operator"), str(err)))
         return None
     args = {key: expand(value, values, (*loc, "args", key), problems) for key, value in stage.args.items()}
+    template_problems = check_templates(args, (*loc, "args"), native=spec.render_template_as_native_obj)
+    if template_problems:
+        problems += template_problems
+        return None
     if spec.team is not None and "team" in info.accepted and "team" not in args:
         args["team"] = spec.team
     converted, arg_problems = operators.check_args(info, args, (*loc, "args"))

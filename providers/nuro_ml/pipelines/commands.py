@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from nuro_ml.exceptions import UsageError
 from nuro_ml.pipelines.issues import SpecIssue
 
 
@@ -19,8 +20,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "validate",
         help="check YAML pipeline specs (files or folders)",
-        description="Check YAML pipeline specs: YAML syntax, fields and types, references, cycles, and "
-        "operator arguments against the operators' signatures; then build and serialize each DAG.",
+        description="Check YAML pipeline specs: YAML syntax, fields and types, references, cycles, "
+        "operator arguments against the operators' signatures, and the syntax of Jinja templates "
+        "(compiled with Airflow's environment, not rendered); then build and serialize each DAG.",
     )
     parser.add_argument(
         "paths", nargs="*", type=Path, metavar="PATH", help="spec files, or folders of *.yaml specs"
@@ -87,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
         print(list_operators())
         return 0
     if not args.paths:
-        print("nuro-ml validate: name at least one spec file or folder", file=sys.stderr)
-        return 2
+        raise UsageError("name at least one spec file or folder (or use --list-operators)")
     from nuro_ml.pipelines.loader import compile_file, duplicate_dag_id
 
     files, issues = _expand(args.paths)

@@ -34,8 +34,18 @@ class SpecIssue:
     message: str
 
     def format(self) -> str:
-        """``file:line:col: field: message``."""
-        return f"{self.file}:{self.line}:{self.column}: {self.field}: {self.message}"
+        """``file:line:col: field: message``, on one line whatever characters names and keys hold."""
+        return (
+            f"{_one_line(self.file)}:{self.line}:{self.column}: {_one_line(self.field)}: "
+            f"{_one_line(self.message)}"
+        )
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a key may hold a line break) written as escapes, so one issue is one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,8 @@ class Problem:
     message: str
     #: Point at the field's key (unknown names) or at its value (wrong values).
     at: Literal["key", "value"] = "value"
+    #: For a problem inside a multi-line string value: the 1-based line within the string.
+    line_in_value: int = 1
 
 
 def format_field(parts: Sequence[str | int]) -> str:
@@ -78,6 +90,9 @@ def locate(file: str, document: Document | None, problems: Iterable[Problem]) ->
         else:
             found = document.locate(problem.loc)
             line, column = _position_or_start(found.key if problem.at == "key" else found.value)
+            if problem.at == "value" and problem.line_in_value > 1:
+                inner = document.line_in_scalar(problem.loc, problem.line_in_value)
+                line, column = _position_or_start(inner) if inner else (line, column)
         issues.append(SpecIssue(file, line, column, format_field(problem.loc), problem.message))
     return issues
 

@@ -9,7 +9,7 @@ column. Nothing extra is computed for files that are valid.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,8 @@ class Document:
 
     data: Any
     root: Node | None
+    #: The source text, for positions inside block strings.
+    text: str = field(default="", repr=False)
 
     def locate(self, loc: Sequence[str | int]) -> Located:
         """Walk a field path (``("stages", "train", "args", "gpus")``) through the node tree."""
@@ -99,6 +101,28 @@ class Document:
             unmatched=unmatched,
         )
 
+    def line_in_scalar(self, loc: Sequence[str | int], line: int) -> Position | None:
+        """Where line ``line`` (1-based) of a literal block string (``key: |``) starts.
+
+        Only literal blocks keep the file's line breaks; in other scalars lines are folded,
+        so there is no such position (None).
+        """
+        node = self.root
+        for part in loc:
+            child = _child(node, part) if node is not None else None
+            if child is None:
+                return None
+            node = child[1]
+        if not isinstance(node, ScalarNode) or node.style != "|":
+            return None
+        # The text starts on the line after the `|` indicator (0-based line numbers here).
+        index = node.start_mark.line + line
+        lines = self.text.splitlines()
+        if index >= len(lines):
+            return None
+        source = lines[index]
+        return Position(line=index + 1, column=len(source) - len(source.lstrip()) + 1)
+
 
 def _position(node: Node) -> Position:
     return Position(line=node.start_mark.line + 1, column=node.start_mark.column + 1)
@@ -123,7 +147,7 @@ def parse(text: str) -> Document:
         data = loader.construct_document(root) if root is not None else None
     finally:
         loader.dispose()
-    return Document(data=data, root=root)
+    return Document(data=data, root=root, text=text)
 
 
 def read(path: Path) -> Document:
