@@ -15,6 +15,7 @@ work on whole Arrow arrays (numpy for fixed-width types), which is what makes bu
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,6 +46,22 @@ VALUE_TAGS = {
     "FLOAT": _TAG_FLOAT,
     "BOOL": _TAG_BOOL,
 }
+
+#: Join key value types the key encoder writes.
+ENTITY_KEY_TYPES = frozenset({"STRING", "INT64", "INT32"})
+
+
+@functools.cache
+def feature_value_types() -> frozenset[str]:
+    """Feature value types :func:`encode_values` writes: every type Feast defines.
+
+    The common scalars are encoded here; the rest column-wise by Feast's own converter (the
+    call Feast's materialization makes), so the bytes are Feast's by construction.
+    """
+    from feast.value_type import ValueType
+
+    return frozenset(vt.name for vt in ValueType if vt.name not in ("UNKNOWN", "NULL"))
+
 
 U32 = struct.Struct("<I")
 _DOUBLE = struct.Struct("<d")

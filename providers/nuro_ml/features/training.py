@@ -155,8 +155,8 @@ def load_training_frame(
     if start >= end:
         raise FeatureStoreError(f"Training interval is empty: start {start} is not before end {end}")
     repo = Path(repo_path).resolve() if repo_path else settings.feature_repo_dir()
-    cfg = FeastSettings.from_env()
-    store = FeatureStore(config=cfg.repo_config(repo))
+    cfg = FeastSettings.from_env().resolve(repo)
+    store = FeatureStore(config=cfg.repo_config())
     try:
         service = store.get_feature_service(feature_service)
     except FeatureServiceNotFoundException as exc:
