@@ -37,7 +37,7 @@ from nuro_ml import settings
 from nuro_ml.exceptions import FeatureStoreError
 
 if TYPE_CHECKING:
-    from feast import RepoConfig
+    from feast import FeatureStore, RepoConfig
 
 #: Environment variables read by :meth:`FeastSettings.from_env`.
 ENV_PREFIX = "NURO_ML_FEAST_"
@@ -257,6 +257,13 @@ class ResolvedConfig:
             ) from exc
         config.repo_path = self.repo_path
         return config
+
+    def feature_store(self) -> FeatureStore:
+        """A ``FeatureStore`` on this configuration, resolving relative paths from the repository."""
+        from feast import FeatureStore
+
+        # Without repo_path Feast resolves a relative registry path from the working directory.
+        return FeatureStore(repo_path=str(self.repo_path), config=self.repo_config())
 
     def _absolute(self, path: Any) -> Path:
         p = Path(str(path))

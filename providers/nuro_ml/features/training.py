@@ -148,7 +148,6 @@ def load_training_frame(
     :return: columns ``scene_id``, ``vehicle_id``, ``event_timestamp``, every feature of the
         service (in service order), ``hard_brake``; one row per scene, ordered by event time.
     """
-    from feast import FeatureStore
     from feast.errors import FeatureServiceNotFoundException
 
     start, end = _utc(start), _utc(end)
@@ -156,7 +155,7 @@ def load_training_frame(
         raise FeatureStoreError(f"Training interval is empty: start {start} is not before end {end}")
     repo = Path(repo_path).resolve() if repo_path else settings.feature_repo_dir()
     cfg = FeastSettings.from_env().resolve(repo)
-    store = FeatureStore(config=cfg.repo_config())
+    store = cfg.feature_store()
     try:
         service = store.get_feature_service(feature_service)
     except FeatureServiceNotFoundException as exc:

@@ -181,10 +181,9 @@ class FeastHook(BaseHook):
 
     @cached_property
     def store(self) -> FeatureStore:
-        from feast import FeatureStore
 
         try:
-            return FeatureStore(config=self.resolved.repo_config())
+            return self.resolved.feature_store()
         except FeatureStoreError:
             raise
         except Exception as exc:

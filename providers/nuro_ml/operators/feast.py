@@ -106,7 +106,17 @@ class FeastMaterializeOperator(BaseOperator):
 
         {"start": ISO, "end": ISO, "online_store": "...", "rows": {view: rows written},
          "rows_total": N, "cache_hits": H, "cache_misses": M,
-         "cache": {view: {"hits": h, "misses": m}}, "stale_rows_skipped": S}
+         "cache": {view: {"hits": h, "misses": m}}, "stale_rows_skipped": S,
+         "paths": {view: {"path": "partitioned" | "feast", "writer": "redis" | "feast" | "feast engine",
+                          "cache": "files:stat" | "files:content" | "data_version:V" | "off",
+                          "reason": "..."}}}
+
+    Views whose batch source is local Parquet (a ``FileSource`` or a ``SparkSource`` with a
+    path) take the partitioned path described above; any other source (warehouse tables,
+    queries, remote files) goes through Feast's own ``materialize`` over the same interval and
+    lookback, with the repository's offline store and batch engine (``rows`` is then None:
+    Feast does not count them). Feast's engine is what the stores untested here (BigQuery,
+    Snowflake, Redshift, DynamoDB, Cassandra...) use.
 
     .. seealso::
         :ref:`howto/operator:FeastMaterializeOperator`
@@ -120,9 +130,20 @@ class FeastMaterializeOperator(BaseOperator):
     :param use_cache: skip computations recorded in the computation cache.
     :param fingerprint: how partitions are identified: ``stat`` (paths, sizes, mtimes; cheap)
         or ``content`` (file hashes; immune to touched-but-unchanged files).
+    :param data_versions: feature view name -> version of its source data (for example the
+        load date of a warehouse table). Views whose source cannot be fingerprinted by content
+        are cached under this version (or their ``nuro_ml.data_version`` tag); without one they
+        are recomputed on every run. (templated)
     """
 
-    template_fields: Sequence[str] = ("start", "end", "feature_views", "feast_conn_id", "repo_path")
+    template_fields: Sequence[str] = (
+        "start",
+        "end",
+        "feature_views",
+        "feast_conn_id",
+        "repo_path",
+        "data_versions",
+    )
     ui_color = "#e8d6f5"
 
     def __init__(
@@ -136,6 +157,7 @@ class FeastMaterializeOperator(BaseOperator):
         repo_path: str | Path | None = None,
         use_cache: bool = True,
         fingerprint: Literal["stat", "content"] = "stat",
+        data_versions: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -151,6 +173,7 @@ class FeastMaterializeOperator(BaseOperator):
         self.repo_path = repo_path
         self.use_cache = use_cache
         self.fingerprint: Literal["stat", "content"] = fingerprint
+        self.data_versions = data_versions
         self._stop = threading.Event()
 
     @cached_property
@@ -183,6 +206,7 @@ class FeastMaterializeOperator(BaseOperator):
             use_cache=self.use_cache,
             fingerprint=self.fingerprint,
             stop=self._stop,
+            data_versions={str(k): str(v) for k, v in (self.data_versions or {}).items()},
         )
         xcom = report.to_xcom()
         self.log.info(

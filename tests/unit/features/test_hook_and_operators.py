@@ -201,7 +201,9 @@ def test_materialize_operator_arguments() -> None:
     op = FeastMaterializeOperator(task_id="materialize")
     assert op.start == "{{ data_interval_start }}" and op.end == "{{ data_interval_end }}"
     assert op.lookback == timedelta(days=1)
-    assert set(op.template_fields) == {"start", "end", "feature_views", "feast_conn_id", "repo_path"}
+    assert set(op.template_fields) == {
+        "start", "end", "feature_views", "feast_conn_id", "repo_path", "data_versions"
+    }
     with pytest.raises(ValueError, match="lookback"):
         FeastMaterializeOperator(task_id="m", lookback=timedelta(hours=-1))
     with pytest.raises(ValueError, match="fingerprint"):
