@@ -24,6 +24,7 @@ operators stay fast to parse.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -36,10 +37,31 @@ from nuro_ml import settings
 from nuro_ml.exceptions import FeatureStoreError
 from nuro_ml.features.config import FeastSettings, ResolvedConfig, parse_mapping
 
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push wrote (the push operator's XCom)."""
+
+    push_source: str
+    rows: int
+    to: str
+    feature_views: list[str]
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {
+            "push_source": self.push_source,
+            "rows": self.rows,
+            "to": self.to,
+            "feature_views": self.feature_views,
+        }
+
+
 if TYPE_CHECKING:
     import threading
     from collections.abc import Mapping, Sequence
 
+    import pandas as pd
+    import pyarrow as pa
     from feast import FeatureStore
     from feast.repo_contents import RepoContents
 
@@ -274,6 +296,56 @@ class FeastHook(BaseHook):
             ).run(start, end, feature_views)
         finally:
             writer.close()
+
+    def push(
+        self,
+        push_source_name: str,
+        data: pd.DataFrame | pa.Table,
+        *,
+        to: Literal["online", "offline", "online_and_offline"] = "online",
+    ) -> PushResult:
+        """Push rows to a push source: every feature view fed by it gets them (``FeatureStore.push``).
+
+        Stream and batch share one online view this way: the view's batch source is
+        materialized, and fresher rows are pushed to its push source between runs. The online
+        store keeps the newest event per entity, so pushing the same rows again changes nothing.
+
+        :param push_source_name: name of a ``PushSource`` in the registry.
+        :param data: the rows (pandas DataFrame or Arrow table) with the join keys, the source's
+            timestamp column and the features.
+        :param to: ``online``, ``offline`` (appends to the batch source) or ``online_and_offline``.
+        """
+        import pyarrow as pa
+        from feast.data_source import PushMode
+
+        modes = {
+            "online": PushMode.ONLINE,
+            "offline": PushMode.OFFLINE,
+            "online_and_offline": PushMode.ONLINE_AND_OFFLINE,
+        }
+        if to not in modes:
+            raise FeatureStoreError(f"Push target must be one of {sorted(modes)}, got {to!r}")
+        store = self.store
+        store.refresh_registry()
+        views = [
+            v.name
+            for v in store.list_feature_views()
+            if v.stream_source is not None and v.stream_source.name == push_source_name
+        ]
+        if not views:
+            known = sorted(s.name for s in store.list_data_sources() if type(s).__name__ == "PushSource")
+            raise FeatureStoreError(
+                f"No feature view of project {store.project!r} reads push source {push_source_name!r} "
+                f"(push sources: {known}); apply the feature repository first"
+            )
+        frame = data.to_pandas() if isinstance(data, pa.Table) else data
+        try:
+            store.push(push_source_name, frame, to=modes[to])
+        except Exception as exc:
+            raise FeatureStoreError(
+                f"Pushing {len(frame)} rows to push source {push_source_name!r} ({to}) failed: {exc}"
+            ) from exc
+        return PushResult(push_source=push_source_name, rows=len(frame), to=to, feature_views=sorted(views))
 
     def close(self) -> None:
         if "cache" in self.__dict__:

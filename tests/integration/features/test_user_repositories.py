@@ -14,9 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import pyarrow as pa
 import pytest
 import redis
-from nuro_ml.operators.feast import FeastApplyOperator, FeastMaterializeOperator
+from nuro_ml.exceptions import FeatureStoreError
+from nuro_ml.operators.feast import FeastApplyOperator, FeastMaterializeOperator, FeastPushOperator
 
 from tests.fixtures.services import PostgresServer, RedisServer
 from tests.integration.features.feast_repos import (
@@ -99,6 +102,51 @@ def test_local_template_on_its_own_sqlite_store(tmp_path: Path) -> None:
     _assert_same_online_values(ours["_online"], stock)
     profile = ours["_online"]["driver_hourly_stats__driver_profile"][0]
     assert set(profile) == {"name", "age"}  # a Struct, read back as one
+
+    # Stream rows pushed between materializations reach the push-fed view, not the batch one.
+    pushed_at = datetime.now(UTC).replace(microsecond=0)
+    frame = pd.DataFrame(
+        {
+            "driver_id": [1001, 1002],
+            "event_timestamp": [pushed_at, pushed_at],
+            "created": [pushed_at, pushed_at],
+            "conv_rate": [0.5, 0.25],
+            "acc_rate": [0.75, 0.125],
+            "avg_daily_trips": [42, 43],
+            "driver_metadata": [{"vehicle_type": "van", "rating": "5"}] * 2,
+            "driver_config": ['{"max_distance_km": 1}'] * 2,
+            "driver_profile": [{"name": "pushed", "age": "30"}] * 2,
+        }
+    )
+    for rows in (frame, pa.Table.from_pandas(frame)):  # a DataFrame, then the same as Arrow: idempotent
+        push = FeastPushOperator(
+            task_id="push",
+            push_source_name="driver_stats_push_source",
+            data=rows,
+            feast_conn_id="",
+            repo_path=str(repo),
+        )
+        assert push.execute({}) == {  # type: ignore[arg-type]
+            "push_source": "driver_stats_push_source",
+            "rows": 2,
+            "to": "online",
+            "feature_views": ["driver_hourly_stats_fresh"],
+        }
+    after = online_features(push.hook.store, DRIVERS)
+    assert after["driver_hourly_stats_fresh__conv_rate"][:2] == [0.5, 0.25]
+    assert after["driver_hourly_stats_fresh__driver_profile"][0] == {"name": "pushed", "age": "30"}
+    assert after["transformed_conv_rate_fresh__conv_rate_plus_val1"][0] == 1.5  # on-demand view sees the push
+    assert after["driver_hourly_stats__conv_rate"] == ours["_online"]["driver_hourly_stats__conv_rate"]
+    assert (
+        after["driver_hourly_stats_fresh__conv_rate"][2:]
+        == ours["_online"]["driver_hourly_stats_fresh__conv_rate"][2:]
+    )
+    with pytest.raises(FeatureStoreError, match=r"push source 'nope'.*driver_stats_push_source"):
+        FeastPushOperator(
+            task_id="p", push_source_name="nope", data=frame, feast_conn_id="", repo_path=str(repo)
+        ).execute(
+            {}  # type: ignore[arg-type]
+        )
 
 
 def test_local_template_into_redis_through_the_fast_writer(
