@@ -35,6 +35,12 @@ DRIVERS = [{"driver_id": d, "val_to_add": 1, "val_to_add_2": 10} for d in (1001,
 LOOKBACK = timedelta(days=1)
 
 
+@pytest.fixture(scope="module")
+def local_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ``feast init -t local`` for the module; each test works on copies of it."""
+    return feast_init(tmp_path_factory.mktemp("local_template"), "drivers", "local")
+
+
 def _interval() -> tuple[datetime, datetime]:
     # The templates write hourly rows for the 15 days before the hour `feast init` ran.
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
@@ -87,8 +93,8 @@ def _load_driver_stats(postgres: PostgresServer, database: str) -> None:
     df_to_postgres_table(config=config, df=frame[scalar], table_name="feast_driver_hourly_stats")
 
 
-def test_local_template_on_its_own_sqlite_store(tmp_path: Path) -> None:
-    repo = feast_init(tmp_path / "ours", "drivers", "local")
+def test_local_template_on_its_own_sqlite_store(tmp_path: Path, local_template: Path) -> None:
+    repo = copy_project(local_template, tmp_path / "ours" / "drivers")
     stock_repo = copy_project(repo, tmp_path / "stock" / "drivers")
     start, end = _interval()
 
@@ -150,7 +156,7 @@ def test_local_template_on_its_own_sqlite_store(tmp_path: Path) -> None:
 
 
 def test_local_template_into_redis_through_the_fast_writer(
-    tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, local_template: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The connection switches the yaml's SQLite to Redis; Map, Json and Struct go byte for byte."""
     ours_db, stock_db = 11, 12
@@ -163,7 +169,7 @@ def test_local_template_into_redis_through_the_fast_writer(
         "extra": {"db": ours_db},
     }
     monkeypatch.setenv("AIRFLOW_CONN_FEAST_REDIS_USER", json.dumps(conn))
-    repo = feast_init(tmp_path / "ours", "drivers", "local")
+    repo = copy_project(local_template, tmp_path / "ours" / "drivers")
     stock_repo = copy_project(repo, tmp_path / "stock" / "drivers")
     yaml_path = stock_repo / "feature_store.yaml"
     yaml_path.write_text(

@@ -202,7 +202,12 @@ def test_materialize_operator_arguments() -> None:
     assert op.start == "{{ data_interval_start }}" and op.end == "{{ data_interval_end }}"
     assert op.lookback == timedelta(days=1)
     assert set(op.template_fields) == {
-        "start", "end", "feature_views", "feast_conn_id", "repo_path", "data_versions"
+        "start",
+        "end",
+        "feature_views",
+        "feast_conn_id",
+        "repo_path",
+        "data_versions",
     }
     with pytest.raises(ValueError, match="lookback"):
         FeastMaterializeOperator(task_id="m", lookback=timedelta(hours=-1))
