@@ -3,10 +3,11 @@
 Each view takes one of two paths, chosen per view, logged and reported in XCom:
 
 * ``partitioned`` (the fast path): the view's batch source is local Parquet, a Feast
-  ``FileSource`` or a ``SparkSource`` with a ``path``. The rows are read with Arrow and written
-  by the fastest writer that can encode the view (Redis: Feast's exact format straight from
-  Arrow; otherwise, or for an entity key or value the fast writer does not know, Feast's own
-  online write). The computation cache fingerprints the files.
+  ``FileSource``, or a ``SparkSource`` or ``RaySource`` reading Parquet from a ``path``. The
+  rows are read with Arrow and written by the fastest writer that can encode the view (Redis:
+  Feast's exact format straight from Arrow; otherwise, or for an entity key or value the fast
+  writer does not know, Feast's own online write). The computation cache fingerprints the
+  files.
 * ``feast``: any other source (warehouse tables, queries, remote files). Feast's own
   ``FeatureStore.materialize`` runs over the same interval through the configured offline store
   and batch engine. Such a source cannot be fingerprinted by content, so the cache applies only
@@ -591,6 +592,11 @@ def local_parquet_path(source: Any, repo_path: Path | str | None) -> tuple[str |
         path = str(source.path)
         if not path.startswith(("/", "file:")) and repo_path is not None:
             path = str(Path(repo_path) / path)
+    elif type(source).__name__ == "RaySource" and getattr(source, "path", None):
+        # Feast's Ray offline store source; matched by name so Ray is not imported for it.
+        if str(getattr(source, "reader_type", "")).lower() != "parquet":
+            return None, f"reads {getattr(source, 'reader_type', 'unknown')} data, not Parquet"
+        path = str(source.path)
     else:
         return None, "is not a file source"
     path = path.removeprefix("file://")

@@ -47,7 +47,9 @@ def _interval() -> tuple[datetime, datetime]:
     return end - timedelta(days=1), end
 
 
-def _ours(repo: Path, conn_id: str | None, start: datetime, end: datetime) -> dict[str, Any]:
+def _ours(
+    repo: Path, conn_id: str | None, start: datetime, end: datetime, rows: list[dict[str, Any]] = DRIVERS
+) -> dict[str, Any]:
     apply = FeastApplyOperator(task_id="apply", feast_conn_id=conn_id or "", repo_path=str(repo))
     assert apply.execute({})["added"]  # type: ignore[arg-type]
     op = FeastMaterializeOperator(
@@ -61,7 +63,7 @@ def _ours(repo: Path, conn_id: str | None, start: datetime, end: datetime) -> di
     xcom = op.execute({})  # type: ignore[arg-type]
     json.dumps(xcom)  # what XCom stores
     op.hook.store.refresh_registry()
-    xcom["_online"] = online_features(op.hook.store, DRIVERS)
+    xcom["_online"] = online_features(op.hook.store, rows)
     return xcom
 
 
