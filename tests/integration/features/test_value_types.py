@@ -2,8 +2,9 @@
 
 One feature view holds one feature of each value type (``feast/value_type.py``). The same Arrow
 rows are written twice: by our :class:`RedisArrowWriter` into one Redis database and by Feast's
-provider (``online_write_batch``) into another. Per type, the stored bytes must be identical and
-Feast's own ``get_online_features`` must read back the same values from both.
+provider (``online_write_batch``) into another. Per type, the stored bytes must be identical, Feast's
+own ``get_online_features`` must read back the same values from both, and our fast reader must
+return what Feast's read returns.
 """
 
 from __future__ import annotations
@@ -189,7 +190,9 @@ def written(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory)
     ours.close()
     _feast_write(hooks[FEAST_DB], view)
     dumps = {db: {k: c.hgetall(k) for k in c.scan_iter()} for db, c in clients.items()}
-    yield {"hooks": hooks, "dumps": dumps, "view": view}
+    reader = hooks[OURS_DB].online_reader()
+    yield {"hooks": hooks, "dumps": dumps, "view": view, "reader": reader}
+    reader.close()
     for client in clients.values():
         client.flushdb()
         client.close()
@@ -214,3 +217,6 @@ def test_value_type_is_written_as_feast_writes_it_and_reads_back(
     ]
     assert reads[0] == reads[1]
     assert reads[0][0] is not None  # a real value, not two empty reads
+    # The fast reader decodes what it reads exactly as Feast's online read does.
+    fast = written["reader"].get_online_features(features=[f"all_types:{feature}"], entity_rows=rows)
+    assert fast[feature] == reads[0]
