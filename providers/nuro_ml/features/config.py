@@ -193,6 +193,11 @@ class FeastSettings(BaseModel):
     def _redis_connection_string(self) -> str:
         parts = [f"{self.online_host}:{self.online_port or 6379}"]
         if self.online_database not in (None, ""):
+            if not str(self.online_database).isdigit():
+                raise FeatureStoreError(
+                    f"The Redis online store's database must be a number; the connection gives "
+                    f"{self.online_database!r} (extra 'db' or schema)"
+                )
             parts.append(f"db={int(str(self.online_database))}")
         if self.online_user:
             parts.append(f"username={self.online_user}")
@@ -239,7 +244,6 @@ class ResolvedConfig:
 
     def repo_config(self) -> RepoConfig:
         from feast import RepoConfig
-        from pydantic import ValidationError
 
         registry = _registry_section(self.raw)
         if registry.get("registry_type", "file") == "file" and "://" not in str(registry.get("path", "")):
@@ -250,7 +254,7 @@ class ResolvedConfig:
             )
         try:
             config = RepoConfig(**{**self.raw, "repo_path": self.repo_path})
-        except (ValidationError, ValueError, KeyError, ImportError) as exc:
+        except Exception as exc:  # pydantic, Feast's import errors for unknown store types, ...
             raise FeatureStoreError(
                 f"Invalid Feast configuration for repository {self.repo_path} (from {self.origin} and "
                 f"the overrides): {redact_text(str(exc), self.secrets())}"

@@ -295,3 +295,30 @@ def test_cli_yaml_describes_the_same_store_as_the_hook(data_dir: Path) -> None:
     assert from_yaml.registry.path == from_hook.registry.path
     assert from_yaml.online_store.path == from_hook.online_store.path
     assert from_yaml.entity_key_serialization_version == from_hook.entity_key_serialization_version
+
+
+def test_bad_connection_values_are_named(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FEAST_BAD_DB", json.dumps({"conn_type": "feast", "host": "r", "schema": "features"})
+    )
+    with pytest.raises(FeatureStoreError, match=r"database must be a number.*'features'"):
+        _ = FeastHook("feast_bad_db").resolved
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FEAST_BAD_EXTRA",
+        json.dumps({"conn_type": "feast", "extra": {"feature_store": "[1, 2]"}}),
+    )
+    with pytest.raises(
+        FeatureStoreError, match="'feature_store' of connection 'feast_bad_extra' must be a mapping"
+    ):
+        _ = FeastHook("feast_bad_extra").resolved
+
+
+def test_an_invalid_yaml_is_named_with_its_repository(tmp_path: Path, data_dir: Path) -> None:
+    repo = _user_repo(
+        tmp_path, "project: p\nregistry: data/registry.db\nonline_store:\n  type: nosuchstore\n"
+    )
+    with pytest.raises(FeatureStoreError, match=rf"Invalid Feast configuration for repository {repo}"):
+        _ = FeastHook(feast_conn_id=None, repo_path=repo).store
+    broken = _user_repo(tmp_path / "b", "project: [unclosed\n")
+    with pytest.raises(FeatureStoreError, match=r"feature_store\.yaml is not valid YAML"):
+        _ = FeastHook(feast_conn_id=None, repo_path=broken).resolved
