@@ -91,6 +91,14 @@ class FeastHookProtocol(Protocol):
 
     def describe(self) -> dict[str, str]: ...
 
+    def push(
+        self,
+        push_source_name: str,
+        data: pd.DataFrame | pa.Table,
+        *,
+        to: Literal["online", "offline", "online_and_offline"] = "online",
+    ) -> PushResult: ...
+
 
 class FeastHook(BaseHook):
     """Feast feature store built from a connection (or the embedded defaults).
