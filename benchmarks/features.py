@@ -152,6 +152,13 @@ def bench_feast(workdir: Path, scenes: int, reads: int) -> None:
     )
     start = datetime(2026, 1, 1, tzinfo=UTC)
     end = datetime(2026, 1, 6, tzinfo=UTC)
+    print(
+        f"input layout: scene_stats as the ETL writes it, hive-partitioned Parquet "
+        f"date=YYYY-MM-DD/vehicle=ID/part-*.parquet, {len(days)} days x {len(vehicles)} vehicles x "
+        f"{scenes} scenes per drive; the platform's own repository (4 feature views, FileSource), "
+        "Redis online store selected by the connection over its feature_store.yaml",
+        file=sys.stderr,
+    )
     with redis_server(workdir) as port:
         client = redis.Redis(host="127.0.0.1", port=port)
         hook = FeastHook(

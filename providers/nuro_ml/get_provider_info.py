@@ -275,18 +275,27 @@ def get_provider_info() -> dict[str, Any]:
                 'hook-name': 'Feast',
                 'connection-type': 'feast',
                 'ui-field-behaviour': {
-                    'hidden-fields': [
-                        'schema',
-                    ],
                     'relabeling': {
-                        'host': 'Redis host',
-                        'port': 'Redis port',
-                        'password': 'Redis password',
+                        'host': 'Online store host (Redis or PostgreSQL)',
+                        'port': 'Online store port',
+                        'login': 'Online store user',
+                        'password': 'Online store password',
+                        'schema': 'PostgreSQL database (online store)',
                     },
                 },
                 'conn-fields': {
+                    'feature_store': {
+                        'label': 'Overrides of feature_store.yaml (JSON, deep-merged)',
+                        'schema': {
+                            'type': [
+                                'string',
+                                'null',
+                            ],
+                            'format': 'password',
+                        },
+                    },
                     'online_store': {
-                        'label': 'Online store (sqlite or redis)',
+                        'label': "Online store type (replaces the yaml's, e.g. redis)",
                         'schema': {
                             'type': [
                                 'string',

@@ -1,12 +1,27 @@
-"""Interval-aware, cached materialization of file-sourced feature views into the online store.
+"""Interval-aware, cached materialization of feature views into the online store.
 
-The interval ``[start, end)`` is cut along the source's date partitions. Each (feature view,
-partition) pair is one computation: the partition's rows with event time in the interval,
-reduced to the newest row per entity, written to the online store. Its cache key hashes the
-view definition, the partition fingerprint, the *effective* interval (the requested interval
-clipped to the event times actually present in the partition, so overlapping lookback windows
-over unchanged data produce the same key) and the target store. A hit skips the work; after one
-day of a 30-day range changes, a backfill recomputes that day only.
+Each view takes one of two paths, chosen per view, logged and reported in XCom:
+
+* ``partitioned`` (the fast path): the view's batch source is local Parquet, a Feast
+  ``FileSource``, or a ``SparkSource`` or ``RaySource`` reading Parquet from a ``path``. The
+  rows are read with Arrow and written by the fastest writer that can encode the view (Redis:
+  Feast's exact format straight from Arrow; otherwise, or for an entity key or value the fast
+  writer does not know, Feast's own online write). The computation cache fingerprints the
+  files.
+* ``feast``: any other source (warehouse tables, queries, remote files). Feast's own
+  ``FeatureStore.materialize`` runs over the same interval through the configured offline store
+  and batch engine. Such a source cannot be fingerprinted by content, so the cache applies only
+  when the user declares a version of the view's data (a ``data_version`` for the view, or the
+  view tag ``nuro_ml.data_version``); otherwise the view is recomputed and the log says why.
+
+On the partitioned path, the interval ``[start, end)`` is cut along the source's date
+partitions. Each (feature view, partition) pair is one computation: the partition's rows with
+event time in the interval, reduced to the newest row per entity, written to the online store.
+Its cache key hashes the view definition, the partition fingerprint, the *effective* interval
+(the requested interval clipped to the event times actually present in the partition, so
+overlapping lookback windows over unchanged data produce the same key) and the target store. A
+hit skips the work; after one day of a 30-day range changes, a backfill recomputes that day
+only.
 
 Every unit about to be computed is schema-checked first, so schema drift fails the run before
 anything is written.
@@ -17,11 +32,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -51,13 +66,29 @@ _ARROW_FOR_TYPE: dict[str, pa.DataType] = {
 _TS_TYPE = pa.timestamp("us", tz="UTC")
 
 
+#: View tag declaring the version of a view's data (makes the cache usable on the Feast path).
+DATA_VERSION_TAG = "nuro_ml.data_version"
+
+PathName = Literal["partitioned", "feast"]
+
+
 @dataclass
 class ViewReport:
-    rows: int = 0
+    rows: int | None = 0
+    """Rows written (None: Feast's engine wrote them and does not report a count)."""
     stale: int = 0
     hits: int = 0
     misses: int = 0
     retries: int = 0
+    path: PathName = "partitioned"
+    writer: str = ""
+    cache: str = ""
+    """How the cache treats the view: ``files:<stat|content>``, ``data_version:<v>`` or ``off``."""
+    reason: str = ""
+    """Why the view took its path, writer and cache mode."""
+
+    def add_rows(self, n: int) -> None:
+        self.rows = (self.rows or 0) + n
 
 
 @dataclass
@@ -83,11 +114,15 @@ class MaterializeReport:
             "end": self.end.isoformat(),
             "online_store": self.online_store,
             "rows": {name: v.rows for name, v in self.views.items()},
-            "rows_total": sum(v.rows for v in self.views.values()),
+            "rows_total": sum(v.rows or 0 for v in self.views.values()),
             "cache_hits": self.hits,
             "cache_misses": self.misses,
             "cache": {name: {"hits": v.hits, "misses": v.misses} for name, v in self.views.items()},
             "stale_rows_skipped": sum(v.stale for v in self.views.values()),
+            "paths": {
+                name: {"path": v.path, "writer": v.writer, "cache": v.cache, "reason": v.reason}
+                for name, v in self.views.items()
+            },
         }
 
 
@@ -104,6 +139,17 @@ class _Unit:
     partition: Partition
     computation: Computation
     source_path: str
+    writer: OnlineWriter
+
+
+@dataclass(frozen=True)
+class ViewPlan:
+    """The path a view takes, and why."""
+
+    view: FeatureView
+    path: PathName
+    source_path: str | None
+    reason: str
 
 
 def view_definition_hash(view: FeatureView) -> str:
@@ -134,6 +180,9 @@ class Materializer:
     :param cache: computation cache; None disables caching (every unit is a miss).
     :param fingerprint: ``stat`` (paths, sizes, mtimes) or ``content`` (file hashes).
     :param stop: when set, the run stops before its next computation (finished ones stay cached).
+    :param fallback: writer for views ``writer`` cannot encode (Feast's own online write).
+    :param data_versions: view name -> declared version of its data; lets the cache skip views
+        on the Feast path (overrides the view's ``nuro_ml.data_version`` tag).
     """
 
     def __init__(
@@ -145,8 +194,12 @@ class Materializer:
         cache: ComputationCache | None,
         fingerprint: FingerprintMode = "stat",
         stop: threading.Event | None = None,
+        fallback: OnlineWriter | None = None,
+        data_versions: Mapping[str, str] | None = None,
     ) -> None:
         self.stop = stop
+        self.fallback = fallback
+        self.data_versions = dict(data_versions or {})
         self.store = store
         self.writer = writer
         self.target = target
@@ -157,8 +210,6 @@ class Materializer:
     # ------------------------------------------------------------------ planning
 
     def _views(self, names: Sequence[str] | None) -> list[FeatureView]:
-        from feast.infra.offline_stores.file_source import FileSource
-
         self.store.refresh_registry()
         available = {v.name: v for v in self.store.list_feature_views()}
         if names:
@@ -171,13 +222,28 @@ class Materializer:
             views = [available[n] for n in names]
         else:
             views = [v for v in available.values() if v.online]
-        for view in views:
-            if not isinstance(view.batch_source, FileSource):
-                raise FeatureStoreError(
-                    f"Feature view {view.name!r} reads {type(view.batch_source).__name__}; cached "
-                    "materialization supports file sources only"
-                )
         return sorted(views, key=lambda v: v.name)
+
+    def choose(self, view: FeatureView) -> ViewPlan:
+        """The path for ``view``: partitioned over local Parquet where it holds, else Feast's engine."""
+        source = view.batch_source
+        kind = type(source).__name__
+        if source is None:
+            return ViewPlan(view, "feast", None, "the view has no batch source")
+        path, why_not = local_parquet_path(source, self.store.config.repo_path)
+        if path is None:
+            return ViewPlan(view, "feast", None, f"{kind} {why_not}")
+        return ViewPlan(view, "partitioned", path, f"{kind} over local Parquet at {path}")
+
+    def _writer_for(self, view: FeatureView) -> tuple[OnlineWriter, str]:
+        unsupported = self.writer.unsupported(view)
+        if unsupported is None or self.fallback is None:
+            return self.writer, f"{self.writer.name} writer"
+        return self.fallback, f"{self.fallback.name} writer ({self.writer.name} writer: {unsupported})"
+
+    def data_version(self, view: FeatureView) -> str | None:
+        declared = self.data_versions.get(view.name) or (view.tags or {}).get(DATA_VERSION_TAG)
+        return str(declared) if declared else None
 
     def _file_info(self, path: Path, size: int, mtime_ns: int, ts_column: str) -> _FileInfo:
         key = (path, size, mtime_ns, ts_column)
@@ -198,18 +264,39 @@ class Materializer:
             return None
         return min(lows), max(highs)
 
-    def plan(self, start: datetime, end: datetime, names: Sequence[str] | None) -> list[_Unit]:
-        """All (view, partition) units with rows in ``[start, end)``, with their cache keys."""
-        from feast.infra.offline_stores.file_source import FileSource
-
+    def plan(
+        self, start: datetime, end: datetime, names: Sequence[str] | None
+    ) -> tuple[list[_Unit], list[ViewPlan], dict[str, ViewReport]]:
+        """Units of the partitioned views with rows in ``[start, end)``, and the Feast-path views."""
         units: list[_Unit] = []
+        engine: list[ViewPlan] = []
+        reports: dict[str, ViewReport] = {}
         start_us = _to_micros(start)
         end_us = _to_micros(end)
         for view in self._views(names):
+            choice = self.choose(view)
+            if choice.path == "feast":
+                version = self.data_version(view)
+                reports[view.name] = ViewReport(
+                    rows=None,
+                    path="feast",
+                    writer="feast engine",
+                    cache=f"data_version:{version}" if version and self.cache else "off",
+                    reason=choice.reason,
+                )
+                engine.append(choice)
+                continue
+            assert choice.source_path is not None
             source = view.batch_source
-            assert isinstance(source, FileSource)
-            path = FileSource.get_uri_for_file_path(self.store.config.repo_path, source.path)
-            located = PartitionedSource.at(path)
+            assert source is not None
+            writer, writer_reason = self._writer_for(view)
+            reports[view.name] = ViewReport(
+                path="partitioned",
+                writer=writer.name,
+                cache=f"files:{self.fingerprint}" if self.cache else "off",
+                reason=f"{choice.reason}; {writer_reason}",
+            )
+            located = PartitionedSource.at(choice.source_path)
             view_hash = view_definition_hash(view)
             for partition in located.partitions_for(start, end, PARTITION_EVENT_WINDOW):
                 span = self._time_range(partition, source.timestamp_field)
@@ -228,8 +315,8 @@ class Materializer:
                     interval_end=_from_micros(hi),
                     target=self.target,
                 )
-                units.append(_Unit(view, partition, computation, path))
-        return units
+                units.append(_Unit(view, partition, computation, choice.source_path, writer))
+        return units, engine, reports
 
     # ------------------------------------------------------------------ running
 
@@ -243,10 +330,10 @@ class Materializer:
             raise FeatureStoreError(
                 f"Materialization interval is empty: start {start} is not before end {end}"
             )
-        units = self.plan(start, end, feature_views)
-        report = MaterializeReport(start=start, end=end, online_store=self.target)
-        for unit in units:
-            report.views.setdefault(unit.view.name, ViewReport())
+        units, engine, reports = self.plan(start, end, feature_views)
+        report = MaterializeReport(start=start, end=end, online_store=self.target, views=reports)
+        for name, v in reports.items():
+            log.info("Feature view %s: %s path, %s; cache %s", name, v.path, v.reason, v.cache)
         done = self.cache.hits([u.computation for u in units]) if self.cache else set()
         todo = [u for u in units if u.computation.key not in done]
         for unit in units:
@@ -270,17 +357,18 @@ class Materializer:
         for group in by_partition.values():
             table = self._read(group)
             for batch in _write_groups(group):
+                writer = batch[0].writer
                 if self.stop is not None and self.stop.is_set():
                     raise FeatureStoreError(
                         f"Materialization of [{start.isoformat()}, {end.isoformat()}) was stopped before "
                         f"{batch[0].partition.label}; finished computations are cached"
                     )
                 rows = self._prepare(batch, table)
-                stats = self.writer.write([u.view for u in batch], rows)
+                stats = writer.write([u.view for u in batch], rows)
                 for unit in batch:
                     s = stats[unit.view.name]
                     view_report = report.views[unit.view.name]
-                    view_report.rows += s.rows
+                    view_report.add_rows(s.rows)
                     view_report.stale += s.stale
                     view_report.retries += s.retries
                     view_report.misses += 1
@@ -308,16 +396,67 @@ class Materializer:
         for view in touched.values():
             # Keep Feast's own bookkeeping (used by `feast materialize-incremental`) in step.
             self.store.registry.apply_materialization(view, self.store.project, start, end, commit=True)
+        for plan in engine:
+            self._run_engine(plan.view, start, end, report.views[plan.view.name])
         for name, v in report.views.items():
             log.info(
-                "Feature view %s: %d rows materialized, %d stale skipped, cache %d hits / %d misses",
+                "Feature view %s: %s rows materialized, %d stale skipped, cache %d hits / %d misses",
                 name,
-                v.rows,
+                "unreported" if v.rows is None else v.rows,
                 v.stale,
                 v.hits,
                 v.misses,
             )
         return report
+
+    def _run_engine(self, view: FeatureView, start: datetime, end: datetime, report: ViewReport) -> None:
+        """Materialize ``view`` through Feast's own engine, cached only under a declared data version."""
+        version = self.data_version(view)
+        computation = None
+        if self.cache is not None and version:
+            computation = Computation(
+                feature_view=view.name,
+                view_hash=view_definition_hash(view),
+                partition="feast-engine",
+                fingerprint=f"data_version:{version}",
+                interval_start=start,
+                interval_end=end,
+                target=self.target,
+            )
+            if self.cache.hits([computation]):
+                report.hits += 1
+                log.info(
+                    "Cache hit %s [%s, %s) at data version %s: skipped",
+                    view.name,
+                    start.isoformat(),
+                    end.isoformat(),
+                    version,
+                )
+                return
+        elif self.cache is not None:
+            log.info(
+                "Feature view %s: recomputed, its %s cannot be fingerprinted by content and no data "
+                "version is declared (operator data_versions or view tag %s)",
+                view.name,
+                type(view.batch_source).__name__,
+                DATA_VERSION_TAG,
+            )
+        if self.stop is not None and self.stop.is_set():
+            raise FeatureStoreError(
+                f"Materialization of [{start.isoformat()}, {end.isoformat()}) was stopped before feature "
+                f"view {view.name}; finished computations are cached"
+            )
+        log.info("Feature view %s: Feast materialization over [%s, %s)", view.name, start, end)
+        try:
+            self.store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+        except Exception as exc:
+            raise FeatureStoreError(
+                f"Feast materialization of feature view {view.name!r} over [{start.isoformat()}, "
+                f"{end.isoformat()}) from {type(view.batch_source).__name__} failed: {exc}"
+            ) from exc
+        report.misses += 1
+        if computation is not None and self.cache is not None:
+            self.cache.record(computation, 0)
 
     def _check_schema(self, unit: _Unit) -> None:
         expected, timestamps = view_columns(unit.view)
@@ -335,18 +474,27 @@ class Materializer:
 
     def _read(self, group: list[_Unit]) -> pa.Table:
         """One partition's files, columns needed by the group's views, cast to canonical types."""
-        wanted: dict[str, pa.DataType] = {}
+        wanted: dict[str, pa.DataType | None] = {}
         for unit in group:
             expected, timestamps = view_columns(unit.view)
             for column, vt in expected.items():
-                wanted.setdefault(column, _ARROW_FOR_TYPE.get(vt or "", pa.string()))
+                # Scalars get one canonical type (files of a partition may differ in width);
+                # anything else (lists, structs, maps, bytes...) stays as the file has it.
+                wanted.setdefault(column, _ARROW_FOR_TYPE.get(vt or ""))
             for column in timestamps:
                 wanted[column] = _TS_TYPE
         tables = []
         for f in group[0].partition.files:
             t = pq.read_table(f.path, columns=list(wanted))
-            tables.append(pa.table({name: t.column(name).cast(wanted[name]) for name in wanted}))
-        return pa.concat_tables(tables)
+            tables.append(
+                pa.table(
+                    {
+                        name: t.column(name) if to is None else t.column(name).cast(to)
+                        for name, to in wanted.items()
+                    }
+                )
+            )
+        return pa.concat_tables(tables, promote_options="permissive")
 
     def _prepare(self, units: list[_Unit], table: pa.Table) -> pa.Table:
         """Rows of the units' interval, field-mapped, newest per entity, in event-time order.
@@ -406,6 +554,7 @@ def _write_groups(units: list[_Unit]) -> list[list[_Unit]]:
         source = unit.view.batch_source
         assert source is not None
         signature = (
+            id(unit.writer),
             tuple(sorted(unit.view.join_keys)),
             source.timestamp_field,
             source.created_timestamp_column or "",
@@ -423,6 +572,39 @@ def _write_groups(units: list[_Unit]) -> list[list[_Unit]]:
         else:
             groups.append((signature, dict(names), [unit]))
     return [members for _, _, members in groups]
+
+
+def local_parquet_path(source: Any, repo_path: Path | str | None) -> tuple[str | None, str]:
+    """The local Parquet location a batch source reads, or None and why it has none."""
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+    from feast.infra.offline_stores.file_source import FileSource
+
+    if isinstance(source, FileSource):
+        fmt = source.file_format
+        if fmt is not None and type(fmt).__name__ != "ParquetFormat":
+            return None, f"holds {type(fmt).__name__} files, not Parquet"
+        path = FileSource.get_uri_for_file_path(repo_path, source.path)
+    elif isinstance(source, SparkSource):
+        if not source.path:
+            return None, "reads a table or query, not files"
+        if (source.file_format or "").lower() != "parquet":
+            return None, f"holds {source.file_format or 'unknown'} files, not Parquet"
+        path = str(source.path)
+        if not path.startswith(("/", "file:")) and repo_path is not None:
+            path = str(Path(repo_path) / path)
+    elif type(source).__name__ == "RaySource" and getattr(source, "path", None):
+        # Feast's Ray offline store source; matched by name so Ray is not imported for it.
+        if str(getattr(source, "reader_type", "")).lower() != "parquet":
+            return None, f"reads {getattr(source, 'reader_type', 'unknown')} data, not Parquet"
+        path = str(source.path)
+    else:
+        return None, "is not a file source"
+    path = path.removeprefix("file://")
+    if "://" in path:
+        return None, f"is remote ({path.split('://', 1)[0]}://), not local files"
+    if not Path(path).exists():
+        return None, f"path {path} does not exist here"
+    return path, ""
 
 
 def _read_file_info(path: Path, ts_column: str) -> _FileInfo:

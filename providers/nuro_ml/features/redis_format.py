@@ -15,6 +15,7 @@ work on whole Arrow arrays (numpy for fixed-width types), which is what makes bu
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,6 +46,22 @@ VALUE_TAGS = {
     "FLOAT": _TAG_FLOAT,
     "BOOL": _TAG_BOOL,
 }
+
+#: Join key value types the key encoder writes.
+ENTITY_KEY_TYPES = frozenset({"STRING", "INT64", "INT32"})
+
+
+@functools.cache
+def feature_value_types() -> frozenset[str]:
+    """Feature value types :func:`encode_values` writes: every type Feast defines.
+
+    The common scalars are encoded here; the rest column-wise by Feast's own converter (the
+    call Feast's materialization makes), so the bytes are Feast's by construction.
+    """
+    from feast.value_type import ValueType
+
+    return frozenset(vt.name for vt in ValueType if vt.name not in ("UNKNOWN", "NULL"))
+
 
 U32 = struct.Struct("<I")
 _DOUBLE = struct.Struct("<d")
@@ -234,14 +251,42 @@ def encode_values(array: pa.Array, value_type: str) -> list[bytes]:
 
 
 def _encode_with_feast(array: pa.Array, value_type: str, n: int) -> list[bytes]:
-    # Rare types (lists, bytes, timestamps...) go through Feast's own converter: same bytes.
+    # Rare types (lists, sets, bytes, timestamps, maps, structs, JSON, UUIDs, decimals...) go
+    # through Feast's own converter: Feast's bytes by construction.
     from feast.type_map import python_values_to_proto_values
     from feast.value_type import ValueType
 
-    protos = python_values_to_proto_values(array.to_numpy(zero_copy_only=False), ValueType[value_type])
+    vt = ValueType[value_type]
+    if "TIMESTAMP" in value_type:
+        # numpy drops the zone and turns nulls into NaT; Python datetimes keep both as Feast expects.
+        return [p.SerializeToString() for p in python_values_to_proto_values(_plain_values(array), vt)]
+    try:
+        # What Feast's materialization hands its converter (``_columns_to_proto_values``).
+        protos = python_values_to_proto_values(array.to_numpy(zero_copy_only=False), vt)
+    except (TypeError, ValueError):
+        # Nested lists and Arrow maps arrive from numpy as arrays and key/value tuples, which
+        # Feast's converter refuses; it takes the same values as plain Python objects.
+        protos = python_values_to_proto_values(_plain_values(array), vt)
     if len(protos) != n:
         raise ValueError(f"Feast converted {len(protos)} of {n} values of type {value_type}")
     return [p.SerializeToString() for p in protos]
+
+
+def _plain_values(array: pa.Array) -> list[Any]:
+    """Python values with Arrow maps as dicts (``to_pylist`` gives key/value tuples)."""
+
+    def plain(value: Any, dtype: pa.DataType) -> Any:
+        if value is None:
+            return None
+        if pa.types.is_map(dtype):
+            return {k: plain(v, dtype.item_type) for k, v in value}
+        if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+            return [plain(v, dtype.value_type) for v in value]
+        if pa.types.is_struct(dtype):
+            return {f.name: plain(value[f.name], f.type) for f in dtype}
+        return value
+
+    return [plain(v, array.type) for v in array.to_pylist()]
 
 
 def _varint_matrix(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -64,8 +64,10 @@ def repo_files(repo_path: Path) -> list[Path]:
 def load_repo_contents(repo_path: Path, project: str) -> RepoContents:
     """Execute the repository's files afresh and collect their Feast objects."""
     from feast import Entity, FeatureService, FeatureView, OnDemandFeatureView
-    from feast.data_source import DataSource
+    from feast.data_source import DataSource, KafkaSource, KinesisSource, PushSource
     from feast.feature_view import DUMMY_ENTITY
+    from feast.labeling.label_view import LabelView
+    from feast.permissions.permission import Permission
     from feast.project import Project
     from feast.repo_contents import RepoContents
     from feast.stream_feature_view import StreamFeatureView
@@ -92,20 +94,36 @@ def load_repo_contents(repo_path: Path, project: str) -> RepoContents:
         module = _exec_file(path)
         for name in dir(module):
             obj = getattr(module, name)
+            # Mirrors feast.repo_operations.parse_repo: sources nested in views and push/stream
+            # sources are collected too, so the registry holds everything the views refer to.
+            if isinstance(obj, DataSource):
+                add(contents.data_sources, obj)
+                if isinstance(obj, PushSource | KafkaSource | KinesisSource) and obj.batch_source:
+                    add(contents.data_sources, obj.batch_source)
             if isinstance(obj, StreamFeatureView):
                 add(contents.stream_feature_views, obj)
+                for source in (obj.batch_source, obj.stream_source):
+                    if source is not None:
+                        add(contents.data_sources, source)
             elif isinstance(obj, FeatureView):
                 add(contents.feature_views, obj)
-                if obj.batch_source is not None:
-                    add(contents.data_sources, obj.batch_source)
+                for source in (obj.batch_source, obj.stream_source):
+                    if source is not None:
+                        add(contents.data_sources, source)
             elif isinstance(obj, OnDemandFeatureView):
                 add(contents.on_demand_feature_views, obj)
-            elif isinstance(obj, DataSource):
-                add(contents.data_sources, obj)
+            elif isinstance(obj, LabelView):
+                add(contents.label_views, obj)
+                if obj.source is not None:
+                    add(contents.data_sources, obj.source)
+                    if isinstance(obj.source, PushSource) and obj.source.batch_source:
+                        add(contents.data_sources, obj.source.batch_source)
             elif isinstance(obj, Entity):
                 add(contents.entities, obj)
             elif isinstance(obj, FeatureService):
                 add(contents.feature_services, obj)
+            elif isinstance(obj, Permission):
+                add(contents.permissions, obj)
             elif isinstance(obj, Project):
                 add(contents.projects, obj)
     if not contents.projects:
@@ -113,7 +131,8 @@ def load_repo_contents(repo_path: Path, project: str) -> RepoContents:
     elif [p.name for p in contents.projects] != [project]:
         raise FeatureStoreError(
             f"Feature repository {repo_path} declares project(s) {[p.name for p in contents.projects]}, "
-            f"but the store is configured for project {project!r}"
+            f"but its configuration (feature_store.yaml and the connection's overrides) names project "
+            f"{project!r}"
         )
     contents.entities.append(DUMMY_ENTITY)
     return contents

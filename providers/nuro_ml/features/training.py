@@ -148,15 +148,14 @@ def load_training_frame(
     :return: columns ``scene_id``, ``vehicle_id``, ``event_timestamp``, every feature of the
         service (in service order), ``hard_brake``; one row per scene, ordered by event time.
     """
-    from feast import FeatureStore
     from feast.errors import FeatureServiceNotFoundException
 
     start, end = _utc(start), _utc(end)
     if start >= end:
         raise FeatureStoreError(f"Training interval is empty: start {start} is not before end {end}")
     repo = Path(repo_path).resolve() if repo_path else settings.feature_repo_dir()
-    cfg = FeastSettings.from_env()
-    store = FeatureStore(config=cfg.repo_config(repo))
+    cfg = FeastSettings.from_env().resolve(repo)
+    store = cfg.feature_store()
     try:
         service = store.get_feature_service(feature_service)
     except FeatureServiceNotFoundException as exc:

@@ -51,6 +51,10 @@ class OnlineWriter(Protocol):
 
     name: str
 
+    def unsupported(self, view: FeatureView) -> str | None:
+        """Why this writer cannot encode ``view`` exactly as Feast does (None: it can)."""
+        ...
+
     def write(self, views: Sequence[FeatureView], table: pa.Table) -> dict[str, WriteStats]: ...
 
     def close(self) -> None: ...
@@ -108,6 +112,7 @@ class RedisArrowWriter:
     :param backoff_s: first retry delay, doubled per attempt.
     :param socket_timeout: seconds to wait for Redis before the attempt counts as failed.
     :param versioned_names: use Feast's versioned view names (registry option).
+    :param entity_key_serialization_version: the repository's; the fast path encodes version 3.
     """
 
     name = "redis"
@@ -123,7 +128,9 @@ class RedisArrowWriter:
         backoff_s: float = 0.25,
         socket_timeout: float = 10.0,
         versioned_names: bool = False,
+        entity_key_serialization_version: int = 3,
     ) -> None:
+        self.entity_key_serialization_version = entity_key_serialization_version
         self.endpoint = endpoint
         self.project = project
         self.key_ttl_seconds = key_ttl_seconds
@@ -135,6 +142,19 @@ class RedisArrowWriter:
 
     def close(self) -> None:
         self.conn.close()
+
+    def unsupported(self, view: FeatureView) -> str | None:
+        if self.entity_key_serialization_version != 3:
+            return f"entity key serialization version {self.entity_key_serialization_version} (encodes 3)"
+        for column in view.entity_columns:
+            vt = column.dtype.to_value_type().name
+            if vt not in fmt.ENTITY_KEY_TYPES:
+                return f"join key {column.name!r} of type {vt}"
+        for feature in view.features:
+            vt = feature.dtype.to_value_type().name
+            if vt not in fmt.feature_value_types():
+                return f"feature {feature.name!r} of type {vt}"
+        return None
 
     def _layout(self, view: FeatureView) -> _ViewLayout:
         from feast.infra.online_stores.helpers import compute_versioned_name
@@ -315,6 +335,9 @@ class FeastProviderWriter:
         self.batch_rows = batch_rows
 
     def close(self) -> None:
+        return None
+
+    def unsupported(self, view: FeatureView) -> str | None:
         return None
 
     def write(self, views: Sequence[FeatureView], table: pa.Table) -> dict[str, WriteStats]:

@@ -15,6 +15,8 @@ from nuro_ml.exceptions import FeatureStoreError
 from nuro_ml.hooks.feast import FeastHook
 
 if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
     from airflow.sdk import Context
 
 
@@ -106,7 +108,17 @@ class FeastMaterializeOperator(BaseOperator):
 
         {"start": ISO, "end": ISO, "online_store": "...", "rows": {view: rows written},
          "rows_total": N, "cache_hits": H, "cache_misses": M,
-         "cache": {view: {"hits": h, "misses": m}}, "stale_rows_skipped": S}
+         "cache": {view: {"hits": h, "misses": m}}, "stale_rows_skipped": S,
+         "paths": {view: {"path": "partitioned" | "feast", "writer": "redis" | "feast" | "feast engine",
+                          "cache": "files:stat" | "files:content" | "data_version:V" | "off",
+                          "reason": "..."}}}
+
+    Views whose batch source is local Parquet (a ``FileSource`` or a ``SparkSource`` with a
+    path) take the partitioned path described above; any other source (warehouse tables,
+    queries, remote files) goes through Feast's own ``materialize`` over the same interval and
+    lookback, with the repository's offline store and batch engine (``rows`` is then None:
+    Feast does not count them). Feast's engine is what the stores untested here (BigQuery,
+    Snowflake, Redshift, DynamoDB, Cassandra...) use.
 
     .. seealso::
         :ref:`howto/operator:FeastMaterializeOperator`
@@ -120,9 +132,20 @@ class FeastMaterializeOperator(BaseOperator):
     :param use_cache: skip computations recorded in the computation cache.
     :param fingerprint: how partitions are identified: ``stat`` (paths, sizes, mtimes; cheap)
         or ``content`` (file hashes; immune to touched-but-unchanged files).
+    :param data_versions: feature view name -> version of its source data (for example the
+        load date of a warehouse table). Views whose source cannot be fingerprinted by content
+        are cached under this version (or their ``nuro_ml.data_version`` tag); without one they
+        are recomputed on every run. (templated)
     """
 
-    template_fields: Sequence[str] = ("start", "end", "feature_views", "feast_conn_id", "repo_path")
+    template_fields: Sequence[str] = (
+        "start",
+        "end",
+        "feature_views",
+        "feast_conn_id",
+        "repo_path",
+        "data_versions",
+    )
     ui_color = "#e8d6f5"
 
     def __init__(
@@ -136,6 +159,7 @@ class FeastMaterializeOperator(BaseOperator):
         repo_path: str | Path | None = None,
         use_cache: bool = True,
         fingerprint: Literal["stat", "content"] = "stat",
+        data_versions: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -151,6 +175,7 @@ class FeastMaterializeOperator(BaseOperator):
         self.repo_path = repo_path
         self.use_cache = use_cache
         self.fingerprint: Literal["stat", "content"] = fingerprint
+        self.data_versions = data_versions
         self._stop = threading.Event()
 
     @cached_property
@@ -183,6 +208,7 @@ class FeastMaterializeOperator(BaseOperator):
             use_cache=self.use_cache,
             fingerprint=self.fingerprint,
             stop=self._stop,
+            data_versions={str(k): str(v) for k, v in (self.data_versions or {}).items()},
         )
         xcom = report.to_xcom()
         self.log.info(
@@ -199,3 +225,82 @@ class FeastMaterializeOperator(BaseOperator):
         # stopping keeps the online store and the cache consistent with each other.
         self._stop.set()
         self.log.info("Materialization asked to stop after the current computation")
+
+
+class FeastPushOperator(BaseOperator):
+    """
+    Push rows to a Feast push source, so stream and batch feed one online feature view.
+
+    Every feature view whose source is the push source receives the rows (Feast's
+    ``FeatureStore.push``); the view's batch source is still materialized by
+    :class:`FeastMaterializeOperator`. The online store keeps the newest event per entity, so a
+    retry that pushes the same rows again leaves it unchanged. ``to="offline"`` appends the rows
+    to the batch source instead (a retry appends them again).
+
+    Returns (XCom): ``{"push_source": name, "rows": N, "to": "online", "feature_views": [...]}``.
+
+    .. seealso::
+        :ref:`howto/operator:FeastPushOperator`
+
+    :param push_source_name: name of the ``PushSource`` in the registry. (templated)
+    :param data: the rows: a pandas DataFrame, an Arrow table, or the path of a Parquet file or
+        directory (read with Arrow), with the join keys, the timestamp column and the features.
+        (templated when a path)
+    :param to: ``online`` (default), ``offline`` or ``online_and_offline``.
+    :param feast_conn_id: :ref:`Feast connection <howto/connection:feast>`. (templated)
+    :param repo_path: feature repository directory; default ``settings.feature_repo_dir()``. (templated)
+    """
+
+    template_fields: Sequence[str] = ("push_source_name", "data", "feast_conn_id", "repo_path")
+    ui_color = "#e8d6f5"
+
+    def __init__(
+        self,
+        *,
+        push_source_name: str,
+        data: pd.DataFrame | pa.Table | str,
+        to: Literal["online", "offline", "online_and_offline"] = "online",
+        feast_conn_id: str = FeastHook.default_conn_name,
+        repo_path: str | Path | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if to not in ("online", "offline", "online_and_offline"):
+            raise ValueError(f"to must be 'online', 'offline' or 'online_and_offline', got {to!r}")
+        self.push_source_name = push_source_name
+        self.data = data
+        self.to: Literal["online", "offline", "online_and_offline"] = to
+        self.feast_conn_id = feast_conn_id
+        self.repo_path = repo_path
+
+    @cached_property
+    def hook(self) -> FeastHook:
+        return FeastHook(self.feast_conn_id, repo_path=self.repo_path)
+
+    def _rows(self) -> pd.DataFrame | pa.Table:
+        if not isinstance(self.data, str | Path):
+            return self.data
+        import pyarrow.parquet as pq
+
+        path = Path(self.data)
+        if not path.exists():
+            raise FeatureStoreError(f"Rows to push to {self.push_source_name!r}: {path} does not exist")
+        try:
+            return pq.read_table(path)
+        except Exception as exc:
+            raise FeatureStoreError(
+                f"Rows to push to {self.push_source_name!r}: cannot read {path}: {exc}"
+            ) from exc
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        rows = self._rows()
+        self.log.info(
+            "Pushing %d rows to push source %s (%s) of %s",
+            len(rows),
+            self.push_source_name,
+            self.to,
+            self.hook.describe(),
+        )
+        result = self.hook.push(self.push_source_name, rows, to=self.to)
+        self.log.info("Pushed %d rows into feature views %s", result.rows, ", ".join(result.feature_views))
+        return result.to_xcom()

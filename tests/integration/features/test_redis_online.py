@@ -97,7 +97,7 @@ def test_writes_survive_a_stalled_server_without_duplicates(
 ) -> None:
     write_days(2, scenes=40)
     redis_hook.apply()
-    cfg = redis_hook.feast_settings
+    cfg = redis_hook.resolved
     writer = RedisArrowWriter(
         RedisEndpoint.from_feast(cfg.redis_connection_string),
         project=cfg.project,
@@ -134,7 +134,7 @@ def test_exhausted_retry_budget_is_a_clear_error_and_caches_nothing(
 ) -> None:
     write_days(1, scenes=4)
     redis_hook.apply()
-    cfg = redis_hook.feast_settings
+    cfg = redis_hook.resolved
     endpoint = RedisEndpoint.from_feast(cfg.redis_connection_string)
     writer = RedisArrowWriter(
         endpoint, project=cfg.project, max_attempts=2, backoff_s=0.05, socket_timeout=0.2
