@@ -183,6 +183,13 @@ LAST_FAILURE = Series(
     (),
     "task.last_failure",
 )
+DAG_LAST_SUCCESS = Series(
+    f"{PREFIX}_dag_last_success_timestamp_seconds",
+    "gauge",
+    "Unix time the DAG last finished a run successfully (grouped by DAG only).",
+    (),
+    "dag.last_success",
+)
 TASK_SECONDS = Series(
     f"{PREFIX}_task_duration_seconds", "gauge", "Duration of the task's last run.", (), "task.duration"
 )
@@ -200,6 +207,7 @@ PUSHED: tuple[Series, ...] = (
     DRIFT,
     LAST_SUCCESS,
     LAST_FAILURE,
+    DAG_LAST_SUCCESS,
     TASK_SECONDS,
 )
 
