@@ -23,6 +23,7 @@ from enum import StrEnum
 from nuro_ml.capacity.policy import (
     Decision,
     Fit,
+    Pending,
     PolicyConfig,
     PoolUsage,
     Snapshot,
@@ -131,22 +132,13 @@ def classify(
                 )
                 ahead_gpus += request.gpus
                 continue
-            now_fit, alone_fit = (
-                check_fit(
-                    usage,
-                    quotas,
-                    pool=pool_name,
-                    team=request.team,
-                    gpus=request.gpus,
-                    borrowing=config.borrowing,
-                )
-                for usage in (current, base)
-            )
-            if now_fit.fit is Fit.FITS:
+
+            now_fit = _fit(current, quotas, pool_name, request, config)
+            if now_fit is Fit.FITS:
                 records[key] = WaitRecord(WaitReason.BACKFILL_HELD, message, ahead_gpus)
-            elif now_fit.fit is Fit.QUOTA_FULL:
+            elif now_fit is Fit.QUOTA_FULL:
                 records[key] = WaitRecord(WaitReason.QUOTA_LIMIT, message, ahead_gpus)
-            elif alone_fit.fit is Fit.FITS and ahead_gpus > 0:
+            elif ahead_gpus > 0 and _fit(base, quotas, pool_name, request, config) is Fit.FITS:
                 records[key] = WaitRecord(
                     WaitReason.BEHIND_REQUESTS,
                     f"behind {ahead_gpus} GPUs of higher-priority or older requests in pool "
@@ -155,12 +147,20 @@ def classify(
                 )
             else:
                 records[key] = WaitRecord(WaitReason.POOL_SHORT, message, ahead_gpus)
-            if config.head_of_line_blocking or (now_fit.fit is Fit.CAPACITY_FULL and not config.backfill):
+            if config.head_of_line_blocking or (now_fit is Fit.CAPACITY_FULL and not config.backfill):
                 blocked = True
             # A request held by its own quota claims none of the pool's GPUs ahead of others.
-            if now_fit.fit is not Fit.QUOTA_FULL:
+            if now_fit is not Fit.QUOTA_FULL:
                 ahead_gpus += request.gpus
     return records
+
+
+def _fit(
+    usage: PoolUsage, quotas: Mapping[str, Quota], pool: str, request: Pending, config: PolicyConfig
+) -> Fit:
+    return check_fit(
+        usage, quotas, pool=pool, team=request.team, gpus=request.gpus, borrowing=config.borrowing
+    ).fit
 
 
 def count_by_reason(

@@ -242,18 +242,35 @@ class LedgerCollector(Collector):
     ) -> dict[tuple[str, str], tuple[list[tuple[str, float]], float]]:
         requests = schema.requests
         wait = seconds_between(conn, requests.c.enqueued_at, requests.c.admitted_at)
-        columns = [func.sum(case((wait <= bound, 1), else_=0)) for bound in cat.WAIT_BUCKETS]
-        rows = conn.execute(
-            select(requests.c.team, requests.c.pool, func.count(), func.sum(wait), *columns)
+        # One row per (team, pool, bucket): the database counts, Python makes them cumulative.
+        bucket = case(
+            *((wait <= bound, index) for index, bound in enumerate(cat.WAIT_BUCKETS)),
+            else_=len(cat.WAIT_BUCKETS),
+        ).label("bucket")
+        waits = (
+            select(requests.c.team, requests.c.pool, wait.label("wait"), bucket)
             .where(and_(requests.c.state == RequestState.ADMITTED.value, requests.c.admitted_at.is_not(None)))
-            .group_by(requests.c.team, requests.c.pool)
+            .subquery("waits")
+        )
+        rows = conn.execute(
+            select(waits.c.team, waits.c.pool, waits.c.bucket, func.count(), func.sum(waits.c.wait)).group_by(
+                waits.c.team, waits.c.pool, waits.c.bucket
+            )
         ).all()
+        counts: dict[tuple[str, str], list[float]] = {}
+        sums: dict[tuple[str, str], float] = {}
+        for team, pool, index, count, total in rows:
+            per_bucket = counts.setdefault((team, pool), [0.0] * (len(cat.WAIT_BUCKETS) + 1))
+            per_bucket[int(index)] += float(count)
+            sums[(team, pool)] = sums.get((team, pool), 0.0) + float(total or 0.0)
         out: dict[tuple[str, str], tuple[list[tuple[str, float]], float]] = {}
-        for row in rows:
-            count = int(row[2])
-            buckets = [(_bound(b), float(row[4 + i] or 0)) for i, b in enumerate(cat.WAIT_BUCKETS)]
-            buckets.append(("+Inf", float(count)))
-            out[(row[0], row[1])] = (buckets, max(0.0, float(row[3] or 0.0)))
+        for team_pool, per_bucket in counts.items():
+            running = 0.0
+            buckets: list[tuple[str, float]] = []
+            for bound, count in zip((*map(_bound, cat.WAIT_BUCKETS), "+Inf"), per_bucket, strict=True):
+                running += count
+                buckets.append((bound, running))
+            out[team_pool] = (buckets, max(0.0, sums[team_pool]))
         return out
 
 

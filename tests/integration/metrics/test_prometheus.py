@@ -86,7 +86,12 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNam
 
     gateway_port, prom_port = free_port(), free_port()
     gateway = spawn(
-        [_binary("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{gateway_port}"],
+        [
+            _binary("prometheus-pushgateway"),
+            f"--web.listen-address=127.0.0.1:{gateway_port}",
+            # Debian's build persists to /var/lib/prometheus by default: keep this one private.
+            f"--persistence.file={tmp_path / 'pushgateway.data'}",
+        ],
         env={"PATH": "/usr/bin:/bin"},
         log=tmp_path / "pushgateway.log",
     )
