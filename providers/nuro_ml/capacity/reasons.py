@@ -172,3 +172,25 @@ def count_by_reason(
         if keys is None or key in keys:
             counts[record.reason] = counts.get(record.reason, 0) + 1
     return counts
+
+
+class ReasonLog:
+    """The reason last reported per request, so a waiter logs a reason only when it changes.
+
+    Changes are the code or the GPUs ahead; the sentence alone (which carries times such as
+    "fits from 120s from now") changes on every poll and would flood the task log.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[WaitReason, int]] = {}
+
+    def changed(self, key: str, record: WaitRecord) -> bool:
+        """Remember ``record`` for ``key``; true when it differs from the last one (or is the first)."""
+        state = (record.reason, record.gpus_ahead)
+        if self._last.get(key) == state:
+            return False
+        self._last[key] = state
+        return True
+
+    def forget(self, key: str) -> None:
+        self._last.pop(key, None)

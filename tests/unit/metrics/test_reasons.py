@@ -83,3 +83,16 @@ def test_fifo_head_of_line_blocking_puts_later_requests_behind() -> None:
 @pytest.mark.parametrize("reason", list(WaitReason))
 def test_reason_codes_are_snake_case_label_values(reason: WaitReason) -> None:
     assert reason.value.isidentifier() and reason.value.islower()
+
+
+def test_reason_log_reports_only_changes_of_code_or_gpus_ahead() -> None:
+    from nuro_ml.capacity.reasons import ReasonLog, WaitRecord
+
+    log = ReasonLog()
+    short = WaitRecord(WaitReason.POOL_SHORT, "pool 'p' has room for 0 GPUs; fits from 100s from now")
+    assert log.changed("k", short)
+    assert not log.changed("k", WaitRecord(WaitReason.POOL_SHORT, "fits from 90s from now"))
+    assert log.changed("k", WaitRecord(WaitReason.BEHIND_REQUESTS, "behind", gpus_ahead=4))
+    assert log.changed("k", WaitRecord(WaitReason.BEHIND_REQUESTS, "behind", gpus_ahead=2))
+    log.forget("k")
+    assert log.changed("k", WaitRecord(WaitReason.BEHIND_REQUESTS, "behind", gpus_ahead=2))

@@ -127,3 +127,41 @@ def test_listener_sends_the_task_counters_through_airflows_statsd(statsd) -> Non
     assert "dag_id=av_training_pipeline" in imu and "task_id=etl" in imu
     assert any(line.startswith("airflow.nuro_ml.etl.bytes") and line.endswith(":123456|c") for line in lines)
     assert any("nuro_ml.task.last_success" in line and line.endswith("|g") for line in lines)
+
+
+def test_airflow_listener_manager_accepts_and_calls_the_hooks(monkeypatch) -> None:
+    """pluggy checks hook argument names against Airflow's specs when the listener is added."""
+    from airflow._shared.listeners.listener import ListenerManager
+    from airflow._shared.listeners.spec import taskinstance
+    from airflow.listeners.spec import dagrun
+
+    recorded: list[tuple[str, str | None, list[Sample]]] = []
+    monkeypatch.setattr(
+        listener,
+        "record",
+        lambda samples, *, dag_id, task_id=None: recorded.append((dag_id, task_id, list(samples))),
+    )
+    # Airflow's own manager, as get_listener_manager() builds it, without other plugins' listeners.
+    manager = ListenerManager()
+    manager.add_hookspecs(dagrun)
+    manager.add_hookspecs(taskinstance)
+    manager.add_listener(listener)
+    try:
+        ti = SimpleNamespace(
+            dag_id="train",
+            task_id="fit",
+            map_index=-1,
+            task=type("RayJobOperator", (), {})(),
+            start_date=datetime.now(UTC) - timedelta(seconds=42),
+            xcom_pull=lambda **kwargs: None,
+        )
+        manager.hook.on_task_instance_failed(previous_state=None, task_instance=ti, error=RuntimeError("x"))
+        manager.hook.on_dag_run_success(dag_run=SimpleNamespace(dag_id="train"), msg="")
+    finally:
+        manager.pm.unregister(listener)
+    (dag, task, samples), (dag_run, no_task, dag_samples) = recorded
+    assert (dag, task, dag_run, no_task) == ("train", "fit", "train", None)
+    found = _by_name(samples)
+    assert found[("nuro_ml_training_jobs", ("ray", "failed"))] == 1
+    assert found[("nuro_ml_training_job_seconds", ("ray", "failed"))] >= 42
+    assert [s.series for s in dag_samples] == [cat.DAG_LAST_SUCCESS]
