@@ -31,28 +31,15 @@ from nuro_ml.capacity import schema
 from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.policy import PolicyConfig, decide
 from nuro_ml.capacity.reasons import WaitReason, classify
-from nuro_ml.capacity.records import LeaseState, Pool, RequestState
+from nuro_ml.capacity.records import LeaseState, RequestState
 from nuro_ml.metrics import catalogue as cat
 from nuro_ml.metrics.catalogue import Series
+from nuro_ml.ui.capacity_data import gpu_hour_prices, price_of
 
 log = logging.getLogger(__name__)
 
 #: Pool (name or GPU type) -> USD per GPU-hour; the capacity page's prices by default.
 PriceSource = Callable[[], dict[str, float]]
-
-
-def _default_prices() -> dict[str, float]:
-    from nuro_ml.ui.capacity_data import gpu_hour_prices
-
-    return gpu_hour_prices()
-
-
-def _price(pool: Pool | None, prices: dict[str, float]) -> float | None:
-    if pool is None:
-        return None
-    if pool.name in prices:
-        return prices[pool.name]
-    return prices.get(pool.gpu_type or "")
 
 
 def seconds_between(conn: Connection, start: Any, end: Any) -> ColumnElement[Any]:
@@ -89,7 +76,7 @@ class LedgerCollector(Collector):
     ) -> None:
         self._ledger = ledger
         self.policy = policy
-        self._prices = prices or _default_prices
+        self._prices = prices or gpu_hour_prices
 
     @property
     def ledger(self) -> QuotaLedger:
@@ -186,7 +173,7 @@ class LedgerCollector(Collector):
         prices = self._prices()
         for (team, pool_name), value in sorted(hours.items()):
             gpu_hours.add_metric([team, pool_name], value)
-            price = _price(pools.get(pool_name), prices)
+            price = price_of(pools.get(pool_name), prices)
             if price is not None:
                 cost.add_metric([team, pool_name], value * price)
 
