@@ -165,3 +165,13 @@ def test_airflow_listener_manager_accepts_and_calls_the_hooks(monkeypatch) -> No
     assert found[("nuro_ml_training_jobs", ("ray", "failed"))] == 1
     assert found[("nuro_ml_training_job_seconds", ("ray", "failed"))] >= 42
     assert [s.series for s in dag_samples] == [cat.DAG_LAST_SUCCESS]
+
+
+def test_the_plugin_registers_the_listener_and_serves_the_metrics_route() -> None:
+    from tests.unit.plugins.test_plugin import load_plugin
+
+    plugin = load_plugin()
+    assert listener in plugin.listeners
+    [entry] = plugin.fastapi_apps
+    paths = {getattr(route, "path", "") for route in entry["app"].routes}
+    assert "/metrics" in paths and entry["url_prefix"] == "/nuro-ml"
