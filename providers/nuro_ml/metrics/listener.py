@@ -16,7 +16,7 @@ from typing import Any
 from airflow.listeners import hookimpl
 
 from nuro_ml.metrics import catalogue as cat
-from nuro_ml.metrics.tasks import Sample, now, record, task_samples
+from nuro_ml.metrics.tasks import RESULT_EXTRACTORS, Sample, now, record, task_samples
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ def record_task_instance(task_instance: Any, *, succeeded: bool) -> None:
     """Build and send the samples of one finished task instance."""
     task = getattr(task_instance, "task", None)
     operator_class = type(task).__name__ if task is not None else ""
-    result = _result(task_instance) if succeeded else None
+    # Only operators whose result carries figures are read back: other results may be large.
+    result = _result(task_instance) if succeeded and operator_class in RESULT_EXTRACTORS else None
     samples = task_samples(
         operator_class, result, succeeded=succeeded, duration=_duration(task_instance), ended_at=now()
     )

@@ -175,3 +175,17 @@ def test_the_plugin_registers_the_listener_and_serves_the_metrics_route() -> Non
     [entry] = plugin.fastapi_apps
     paths = {getattr(route, "path", "") for route in entry["app"].routes}
     assert "/metrics" in paths and entry["url_prefix"] == "/nuro-ml"
+
+
+def test_results_of_other_operators_are_not_read_back(monkeypatch) -> None:
+    recorded: list[list[Sample]] = []
+    monkeypatch.setattr(listener, "record", lambda samples, **kwargs: recorded.append(list(samples)))
+
+    def no_pull(**kwargs: Any) -> Any:
+        raise AssertionError("xcom_pull called for an operator without metrics in its result")
+
+    ti = SimpleNamespace(
+        dag_id="d", task_id="t", map_index=-1, task=object(), start_date=None, xcom_pull=no_pull
+    )
+    listener.record_task_instance(ti, succeeded=True)
+    assert [s.series for s in recorded[0]] == [cat.LAST_SUCCESS]
