@@ -43,7 +43,7 @@ WAIT_BUCKETS: tuple[float, ...] = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 
 PENDING_REQUESTS = Series(
     f"{PREFIX}_capacity_pending_requests",
     "gauge",
-    "Requests waiting for GPUs, by why they wait.",
+    "Requests waiting for GPUs, by why they wait (admissible: admitted at the waiter's next poll).",
     ("team", "pool", "reason"),
 )
 PENDING_GPUS = Series(
