@@ -26,6 +26,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nuro_ml.exceptions import CapacityError
+from nuro_ml.metrics.endpoint import create_router as metrics_router
 from nuro_ml.ui import auth, capacity_data
 from nuro_ml.ui.auth import Admin, User
 from nuro_ml.ui.chart import usage_svg
@@ -102,6 +103,7 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(metrics_router())
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:

@@ -33,6 +33,7 @@ COMPOSE_TEST_ENV = {
     "AIRFLOW_API_SECRET_KEY": "api-secret",
     "AIRFLOW_JWT_SECRET": "jwt-secret",
     "AIRFLOW_PASSWORDS_FILE": "/etc/nuro-ml/passwords.json",
+    "NURO_ML_METRICS_TOKEN": "metrics-secret",
 }
 
 

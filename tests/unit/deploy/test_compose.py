@@ -120,7 +120,10 @@ def test_volumes_mounts_and_build_paths_exist(compose: dict[str, Any]) -> None:
             assert context == REPO
             assert (context / build["dockerfile"]).is_file()
     for secret in (compose.get("secrets") or {}).values():
-        assert secret["file"] == COMPOSE_TEST_ENV["AIRFLOW_PASSWORDS_FILE"]
+        if "environment" in secret:
+            assert secret["environment"] in COMPOSE_TEST_ENV
+        else:
+            assert secret["file"] == COMPOSE_TEST_ENV["AIRFLOW_PASSWORDS_FILE"]
     api = compose["services"]["airflow-apiserver"]
     assert environment(api)["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == "/run/secrets/{}".format(
         *api["secrets"]
@@ -172,6 +175,7 @@ def test_connections_parse_and_match_the_hooks(compose: dict[str, Any]) -> None:
     from nuro_ml.hooks.ray import RayHook
     from nuro_ml.hooks.slurm import SlurmHook
     from nuro_ml.hooks.terraform import TerraformHook
+    from nuro_ml.metrics.endpoint import METRICS_CONN_ID
 
     hooks = {
         h.default_conn_name: h
@@ -183,6 +187,9 @@ def test_connections_parse_and_match_the_hooks(compose: dict[str, Any]) -> None:
             if not key.startswith("AIRFLOW_CONN_"):
                 continue
             conn_id = key.removeprefix("AIRFLOW_CONN_").lower()
+            if conn_id == METRICS_CONN_ID:  # no hook: only its password, the metrics scrape token
+                assert Connection.from_json(value, conn_id=conn_id).password
+                continue
             assert conn_id in hooks, f"{conn_id} is no hook's default connection"
             conn = Connection.from_json(value, conn_id=conn_id)
             assert conn.conn_type == hooks[conn_id].conn_type
@@ -257,6 +264,8 @@ def _listening_ports(name: str, service: dict[str, Any], airflow_answers: Any) -
         flag, _, inline = part.partition("=")
         if flag in ("--port", "--webui-port", "--dashboard-port"):
             ports.add(int(inline or command[i + 1]))
+        if flag == "--web.listen-address":  # Prometheus and the Pushgateway
+            ports.add(int((inline or command[i + 1]).rpartition(":")[2]))
     image = str(service.get("image"))
     if image.startswith("postgres:"):
         ports.add(5432)

@@ -79,7 +79,9 @@ def test_environment_names_are_ones_the_code_reads() -> None:
     names = [item["name"] for item in AIRFLOW_VALUES.get("env") or []]
     names += [item["envName"] for item in AIRFLOW_VALUES.get("secret") or []]
     assert len(names) == len(set(names)), "a variable is set twice"
-    known_connections = {KubeRayHook.default_conn_name, RayHook.default_conn_name}
+    from nuro_ml.metrics.endpoint import METRICS_CONN_ID
+
+    known_connections = {KubeRayHook.default_conn_name, RayHook.default_conn_name, METRICS_CONN_ID}
     for name in names:
         if name.startswith("AIRFLOW_CONN_"):
             assert name.removeprefix("AIRFLOW_CONN_").lower() in known_connections, name

@@ -1,0 +1,1 @@
+"""Prometheus metrics: the series catalogue, the ledger collector and the task metrics path."""
