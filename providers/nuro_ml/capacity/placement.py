@@ -15,9 +15,9 @@ Policies choose the node (and, for a sharing worker, the GPU) for each worker:
   and on that node the sharing worker goes to the fitting GPU with the least free share;
 * ``fgd``: Fragmentation Gradient Descent (Weng et al., "Beware of Fragmentation",
   USENIX ATC '23): the node (and GPU) whose expected fragmentation, measured against the
-  target workload, grows least;
-* ``ours``: FGD's choice, with ties (within one milli-GPU of expected fragmentation) broken
-  by best-fit instead of by node order, so equal-fragmentation choices still pack.
+  target workload, grows least, scored as the paper's simulator scores it
+  (:func:`fgd_score`), equal best scores settled at random as kube-scheduler does;
+* ``ours``: FGD's score, with equal best scores settled by node order instead.
 
 Fragmentation follows the paper and its simulator (``pkg/utils/frag.go``): for a node ``n``
 and a task ``m``, if ``m`` cannot run on ``n`` (GPU model, CPU, or not enough GPUs with a
@@ -29,6 +29,8 @@ fragmentation against a workload ``M`` is ``sum_m p_m * F_n(m)``.
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -345,8 +347,14 @@ class PlacementPolicy(Protocol):
     name: str
 
     def choose(
-        self, nodes: Sequence[NodeState], candidates: Sequence[int], demand: Demand
-    ) -> Choice | None: ...
+        self,
+        nodes: Sequence[NodeState],
+        candidates: Sequence[int],
+        demand: Demand,
+        sizes: Mapping[int, int] | None = None,
+    ) -> Choice | None:
+        """``candidates`` stand for groups of interchangeable nodes of ``sizes`` nodes each."""
+        ...
 
 
 def _default_gpus(node: NodeState, demand: Demand) -> tuple[int, ...]:
@@ -367,7 +375,13 @@ def _best_fit_gpus(node: NodeState, demand: Demand) -> tuple[int, ...]:
 class FirstFit:
     name = "first-fit"
 
-    def choose(self, nodes: Sequence[NodeState], candidates: Sequence[int], demand: Demand) -> Choice | None:
+    def choose(
+        self,
+        nodes: Sequence[NodeState],
+        candidates: Sequence[int],
+        demand: Demand,
+        sizes: Mapping[int, int] | None = None,
+    ) -> Choice | None:
         if not candidates:
             return None
         index = min(candidates)
@@ -377,24 +391,43 @@ class FirstFit:
 class BestFit:
     name = "best-fit"
 
-    def choose(self, nodes: Sequence[NodeState], candidates: Sequence[int], demand: Demand) -> Choice | None:
+    def choose(
+        self,
+        nodes: Sequence[NodeState],
+        candidates: Sequence[int],
+        demand: Demand,
+        sizes: Mapping[int, int] | None = None,
+    ) -> Choice | None:
         if not candidates:
             return None
         index = min(candidates, key=lambda i: (best_fit_score(nodes[i], demand), i))
         return Choice(index, _best_fit_gpus(nodes[index], demand))
 
 
+def fgd_score(delta: float) -> int:
+    """The FGD simulator's node score for a fragmentation change of ``delta`` milli-GPUs.
+
+    ``fgd_score.go``: ``int64(sigmoid((before - after) / 1000) * 100)``; higher is better.
+    The truncation makes choices within a few tens of milli-GPUs equal, and the scheduler
+    picks among equal best scores at random.
+    """
+    return int(100.0 / (1.0 + math.exp(delta / 1000.0)))
+
+
 class FragmentationGradient:
-    """FGD: the choice with the smallest growth of the chosen node's expected fragmentation."""
+    """FGD: the choice whose expected fragmentation grows least, scored as the simulator does.
+
+    Among the choices with the best (integer) score, one is drawn at random, each node equally
+    likely, as kube-scheduler's ``selectHost`` does; ``seed`` makes the draw reproducible.
+    """
 
     name = "fgd"
-    #: Choices within this many milli-GPUs of expected fragmentation count as a tie.
-    tie_tolerance = 0.0
 
-    def __init__(self, workload: Workload) -> None:
+    def __init__(self, workload: Workload, *, seed: int = 0) -> None:
         if not workload:
             raise CapacityError("FGD needs a target workload (typical tasks with popularities)")
         self.frag = FragmentationCache(workload)
+        self.rng = random.Random(seed)
 
     def options(self, node: NodeState, demand: Demand) -> list[tuple[float, tuple[int, ...]]]:
         """(fragmentation increase, GPUs) for every way one worker can go on ``node``."""
@@ -409,55 +442,79 @@ class FragmentationGradient:
             out.append((self.frag(after) - before, gpus))
         return out
 
-    def tie_break(self, node: NodeState, demand: Demand) -> float:
-        return 0.0
-
-    def choose(self, nodes: Sequence[NodeState], candidates: Sequence[int], demand: Demand) -> Choice | None:
-        best: tuple[float, float, int, tuple[int, ...]] | None = None
+    def best_options(
+        self, nodes: Sequence[NodeState], candidates: Sequence[int], demand: Demand
+    ) -> list[tuple[int, tuple[int, ...]]]:
+        """Every (node, GPUs) with the best score; on one node only its best-scored GPUs."""
+        best: int | None = None
+        ties: list[tuple[int, tuple[int, ...]]] = []
         for index in candidates:
-            node = nodes[index]
-            for delta, gpus in self.options(node, demand):
-                rank = (delta, self.tie_break(node, demand), index, gpus)
-                if best is None or _better(rank, best, self.tie_tolerance):
-                    best = rank
-        return None if best is None else Choice(best[2], best[3])
+            scored = [(fgd_score(delta), gpus) for delta, gpus in self.options(nodes[index], demand)]
+            top = max(score for score, _gpus in scored)
+            # The simulator picks the GPU on the chosen node by the same score (first best).
+            gpus = next(g for score, g in scored if score == top)
+            if best is None or top > best:
+                best, ties = top, [(index, gpus)]
+            elif top == best:
+                ties.append((index, gpus))
+        return ties
 
+    def settle(
+        self,
+        nodes: Sequence[NodeState],
+        ties: Sequence[tuple[int, tuple[int, ...]]],
+        demand: Demand,
+        sizes: Mapping[int, int],
+    ) -> tuple[int, tuple[int, ...]]:
+        weights = [sizes.get(index, 1) for index, _gpus in ties]
+        return self.rng.choices(list(ties), weights)[0]
 
-def _better(
-    rank: tuple[float, float, int, tuple[int, ...]],
-    best: tuple[float, float, int, tuple[int, ...]],
-    tolerance: float,
-) -> bool:
-    if rank[0] < best[0] - tolerance:
-        return True
-    if rank[0] > best[0] + tolerance:
-        return False
-    return (rank[1], rank[2]) < (best[1], best[2])
+    def choose(
+        self,
+        nodes: Sequence[NodeState],
+        candidates: Sequence[int],
+        demand: Demand,
+        sizes: Mapping[int, int] | None = None,
+    ) -> Choice | None:
+        ties = self.best_options(nodes, candidates, demand)
+        if not ties:
+            return None
+        index, gpus = ties[0] if len(ties) == 1 else self.settle(nodes, ties, demand, sizes or {})
+        return Choice(index, gpus)
 
 
 class Ours(FragmentationGradient):
-    """FGD, with near-equal fragmentation choices settled by best-fit packing."""
+    """FGD's score, with equal best scores settled by node order instead of at random.
+
+    Filling the earliest nodes first among equally fragmenting choices keeps the later
+    nodes whole, which is what multi-GPU gangs need.
+    """
 
     name = "ours"
-    tie_tolerance = 1.0
 
-    def tie_break(self, node: NodeState, demand: Demand) -> float:
-        return best_fit_score(node, demand)
+    def settle(
+        self,
+        nodes: Sequence[NodeState],
+        ties: Sequence[tuple[int, tuple[int, ...]]],
+        demand: Demand,
+        sizes: Mapping[int, int],
+    ) -> tuple[int, tuple[int, ...]]:
+        return min(ties, key=lambda t: t[0])
 
 
 PLACEMENT_POLICIES: tuple[str, ...] = ("first-fit", "best-fit", "fgd", "ours")
 
 
-def get_placement_policy(name: str, workload: Workload = ()) -> PlacementPolicy:
+def get_placement_policy(name: str, workload: Workload = (), *, seed: int = 0) -> PlacementPolicy:
     """A placement policy by name; ``fgd`` and ``ours`` need the target workload."""
     if name == "first-fit":
         return FirstFit()
     if name == "best-fit":
         return BestFit()
     if name == "fgd":
-        return FragmentationGradient(workload)
+        return FragmentationGradient(workload, seed=seed)
     if name == "ours":
-        return Ours(workload)
+        return Ours(workload, seed=seed)
     raise CapacityError(f"unknown placement policy {name!r}; choose one of {list(PLACEMENT_POLICIES)}")
 
 
@@ -480,17 +537,15 @@ def place(
     used: set[int] = set()
     shares: list[Share] = []
     for _worker in range(demand.workers):
-        seen: set[tuple[str | None, int, int, tuple[int, ...]]] = set()
-        candidates = []
+        first_of: dict[tuple[str | None, int, int, tuple[int, ...]], int] = {}
+        sizes: dict[int, int] = {}
         for index, node in enumerate(work):
             if index in used or not node.fits(demand) or (allowed is not None and not allowed(node)):
                 continue
             key = node.group_key()
-            if key in seen:
-                continue
-            seen.add(key)
-            candidates.append(index)
-        choice = policy.choose(work, candidates, demand)
+            rep = first_of.setdefault(key, index)
+            sizes[rep] = sizes.get(rep, 0) + 1
+        choice = policy.choose(work, list(sizes), demand, sizes)
         if choice is None:
             if commit:
                 _undo(work, shares, demand)
