@@ -629,10 +629,10 @@ class QuotaLedger:
             )
             if fit.fit.is_permanent():
                 raise QuotaExceededError(f"{fit.reason} (ledger {self.safe_url}, request {request.key!r})")
-            if fit.fit is not Fit.FITS:
-                return None
+            # Placed before the capacity verdict so a request no node can ever hold is refused
+            # outright rather than left waiting.
             admissible, placement = self._place(conn, request, [row.lease_id for row in live])
-            if not admissible:
+            if fit.fit is not Fit.FITS or not admissible:
                 return None
 
             # Borrowed GPUs are recorded in GPUs (a borrowed share counts as the GPU it is on).
