@@ -64,7 +64,7 @@ def admission_round(
         if admitted is None or admission.key in result.leases:
             continue
         try:
-            lease = ledger.try_acquire(admitted)
+            lease = ledger.try_acquire(admitted, observed.get(admitted.pool))
         except QuotaExceededError as err:
             result.failed[admission.key] = str(err)
             continue

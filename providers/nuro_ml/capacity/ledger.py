@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from nuro_ml import settings
 from nuro_ml.capacity import schema
-from nuro_ml.capacity.backends.base import PoolCapacity
+from nuro_ml.capacity.backends.base import NodeCapacity, PoolCapacity
 from nuro_ml.capacity.engine import READ_ONLY, get_engine
 from nuro_ml.capacity.placement import (
     Demand,
@@ -371,7 +371,11 @@ class QuotaLedger:
         return held
 
     def _place(
-        self, conn: Connection, request: LeaseRequest, live: Sequence[str]
+        self,
+        conn: Connection,
+        request: LeaseRequest,
+        live: Sequence[str],
+        observed: PoolCapacity | None = None,
     ) -> tuple[bool, Placement | None]:
         """Place ``request`` on the pool's free node capacity (under the pool lock).
 
@@ -380,6 +384,9 @@ class QuotaLedger:
         Raises when no node of the pool could ever hold it.
         """
         specs = self._nodes(conn, request.pool)
+        seen = {n.name: n for n in observed.nodes} if observed is not None else {}
+        if not specs and seen:
+            specs = [NodeSpec(n.name, n.total_gpus, n.gpu_type) for n in seen.values()]
         if not specs:
             return True, None
         demand = Demand(
@@ -389,7 +396,10 @@ class QuotaLedger:
             gpu_model=request.gpu_model,
         )
         policy = get_placement_policy(self.placement, self._workload(conn, request, demand))
-        placement = place(node_states(specs, self._held_shares(conn, live)), demand, policy)
+        states = node_states(specs, self._held_shares(conn, live))
+        if seen:
+            cap_by_observed(states, seen)
+        placement = place(states, demand, policy)
         if placement is not None:
             return True, placement
         if place([NodeState.empty(s) for s in specs], demand, policy) is None:
@@ -562,15 +572,21 @@ class QuotaLedger:
 
     # -- leases -------------------------------------------------------------------------
 
-    def try_acquire(self, request: LeaseRequest) -> Lease | None:
+    def try_acquire(self, request: LeaseRequest, observed: PoolCapacity | None = None) -> Lease | None:
         """Take a lease for ``request`` if the pool and the team's quota allow it right now.
+
+        In a pool with nodes (declared with :meth:`set_nodes`, or reported per node by the
+        back end in ``observed``) the request must also be placeable: on nodes of its GPU
+        model, whole on each of its ``nodes`` nodes, GPU shares packed onto GPUs with room,
+        within what the ledger's leases and the back end leave free. The lease then names
+        the nodes and GPU shares it holds.
 
         Returns the lease already held under ``request.key`` when there is one (retries),
         ``None`` when the request must wait, and raises :class:`QuotaExceededError` when it
         can never be admitted as configured (no quota, larger than the team limit or pool).
         """
         try:
-            return self._try_acquire(request)
+            return self._try_acquire(request, observed)
         except IntegrityError as err:
             # Only possible when the same key was acquired concurrently in another pool.
             held = self.active_lease(request.key)
@@ -580,7 +596,7 @@ class QuotaLedger:
                 ) from err
             return held
 
-    def _try_acquire(self, request: LeaseRequest) -> Lease | None:
+    def _try_acquire(self, request: LeaseRequest, observed: PoolCapacity | None) -> Lease | None:
         with self._write() as conn:
             pool_row = self._lock_pool(conn, request.pool)
             # Read the clock under the pool lock: lease timestamps then follow lock order.
@@ -631,7 +647,7 @@ class QuotaLedger:
                 raise QuotaExceededError(f"{fit.reason} (ledger {self.safe_url}, request {request.key!r})")
             # Placed before the capacity verdict so a request no node can ever hold is refused
             # outright rather than left waiting.
-            admissible, placement = self._place(conn, request, [row.lease_id for row in live])
+            admissible, placement = self._place(conn, request, [row.lease_id for row in live], observed)
             if fit.fit is not Fit.FITS or not admissible:
                 return None
 
@@ -967,6 +983,29 @@ def _quota(row: Row[Any]) -> Quota:
         borrowing_limit=row.borrowing_limit,
         lending_limit=row.lending_limit,
     )
+
+
+def cap_by_observed(states: Sequence[NodeState], seen: Mapping[str, NodeCapacity]) -> None:
+    """Lower each node's free GPUs to what the back end reports free there.
+
+    GPUs used outside the ledger (or by work it does not know yet) are taken away, fullest
+    GPUs last, so the ledger never places work where the back end has no room; a node the
+    back end does not report has nothing free.
+    """
+    for state in states:
+        node = seen.get(state.name)
+        allowed = (
+            0
+            if node is None
+            else (node.free_milli if node.free_milli is not None else node.free_gpus * MILLI)
+        )
+        excess = state.free_milli - allowed
+        for gpu in sorted(range(len(state.gpu_free)), key=lambda i: (state.gpu_free[i], i), reverse=True):
+            if excess <= 0:
+                break
+            taken = min(excess, state.gpu_free[gpu])
+            state.gpu_free[gpu] -= taken
+            excess -= taken
 
 
 def _with_shares(conn: Connection, rows: Sequence[Row[Any]]) -> list[Lease]:

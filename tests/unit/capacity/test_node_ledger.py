@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nuro_ml.capacity import ledger as ledger_module
 from nuro_ml.capacity import schema
+from nuro_ml.capacity.backends.base import NodeCapacity, PoolCapacity
 from nuro_ml.capacity.engine import dispose_all
 from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.placement import NodeSpec
@@ -164,3 +165,49 @@ def test_no_gpu_is_over_allocated_and_gangs_are_whole(ledger_url: str, cluster, 
     pool = setup_node_pool(ledger, cluster)
     outcome = run_node_workers(ledger_url, pool, plans)
     check_node_invariants(ledger, pool, outcome)
+
+
+def observed(*free: int, total: int = 2) -> PoolCapacity:
+    nodes = tuple(NodeCapacity(f"ray-{i}", total, f, None, f"id-{i}") for i, f in enumerate(free))
+    return PoolCapacity("local", total * len(free), sum(free), nodes=nodes, source="test")
+
+
+def test_back_end_nodes_gate_a_pool_without_declared_nodes(local_ledger: QuotaLedger) -> None:
+    gang = LeaseRequest(key="gang", team="perception", pool="local", gpus=2, nodes=1)
+    # Two free GPUs in all, one per node: a 2-GPU-per-node request cannot run, so it waits.
+    assert local_ledger.try_acquire(gang, observed(1, 1)) is None
+    lease = local_ledger.try_acquire(gang, observed(2, 1))
+    assert lease is not None and lease.node_names == ("ray-0",)
+    assert sorted(lease.gpus_on("ray-0")) == [0, 1]
+    # Without per-node figures the pool is counted as a whole, as before.
+    other = LeaseRequest(key="other", team="planning", pool="local", gpus=2)
+    assert local_ledger.try_acquire(other) is not None
+
+
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    free=st.lists(st.integers(0, 4), min_size=1, max_size=4),
+    shapes=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 2)), min_size=1, max_size=6),
+)
+def test_admitted_is_always_placeable_on_reported_free_capacity(tmp_path_factory, free, shapes) -> None:
+    url = f"sqlite:///{tmp_path_factory.mktemp('obs') / 'ledger.db'}"
+    ledger = QuotaLedger(url)
+    ledger.upsert_pool("local", capacity=4 * len(free))
+    ledger.upsert_quota("perception", "local", nominal=4 * len(free))
+    report = observed(*free, total=4)
+    for index, (per_node, nodes) in enumerate(shapes):
+        request = LeaseRequest(
+            key=f"r{index}", team="perception", pool="local", gpus=per_node * nodes, nodes=nodes
+        )
+        try:
+            ledger.try_acquire(request, report)
+        except QuotaExceededError:
+            continue
+    held: dict[str, int] = {}
+    for lease in ledger.leases(state=LeaseState.ACTIVE):
+        assert len(lease.shares) == lease.gpus  # whole or nothing
+        for share in lease.shares:
+            held[share.node] = held.get(share.node, 0) + share.milli
+    by_name = {n.name: n for n in report.nodes}
+    for node, milli in held.items():
+        assert milli <= by_name[node].free_gpus * MILLI
