@@ -126,7 +126,7 @@ class RayBackend(CapacityBackend):
         total = float(status.total_resources().get(self.config.resource, 0.0))
         available = float(status.available_resources().get(self.config.resource, 0.0))
         nodes = []
-        for node in status.active_nodes:
+        for node in [*status.active_nodes, *status.idle_nodes]:
             usage = {u.resource_name: u for u in (node.resource_usage.usage if node.resource_usage else [])}
             gpu = usage.get(self.config.resource)
             if gpu is None or gpu.total <= 0 or not node.node_id:
