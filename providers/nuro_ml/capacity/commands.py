@@ -47,6 +47,17 @@ def _register_quota(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     set_pool.add_argument("--gpu-type", default=None, help="GPU model, e.g. A100")
     set_pool.set_defaults(func=_quota_set_pool)
 
+    set_nodes = actions.add_parser(
+        "set-nodes",
+        help="declare a pool's nodes from a node list (sn,cpu_milli,memory_mib,gpu,model)",
+        description="Replace the nodes of a registered pool with those of an openb-style node list "
+        "CSV; the pool's capacity becomes their GPUs, and requests are admitted only where they can "
+        "be placed on them.",
+    )
+    set_nodes.add_argument("pool")
+    set_nodes.add_argument("node_list", type=Path)
+    set_nodes.set_defaults(func=_quota_set_nodes)
+
     set_quota = actions.add_parser("set-quota", help="set a team's quota in a pool")
     set_quota.add_argument("team")
     set_quota.add_argument("--pool", required=True)
@@ -258,6 +269,16 @@ def _quota_show(args: argparse.Namespace) -> int:
 def _quota_set_pool(args: argparse.Namespace) -> int:
     pool = _ledger(args).upsert_pool(args.name, capacity=args.gpus, gpu_type=args.gpu_type)
     print(f"pool {pool.name}: {pool.capacity} GPUs ({pool.gpu_type or 'any type'})")
+    return 0
+
+
+def _quota_set_nodes(args: argparse.Namespace) -> int:
+    from nuro_ml.capacity.sim.openb import load_node_list
+
+    nodes = load_node_list(args.node_list)
+    pool = _ledger(args).set_nodes(args.pool, nodes)
+    models = sorted({n.gpu_model or "no GPU model" for n in nodes})
+    print(f"pool {pool.name}: {len(nodes)} nodes, {pool.capacity} GPUs ({', '.join(models)})")
     return 0
 
 

@@ -211,3 +211,19 @@ def test_admitted_is_always_placeable_on_reported_free_capacity(tmp_path_factory
     by_name = {n.name: n for n in report.nodes}
     for node, milli in held.items():
         assert milli <= by_name[node].free_gpus * MILLI
+
+
+def test_capacity_page_shows_gpu_shares_and_lease_nodes(ledger_url: str) -> None:
+    from nuro_ml.ui.capacity_data import overview
+
+    ledger = QuotaLedger(ledger_url)
+    ledger.upsert_pool("t4", capacity=0)
+    ledger.set_nodes("t4", [NodeSpec("t4-0", 2, "T4")])
+    ledger.upsert_quota("planning", "t4", nominal=2)
+    ledger.try_acquire(LeaseRequest(key="a", team="planning", pool="t4", gpus=1, gpu_share=250))
+    ledger.try_acquire(LeaseRequest(key="b", team="planning", pool="t4", gpus=1))
+    page = overview(ledger)
+    (pool,) = page.pools
+    assert (pool.capacity, pool.used, pool.free) == (2, 1.25, 0.75)
+    assert sorted(lease.gpus for lease in page.leases) == [0.25, 1]
+    assert all(lease.nodes == ["t4-0"] for lease in page.leases)
