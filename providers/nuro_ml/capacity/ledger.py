@@ -376,6 +376,7 @@ class QuotaLedger:
         request: LeaseRequest,
         live: Sequence[str],
         observed: PoolCapacity | None = None,
+        unseen: Sequence[str] = (),
     ) -> tuple[bool, Placement | None]:
         """Place ``request`` on the pool's free node capacity (under the pool lock).
 
@@ -398,7 +399,7 @@ class QuotaLedger:
         policy = get_placement_policy(self.placement, self._workload(conn, request, demand))
         states = node_states(specs, self._held_shares(conn, live))
         if seen:
-            cap_by_observed(states, seen)
+            cap_by_observed(states, seen, self._held_shares(conn, unseen))
         placement = place(states, demand, policy)
         if placement is not None:
             return True, placement
@@ -621,6 +622,7 @@ class QuotaLedger:
                     schema.leases.c.gpus,
                     schema.leases.c.gpu_milli,
                     schema.leases.c.expires_at,
+                    schema.leases.c.acquired_at,
                 ).where(
                     and_(
                         schema.leases.c.pool == request.pool,
@@ -647,7 +649,15 @@ class QuotaLedger:
                 raise QuotaExceededError(f"{fit.reason} (ledger {self.safe_url}, request {request.key!r})")
             # Placed before the capacity verdict so a request no node can ever hold is refused
             # outright rather than left waiting.
-            admissible, placement = self._place(conn, request, [row.lease_id for row in live], observed)
+            # Leases granted after the back end's observation cannot show in it yet.
+            unseen = [
+                row.lease_id
+                for row in live
+                if observed is not None and row.acquired_at > observed.observed_at
+            ]
+            admissible, placement = self._place(
+                conn, request, [row.lease_id for row in live], observed, unseen
+            )
             if fit.fit is not Fit.FITS or not admissible:
                 return None
 
@@ -985,12 +995,17 @@ def _quota(row: Row[Any]) -> Quota:
     )
 
 
-def cap_by_observed(states: Sequence[NodeState], seen: Mapping[str, NodeCapacity]) -> None:
+def cap_by_observed(
+    states: Sequence[NodeState],
+    seen: Mapping[str, NodeCapacity],
+    unseen: Mapping[str, Sequence[Share]] | None = None,
+) -> None:
     """Lower each node's free GPUs to what the back end reports free there.
 
     GPUs used outside the ledger (or by work it does not know yet) are taken away, fullest
     GPUs last, so the ledger never places work where the back end has no room; a node the
-    back end does not report has nothing free.
+    back end does not report has nothing free. ``unseen``: shares of leases granted after
+    the observation, which the back end's free figure cannot reflect yet.
     """
     for state in states:
         node = seen.get(state.name)
@@ -999,6 +1014,7 @@ def cap_by_observed(states: Sequence[NodeState], seen: Mapping[str, NodeCapacity
             if node is None
             else (node.free_milli if node.free_milli is not None else node.free_gpus * MILLI)
         )
+        allowed -= sum(share.milli for share in (unseen or {}).get(state.name, ()))
         excess = state.free_milli - allowed
         for gpu in sorted(range(len(state.gpu_free)), key=lambda i: (state.gpu_free[i], i), reverse=True):
             if excess <= 0:
