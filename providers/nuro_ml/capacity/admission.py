@@ -64,13 +64,16 @@ def admission_round(
         if admitted is None or admission.key in result.leases:
             continue
         try:
-            lease = ledger.try_acquire(admitted)
+            lease = ledger.try_acquire(admitted, observed.get(admitted.pool))
         except QuotaExceededError as err:
             result.failed[admission.key] = str(err)
             continue
         if lease is None:
-            # Lost a race with another triggerer or a worker: retry next round.
-            result.waiting[admission.key] = "admitted but another acquire took the GPUs first"
+            # Not placeable on the pool's nodes yet, or lost a race with another triggerer or a
+            # worker: retry next round.
+            result.waiting[admission.key] = (
+                "within quota, but no node has room to place it yet (or another acquire took the GPUs first)"
+            )
         else:
             result.leases[admission.key] = lease
 

@@ -50,6 +50,17 @@ def _register_quota(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     set_pool.add_argument("--gpu-type", default=None, help="GPU model, e.g. A100")
     set_pool.set_defaults(func=_quota_set_pool)
 
+    set_nodes = actions.add_parser(
+        "set-nodes",
+        help="declare a pool's nodes from a node list (sn,cpu_milli,memory_mib,gpu,model)",
+        description="Replace the nodes of a registered pool with those of an openb-style node list "
+        "CSV; the pool's capacity becomes their GPUs, and requests are admitted only where they can "
+        "be placed on them.",
+    )
+    set_nodes.add_argument("pool")
+    set_nodes.add_argument("node_list", type=Path)
+    set_nodes.set_defaults(func=_quota_set_nodes)
+
     set_quota = actions.add_parser("set-quota", help="set a team's quota in a pool")
     set_quota.add_argument("team")
     set_quota.add_argument("--pool", required=True)
@@ -308,6 +319,16 @@ def _quota_set_pool(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quota_set_nodes(args: argparse.Namespace) -> int:
+    from nuro_ml.capacity.sim.openb import load_node_list
+
+    nodes = load_node_list(args.node_list)
+    pool = _ledger(args).set_nodes(args.pool, nodes)
+    models = sorted({n.gpu_model or "no GPU model" for n in nodes})
+    print(f"pool {pool.name}: {len(nodes)} nodes, {pool.capacity} GPUs ({', '.join(models)})")
+    return 0
+
+
 def _quota_set_quota(args: argparse.Namespace) -> int:
     quota = _ledger(args).upsert_quota(
         args.team,
@@ -485,6 +506,47 @@ def _register_sim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         default=300.0,
         help="seconds before a reclaimed lease ends",
     )
+    parser.add_argument(
+        "--nodes",
+        type=Path,
+        default=None,
+        metavar="NODE_LIST",
+        help="cluster node list (openb_node_list_gpu_node.csv format: sn,cpu_milli,memory_mib,gpu,model); "
+        "gives the cluster size and, with --protocol fgd, its nodes",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=["timed", "fgd"],
+        default="timed",
+        help="timed: replay pods at their (scaled) times through the admission policies; fgd: the FGD "
+        "paper's protocol, pods in random order until the arrived GPU demand reaches --target of "
+        "capacity, placed on nodes by each --placement policy",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="timed replay: divide the trace's inter-arrival times by this factor to load the cluster "
+        "(run times unchanged); the report states it",
+    )
+    parser.add_argument(
+        "--placement",
+        default="first-fit,best-fit,fgd,ours",
+        help="fgd protocol: comma-separated placement policies to compare",
+    )
+    parser.add_argument("--seeds", type=int, default=10, help="fgd protocol: seeds 0..N-1 (arrival orders)")
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=1.0,
+        help="fgd protocol: arrived GPU demand to stop at, share of capacity",
+    )
+    parser.add_argument(
+        "--order",
+        choices=["random", "submission"],
+        default="random",
+        help="fgd protocol: arrival order (submission: the trace's creation order, then random draws)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="folder for plots and summary.json")
     parser.add_argument("--no-plots", action="store_true")
     parser.set_defaults(func=_sim)
@@ -504,24 +566,76 @@ def _pairs(specs: list[str], flag: str) -> list[tuple[str, int, str | None]]:
 
 
 def _sim(args: argparse.Namespace) -> int:
+    if args.protocol == "fgd":
+        return _sim_fgd(args)
+    return _sim_timed(args)
+
+
+def _sim_fgd(args: argparse.Namespace) -> int:
+    from nuro_ml import settings
+    from nuro_ml.capacity.placement import PLACEMENT_POLICIES
+    from nuro_ml.capacity.sim.openb import cluster_milli, load_node_list, load_pods
+    from nuro_ml.capacity.sim.protocol import format_protocol, plot_protocol, run_seeds
+
+    if args.trace is None or args.nodes is None:
+        raise UsageError("--protocol fgd needs a pod list TRACE and --nodes NODE_LIST")
+    policies = [p.strip() for p in args.placement.split(",") if p.strip()]
+    unknown = [p for p in policies if p not in PLACEMENT_POLICIES]
+    if not policies or unknown:
+        raise UsageError(
+            f"--placement {args.placement!r}: unknown {unknown}; choose from {list(PLACEMENT_POLICIES)}"
+        )
+    if args.seeds <= 0:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    nodes = load_node_list(args.nodes)
+    pods = load_pods(args.trace)
+    stats, _runs = run_seeds(
+        nodes, pods, policies, seeds=range(args.seeds), target=args.target, order=args.order
+    )
+    print(
+        f"FGD protocol: {len(pods)} pods of {args.trace.name} on {len(nodes)} nodes "
+        f"({cluster_milli(nodes) / 1000:g} GPUs) of {args.nodes.name}; {args.order} arrival order until "
+        f"{args.target:.0%} of GPU capacity arrived; {args.seeds} seed(s), mean ± std"
+    )
+    print(format_protocol(stats))
+    out = Path(args.out or settings.data_dir() / "sim" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    out.mkdir(parents=True, exist_ok=True)
+    summary = out / "fgd_summary.json"
+    summary.write_text(json.dumps([s.__dict__ for s in stats], indent=2, default=list))
+    if not args.no_plots:
+        for path in plot_protocol(stats, str(out), title=f"{args.trace.name} on {args.nodes.name}"):
+            print(f"wrote {path}")
+    print(f"wrote {summary}")
+    return 0
+
+
+def _sim_timed(args: argparse.Namespace) -> int:
     from nuro_ml import settings
     from nuro_ml.capacity.records import Quota
     from nuro_ml.capacity.sim.engine import simulate
     from nuro_ml.capacity.sim.report import format_table, plot, summarize, write_json
-    from nuro_ml.capacity.sim.trace import load_alibaba, load_jobs_csv, synthetic_trace
+    from nuro_ml.capacity.sim.trace import load_alibaba, load_jobs_csv, scale_time, synthetic_trace
 
+    if not args.time_scale > 0:
+        raise UsageError(f"--time-scale must be > 0, got {args.time_scale}")
+    # Against a node list the cluster is counted in milli-GPUs, so GPU-sharing pods take their
+    # share instead of a whole GPU.
+    milli = args.nodes is not None
     if args.synthetic:
         trace = synthetic_trace(seed=args.seed, hours=args.hours)
     elif args.trace is None:
-        raise UsageError("nuro-ml sim: give a trace CSV or --synthetic")
+        raise UsageError("give a trace CSV or --synthetic")
     else:
         if not args.trace.exists():
-            raise CapacityError(f"nuro-ml sim: trace {args.trace} does not exist")
+            raise CapacityError(f"trace {args.trace} does not exist")
         kind = args.format
         if kind == "auto":
             header = args.trace.open().readline()
             kind = "alibaba" if "num_gpu" in header and "creation_time" in header else "jobs"
-        trace = load_alibaba(args.trace, limit=args.limit) if kind == "alibaba" else load_jobs_csv(args.trace)
+        if kind == "alibaba":
+            trace = load_alibaba(args.trace, limit=args.limit, milli=milli)
+        else:
+            trace = load_jobs_csv(args.trace, milli=milli)
     if args.limit is not None and trace.jobs[args.limit :]:
         from nuro_ml.capacity.sim.trace import Trace
 
@@ -529,14 +643,24 @@ def _sim(args: argparse.Namespace) -> int:
     if not trace.jobs:
         raise CapacityError(f"trace {trace.source} has no GPU jobs to replay")
 
+    if args.time_scale != 1.0:
+        trace = scale_time(trace, args.time_scale)
     capacity = {name: gpus for name, gpus, _ in _pairs(args.pool, "--pool")}
     if args.gpus is not None:
         capacity["gpu"] = args.gpus
+    if args.nodes is not None:
+        from nuro_ml.capacity.sim.openb import cluster_milli, load_node_list
+
+        if capacity:
+            raise UsageError("give the cluster either as --nodes or as --gpus/--pool, not both")
+        capacity = {"gpu": cluster_milli(load_node_list(args.nodes))}
     if not capacity:
         if trace.source.startswith("synthetic"):
             capacity = {"gpu": 32}
         else:
-            raise UsageError("nuro-ml sim: give the cluster size with --gpus N or --pool NAME=N")
+            raise UsageError(
+                "give the cluster with --nodes NODE_LIST (openb node list), --gpus N or --pool NAME=N"
+            )
     default_pool = next(iter(capacity)) if len(capacity) == 1 else None
     quotas = None
     if args.quota:
@@ -547,7 +671,7 @@ def _sim(args: argparse.Namespace) -> int:
                 raise UsageError(
                     f"--quota {team}={gpus}: name the pool (TEAM=GPUS@POOL) when there are several"
                 )
-            quotas.append(Quota(team=team, pool=target, nominal=gpus))
+            quotas.append(Quota(team=team, pool=target, nominal=gpus * 1000 if milli else gpus))
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not policies:
@@ -558,9 +682,10 @@ def _sim(args: argparse.Namespace) -> int:
             simulate(trace, capacity, quotas=quotas, policy=name, reclaim_grace=args.reclaim_grace)
         )
     summaries = [summarize(r) for r in results]
+    unit = "milli-GPUs" if milli else "GPUs"
     print(
         f"trace {trace.source}: {len(trace.jobs)} jobs ({trace.skipped} skipped), "
-        f"teams {', '.join(trace.teams)}, capacity {capacity}"
+        f"teams {', '.join(trace.teams)}, capacity {capacity} {unit}, time scale {args.time_scale:g}x"
     )
     print(format_table(summaries))
     out = args.out or settings.data_dir() / "sim" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -32,12 +32,35 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from nuro_ml import settings
 from nuro_ml.capacity import schema
-from nuro_ml.capacity.backends.base import PoolCapacity
+from nuro_ml.capacity.backends.base import NodeCapacity, PoolCapacity
 from nuro_ml.capacity.engine import READ_ONLY, get_engine
-from nuro_ml.capacity.policy import Fit, Pending, PoolUsage, PoolView, Running, Snapshot, check_fit
+from nuro_ml.capacity.placement import (
+    Demand,
+    NodeSpec,
+    NodeState,
+    Placement,
+    Share,
+    TypicalTask,
+    get_placement_policy,
+    node_states,
+    place,
+    typical_workload,
+)
+from nuro_ml.capacity.policy import (
+    Fit,
+    Pending,
+    PoolUsage,
+    PoolView,
+    Running,
+    Snapshot,
+    check_fit,
+    gpu_amount,
+)
 from nuro_ml.capacity.records import (
+    MILLI,
     Lease,
     LeaseRequest,
+    LeaseShare,
     LeaseState,
     Pool,
     QueuedRequest,
@@ -56,6 +79,8 @@ ABANDON_AFTER_STALE_WINDOWS = 10
 #: Grace a lease gets between a reclaim request and its forced expiry.
 DEFAULT_RECLAIM_GRACE_SECONDS = 300.0
 _IN_CHUNK = 500
+#: Recent requests of a pool whose shapes make the workload FGD measures fragmentation by.
+WORKLOAD_WINDOW = 500
 _LOCK_RETRIES = 5
 
 _MIGRATED: set[str] = set()
@@ -78,9 +103,19 @@ class QuotaLedger:
         :func:`nuro_ml.settings.ledger_url` (``NURO_ML_LEDGER_URL`` or a SQLite file in the
         data directory). ``postgresql://`` URLs use the psycopg 3 driver.
     :param clock: Source of "now" (timezone-aware UTC), replaceable in tests and simulations.
+    :param placement: Placement policy for pools with declared nodes (``first-fit``,
+        ``best-fit``, ``fgd``, ``ours``): a request is admitted only where it can be placed.
     """
 
-    def __init__(self, url: str | None = None, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        placement: str = "ours",
+    ) -> None:
+        get_placement_policy(placement, typical_workload([Demand()]))  # fail fast on a bad name
+        self.placement = placement
         self.url = url or settings.ledger_url()
         self._clock = clock or _utcnow
         self._engine: Engine | None = None
@@ -256,6 +291,153 @@ class QuotaLedger:
             rows = conn.execute(query).all()
         return [_quota(r) for r in rows]
 
+    # -- nodes --------------------------------------------------------------------------
+
+    def set_nodes(self, pool: str, nodes: Sequence[NodeSpec]) -> Pool:
+        """Declare the nodes of a pool (replacing those declared before); idempotent.
+
+        The pool's capacity becomes its nodes' GPUs. Leases already held keep their shares;
+        shares on nodes no longer declared stop counting against any node.
+        """
+        names = [n.name for n in nodes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise CapacityError(f"pool {pool!r}: nodes {duplicates} are declared more than once")
+        now = self.now()
+        with self._write() as conn:
+            row = self._lock_pool(conn, pool)
+            if row is None:
+                raise CapacityError(
+                    f"cannot declare nodes of pool {pool!r}: it is not registered in ledger {self.safe_url}"
+                )
+            conn.execute(schema.nodes.delete().where(schema.nodes.c.pool == pool))
+            if nodes:
+                conn.execute(
+                    schema.nodes.insert(),
+                    [
+                        {
+                            "pool": pool,
+                            "name": n.name,
+                            "gpus": n.gpus,
+                            "gpu_model": n.gpu_model,
+                            "cpu_milli": n.cpu_milli,
+                            "memory_mib": n.memory_mib,
+                            "updated_at": now,
+                        }
+                        for n in nodes
+                    ],
+                )
+            capacity = sum(n.gpus for n in nodes)
+            conn.execute(
+                update(schema.pools)
+                .where(schema.pools.c.name == pool)
+                .values(capacity=capacity, updated_at=now)
+            )
+        return Pool(name=pool, capacity=capacity, gpu_type=row.gpu_type)
+
+    def nodes(self, pool: str) -> list[NodeSpec]:
+        with self._read() as conn:
+            return self._nodes(conn, pool)
+
+    def _nodes(self, conn: Connection, pool: str) -> list[NodeSpec]:
+        rows = conn.execute(
+            select(schema.nodes).where(schema.nodes.c.pool == pool).order_by(schema.nodes.c.name)
+        ).all()
+        return [NodeSpec(r.name, r.gpus, r.gpu_model, r.cpu_milli, r.memory_mib) for r in rows]
+
+    def node_usage(self, pool: str) -> list[NodeState]:
+        """Each node of ``pool`` with the milli-GPUs still free per GPU after active leases."""
+        now = self.now()
+        with self._read() as conn:
+            specs = self._nodes(conn, pool)
+            live = conn.execute(
+                select(schema.leases.c.lease_id).where(
+                    and_(
+                        schema.leases.c.pool == pool,
+                        schema.leases.c.state == LeaseState.ACTIVE.value,
+                        schema.leases.c.expires_at > now,
+                    )
+                )
+            ).scalars()
+            return node_states(specs, self._held_shares(conn, list(live)))
+
+    def _held_shares(self, conn: Connection, lease_ids: Sequence[str]) -> dict[str, list[Share]]:
+        held: dict[str, list[Share]] = {}
+        for chunk in _chunks(list(lease_ids)):
+            for row in conn.execute(
+                select(schema.lease_shares).where(schema.lease_shares.c.lease_id.in_(chunk))
+            ).all():
+                held.setdefault(row.node, []).append(Share(row.node, row.gpu, row.milli))
+        return held
+
+    def _place(
+        self,
+        conn: Connection,
+        request: LeaseRequest,
+        live: Sequence[str],
+        observed: PoolCapacity | None = None,
+        unseen: Sequence[str] = (),
+    ) -> tuple[bool, Placement | None]:
+        """Place ``request`` on the pool's free node capacity (under the pool lock).
+
+        Returns (admissible, placement): placement ``None`` with True when the pool has no
+        declared nodes (it is counted as a whole); (False, None) when the request must wait.
+        Raises when no node of the pool could ever hold it.
+        """
+        specs = self._nodes(conn, request.pool)
+        seen = {n.name: n for n in observed.nodes} if observed is not None else {}
+        if not specs and seen:
+            specs = [NodeSpec(n.name, n.total_gpus, n.gpu_type) for n in seen.values()]
+        if not specs:
+            return True, None
+        demand = Demand(
+            gpu_milli=request.gpu_share,
+            gpus_per_worker=request.gpus // request.nodes,
+            workers=request.nodes,
+            gpu_model=request.gpu_model,
+        )
+        policy = get_placement_policy(self.placement, self._workload(conn, request, demand))
+        states = node_states(specs, self._held_shares(conn, live))
+        if seen:
+            cap_by_observed(states, seen, self._held_shares(conn, unseen))
+        placement = place(states, demand, policy)
+        if placement is not None:
+            return True, placement
+        if place([NodeState.empty(s) for s in specs], demand, policy) is None:
+            per_node = gpu_amount(demand.worker_milli, MILLI)
+            model = f" of model {request.gpu_model}" if request.gpu_model else ""
+            raise QuotaExceededError(
+                f"request {request.key!r} for {request.nodes} node(s) x {per_node} GPUs{model} can never "
+                f"be placed on the nodes of pool {request.pool!r} (ledger {self.safe_url})"
+            )
+        return False, None
+
+    def _workload(self, conn: Connection, request: LeaseRequest, demand: Demand) -> tuple[TypicalTask, ...]:
+        """The pool's recent request shapes (and this one): the workload FGD measures against."""
+        rows = conn.execute(
+            select(
+                schema.requests.c.gpus,
+                schema.requests.c.nodes,
+                schema.requests.c.share_milli,
+                schema.requests.c.gpu_model,
+            )
+            .where(schema.requests.c.pool == request.pool)
+            .order_by(schema.requests.c.id.desc())
+            .limit(WORKLOAD_WINDOW)
+        ).all()
+        shapes = [demand]
+        for row in rows:
+            nodes = max(1, int(row.nodes))
+            shapes.append(
+                Demand(
+                    gpu_milli=int(row.share_milli or MILLI),
+                    gpus_per_worker=max(1, int(row.gpus) // nodes),
+                    workers=1,
+                    gpu_model=row.gpu_model,
+                )
+            )
+        return typical_workload(shapes)
+
     # -- the request queue --------------------------------------------------------------
 
     def enqueue(self, request: LeaseRequest) -> QueuedRequest:
@@ -291,6 +473,9 @@ class QuotaLedger:
                                 pool=request.pool,
                                 gpus=request.gpus,
                                 nodes=request.nodes,
+                                gpu_milli=request.gpu_milli,
+                                share_milli=request.gpu_share,
+                                gpu_model=request.gpu_model,
                                 priority=request.priority,
                                 state=RequestState.WAITING.value,
                                 ttl_seconds=request.ttl_seconds,
@@ -388,15 +573,21 @@ class QuotaLedger:
 
     # -- leases -------------------------------------------------------------------------
 
-    def try_acquire(self, request: LeaseRequest) -> Lease | None:
+    def try_acquire(self, request: LeaseRequest, observed: PoolCapacity | None = None) -> Lease | None:
         """Take a lease for ``request`` if the pool and the team's quota allow it right now.
+
+        In a pool with nodes (declared with :meth:`set_nodes`, or reported per node by the
+        back end in ``observed``) the request must also be placeable: on nodes of its GPU
+        model, whole on each of its ``nodes`` nodes, GPU shares packed onto GPUs with room,
+        within what the ledger's leases and the back end leave free. The lease then names
+        the nodes and GPU shares it holds.
 
         Returns the lease already held under ``request.key`` when there is one (retries),
         ``None`` when the request must wait, and raises :class:`QuotaExceededError` when it
         can never be admitted as configured (no quota, larger than the team limit or pool).
         """
         try:
-            return self._try_acquire(request)
+            return self._try_acquire(request, observed)
         except IntegrityError as err:
             # Only possible when the same key was acquired concurrently in another pool.
             held = self.active_lease(request.key)
@@ -406,7 +597,7 @@ class QuotaLedger:
                 ) from err
             return held
 
-    def _try_acquire(self, request: LeaseRequest) -> Lease | None:
+    def _try_acquire(self, request: LeaseRequest, observed: PoolCapacity | None) -> Lease | None:
         with self._write() as conn:
             pool_row = self._lock_pool(conn, request.pool)
             # Read the clock under the pool lock: lease timestamps then follow lock order.
@@ -420,12 +611,19 @@ class QuotaLedger:
                 select(schema.leases).where(schema.leases.c.active_key == request.key)
             ).first()
             if existing is not None and existing.expires_at > now:
-                return _lease(existing)
+                return _with_shares(conn, [existing])[0]
             if existing is not None and existing.pool != request.pool:
                 self._expire(conn, now, pool=existing.pool)
 
             held = conn.execute(
-                select(schema.leases.c.team, schema.leases.c.gpus, schema.leases.c.expires_at).where(
+                select(
+                    schema.leases.c.lease_id,
+                    schema.leases.c.team,
+                    schema.leases.c.gpus,
+                    schema.leases.c.gpu_milli,
+                    schema.leases.c.expires_at,
+                    schema.leases.c.acquired_at,
+                ).where(
                     and_(
                         schema.leases.c.pool == request.pool,
                         schema.leases.c.state == LeaseState.ACTIVE.value,
@@ -435,22 +633,36 @@ class QuotaLedger:
             if any(row.expires_at <= now for row in held):
                 # Holders that stopped heartbeating give their GPUs back here.
                 self._expire(conn, now, pool=request.pool)
+            live = [row for row in held if row.expires_at > now]
             usage = PoolUsage.from_leases(
-                pool_row.capacity, [(row.team, row.gpus) for row in held if row.expires_at > now]
+                pool_row.capacity * MILLI, [(row.team, _row_milli(row)) for row in live], unit=MILLI
             )
             quota_rows = conn.execute(select(schema.quotas).where(schema.quotas.c.pool == request.pool)).all()
             fit = check_fit(
                 usage,
-                {r.team: _quota(r) for r in quota_rows},
+                {r.team: _milli_quota(_quota(r)) for r in quota_rows},
                 pool=request.pool,
                 team=request.team,
-                gpus=request.gpus,
+                gpus=request.gpu_milli,
             )
             if fit.fit.is_permanent():
                 raise QuotaExceededError(f"{fit.reason} (ledger {self.safe_url}, request {request.key!r})")
-            if fit.fit is not Fit.FITS:
+            # Placed before the capacity verdict so a request no node can ever hold is refused
+            # outright rather than left waiting.
+            # Leases granted after the back end's observation cannot show in it yet.
+            unseen = [
+                row.lease_id
+                for row in live
+                if observed is not None and row.acquired_at > observed.observed_at
+            ]
+            admissible, placement = self._place(
+                conn, request, [row.lease_id for row in live], observed, unseen
+            )
+            if fit.fit is not Fit.FITS or not admissible:
                 return None
 
+            # Borrowed GPUs are recorded in GPUs (a borrowed share counts as the GPU it is on).
+            borrowed = -(-fit.borrowed // MILLI)
             lease_id = f"lease-{uuid.uuid4().hex}"
             expires_at = now + timedelta(seconds=request.ttl_seconds)
             values = {
@@ -461,15 +673,31 @@ class QuotaLedger:
                 "pool": request.pool,
                 "gpus": request.gpus,
                 "nodes": request.nodes,
+                "gpu_milli": request.gpu_milli,
+                "share_milli": request.gpu_share,
+                "gpu_model": request.gpu_model,
                 "priority": request.priority,
                 "state": LeaseState.ACTIVE.value,
-                "borrowed": fit.borrowed,
+                "borrowed": borrowed,
                 "ttl_seconds": request.ttl_seconds,
                 "acquired_at": now,
                 "heartbeat_at": now,
                 "expires_at": expires_at,
             }
             conn.execute(schema.leases.insert().values(**values))
+            shares = (
+                ()
+                if placement is None
+                else tuple(LeaseShare(x.node, x.gpu, x.milli) for x in placement.shares)
+            )
+            if shares:
+                conn.execute(
+                    schema.lease_shares.insert(),
+                    [
+                        {"lease_id": lease_id, "node": x.node, "gpu": x.gpu, "milli": x.milli, "position": i}
+                        for i, x in enumerate(shares)
+                    ],
+                )
             admitted = conn.execute(
                 update(schema.requests)
                 .where(schema.requests.c.waiting_key == request.key)
@@ -491,6 +719,9 @@ class QuotaLedger:
                         pool=request.pool,
                         gpus=request.gpus,
                         nodes=request.nodes,
+                        gpu_milli=request.gpu_milli,
+                        share_milli=request.gpu_share,
+                        gpu_model=request.gpu_model,
                         priority=request.priority,
                         state=RequestState.ADMITTED.value,
                         ttl_seconds=request.ttl_seconds,
@@ -516,15 +747,19 @@ class QuotaLedger:
             heartbeat_at=now,
             expires_at=expires_at,
             ttl_seconds=request.ttl_seconds,
-            borrowed=fit.borrowed,
+            borrowed=borrowed,
+            gpu_milli=request.gpu_milli,
+            shares=shares,
+            gpu_model=request.gpu_model,
         )
         log.info(
-            "Lease %s: %s GPUs of pool %s for team %s (%s borrowed), key %s",
+            "Lease %s: %s GPUs of pool %s for team %s (%s borrowed)%s, key %s",
             lease.lease_id,
-            lease.gpus,
+            gpu_amount(lease.milli, MILLI),
             lease.pool,
             lease.team,
             lease.borrowed,
+            f" on {', '.join(lease.node_names)}" if shares else "",
             lease.key,
         )
         return lease
@@ -534,7 +769,8 @@ class QuotaLedger:
         lease = self.try_acquire(request)
         if lease is None:
             raise CapacityError(
-                f"pool {request.pool!r} cannot grant {request.gpus} GPUs to team {request.team!r} now "
+                f"pool {request.pool!r} cannot grant {gpu_amount(request.gpu_milli, MILLI)} GPUs to team "
+                f"{request.team!r} now "
                 f"(request {request.key!r}, ledger {self.safe_url})"
             )
         return lease
@@ -564,12 +800,12 @@ class QuotaLedger:
                     .returning(*schema.leases.c)
                 ).first()
                 if released is not None:
-                    return _lease(released)
+                    return _with_shares(conn, [released])[0]
                 # Already ended meanwhile, or its holder stopped heartbeating before releasing:
                 # then it ended at its expiry.
                 self._expire(conn, now, pool=row.pool)
                 row = conn.execute(select(schema.leases).where(schema.leases.c.lease_id == lease_id)).one()
-        return _lease(row)
+            return _with_shares(conn, [row])[0]
 
     def release_key(self, key: str) -> Lease | None:
         """Release whatever a task instance holds and withdraw what it waits for (kill/teardown)."""
@@ -601,7 +837,7 @@ class QuotaLedger:
                     .values(heartbeat_at=now, expires_at=expires)
                 )
             row = conn.execute(select(schema.leases).where(schema.leases.c.lease_id == lease_id)).one()
-        return _lease(row)
+            return _with_shares(conn, [row])[0]
 
     def request_reclaim(
         self, lease_ids: Iterable[str], *, grace_seconds: float = DEFAULT_RECLAIM_GRACE_SECONDS
@@ -651,15 +887,15 @@ class QuotaLedger:
     def lease(self, lease_id: str) -> Lease | None:
         with self._read() as conn:
             row = conn.execute(select(schema.leases).where(schema.leases.c.lease_id == lease_id)).first()
-        return None if row is None else _lease(row)
+            return None if row is None else _with_shares(conn, [row])[0]
 
     def active_lease(self, key: str) -> Lease | None:
         """The unexpired active lease held under ``key``, if any."""
         with self._read() as conn:
             row = conn.execute(select(schema.leases).where(schema.leases.c.active_key == key)).first()
-        if row is None or row.expires_at <= self.now():
-            return None
-        return _lease(row)
+            if row is None or row.expires_at <= self.now():
+                return None
+            return _with_shares(conn, [row])[0]
 
     def leases(
         self,
@@ -679,7 +915,7 @@ class QuotaLedger:
         if since is not None:
             query = query.where(schema.leases.c.acquired_at >= since)
         with self._read() as conn:
-            return [_lease(r) for r in conn.execute(query).all()]
+            return _with_shares(conn, conn.execute(query).all())
 
     # -- what the admission policy sees -------------------------------------------------
 
@@ -705,7 +941,9 @@ class QuotaLedger:
         for row in pool_rows:
             seen = observed.get(row.name)
             capacity = row.capacity if seen is None else min(row.capacity, seen.total_gpus)
-            pools[row.name] = PoolView(row.name, capacity, None if seen is None else seen.free_gpus)
+            pools[row.name] = PoolView(
+                row.name, capacity * MILLI, None if seen is None else int(seen.free_gpus * MILLI)
+            )
         epoch = now.timestamp()
         running = [
             Running(
@@ -713,7 +951,7 @@ class QuotaLedger:
                 key=r.request_key,
                 team=r.team,
                 pool=r.pool,
-                gpus=r.gpus,
+                gpus=_row_milli(r),
                 acquired_at=r.acquired_at.timestamp(),
                 expires_at=r.expires_at.timestamp(),
                 priority=r.priority,
@@ -727,7 +965,7 @@ class QuotaLedger:
                 key=r.request_key,
                 team=r.team,
                 pool=r.pool,
-                gpus=r.gpus,
+                gpus=_row_milli(r),
                 enqueued_at=r.enqueued_at.timestamp(),
                 nodes=r.nodes,
                 priority=r.priority,
@@ -740,9 +978,10 @@ class QuotaLedger:
         return Snapshot(
             now=epoch,
             pools=pools,
-            quotas={(r.team, r.pool): _quota(r) for r in quota_rows},
+            quotas={(r.team, r.pool): _milli_quota(_quota(r)) for r in quota_rows},
             running=running,
             pending=pending,
+            unit=MILLI,
         )
 
 
@@ -756,7 +995,67 @@ def _quota(row: Row[Any]) -> Quota:
     )
 
 
-def _lease(row: Row[Any]) -> Lease:
+def cap_by_observed(
+    states: Sequence[NodeState],
+    seen: Mapping[str, NodeCapacity],
+    unseen: Mapping[str, Sequence[Share]] | None = None,
+) -> None:
+    """Lower each node's free GPUs to what the back end reports free there.
+
+    GPUs used outside the ledger (or by work it does not know yet) are taken away, fullest
+    GPUs last, so the ledger never places work where the back end has no room; a node the
+    back end does not report has nothing free. ``unseen``: shares of leases granted after
+    the observation, which the back end's free figure cannot reflect yet.
+    """
+    for state in states:
+        node = seen.get(state.name)
+        allowed = (
+            0
+            if node is None
+            else (node.free_milli if node.free_milli is not None else node.free_gpus * MILLI)
+        )
+        allowed -= sum(share.milli for share in (unseen or {}).get(state.name, ()))
+        excess = state.free_milli - allowed
+        for gpu in sorted(range(len(state.gpu_free)), key=lambda i: (state.gpu_free[i], i), reverse=True):
+            if excess <= 0:
+                break
+            taken = min(excess, state.gpu_free[gpu])
+            state.gpu_free[gpu] -= taken
+            excess -= taken
+
+
+def _with_shares(conn: Connection, rows: Sequence[Row[Any]]) -> list[Lease]:
+    """Leases of ``rows`` with the GPU shares each holds."""
+    shares: dict[str, list[LeaseShare]] = {}
+    ids = [r.lease_id for r in rows]
+    for chunk in _chunks(ids):
+        found = conn.execute(
+            select(schema.lease_shares)
+            .where(schema.lease_shares.c.lease_id.in_(chunk))
+            .order_by(schema.lease_shares.c.lease_id, schema.lease_shares.c.position)
+        ).all()
+        for share in found:
+            shares.setdefault(share.lease_id, []).append(LeaseShare(share.node, share.gpu, share.milli))
+    return [_lease(r, tuple(shares.get(r.lease_id, ()))) for r in rows]
+
+
+def _row_milli(row: Any) -> int:
+    milli = getattr(row, "gpu_milli", None)
+    return int(row.gpus) * MILLI if milli is None else int(milli)
+
+
+def _milli_quota(quota: Quota) -> Quota:
+    """A quota in milli-GPUs, as the policy counts inside the ledger."""
+    return Quota(
+        team=quota.team,
+        pool=quota.pool,
+        nominal=quota.nominal * MILLI,
+        borrowing_limit=None if quota.borrowing_limit is None else quota.borrowing_limit * MILLI,
+        lending_limit=None if quota.lending_limit is None else quota.lending_limit * MILLI,
+    )
+
+
+def _lease(row: Row[Any], shares: tuple[LeaseShare, ...] = ()) -> Lease:
     return Lease(
         lease_id=row.lease_id,
         key=row.request_key,
@@ -773,6 +1072,9 @@ def _lease(row: Row[Any]) -> Lease:
         borrowed=row.borrowed,
         released_at=row.released_at,
         reclaim_requested_at=row.reclaim_requested_at,
+        gpu_milli=_row_milli(row),
+        shares=shares,
+        gpu_model=row.gpu_model,
     )
 
 
@@ -794,4 +1096,5 @@ def _queued(row: Row[Any]) -> QueuedRequest:
         admitted_at=row.admitted_at,
         ended_at=row.ended_at,
         lease_id=row.lease_id,
+        gpu_milli=_row_milli(row),
     )

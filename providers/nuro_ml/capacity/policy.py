@@ -75,13 +75,25 @@ class Pending:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything a decision depends on, at time ``now`` (epoch seconds)."""
+    """Everything a decision depends on, at time ``now`` (epoch seconds).
+
+    GPU amounts (capacities, quotas, leases, requests) are counted in units of
+    ``1 / unit`` GPU: the ledger passes milli-GPUs (``unit`` 1000), so GPU-sharing requests
+    count their share; reasons are worded in GPUs either way.
+    """
 
     now: float
     pools: Mapping[str, PoolView]
     quotas: Mapping[tuple[str, str], Quota]
     running: Sequence[Running] = ()
     pending: Sequence[Pending] = ()
+    unit: int = 1
+
+
+def gpu_amount(amount: float, unit: int = 1) -> str:
+    """``amount`` (in ``1 / unit`` GPUs) as GPUs: ``8`` or ``0.5``."""
+    value = amount / unit
+    return f"{value:g}" if value != int(value) else str(int(value))
 
 
 @dataclass(frozen=True)
@@ -171,12 +183,18 @@ class PoolUsage:
     by_team: dict[str, int] = field(default_factory=dict)
     #: What the back end still reports free after this decision's tentative admissions.
     observed_left: int | None = None
+    #: Amounts are in ``1 / unit`` GPUs (1000: milli-GPUs); only used to word reasons.
+    unit: int = 1
 
     @classmethod
     def from_leases(
-        cls, capacity: int, leases: Iterable[tuple[str, int]], observed_free: int | None = None
+        cls,
+        capacity: int,
+        leases: Iterable[tuple[str, int]],
+        observed_free: int | None = None,
+        unit: int = 1,
     ) -> PoolUsage:
-        usage = cls(capacity=capacity, observed_left=observed_free)
+        usage = cls(capacity=capacity, observed_left=observed_free, unit=unit)
         for team, gpus in leases:
             usage.used += gpus
             usage.by_team[team] = usage.by_team.get(team, 0) + gpus
@@ -221,25 +239,30 @@ def check_fit(
     limit = quota.limit(usage.capacity) if borrowing else quota.nominal
     guaranteed_elsewhere = sum(q.guaranteed for other, q in quotas.items() if other != team)
     ceiling = min(limit, usage.capacity - guaranteed_elsewhere)
+    unit = usage.unit
+
+    def g(amount: int) -> str:
+        return gpu_amount(amount, unit)
+
     if gpus > ceiling:
         return FitResult(
             Fit.NEVER,
-            f"request for {gpus} GPUs can never fit pool {pool!r}: capacity {usage.capacity}, team "
-            f"{team!r} limit {limit} (nominal {quota.nominal}), "
-            f"guaranteed to other teams {guaranteed_elsewhere}",
+            f"request for {g(gpus)} GPUs can never fit pool {pool!r}: capacity {g(usage.capacity)}, team "
+            f"{team!r} limit {g(limit)} (nominal {g(quota.nominal)}), "
+            f"guaranteed to other teams {g(guaranteed_elsewhere)}",
         )
     used = usage.by_team.get(team, 0)
     if used + gpus > limit:
         return FitResult(
             Fit.QUOTA_FULL,
-            f"team {team!r} holds {used} of its limit {limit} GPUs in pool {pool!r}",
+            f"team {team!r} holds {g(used)} of its limit {g(limit)} GPUs in pool {pool!r}",
         )
     room = usage.room_for(team, quotas)
     if gpus > room:
         return FitResult(
             Fit.CAPACITY_FULL,
-            f"pool {pool!r} has room for {max(room, 0)} GPUs ({usage.used}/{usage.capacity} leased"
-            + (f", back end reports {usage.observed_left} free" if usage.observed_left is not None else "")
+            f"pool {pool!r} has room for {g(max(room, 0))} GPUs ({g(usage.used)}/{g(usage.capacity)} leased"
+            + (f", back end reports {g(usage.observed_left)} free" if usage.observed_left is not None else "")
             + ")",
         )
     borrowed = max(0, used + gpus - quota.nominal) - max(0, used - quota.nominal)
@@ -400,7 +423,7 @@ def decide(snapshot: Snapshot, config: PolicyConfig | str = "fair") -> Decision:
     usage: dict[str, PoolUsage] = {}
     ends: dict[str, list[tuple[float, int]]] = {}
     for name, pool in snapshot.pools.items():
-        usage[name] = PoolUsage(capacity=pool.capacity, observed_left=pool.observed_free)
+        usage[name] = PoolUsage(capacity=pool.capacity, observed_left=pool.observed_free, unit=snapshot.unit)
         ends[name] = []
     running_by_pool: dict[str, list[Running]] = {}
     for lease in snapshot.running:

@@ -9,6 +9,9 @@ from enum import StrEnum
 
 from nuro_ml.exceptions import CapacityError
 
+#: Milli-GPUs in one GPU: the ledger counts GPU amounts in milli-GPUs.
+MILLI = 1000
+
 #: Smallest interval after which an unrefreshed waiting request stops counting as queued.
 MIN_STALE_AFTER_SECONDS = 60.0
 
@@ -45,11 +48,20 @@ def lease_key(dag_id: str, run_id: str, task_id: str, map_index: int | None = -1
 
 @dataclass(frozen=True)
 class Pool:
-    """A set of interchangeable GPUs (one GPU type) with a fixed capacity."""
+    """A set of GPUs with a capacity (whole GPUs); with nodes registered, their GPUs."""
 
     name: str
     capacity: int
     gpu_type: str | None = None
+
+
+@dataclass(frozen=True)
+class LeaseShare:
+    """``milli`` milli-GPUs of GPU number ``gpu`` on node ``node``, held by a lease."""
+
+    node: str
+    gpu: int
+    milli: int
 
 
 @dataclass(frozen=True)
@@ -107,10 +119,24 @@ class LeaseRequest:
     ttl_seconds: float = 12 * 3600.0
     poll_interval: float = 30.0
     deadline: datetime | None = None
+    #: Milli-GPUs per GPU: 1000 (whole GPUs, the default) or a share of one GPU per node
+    #: (MIG slice, MPS or time-slicing), then with one GPU per node.
+    gpu_share: int = MILLI
+    #: GPU model the request needs (``A|B``: either), matched against the pool's nodes.
+    gpu_model: str | None = None
 
     def __post_init__(self) -> None:
         if self.gpus <= 0:
             raise CapacityError(f"request {self.key!r}: gpus must be a positive integer, got {self.gpus}")
+        if not 0 < self.gpu_share <= MILLI:
+            raise CapacityError(
+                f"request {self.key!r}: gpu_share must be 1..{MILLI} milli-GPUs, got {self.gpu_share}"
+            )
+        if self.gpu_share < MILLI and self.gpus != self.nodes:
+            raise CapacityError(
+                f"request {self.key!r}: a GPU share ({self.gpu_share} milli-GPUs) is one GPU per node; "
+                f"got {self.gpus} GPUs on {self.nodes} node(s)"
+            )
         if self.nodes <= 0:
             raise CapacityError(f"request {self.key!r}: nodes must be a positive integer, got {self.nodes}")
         if self.gpus % self.nodes:
@@ -119,6 +145,11 @@ class LeaseRequest:
             )
         if not math.isfinite(self.ttl_seconds) or self.ttl_seconds <= 0:
             raise CapacityError(f"request {self.key!r}: lease ttl must be positive, got {self.ttl_seconds}")
+
+    @property
+    def gpu_milli(self) -> int:
+        """Milli-GPUs asked for in all: what counts against quotas and capacity."""
+        return self.gpus * self.gpu_share
 
     @property
     def stale_after_seconds(self) -> float:
@@ -145,14 +176,40 @@ class Lease:
     borrowed: int = 0
     released_at: datetime | None = None
     reclaim_requested_at: datetime | None = None
+    #: Milli-GPUs held in all (``gpus`` x 1000 unless the lease holds GPU shares).
+    gpu_milli: int | None = None
+    #: The GPUs (and shares of them) the lease holds on named nodes; empty in pools
+    #: without registered nodes.
+    shares: tuple[LeaseShare, ...] = ()
+    gpu_model: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.state, LeaseState):
             object.__setattr__(self, "state", LeaseState(self.state))
+        if self.gpu_milli is None:
+            object.__setattr__(self, "gpu_milli", self.gpus * MILLI)
 
     @property
     def active(self) -> bool:
         return self.state is LeaseState.ACTIVE
+
+    @property
+    def milli(self) -> int:
+        return self.gpus * MILLI if self.gpu_milli is None else self.gpu_milli
+
+    @property
+    def gpu_count(self) -> float:
+        """GPUs held, fractional for GPU shares (0.5 for half a GPU)."""
+        return self.milli / MILLI
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        """The nodes the lease holds GPUs on, in placement order."""
+        return tuple(dict.fromkeys(s.node for s in self.shares))
+
+    def gpus_on(self, node: str) -> list[int]:
+        """GPU numbers the lease uses on ``node``."""
+        return [s.gpu for s in self.shares if s.node == node]
 
     def held_seconds(self, now: datetime) -> float:
         """How long the GPUs were (or have so far been) held."""
@@ -165,7 +222,7 @@ class Lease:
         return max(0.0, (end - self.acquired_at).total_seconds())
 
     def gpu_hours(self, now: datetime) -> float:
-        return self.gpus * self.held_seconds(now) / 3600.0
+        return self.gpu_count * self.held_seconds(now) / 3600.0
 
 
 @dataclass(frozen=True)
@@ -188,10 +245,13 @@ class QueuedRequest:
     admitted_at: datetime | None = None
     ended_at: datetime | None = None
     lease_id: str | None = None
+    gpu_milli: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.state, RequestState):
             object.__setattr__(self, "state", RequestState(self.state))
+        if self.gpu_milli is None:
+            object.__setattr__(self, "gpu_milli", self.gpus * MILLI)
 
     def wait_seconds(self, now: datetime) -> float:
         end = self.admitted_at or self.ended_at or now

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
     UniqueConstraint,
+    inspect,
     text,
 )
 from sqlalchemy.engine import Connection, Dialect
@@ -95,6 +96,11 @@ leases = Table(
     Column("priority", Integer, nullable=False),
     Column("state", String(16), nullable=False),
     Column("borrowed", Integer, nullable=False),
+    # Since version 2: milli-GPUs held in all (GPU-sharing leases hold less than ``gpus`` x
+    # 1000), the share per GPU, and the GPU model asked for. NULL on rows of version 1.
+    Column("gpu_milli", Integer, nullable=True),
+    Column("share_milli", Integer, nullable=True),
+    Column("gpu_model", String(64), nullable=True),
     Column("ttl_seconds", Float, nullable=False),
     Column("acquired_at", UTCDateTime, nullable=False),
     Column("heartbeat_at", UTCDateTime, nullable=False),
@@ -121,6 +127,9 @@ requests = Table(
     Column("state", String(16), nullable=False),
     Column("ttl_seconds", Float, nullable=False),
     Column("stale_after_seconds", Float, nullable=False),
+    Column("gpu_milli", Integer, nullable=True),
+    Column("share_milli", Integer, nullable=True),
+    Column("gpu_model", String(64), nullable=True),
     Column("enqueued_at", UTCDateTime, nullable=False),
     Column("last_seen_at", UTCDateTime, nullable=False),
     Column("deadline", UTCDateTime, nullable=True),
@@ -131,6 +140,37 @@ requests = Table(
     Index("ix_capacity_requests_pool_state", "pool", "state"),
     Index("ix_capacity_requests_request_key", "request_key"),
 )
+
+
+nodes = Table(
+    "capacity_nodes",
+    metadata,
+    Column("pool", String(128), ForeignKey("capacity_pools.name"), primary_key=True),
+    Column("name", String(253), primary_key=True),
+    Column("gpus", Integer, nullable=False),
+    Column("gpu_model", String(64), nullable=True),
+    Column("cpu_milli", Integer, nullable=False),
+    Column("memory_mib", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: The GPU shares a lease holds: one row per GPU it uses (milli-GPUs of GPU ``gpu`` of node).
+lease_shares = Table(
+    "capacity_lease_shares",
+    metadata,
+    Column("lease_id", String(64), ForeignKey("capacity_leases.lease_id"), primary_key=True),
+    Column("node", String(253), primary_key=True),
+    Column("gpu", Integer, primary_key=True, autoincrement=False),
+    Column("milli", Integer, nullable=False),
+    # Placement order (worker by worker), so the first node is the first worker's.
+    Column("position", Integer, nullable=False),
+    Index("ix_capacity_lease_shares_node", "node"),
+)
+
+_V2_COLUMNS = {
+    "capacity_leases": ("gpu_milli INTEGER", "share_milli INTEGER", "gpu_model VARCHAR(64)"),
+    "capacity_requests": ("gpu_milli INTEGER", "share_milli INTEGER", "gpu_model VARCHAR(64)"),
+}
 
 
 @dataclass(frozen=True)
@@ -144,8 +184,25 @@ def _initial(conn: Connection) -> None:
     metadata.create_all(conn, tables=[pools, quotas, leases, requests], checkfirst=True)
 
 
+def _nodes_and_milli(conn: Connection) -> None:
+    """Version 2: nodes, lease shares, and milli-GPU amounts (existing rows: whole GPUs)."""
+    inspector = inspect(conn)
+    for table, columns in _V2_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table)}
+        for column in columns:
+            if column.split()[0] not in present:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column}"))
+        conn.execute(
+            text(f"UPDATE {table} SET gpu_milli = gpus * 1000, share_milli = 1000 WHERE gpu_milli IS NULL")
+        )
+    metadata.create_all(conn, tables=[nodes, lease_shares], checkfirst=True)
+
+
 #: Append-only: never edit an applied migration, add the next version instead.
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "pools, quotas, leases, requests", _initial),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "pools, quotas, leases, requests", _initial),
+    Migration(2, "nodes, lease shares, milli-GPU amounts", _nodes_and_milli),
+)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

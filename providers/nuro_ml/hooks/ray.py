@@ -189,6 +189,7 @@ class RayHookProtocol(Protocol):
         entrypoint_num_gpus: float | None = None,
         entrypoint_memory: int | None = None,
         entrypoint_resources: dict[str, float] | None = None,
+        entrypoint_label_selector: dict[str, str] | None = None,
     ) -> str: ...
 
     def get_job_info(self, submission_id: str) -> RayJobInfo: ...
@@ -329,8 +330,12 @@ class RayHook(_RayConnectionMixin, BaseHook):
         entrypoint_num_gpus: float | None = None,
         entrypoint_memory: int | None = None,
         entrypoint_resources: dict[str, float] | None = None,
+        entrypoint_label_selector: dict[str, str] | None = None,
     ) -> str:
         """Submit a job under ``submission_id`` (a local ``working_dir`` is uploaded first).
+
+        ``entrypoint_label_selector`` places the entrypoint on nodes with those Ray labels
+        (e.g. ``{"ray.io/node-id": "in(id1,id2)"}``: the nodes of a GPU lease).
 
         :raises RayJobError: the server refused it, e.g. because the id is taken
             (:meth:`find_job` tells whether it is).
@@ -347,6 +352,7 @@ class RayHook(_RayConnectionMixin, BaseHook):
             entrypoint_num_gpus=entrypoint_num_gpus,
             entrypoint_memory=entrypoint_memory,
             entrypoint_resources=entrypoint_resources,
+            **({"entrypoint_label_selector": entrypoint_label_selector} if entrypoint_label_selector else {}),
         )
         return str(result)
 

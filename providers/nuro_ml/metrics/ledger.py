@@ -116,8 +116,10 @@ class LedgerCollector(Collector):
         pending_requests = _family(cat.PENDING_REQUESTS)
         pending_gpus = _family(cat.PENDING_GPUS)
         oldest = _family(cat.OLDEST_WAIT)
+        # The snapshot counts in 1/unit GPUs (milli-GPUs from the ledger); series are in GPUs.
+        unit = float(snapshot.unit)
         counts: dict[tuple[str, str, str], int] = {}
-        gpus: dict[tuple[str, str], int] = {}
+        gpus: dict[tuple[str, str], float] = {}
         first: dict[tuple[str, str], float] = {}
         admitted_now = set(decision.admitted_keys)
         for request in snapshot.pending:
@@ -128,7 +130,7 @@ class LedgerCollector(Collector):
                 reason = "admissible"
             team_pool = (request.team, request.pool)
             counts[(*team_pool, reason)] = counts.get((*team_pool, reason), 0) + 1
-            gpus[team_pool] = gpus.get(team_pool, 0) + request.gpus
+            gpus[team_pool] = gpus.get(team_pool, 0.0) + request.gpus / unit
             first[team_pool] = min(first.get(team_pool, now), request.enqueued_at)
         for labels, count in sorted(counts.items()):
             pending_requests.add_metric(list(labels), count)
@@ -139,9 +141,9 @@ class LedgerCollector(Collector):
         quota_nominal = _family(cat.QUOTA_NOMINAL)
         quota_borrowing = _family(cat.QUOTA_BORROWING)
         for (team, pool_name), quota in sorted(snapshot.quotas.items()):
-            quota_nominal.add_metric([team, pool_name], quota.nominal)
+            quota_nominal.add_metric([team, pool_name], quota.nominal / unit)
             if quota.borrowing_limit is not None:
-                quota_borrowing.add_metric([team, pool_name], quota.borrowing_limit)
+                quota_borrowing.add_metric([team, pool_name], quota.borrowing_limit / unit)
 
         pools = {p.name: p for p in ledger.pools()}
         capacity = _family(cat.POOL_CAPACITY)
@@ -150,11 +152,11 @@ class LedgerCollector(Collector):
 
         leases_active = _family(cat.LEASES_ACTIVE)
         leased_gpus = _family(cat.LEASED_GPUS)
-        active: dict[tuple[str, str], list[int]] = {}
+        active: dict[tuple[str, str], list[float]] = {}
         for lease in snapshot.running:
-            entry = active.setdefault((lease.team, lease.pool), [0, 0])
+            entry = active.setdefault((lease.team, lease.pool), [0, 0.0])
             entry[0] += 1
-            entry[1] += lease.gpus
+            entry[1] += lease.gpus / unit
         for team_pool, (count, total) in sorted(active.items()):
             leases_active.add_metric(list(team_pool), count)
             leased_gpus.add_metric(list(team_pool), total)
@@ -217,10 +219,10 @@ class LedgerCollector(Collector):
             else_=now_value,
         )
         held = seconds_between(conn, leases.c.acquired_at, end)
+        # GPU shares count as their fraction; rows from before milli-GPUs count whole GPUs.
+        gpus = func.coalesce(leases.c.gpu_milli, leases.c.gpus * 1000) / 1000.0
         rows = conn.execute(
-            select(leases.c.team, leases.c.pool, func.sum(leases.c.gpus * held)).group_by(
-                leases.c.team, leases.c.pool
-            )
+            select(leases.c.team, leases.c.pool, func.sum(gpus * held)).group_by(leases.c.team, leases.c.pool)
         ).all()
         return {(r[0], r[1]): max(0.0, float(r[2] or 0.0)) / 3600.0 for r in rows}
 

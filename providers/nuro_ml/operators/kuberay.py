@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from airflow.sdk import BaseOperator
 
+from nuro_ml.capacity.pinning import lease_from_xcom, pin_rayjob_manifest
 from nuro_ml.exceptions import KubeRayJobError, RayJobAlreadyExistsError, RayJobSpecInvalidError
 from nuro_ml.hooks.kuberay import KubeRayHook, KubeRayHookProtocol
 from nuro_ml.kube.manifest import validate_rayjob_manifest
@@ -70,6 +71,9 @@ class KubeRayJobOperator(BaseOperator):
         before re-creating it.
     :param deferrable: wait in the triggerer instead of occupying a worker slot. True by default:
         a RayJob may queue in Kueue and train for hours.
+    :param lease_task_id: task id of the GPU-capacity sensor whose lease the job runs under:
+        every GPU pod gets a required node affinity on the lease's nodes
+        (``kubernetes.io/hostname``), so it runs where the gate counted it. (templated)
     """
 
     template_fields: Sequence[str] = (
@@ -80,6 +84,7 @@ class KubeRayJobOperator(BaseOperator):
         "config_file",
         "cluster_context",
         "dashboard_url_template",
+        "lease_task_id",
     )
     template_ext: Sequence[str] = (".yaml", ".yml", ".json")
     template_fields_renderers = {"rayjob": "yaml"}
@@ -100,9 +105,11 @@ class KubeRayJobOperator(BaseOperator):
         poll_interval: float = 10.0,
         deleted_wait_timeout: float = 300.0,
         deferrable: bool = True,
+        lease_task_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.lease_task_id = lease_task_id
         self.rayjob = rayjob
         self.name = name
         self.namespace = namespace
@@ -147,7 +154,22 @@ class KubeRayJobOperator(BaseOperator):
         return None
 
     def build_manifest(self, context: Context) -> dict[str, Any]:
-        """The validated RayJob for this task instance (raises before any API call if invalid)."""
+        """The validated RayJob for this task instance (raises before any API call if invalid).
+
+        Under a GPU lease (``lease_task_id``) every GPU pod requires the lease's nodes.
+        """
+        manifest = self._build_manifest(context)
+        if not self.lease_task_id:
+            return manifest
+        placement = lease_from_xcom(
+            context["ti"].xcom_pull(task_ids=self.lease_task_id, key="lease"), source=f"task {self.task_id}"
+        )
+        if placement is None:
+            return manifest
+        self.log.info("Pinning GPU pods to lease %s nodes %s", placement.lease_id, ",".join(placement.nodes))
+        return validate_rayjob_manifest(pin_rayjob_manifest(manifest, placement.nodes))
+
+    def _build_manifest(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
         raw_index = getattr(ti, "map_index", None)
         map_index = int(raw_index) if raw_index is not None else -1

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseHook, BaseOperator, conf
 
+from nuro_ml.capacity.pinning import LEASE_NODES_ENV, LeasePlacement, lease_from_xcom, ray_label_selector
 from nuro_ml.exceptions import RayJobError
 from nuro_ml.hooks.ray import RayHook, RayHookProtocol, RayJobInfo, RayJobStatus
 from nuro_ml.links.ray import RAY_JOB_URL_XCOM_KEY, RAY_SUBMISSION_ID_XCOM_KEY, RayJobLink
@@ -158,6 +159,10 @@ class RayJobOperator(BaseOperator):
     :param entrypoint_num_gpus: GPUs reserved for the entrypoint process.
     :param entrypoint_memory: Bytes of memory reserved for the entrypoint process.
     :param entrypoint_resources: Custom resources reserved for the entrypoint process. (templated)
+    :param lease_task_id: task id of the GPU-capacity sensor whose lease the job runs under:
+        the entrypoint is placed on the lease's nodes (label selector on Ray's
+        ``ray.io/node-id``), and the job gets their node ids in ``NURO_ML_LEASE_NODES`` to
+        place its own tasks and actors there. (templated)
     :param ray_conn_id: The :ref:`Ray connection <howto/connection:ray>` (dashboard address,
         auth headers, TLS); optional when ``address`` is given. (templated)
     :param address: Ray dashboard/Jobs API address (``http://127.0.0.1:8265``); beats the
@@ -177,6 +182,7 @@ class RayJobOperator(BaseOperator):
         "submission_id",
         "metadata",
         "entrypoint_resources",
+        "lease_task_id",
         "ray_conn_id",
         "address",
     )
@@ -196,6 +202,7 @@ class RayJobOperator(BaseOperator):
         entrypoint_num_gpus: float | None = None,
         entrypoint_memory: int | None = None,
         entrypoint_resources: dict[str, float] | None = None,
+        lease_task_id: str | None = None,
         ray_conn_id: str | None = RayHook.default_conn_name,
         address: str | None = None,
         poll_interval: float = 5.0,
@@ -214,6 +221,8 @@ class RayJobOperator(BaseOperator):
         self.entrypoint_num_gpus = entrypoint_num_gpus
         self.entrypoint_memory = entrypoint_memory
         self.entrypoint_resources = entrypoint_resources
+        self.lease_task_id = lease_task_id
+        self._placement: LeasePlacement | None = None
         self.ray_conn_id = ray_conn_id
         self.address = address
         self.poll_interval = poll_interval
@@ -260,6 +269,8 @@ class RayJobOperator(BaseOperator):
         env_vars.update(secrets)
         env_vars.setdefault(SUBMISSION_ID_ENV, submission_id)
         env_vars.setdefault(RUN_KEY_ENV, run_key)
+        if self._placement is not None:
+            env_vars[LEASE_NODES_ENV] = ",".join(self._placement.nodes)
         runtime_env["env_vars"] = env_vars
         return runtime_env, set(secrets)
 
@@ -274,6 +285,11 @@ class RayJobOperator(BaseOperator):
     # -- execution -----------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        if self.lease_task_id:
+            self._placement = lease_from_xcom(
+                context["ti"].xcom_pull(task_ids=self.lease_task_id, key="lease"),
+                source=f"task {self.task_id}",
+            )
         info = self._attach_or_submit(context)
         submission_id = info.submission_id
         self._job_id = submission_id
@@ -358,6 +374,9 @@ class RayJobOperator(BaseOperator):
                 entrypoint_num_gpus=self.entrypoint_num_gpus,
                 entrypoint_memory=self.entrypoint_memory,
                 entrypoint_resources=self.entrypoint_resources,
+                entrypoint_label_selector=(
+                    ray_label_selector(self._placement) if self._placement is not None else None
+                ),
             )
         except RayJobError:
             # Another process may have submitted the same id a moment ago: adopt it if it is ours.

@@ -15,6 +15,7 @@ from urllib.parse import quote
 from airflow.sdk import BaseOperator
 
 from nuro_ml import settings
+from nuro_ml.capacity.pinning import LeasePlacement, lease_from_xcom
 from nuro_ml.exceptions import SlurmJobError
 from nuro_ml.hooks.slurm import SlurmHook, SlurmHookProtocol, SlurmJobInfo, SlurmJobSpec
 from nuro_ml.triggers.slurm import SlurmJobTrigger
@@ -97,6 +98,9 @@ class SlurmJobOperator(BaseOperator):
     :param log_tail_lines: lines of job output logged on success and put into the error on
         failure.
     :param cancel_on_kill: cancel the job when the task is killed, also while deferred.
+    :param lease_task_id: task id of the GPU-capacity sensor whose lease the job runs under:
+        the job is pinned to the lease's nodes (``--nodelist``) with the GPUs it holds per
+        node (``--gres=gpu:N``), so it runs where the gate counted it. (templated)
     """
 
     template_fields: Sequence[str] = (
@@ -114,6 +118,7 @@ class SlurmJobOperator(BaseOperator):
         "working_directory",
         "output_path",
         "extra_sbatch_args",
+        "lease_task_id",
     )
     template_fields_renderers = {"script": "bash", "environment": "json"}
     ui_color = "#c9e1f5"
@@ -142,9 +147,11 @@ class SlurmJobOperator(BaseOperator):
         poll_interval: float = 5.0,
         log_tail_lines: int = 20,
         cancel_on_kill: bool = True,
+        lease_task_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.lease_task_id = lease_task_id
         if (script is None) == (script_path is None):
             raise SlurmJobError(f"task {self.task_id}: give exactly one of script or script_path")
         if gpus is not None and gpus < 0:
@@ -185,8 +192,8 @@ class SlurmJobOperator(BaseOperator):
         map_index = getattr(ti, "map_index", -1)
         return SlurmTaskKey(ti.dag_id, ti.run_id, ti.task_id, -1 if map_index is None else int(map_index))
 
-    def build_spec(self, key: SlurmTaskKey) -> SlurmJobSpec:
-        """The job this task instance submits."""
+    def build_spec(self, key: SlurmTaskKey, placement: LeasePlacement | None = None) -> SlurmJobSpec:
+        """The job this task instance submits; pinned to ``placement``'s nodes when given."""
         working_directory = self.working_directory
         if working_directory is None:
             default_dir = settings.data_dir() / "slurm"
@@ -199,8 +206,9 @@ class SlurmJobOperator(BaseOperator):
             comment=key.comment,
             partition=self.partition,
             account=self.account,
-            gpus=self.gpus,
+            gpus=placement.gpus_per_node if placement is not None else self.gpus,
             gpu_type=self.gpu_type,
+            nodelist=placement.nodes if placement is not None else (),
             cpus_per_task=self.cpus_per_task,
             memory=self.memory,
             time_limit=self.time_limit,
@@ -222,8 +230,22 @@ class SlurmJobOperator(BaseOperator):
         self.log.info("Re-attaching to %s, submitted by an earlier try", newest.describe())
         return newest
 
+    def lease_placement(self, context: Context) -> LeasePlacement | None:
+        if not self.lease_task_id:
+            return None
+        value = context["ti"].xcom_pull(task_ids=self.lease_task_id, key="lease")
+        placement = lease_from_xcom(value, source=f"task {self.task_id}")
+        if placement is not None:
+            self.log.info(
+                "Pinned to lease %s: nodes %s, %s GPU(s) per node",
+                placement.lease_id,
+                ",".join(placement.nodes),
+                placement.gpus_per_node,
+            )
+        return placement
+
     def execute(self, context: Context) -> str:
-        spec = self.build_spec(self.task_key(context))
+        spec = self.build_spec(self.task_key(context), self.lease_placement(context))
         previous = self.find_previous_job(spec) if self.reattach_on_restart else None
         job_id = previous.job_id if previous else self.hook.submit_job(spec)
         self.job_id = job_id

@@ -66,6 +66,10 @@ class GpuCapacitySensor(BaseSensorOperator):
     :param ledger_url: SQLAlchemy URL of the quota ledger; ``None`` uses
         ``nuro_ml.settings.ledger_url()`` of the process that runs the check. (templated)
     :param nodes: Nodes the GPUs span (gang): all are admitted together or none. (templated)
+    :param gpu_share: Milli-GPUs per GPU: 1000 (whole GPUs, the default) or a share of one
+        GPU per node (MIG slice, MPS or time-slicing), e.g. 500 for half a GPU. (templated)
+    :param gpu_model: GPU model the job needs (``A100``, ``A100|H100``), matched against the
+        pool's nodes. (templated)
     :param lease_ttl: How long the lease lives without a heartbeat; also what backfill
         assumes as the job's longest run time. ``timedelta`` or seconds.
     :param policy: Admission policy: ``fair`` (default) or ``fifo``.
@@ -86,6 +90,8 @@ class GpuCapacitySensor(BaseSensorOperator):
         "priority",
         "ledger_url",
         "nodes",
+        "gpu_share",
+        "gpu_model",
     )
     template_fields_renderers = {"backend": "json"}
     ui_color = "#d7eadf"
@@ -100,6 +106,8 @@ class GpuCapacitySensor(BaseSensorOperator):
         priority: int | str = 0,
         ledger_url: str | None = None,
         nodes: int | str = 1,
+        gpu_share: int | str = 1000,
+        gpu_model: str | None = None,
         lease_ttl: timedelta | float = timedelta(hours=12),
         policy: str = "fair",
         deferrable: bool = True,
@@ -117,6 +125,8 @@ class GpuCapacitySensor(BaseSensorOperator):
         self.priority = priority
         self.ledger_url = ledger_url
         self.nodes = nodes
+        self.gpu_share = gpu_share
+        self.gpu_model = gpu_model
         self.lease_ttl = lease_ttl.total_seconds() if isinstance(lease_ttl, timedelta) else float(lease_ttl)
         self.policy = get_policy(policy).name
         self.deferrable = deferrable
@@ -152,6 +162,8 @@ class GpuCapacitySensor(BaseSensorOperator):
             ttl_seconds=self.lease_ttl,
             poll_interval=float(self.poke_interval),
             deadline=deadline,
+            gpu_share=_as_int("gpu_share", self.gpu_share),
+            gpu_model=str(self.gpu_model) if self.gpu_model else None,
         )
 
     def _backend(self) -> CapacityBackend | None:
@@ -206,6 +218,11 @@ class GpuCapacitySensor(BaseSensorOperator):
                 "pool": lease.pool,
                 "gpus": lease.gpus,
                 "nodes": lease.nodes,
+                "gpu_milli": lease.milli,
+                "gpu_model": lease.gpu_model,
+                # Where the gate counted the job: launchers pin it to these nodes and GPUs.
+                "node_names": list(lease.node_names),
+                "shares": [[s.node, s.gpu, s.milli] for s in lease.shares],
                 "expires_at": lease.expires_at.isoformat(),
             },
         )
@@ -294,6 +311,8 @@ class GpuCapacitySensor(BaseSensorOperator):
                 poll_interval=float(self.poke_interval),
                 deadline=deadline.isoformat(),
                 policy=self.policy,
+                gpu_share=request.gpu_share,
+                gpu_model=request.gpu_model,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=remaining),

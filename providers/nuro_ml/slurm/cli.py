@@ -36,6 +36,9 @@ def build_sbatch_args(spec: SlurmJobSpec, *, partition: str | None, account: str
             raise SlurmJobError(f"gpus must be >= 0, got {spec.gpus}")
         gres = f"gpu:{spec.gpu_type}:{spec.gpus}" if spec.gpu_type else f"gpu:{spec.gpus}"
         args.append(f"--gres={gres}")
+    if spec.nodelist:
+        args.append(f"--nodelist={','.join(spec.nodelist)}")
+        args.append(f"--nodes={len(spec.nodelist)}")
     if spec.cpus_per_task:
         args.append(f"--cpus-per-task={spec.cpus_per_task}")
     if spec.memory:

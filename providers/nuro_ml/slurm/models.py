@@ -83,6 +83,9 @@ class SlurmJobSpec:
     output_path: str | None = None
     error_path: str | None = None
     extra_args: Sequence[str] = ()
+    #: Nodes the job must run on (``--nodelist``), e.g. those its GPU lease holds; with
+    #: ``gpus`` then counted per node and ``--nodes`` set to their number.
+    nodelist: Sequence[str] = ()
 
 
 @dataclass(frozen=True)

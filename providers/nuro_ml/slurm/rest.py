@@ -82,6 +82,9 @@ def rest_submit_body(spec: SlurmJobSpec, *, partition: str | None, account: str 
     job.update({k: v for k, v in optional.items() if v})
     if spec.gpus:
         job["gres"] = f"gpu:{spec.gpu_type}:{spec.gpus}" if spec.gpu_type else f"gpu:{spec.gpus}"
+    if spec.nodelist:
+        job["required_nodes"] = list(spec.nodelist)
+        job["nodes"] = str(len(spec.nodelist))
     if spec.memory:
         job["memory_per_node"] = memory_megabytes(spec.memory)
     if spec.time_limit is not None:

@@ -209,8 +209,12 @@ class GpuCapacityTrigger(BaseTrigger):
         poll_interval: float = 30.0,
         deadline: str | None = None,
         policy: str = "fair",
+        gpu_share: int = 1000,
+        gpu_model: str | None = None,
     ) -> None:
         super().__init__()
+        self.gpu_share = gpu_share
+        self.gpu_model = gpu_model
         self.request_key = request_key
         self.team = team
         self.pool = pool
@@ -240,6 +244,8 @@ class GpuCapacityTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
                 "policy": self.policy,
+                "gpu_share": self.gpu_share,
+                "gpu_model": self.gpu_model,
             },
         )
 
@@ -254,6 +260,8 @@ class GpuCapacityTrigger(BaseTrigger):
             ttl_seconds=float(self.lease_ttl),
             poll_interval=float(self.poll_interval),
             deadline=self._deadline(),
+            gpu_share=int(self.gpu_share),
+            gpu_model=self.gpu_model,
         )
 
     def _deadline(self) -> datetime | None:

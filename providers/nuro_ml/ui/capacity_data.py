@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from nuro_ml import settings
 from nuro_ml.capacity.ledger import QuotaLedger
-from nuro_ml.capacity.records import Lease, LeaseState, Pool, QueuedRequest, Quota, RequestState
+from nuro_ml.capacity.records import MILLI, Lease, LeaseState, Pool, QueuedRequest, Quota, RequestState
 
 #: USD per GPU-hour: AWS on-demand us-east-1 list price of the instance divided by its GPUs
 #: (p5.48xlarge H100, p4d.24xlarge A100, p3.2xlarge V100, g6.xlarge L4, g5.xlarge A10G,
@@ -45,11 +45,12 @@ class PoolView(BaseModel):
     name: str
     gpu_type: str | None
     capacity: int
-    used: int
-    free: int
+    #: GPUs, fractional where GPU shares are held (0.25).
+    used: int | float
+    free: int | float
     utilization: float
     waiting_requests: int
-    waiting_gpus: int
+    waiting_gpus: int | float
     price_per_gpu_hour: float | None
 
 
@@ -60,7 +61,7 @@ class QuotaView(BaseModel):
     borrowing_limit: int | None
     lending_limit: int | None
     limit: int
-    used: int
+    used: int | float
     borrowed: int
 
 
@@ -72,7 +73,9 @@ class LeaseView(BaseModel):
     task_id: str | None
     team: str
     pool: str
-    gpus: int
+    gpus: int | float
+    #: Nodes the lease holds GPUs on (empty where the pool is counted as a whole).
+    nodes: list[str] = []
     borrowed: int
     priority: int
     acquired_at: datetime
@@ -234,6 +237,11 @@ def _recent_leases(source: QuotaLedger, window_start: datetime, active: Iterable
     return list(leases.values())
 
 
+def gpu_amount(milli: int) -> int | float:
+    """Milli-GPUs as GPUs for display: whole numbers stay integers (2), shares do not (0.25)."""
+    return milli // MILLI if milli % MILLI == 0 else milli / MILLI
+
+
 def _pool_view(
     pool: Pool,
     active: Sequence[Lease],
@@ -241,17 +249,22 @@ def _pool_view(
     now: datetime,
     prices: dict[str, float],
 ) -> PoolView:
-    used = sum(lease.gpus for lease in active if lease.pool == pool.name)
+    used = gpu_amount(sum(lease.milli for lease in active if lease.pool == pool.name))
     queued = [r for r in waiting if r.pool == pool.name and not _stale(r, now)]
     return PoolView(
         name=pool.name,
         gpu_type=pool.gpu_type,
         capacity=pool.capacity,
         used=used,
-        free=max(0, pool.capacity - used),
+        free=max(
+            0,
+            gpu_amount(
+                pool.capacity * MILLI - sum(lease.milli for lease in active if lease.pool == pool.name)
+            ),
+        ),
         utilization=round(used / pool.capacity, 4) if pool.capacity else 0.0,
         waiting_requests=len(queued),
-        waiting_gpus=sum(r.gpus for r in queued),
+        waiting_gpus=gpu_amount(sum(r.gpu_milli or r.gpus * MILLI for r in queued)),
         price_per_gpu_hour=price_of(pool, prices),
     )
 
@@ -265,7 +278,7 @@ def _quota_view(quota: Quota, pool: Pool | None, active: Sequence[Lease]) -> Quo
         borrowing_limit=quota.borrowing_limit,
         lending_limit=quota.lending_limit,
         limit=quota.limit(pool.capacity if pool else quota.nominal),
-        used=sum(lease.gpus for lease in held),
+        used=gpu_amount(sum(lease.milli for lease in held)),
         borrowed=sum(lease.borrowed for lease in held),
     )
 
@@ -281,7 +294,8 @@ def _lease_view(lease: Lease, now: datetime, price: float | None) -> LeaseView:
         task_id=task_id,
         team=lease.team,
         pool=lease.pool,
-        gpus=lease.gpus,
+        gpus=gpu_amount(lease.milli),
+        nodes=list(lease.node_names),
         borrowed=lease.borrowed,
         priority=lease.priority,
         acquired_at=lease.acquired_at,

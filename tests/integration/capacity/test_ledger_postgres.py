@@ -13,6 +13,13 @@ from nuro_ml.capacity.records import LeaseRequest, LeaseState
 from sqlalchemy import create_engine, text
 
 from tests.unit.capacity.ledger_checks import check_invariants, ops_strategy, run_workers, setup_pool
+from tests.unit.capacity.node_checks import (
+    check_node_invariants,
+    cluster_strategy,
+    run_node_workers,
+    setup_node_pool,
+    steps_strategy,
+)
 from tests.unit.capacity.stubs import Clock
 
 pytestmark = pytest.mark.integration
@@ -41,7 +48,7 @@ def test_fresh_database_is_migrated_once_by_concurrent_openers(postgres) -> None
     with engine.connect() as conn:
         versions = conn.execute(text("SELECT version FROM capacity_schema_version")).scalars().all()
     engine.dispose()
-    assert versions == [1]
+    assert versions == [1, 2]
 
 
 def test_lease_lifecycle_on_postgres(pg_ledger_url: str) -> None:
@@ -82,3 +89,17 @@ def test_concurrent_acquire_release_keeps_invariants_on_postgres(
     pool = setup_pool(ledger, capacity, nominals, borrowing)
     outcome = run_workers(pg_ledger_url, pool, plans)
     check_invariants(ledger, pool, capacity, nominals, borrowing, outcome)
+
+
+@settings(
+    max_examples=3,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(cluster=cluster_strategy, plans=st.lists(steps_strategy, min_size=16, max_size=16))
+def test_sixteen_clients_never_over_allocate_a_node_on_postgres(pg_ledger_url, cluster, plans):
+    ledger = QuotaLedger(pg_ledger_url)
+    pool = setup_node_pool(ledger, cluster)
+    outcome = run_node_workers(pg_ledger_url, pool, plans)
+    check_node_invariants(ledger, pool, outcome)

@@ -111,6 +111,20 @@ def test_sim_synthetic_with_quotas_and_bad_arguments(
     )
     assert "synthetic(seed=4, hours=6)" in capsys.readouterr().out
     assert main(["sim", str(DATA / "openb_pod_list_sample.csv"), "--out", str(tmp_path)]) == 2
-    assert "give the cluster size with --gpus N" in capsys.readouterr().err
+    assert "give the cluster with --nodes NODE_LIST" in capsys.readouterr().err
     assert main(["sim", "--synthetic", "--hours", "1", "--quota", "x=lots", "--out", str(tmp_path)]) == 2
     assert "--quota 'x=lots': expected NAME=INTEGER" in capsys.readouterr().err
+
+
+def test_quota_set_nodes_reads_a_node_list(ledger_url: str, tmp_path: Path, capsys) -> None:
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text("sn,cpu_milli,memory_mib,gpu,model\ng-0,96000,393216,8,G2\nt-0,104000,524288,2,T4\n")
+    assert main(["quota", "--ledger-url", ledger_url, "set-pool", "mixed", "--gpus", "0"]) == 0
+    assert main(["quota", "--ledger-url", ledger_url, "set-nodes", "mixed", str(nodes)]) == 0
+    assert "pool mixed: 2 nodes, 10 GPUs (G2, T4)" in capsys.readouterr().out
+    from nuro_ml.capacity.ledger import QuotaLedger
+
+    assert [(n.name, n.gpus, n.gpu_model) for n in QuotaLedger(ledger_url).nodes("mixed")] == [
+        ("g-0", 8, "G2"),
+        ("t-0", 2, "T4"),
+    ]

@@ -49,6 +49,10 @@ def test_admits_at_once_and_returns_the_lease_id(local_ledger: QuotaLedger, ledg
         "pool": "local",
         "gpus": 2,
         "nodes": 1,
+        "gpu_milli": 2000,
+        "gpu_model": None,
+        "node_names": [],
+        "shares": [],
         "expires_at": lease.expires_at.isoformat(),
     }
     # The Airflow pool of the task is untouched by the GPU pool argument.

@@ -55,6 +55,8 @@ def test_serialize_lists_every_constructor_argument(ledger_url: str) -> None:
         "poll_interval": 0.02,
         "deadline": "2026-01-01T00:00:00+00:00",
         "policy": "fair",
+        "gpu_share": 1000,
+        "gpu_model": None,
     }
     assert GpuCapacityTrigger(**kwargs).serialize() == (classpath, kwargs)
 

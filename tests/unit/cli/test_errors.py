@@ -57,7 +57,9 @@ CASES = [
         "sim of a trace without the cluster size",
         ["sim", str(TRACE)],
         2,
-        ["nuro-ml sim: error: give the cluster size with --gpus N or --pool NAME=N"],
+        [
+            "nuro-ml sim: error: give the cluster with --nodes NODE_LIST (openb node list), --gpus N or --pool NAME=N"
+        ],
     ),
     Case(
         "sim of a trace that does not exist",

@@ -391,4 +391,5 @@ def test_templated_fields() -> None:
         "entrypoint_resources",
         "ray_conn_id",
         "address",
+        "lease_task_id",
     }

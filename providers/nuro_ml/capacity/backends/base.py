@@ -20,6 +20,29 @@ from nuro_ml.exceptions import CapacityError
 
 
 @dataclass(frozen=True)
+class NodeCapacity:
+    """One node as a back end sees it: its GPUs and how many of them nothing holds."""
+
+    name: str
+    total_gpus: int
+    #: Whole GPUs free on the node (a GPU partly used counts as not free).
+    free_gpus: int
+    gpu_type: str | None = None
+    #: Back-end specific address of the node for pinning (Ray node id, Kubernetes node
+    #: name, Slurm node name); defaults to ``name``.
+    ref: str | None = None
+    #: Milli-GPUs free including GPU slices (Kubernetes MIG devices); None: ``free_gpus``.
+    free_milli: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.total_gpus < 0 or not 0 <= self.free_gpus <= self.total_gpus:
+            raise CapacityError(
+                f"node {self.name!r}: free GPUs must be between 0 and its {self.total_gpus}, "
+                f"got {self.free_gpus}"
+            )
+
+
+@dataclass(frozen=True)
 class PoolCapacity:
     """What a back end reports for one pool of interchangeable GPUs."""
 
@@ -34,6 +57,8 @@ class PoolCapacity:
     #: Which back end produced the figure, for logs and the capacity page.
     source: str = ""
     observed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: Per-node figures where the back end knows them (empty: only pool totals).
+    nodes: tuple[NodeCapacity, ...] = ()
 
     def __post_init__(self) -> None:
         if self.total_gpus < 0 or self.free_gpus < 0:

@@ -5,6 +5,9 @@ Discovery's ``nvidia.com/gpu.product``). A node's free GPUs are its allocatable
 ``nvidia.com/gpu`` minus what the non-terminated pods bound to it request, counted the way
 the scheduler does: per pod, the larger of the containers' sum and the largest init container.
 Nodes that are not Ready or are cordoned cannot take new work and are left out.
+
+Each node is reported too (its free whole GPUs, and in ``free_milli`` also its free MIG
+devices of the mixed strategy, ``nvidia.com/mig-<g>g.<mem>gb``, each worth ``g``/7 of a GPU).
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ from kubernetes_asyncio.client import CoreV1Api as AsyncCoreV1Api
 from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
 from pydantic import Field
 
-from nuro_ml.capacity.backends.base import CapacityBackend, CapacityBackendConfig, PoolCapacity
+from nuro_ml.capacity.backends.base import (
+    CapacityBackend,
+    CapacityBackendConfig,
+    NodeCapacity,
+    PoolCapacity,
+)
 from nuro_ml.exceptions import CapacityError
 from nuro_ml.hooks.kuberay import AsyncKubernetesConfigHook
 
@@ -83,6 +91,22 @@ class _NodeView:
     pool: str
     gpu_type: str | None
     allocatable: int
+    #: MIG resource name -> allocatable devices.
+    mig: Mapping[str, int]
+
+
+MIG_PREFIX = "nvidia.com/mig-"
+#: Compute slices of a MIG-capable GPU (A100/H100: 7).
+MIG_SLICES = 7
+
+
+def mig_milli(resource: str) -> int:
+    """Milli-GPUs one device of MIG resource ``nvidia.com/mig-3g.40gb`` stands for (3/7 GPU)."""
+    profile = resource[len(MIG_PREFIX) :]
+    compute, _, _memory = profile.partition("g.")
+    if not compute.isdigit():
+        raise CapacityError(f"MIG resource {resource!r} does not name its compute slices (<n>g.<mem>gb)")
+    return int(compute) * 1000 // MIG_SLICES
 
 
 def quantity(value: Any) -> Decimal:
@@ -125,8 +149,14 @@ def node_pools(
     views: dict[str, _NodeView] = {}
     for node in nodes:
         metadata = node.get("metadata") or {}
-        allocatable = ((node.get("status") or {}).get("allocatable") or {}).get(config.gpu_resource)
-        if allocatable is None or quantity(allocatable) <= 0:
+        node_allocatable = (node.get("status") or {}).get("allocatable") or {}
+        allocatable = node_allocatable.get(config.gpu_resource)
+        mig = {
+            name: int(quantity(value))
+            for name, value in node_allocatable.items()
+            if name.startswith(MIG_PREFIX) and quantity(value) > 0
+        }
+        if (allocatable is None or quantity(allocatable) <= 0) and not mig:
             continue
         if not _ready(node) or (node.get("spec") or {}).get("unschedulable"):
             continue
@@ -134,22 +164,34 @@ def node_pools(
         pool = config.pool_names.get(label, label) if label else config.default_pool
         if pool is None:
             continue
-        views[metadata["name"]] = _NodeView(metadata["name"], pool, label, int(quantity(allocatable)))
-    used: dict[str, Decimal] = {}
+        whole = int(quantity(allocatable)) if allocatable is not None else 0
+        views[metadata["name"]] = _NodeView(metadata["name"], pool, label, whole, mig)
+    used: dict[tuple[str, str], Decimal] = {}
     for pod in pods:
         node_name = (pod.get("spec") or {}).get("nodeName")
         phase = (pod.get("status") or {}).get("phase")
-        if node_name in views and phase not in TERMINAL_POD_PHASES:
-            used[node_name] = used.get(node_name, Decimal(0)) + pod_gpu_request(pod, config.gpu_resource)
+        if node_name not in views or phase in TERMINAL_POD_PHASES:
+            continue
+        for resource in (config.gpu_resource, *views[node_name].mig):
+            key = (node_name, resource)
+            used[key] = used.get(key, Decimal(0)) + pod_gpu_request(pod, resource)
     totals: dict[str, list[int]] = {}
     types: dict[str, set[str]] = {}
+    per_pool: dict[str, list[NodeCapacity]] = {}
     for view in views.values():
-        free = max(0, view.allocatable - int(used.get(view.name, Decimal(0))))
+        free = max(0, view.allocatable - int(used.get((view.name, config.gpu_resource), Decimal(0))))
+        free_milli = free * 1000
+        for resource, devices in view.mig.items():
+            left = max(0, devices - int(used.get((view.name, resource), Decimal(0))))
+            free_milli += left * mig_milli(resource)
         entry = totals.setdefault(view.pool, [0, 0])
         entry[0] += view.allocatable
         entry[1] += free
         if view.gpu_type:
             types.setdefault(view.pool, set()).add(view.gpu_type)
+        per_pool.setdefault(view.pool, []).append(
+            NodeCapacity(view.name, view.allocatable, free, view.gpu_type, view.name, free_milli)
+        )
     return [
         PoolCapacity(
             pool=pool,
@@ -157,6 +199,7 @@ def node_pools(
             free_gpus=free,
             gpu_type=next(iter(types[pool])) if len(types.get(pool, ())) == 1 else None,
             source="kubernetes",
+            nodes=tuple(sorted(per_pool.get(pool, ()), key=lambda n: n.name)),
         )
         for pool, (total, free) in sorted(totals.items())
     ]

@@ -10,6 +10,9 @@ Two ways in, chosen by the form of ``address``:
   the GCS directly over gRPC; current to the moment, but imports Ray (about 3 s, once).
 
 Neither connects a driver to the cluster, so the triggerer never becomes a Ray worker.
+
+Per-node figures (each alive node's ``resource`` total and free, named by Ray node id) come
+from the GCS path; the dashboard path reports the pool totals only.
 """
 
 from __future__ import annotations
@@ -22,7 +25,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from nuro_ml.capacity.backends.base import CapacityBackend, CapacityBackendConfig, PoolCapacity
+from nuro_ml.capacity.backends.base import (
+    CapacityBackend,
+    CapacityBackendConfig,
+    NodeCapacity,
+    PoolCapacity,
+)
 from nuro_ml.exceptions import CapacityError
 
 CLUSTER_STATUS_PATH = "/api/cluster_status?format=0"
@@ -62,11 +70,12 @@ class RayBackend(CapacityBackend):
     config: RayBackendConfig
 
     def get_capacity(self) -> list[PoolCapacity]:
+        nodes: tuple[NodeCapacity, ...] = ()
         if self.config.uses_dashboard:
             used, total = self._from_dashboard()
             source = f"ray dashboard {self.config.address}"
         else:
-            used, total = self._from_gcs()
+            used, total, nodes = self._from_gcs()
             source = f"ray gcs {self.config.address}"
         total_gpus = int(total)
         free_gpus = max(0, int(total - used))
@@ -77,6 +86,7 @@ class RayBackend(CapacityBackend):
                 free_gpus=min(free_gpus, total_gpus),
                 gpu_type=self.config.gpu_type,
                 source=source,
+                nodes=nodes,
             )
         ]
 
@@ -100,7 +110,7 @@ class RayBackend(CapacityBackend):
         used, total = usage.get(self.config.resource, (0.0, 0.0))
         return float(used), float(total)
 
-    def _from_gcs(self) -> tuple[float, float]:
+    def _from_gcs(self) -> tuple[float, float, tuple[NodeCapacity, ...]]:
         try:
             from ray.autoscaler.v2.sdk import get_cluster_status
         except ImportError as err:  # pragma: no cover - ray is a hard dependency
@@ -115,4 +125,21 @@ class RayBackend(CapacityBackend):
             ) from err
         total = float(status.total_resources().get(self.config.resource, 0.0))
         available = float(status.available_resources().get(self.config.resource, 0.0))
-        return total - available, total
+        nodes = []
+        for node in [*status.active_nodes, *status.idle_nodes]:
+            usage = {u.resource_name: u for u in (node.resource_usage.usage if node.resource_usage else [])}
+            gpu = usage.get(self.config.resource)
+            if gpu is None or gpu.total <= 0 or not node.node_id:
+                continue
+            node_total = int(gpu.total)
+            nodes.append(
+                NodeCapacity(
+                    name=node.node_id,
+                    total_gpus=node_total,
+                    free_gpus=min(node_total, max(0, int(gpu.total - gpu.used))),
+                    gpu_type=self.config.gpu_type,
+                    ref=node.node_id,
+                    free_milli=max(0, round((gpu.total - gpu.used) * 1000)),
+                )
+            )
+        return total - available, total, tuple(sorted(nodes, key=lambda n: n.name))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal
 
-from nuro_ml.capacity.backends.base import CapacityBackend, CapacityBackendConfig, PoolCapacity
+from nuro_ml.capacity.backends.base import CapacityBackend, CapacityBackendConfig, NodeCapacity, PoolCapacity
 from nuro_ml.exceptions import CapacityError
 from nuro_ml.hooks.slurm import AsyncSlurmHook, SlurmHook, SlurmNodeGres
 
@@ -71,15 +71,25 @@ class SlurmBackend(CapacityBackend):
         for partition in wanted:
             total = free = 0
             types: set[str | None] = set()
+            per_node: list[NodeCapacity] = []
             for node in by_partition[partition]:
                 if not node.accepts_jobs:
                     continue
                 node_total = node.count(cfg.gres_name, cfg.gpu_type)
                 node_used = node.count(cfg.gres_name, cfg.gpu_type, used=True)
                 total += node_total
-                if node.cpus_idle != 0:
-                    free += max(0, node_total - node_used)
-                types.update(t for (g, t), n in node.gres.items() if g == cfg.gres_name and n > 0)
+                node_free = max(0, node_total - node_used) if node.cpus_idle != 0 else 0
+                free += node_free
+                node_types = {t for (g, t), n in node.gres.items() if g == cfg.gres_name and n > 0}
+                types.update(node_types)
+                per_node.append(
+                    NodeCapacity(
+                        name=node.node,
+                        total_gpus=node_total,
+                        free_gpus=min(node_free, node_total),
+                        gpu_type=cfg.gpu_type or (next(iter(node_types)) if len(node_types) == 1 else None),
+                    )
+                )
             gpu_type = cfg.gpu_type or (next(iter(types)) if len(types) == 1 else None)
             pools.append(
                 PoolCapacity(
@@ -88,6 +98,7 @@ class SlurmBackend(CapacityBackend):
                     free_gpus=free,
                     gpu_type=gpu_type,
                     source=f"slurm:{partition}",
+                    nodes=tuple(per_node),
                 )
             )
         return pools

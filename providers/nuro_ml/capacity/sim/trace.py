@@ -4,8 +4,9 @@ Alibaba ``openb_pod_list_*.csv`` columns: name, cpu_milli, memory_mib, num_gpu, 
 gpu_spec, qos, pod_phase, creation_time, deletion_time, scheduled_time (seconds). A pod that
 was scheduled ran from ``scheduled_time`` to ``deletion_time``; it is replayed as a job
 submitted at ``creation_time`` with that duration. CPU-only pods and pods that never ran are
-skipped. GPU-sharing pods (``gpu_milli`` < 1000) take one whole GPU, as the ledger counts
-whole GPUs. The trace has no teams: the QoS class stands in for the team, and sets priority.
+skipped. With ``milli=True`` a job's ``gpus`` are milli-GPUs (``num_gpu * gpu_milli``), so
+GPU-sharing pods (``gpu_milli`` < 1000) take their share; otherwise they count as one whole
+GPU. The trace has no teams: the QoS class stands in for the team, and sets priority.
 
 Jobs CSV columns: ``submit`` (seconds, or an ISO-8601 time), ``duration`` (seconds),
 ``gpus``, ``team``, ``priority``; optional ``pool``, ``nodes``, ``estimate`` (the run time
@@ -84,8 +85,13 @@ def _number(value: str, path: Path, line: int, column: str) -> float:
         raise CapacityError(f"{path}:{line}: column {column!r} must be a number, got {value!r}") from None
 
 
-def load_alibaba(path: str | Path, *, pool: str = "gpu", limit: int | None = None) -> Trace:
-    """Read an Alibaba GPU cluster trace 2023 pod list (``openb_pod_list_*.csv``)."""
+def load_alibaba(
+    path: str | Path, *, pool: str = "gpu", limit: int | None = None, milli: bool = False
+) -> Trace:
+    """Read an Alibaba GPU cluster trace 2023 pod list (``openb_pod_list_*.csv``).
+
+    ``milli``: GPU amounts in milli-GPUs (sharing pods take their share, not a whole GPU).
+    """
     path = Path(path)
     jobs: list[Job] = []
     skipped = 0
@@ -110,12 +116,18 @@ def load_alibaba(path: str | Path, *, pool: str = "gpu", limit: int | None = Non
                 skipped += 1
                 continue
             qos = row["qos"].strip() or "BE"
+            amount = gpus
+            if milli:
+                share = int(_number(row["gpu_milli"] or "1000", path, line, "gpu_milli"))
+                if not 0 < share <= 1000:
+                    raise CapacityError(f"{path}:{line}: gpu_milli must be 1..1000, got {share}")
+                amount = gpus * share
             jobs.append(
                 Job(
                     id=row["name"],
                     submit=created,
                     duration=duration,
-                    gpus=gpus,
+                    gpus=amount,
                     team=qos,
                     priority=QOS_PRIORITY.get(qos, 0),
                     pool=pool,
@@ -139,8 +151,11 @@ def _submit_seconds(value: str, path: Path, line: int) -> float:
         ) from None
 
 
-def load_jobs_csv(path: str | Path, *, default_pool: str = "gpu") -> Trace:
-    """Read a jobs CSV (submit, duration, gpus, team, priority[, pool, nodes, estimate, id])."""
+def load_jobs_csv(path: str | Path, *, default_pool: str = "gpu", milli: bool = False) -> Trace:
+    """Read a jobs CSV (submit, duration, gpus, team, priority[, pool, nodes, estimate, id]).
+
+    ``milli``: the jobs' whole GPUs are counted in milli-GPUs (x1000).
+    """
     path = Path(path)
     jobs: list[Job] = []
     with path.open(newline="") as handle:
@@ -163,7 +178,7 @@ def load_jobs_csv(path: str | Path, *, default_pool: str = "gpu") -> Trace:
                     id=row.get("id") or f"job-{line - 1}",
                     submit=_submit_seconds(row["submit"].strip(), path, line),
                     duration=duration,
-                    gpus=int(gpus),
+                    gpus=int(gpus) * (1000 if milli else 1),
                     team=row["team"].strip() or "default",
                     priority=int(_number(row["priority"] or "0", path, line, "priority")),
                     pool=(row.get("pool") or "").strip() or default_pool,
@@ -196,6 +211,31 @@ def write_jobs_csv(jobs: Iterable[Job], path: str | Path) -> Path:
                 ]
             )
     return path
+
+
+def scale_time(trace: Trace, factor: float) -> Trace:
+    """The trace with submissions ``factor`` times closer together (run times unchanged).
+
+    A factor above 1 loads the cluster more: ``factor`` 10 replays a 10-day trace's arrivals
+    in a day.
+    """
+    if not factor > 0:
+        raise CapacityError(f"time scale must be > 0, got {factor}")
+    scaled = tuple(
+        Job(
+            j.id,
+            round(j.submit / factor, 3),
+            j.duration,
+            j.gpus,
+            j.team,
+            j.priority,
+            j.pool,
+            j.nodes,
+            j.estimate,
+        )
+        for j in trace.jobs
+    )
+    return Trace(scaled, f"{trace.source} (time scale {factor:g}x)", trace.skipped)
 
 
 def _rebase(jobs: Sequence[Job]) -> tuple[Job, ...]:
