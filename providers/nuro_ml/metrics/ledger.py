@@ -157,8 +157,8 @@ class LedgerCollector(Collector):
             entry = active.setdefault((lease.team, lease.pool), [0, 0.0])
             entry[0] += 1
             entry[1] += lease.gpus / unit
-        for team_pool, (count, total) in sorted(active.items()):
-            leases_active.add_metric(list(team_pool), count)
+        for team_pool, (held, total) in sorted(active.items()):
+            leases_active.add_metric(list(team_pool), held)
             leased_gpus.add_metric(list(team_pool), total)
 
         with ledger.engine.connect() as conn, conn.begin():

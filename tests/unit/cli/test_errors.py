@@ -58,7 +58,8 @@ CASES = [
         ["sim", str(TRACE)],
         2,
         [
-            "nuro-ml sim: error: give the cluster with --nodes NODE_LIST (openb node list), --gpus N or --pool NAME=N"
+            "nuro-ml sim: error: give the cluster with --nodes NODE_LIST (openb node list), "
+            "--gpus N or --pool NAME=N"
         ],
     ),
     Case(
