@@ -146,24 +146,24 @@ class ETLJobConfig:
             )
         problem = cfg.problem()
         if problem:
-            parser.error(problem)
+            parser.error(f"argument {problem[0]}: {problem[1]}")
         return cfg
 
-    def problem(self) -> str | None:
-        """The first argument error (naming the argument and the accepted form), or ``None``."""
+    def problem(self) -> tuple[str, str] | None:
+        """The first bad argument as (its command-line name, what is wrong and the accepted form)."""
         for name, value in (("--start", self.start), ("--end", self.end)):
             try:
                 parse_when(value)
             except ValueError as err:
-                return f"argument {name}: {err}"
+                return name, str(err)
         try:
             interval_dates(parse_when(self.start), parse_when(self.end))
         except ValueError as err:
-            return f"arguments --start/--end: {err}"
+            return "--end", str(err)
         if not 0.0 <= self.max_bad_file_share <= 1.0:
-            return f"argument --max-bad-file-share: {self.max_bad_file_share} is not a share between 0 and 1"
+            return "--max-bad-file-share", f"{self.max_bad_file_share} is not a share between 0 and 1"
         if not Path(self.input_path).exists():
-            return f"argument --input: {self.input_path} does not exist"
+            return "--input", f"{self.input_path} does not exist"
         return None
 
 

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from nuro_ml.exceptions import ETLError
 from nuro_ml.pipelines import issues as spec_issues
 from nuro_ml.pipelines import yaml_source
 
@@ -68,7 +69,7 @@ _FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class MappingError(ValueError):
+class MappingError(ETLError, ValueError):
     """A mapping file is invalid; the message lists ``file:line:col: field: problem`` lines."""
 
 
