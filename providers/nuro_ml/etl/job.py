@@ -307,7 +307,7 @@ class ETLRun:
         try:
             reports = self._process(files)
             total_bytes = sum(r.bytes for r in reports)
-            unmapped = sorted({r.unmapped for r in reports if r.unmapped})
+            unmapped = sorted({m for r in reports if r.unmapped for m in r.unmapped.split(" | ")})
             if unmapped:
                 raise UnmappedTopic(
                     f"{len(unmapped)} topic(s) would be silently dropped; nothing was written: "

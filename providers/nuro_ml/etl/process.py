@@ -173,9 +173,9 @@ class _Channel:
     def __init__(self, task: FileTask, channel: ChannelInfo, schema: SchemaInfo | None) -> None:
         self.topic = channel.topic
         self.schema_name = schema.name if schema is not None else ""
-        self.route: Route = task.mapping.route(task.vehicle, channel.topic, self.schema_name)
         self.decoder: Any = None
         self.columns: list[str] | None = None
+        self.route: Route = task.mapping.route(task.vehicle, channel.topic, self.schema_name)
         if schema is None:
             raise _Bad(f"channel {channel.topic} has no schema", 0)
         try:
@@ -258,6 +258,8 @@ def _process(task: FileTask, buf: Any, result: FileResult, tables: _Tables, sign
         data = mcap_io.load_chunk(buf, chunk, verify_crc=True)
         result.chunks_decompressed += 1
         state.batch(chunk.offset, mcap_io.frame_records(data, chunk.offset, scan.schemas, scan.channels))
+    if state.unmapped:
+        raise UnmappedTopicError(" | ".join(state.unmapped))
     counts = {state.channels[cid].topic: n for cid, n in sorted(state.counts.items()) if n}
     if scan.damage is not None:
         # No index to read by: everything before the damage checked out and was written.
@@ -289,19 +291,26 @@ class _State:
         self.signals = signals
         self.last_time: dict[int, int] = {}
         self.counts: dict[int, int] = {}
-        self.handlers: dict[int, _Channel] = {}
+        self.handlers: dict[int, _Channel | None] = {}
+        self.unmapped: list[str] = []
 
-    def handler(self, cid: int, offset: int) -> _Channel:
-        h = self.handlers.get(cid)
-        if h is None:
-            channel = self.channels.get(cid)
-            if channel is None:
-                raise _Bad(f"message on undeclared channel {cid}", offset)
-            try:
-                h = _Channel(self.task, channel, self.schemas.get(channel.schema_id))
-            except _Bad as bad:
-                raise _Bad(bad.reason, offset) from bad
-            self.handlers[cid] = h
+    def handler(self, cid: int, offset: int) -> _Channel | None:
+        if cid in self.handlers:
+            return self.handlers[cid]
+        h: _Channel | None = None
+        channel = self.channels.get(cid)
+        if channel is None:
+            raise _Bad(f"message on undeclared channel {cid}", offset)
+        try:
+            h = _Channel(self.task, channel, self.schemas.get(channel.schema_id))
+        except _Bad as bad:
+            raise _Bad(bad.reason, offset) from bad
+        except UnmappedTopicError as err:
+            # Every such topic of the file is reported, not only the first.
+            self.unmapped.append(str(err))
+            h = None
+        self.handlers[cid] = h
+        if h is not None:
             self.result.routes[h.topic] = h.route.table
             self.result.schemas[h.topic] = h.schema_name
         return h
@@ -321,10 +330,10 @@ class _State:
             times = sub.log_time
             prev = self.last_time.get(cid)
             if (prev is not None and times[0] < prev) or bool(np.any(np.diff(times) < 0)):
-                raise _Bad(f"non-monotonic log times on topic {h.topic}", offset)
+                raise _Bad(f"non-monotonic log times on topic {self.channels[cid].topic}", offset)
             self.last_time[cid] = int(times[-1])
             self.counts[cid] = self.counts.get(cid, 0) + len(sub)
-            if h.decoder is None:
+            if h is None or h.decoder is None:
                 continue  # excluded and not decodable: counted only
             try:
                 decoded = h.decoder.decode(sub.buf, sub.starts, sub.ends, h.columns if h.route.table else [])
