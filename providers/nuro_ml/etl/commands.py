@@ -44,6 +44,7 @@ def _gen_logs(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         write_summary=not args.no_index,
         workers=args.workers,
+        layout=args.layout,
     )
     total = sum(p.stat().st_size for p in paths)
     print(f"{len(paths)} drive logs, {total / 1e6:.1f} MB under {out}")
@@ -65,4 +66,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--chunk-size", type=int, default=1 << 20)
     parser.add_argument("--no-index", action="store_true", help="write files without summary/chunk index")
     parser.add_argument("--workers", type=int, default=1, help="processes writing files in parallel")
+    parser.add_argument(
+        "--layout",
+        choices=("interleaved", "per-channel"),
+        default="interleaved",
+        help="chunks: one time-ordered stream for all channels (as recorders write), or one per channel",
+    )
     parser.set_defaults(func=_gen_logs)

@@ -53,6 +53,7 @@ class DriveSpec:
     compression: str = "zstd"
     chunk_size: int = 1 << 20
     write_summary: bool = True
+    layout: str = "interleaved"
 
     @property
     def drive_id(self) -> str:
@@ -174,6 +175,7 @@ def write_drive(stream: Any, spec: DriveSpec) -> dict[str, int]:
         compression=spec.compression,
         library=f"nuro-ml-generator/{GENERATOR_VERSION}",
         write_summary=spec.write_summary,
+        layout=spec.layout,
     )
     writer.add_metadata(
         "drive",
@@ -352,6 +354,7 @@ def generate_interval(
     chunk_size: int = 1 << 20,
     write_summary: bool = True,
     workers: int = 1,
+    layout: str = "interleaved",
 ) -> list[Path]:
     """Make sure the drive logs of ``dates`` x ``vehicles`` exist under ``raw_root``.
 
@@ -371,6 +374,8 @@ def generate_interval(
     :param chunk_size: uncompressed bytes per chunk.
     :param write_summary: write the summary section (chunk index); ``False`` writes unindexed files.
     :param workers: processes used to write files in parallel.
+    :param layout: ``interleaved`` (one time-ordered chunk stream, as recorders write) or
+        ``per-channel`` (one chunk stream per channel).
     :return: every file of the interval (existing and new), sorted.
     """
     if encoding not in ENCODINGS:
@@ -392,6 +397,7 @@ def generate_interval(
                     compression=compression,
                     chunk_size=chunk_size,
                     write_summary=write_summary,
+                    layout=layout,
                 )
                 jobs.append((drive_path(Path(raw_root), spec), spec))
     missing = [job for job in jobs if not job[0].exists()]

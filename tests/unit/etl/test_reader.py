@@ -19,9 +19,17 @@ SMALL = {"lidar_points": 128, "image_bytes": 1024, "chunk_size": 32 << 10}
 
 @pytest.fixture(scope="module")
 def drives(tmp_path_factory):
+    # One chunk stream per channel: the layout where topic pushdown skips whole chunks.
     root = tmp_path_factory.mktemp("raw")
     return generate_interval(
-        root, [DAY], ["veh-001", "veh-002"], drive_seconds=6, seed=3, encoding="mixed", **SMALL
+        root,
+        [DAY],
+        ["veh-001", "veh-002"],
+        drive_seconds=6,
+        seed=3,
+        encoding="mixed",
+        layout="per-channel",
+        **SMALL,
     )
 
 
