@@ -31,7 +31,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nuro_ml.etl import inputs, mapping, publish
+from nuro_ml.etl import inputs, layout, mapping, publish
 from nuro_ml.etl.transforms import TransformConfig
 
 if TYPE_CHECKING:
@@ -94,6 +94,8 @@ class ETLJobConfig:
     mapping_path: str | None = None
     #: An interval without logs is a logged skip instead of an error.
     allow_empty: bool = False
+    #: Where recordings lie under the input: a preset (hive, vehicle-date, rosbag2) or a template.
+    path_template: str = "hive"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_args(self) -> list[str]:
@@ -115,6 +117,12 @@ class ETLJobConfig:
         parser.add_argument("--max-bad-file-share", type=float, default=0.2)
         parser.add_argument("--run-key", default="manual")
         parser.add_argument("--mapping", help="topic mapping file (YAML/JSON); default: the built-in mapping")
+        parser.add_argument(
+            "--path-template",
+            default="hive",
+            help="where recordings lie under --input: hive (date={date}/vehicle={vehicle}/{drive}.mcap), "
+            "vehicle-date, rosbag2, or a template with {date}, {date:%%Y_%%m_%%d}, {vehicle}, {drive}, *, **",
+        )
         parser.add_argument(
             "--allow-empty", action="store_true", help="an interval without logs is a skip, not an error"
         )
@@ -143,6 +151,7 @@ class ETLJobConfig:
                 reprocess=args.reprocess,
                 mapping_path=args.mapping,
                 allow_empty=args.allow_empty,
+                path_template=args.path_template,
             )
         problem = cfg.problem()
         if problem:
@@ -164,30 +173,25 @@ class ETLJobConfig:
             return "--max-bad-file-share", f"{self.max_bad_file_share} is not a share between 0 and 1"
         if not Path(self.input_path).exists():
             return "--input", f"{self.input_path} does not exist"
+        try:
+            layout.PathTemplate.of(self.path_template).match("x.mcap")
+        except layout.LayoutError as err:
+            return "--path-template", str(err)
         return None
 
 
-def discover(cfg: ETLJobConfig) -> list[str]:
-    """The interval's drive logs, sorted."""
+def discover(cfg: ETLJobConfig) -> list[layout.Placed]:
+    """The interval's drive logs with their partition keys, sorted by path."""
     from nuro_ml.exceptions import ETLInputNotFoundError
 
     root = Path(cfg.input_path)
     if not root.is_dir():
         raise ETLInputNotFoundError(
             f"input path {cfg.input_path} does not exist or is not a directory "
-            "(expected <input>/date=YYYY-MM-DD/vehicle=<id>/*.mcap)"
+            f"(expected {layout.PathTemplate.of(cfg.path_template).text} under it)"
         )
-    wanted = set(cfg.vehicles) if cfg.vehicles else None
-    files: list[str] = []
-    for day in interval_dates(parse_when(cfg.start), parse_when(cfg.end)):
-        day_dir = root / f"date={day:%Y-%m-%d}"
-        if not day_dir.is_dir():
-            continue
-        for vdir in sorted(day_dir.glob("vehicle=*")):
-            if wanted is not None and vdir.name.split("=", 1)[1] not in wanted:
-                continue
-            files.extend(str(p) for p in sorted(vdir.glob("*.mcap")) if not p.name.startswith("."))
-    return files
+    days = set(interval_dates(parse_when(cfg.start), parse_when(cfg.end)))
+    return layout.PathTemplate.of(cfg.path_template).discover(root, days, set(cfg.vehicles or []) or None)
 
 
 def path_keys(path: str) -> tuple[str, str, str]:
@@ -217,8 +221,8 @@ class ETLRun:
         self.progress = progress or (lambda msg: log.info("%s", msg))
         self.output = Path(cfg.output_path)
         self.staging = self.output / STAGING_DIR / re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.run_key)
-        #: Damaged inputs read up to their damage (see :mod:`nuro_ml.etl.validation`).
-        self._salvaged: set[str] = set()
+        #: Recordings of the interval by path, with their partition keys.
+        self.placed: dict[str, layout.Placed] = {}
         #: The topic mapping; loaded before anything is read, so a bad file fails the run at once.
         self.mapping = mapping.load(cfg.mapping_path)
         self.transform_cfg = TransformConfig(
@@ -231,6 +235,11 @@ class ETLRun:
             source = self._spark_source
             self._spark = source() if callable(source) else source
         return self._spark
+
+    def _keys(self, path: str) -> tuple[str, str, str]:
+        """(date, vehicle, drive) of a discovered recording."""
+        placed = self.placed[path]
+        return placed.day, placed.vehicle, placed.drive
 
     def _settings(self, vehicle: str) -> dict[str, Any]:
         # What shapes the rows of a partition besides its logs (see nuro_ml.etl.inputs): the
@@ -247,7 +256,7 @@ class ETLRun:
             return {}
         by_partition: dict[tuple[str, str], list[str]] = {}
         for path in files:
-            day, vehicle, _ = path_keys(path)
+            day, vehicle, _ = self._keys(path)
             by_partition.setdefault((day, vehicle), []).append(path)
         fresh = {}
         for (day, vehicle), paths in by_partition.items():
@@ -265,7 +274,8 @@ class ETLRun:
         from nuro_ml.exceptions import UnmappedTopicError as UnmappedTopic
 
         t_start = time.monotonic()
-        files = discover(self.cfg)
+        self.placed = {p.path: p for p in discover(self.cfg)}
+        files = list(self.placed)
         self.progress(
             f"ETL {self.cfg.start} .. {self.cfg.end}: {len(files)} input files under {self.cfg.input_path}"
         )
@@ -289,7 +299,7 @@ class ETLRun:
             for record in fresh.values():
                 _add_counts(result["messages"], record.messages)
                 _add_counts(result["rows"], record.rows)
-            fresh_files = [f for f in files if path_keys(f)[:2] in fresh]
+            fresh_files = [f for f in files if self._keys(f)[:2] in fresh]
             result["files"] = len(fresh_files)
             result["bytes"] = sum(os.path.getsize(f) for f in fresh_files)
             result["up_to_date"] = sorted(f"date={d}/vehicle={v}" for d, v in fresh)
@@ -297,7 +307,7 @@ class ETLRun:
                 f"{len(fresh)} date/vehicle partitions are up to date with their {len(fresh_files)} "
                 "logs; not rebuilt (reprocess=True rebuilds them)"
             )
-            files = [f for f in files if path_keys(f)[:2] not in fresh]
+            files = [f for f in files if self._keys(f)[:2] not in fresh]
         if not files:
             result["partitions"] = result["up_to_date"]
             self._write_result(result)
@@ -336,7 +346,7 @@ class ETLRun:
             readable = good + salvaged
             records: dict[tuple[str, str], inputs.PartitionRecord] = {}
             for r in readable:
-                day, vehicle, drive = path_keys(r.file)
+                day, vehicle, drive = self._keys(r.file)
                 record = records.setdefault((day, vehicle), inputs.PartitionRecord(fingerprint="", drives=[]))
                 record.drives.append(drive)
                 _add_counts(record.messages, r.messages)
@@ -371,7 +381,7 @@ class ETLRun:
             self._quarantine(r, result)
         for (day, vehicle), record in records.items():
             # Bad logs were moved to quarantine: the record covers the logs the next run will find.
-            paths = [r.file for r in good if path_keys(r.file)[:2] == (day, vehicle)]
+            paths = [r.file for r in good if self._keys(r.file)[:2] == (day, vehicle)]
             record.fingerprint = inputs.fingerprint(paths, self._settings(vehicle))
             record.drives.sort()
             # Published rows, which include rows carried over from drives this run did not read.
@@ -413,7 +423,7 @@ class ETLRun:
         created_us = int(time.time() * 1_000_000)
         tasks = []
         for path in files:
-            day, vehicle, drive = path_keys(path)
+            day, vehicle, drive = self._keys(path)
             tasks.append(
                 FileTask(
                     path, day, vehicle, drive, str(self.staging), self.mapping, self.transform_cfg, created_us

@@ -60,6 +60,10 @@ class MCAPToParquetOperator(BaseOperator):
         how fields become columns; ``None`` uses the built-in mapping (ROS 2 standard types,
         Foxglove schemas, our own types). Topics no source maps land in generic ``topic_<name>``
         tables; see :mod:`nuro_ml.etl.mapping`. (templated)
+    :param path_template: where recordings lie under ``input_path``: ``hive`` (default,
+        ``date={date}/vehicle={vehicle}/{drive}.mcap``), ``vehicle-date``, ``rosbag2`` or a template
+        with ``{date}``, ``{date:%Y_%m_%d}``, ``{vehicle}``, ``{drive}``, ``*`` and ``**``; see
+        :mod:`nuro_ml.etl.layout`. (templated)
     :param allow_empty: an interval without drive logs is skipped (logged, task skipped) instead
         of failing the task.
     :param reprocess: rebuild every partition of the interval. By default a date/vehicle partition
@@ -77,6 +81,7 @@ class MCAPToParquetOperator(BaseOperator):
         "spark_conf",
         "conn_id",
         "mapping_path",
+        "path_template",
     )
     template_fields_renderers = {"spark_conf": "json"}
     ui_color = "#e8f1fb"
@@ -99,6 +104,7 @@ class MCAPToParquetOperator(BaseOperator):
         hard_brake_bar: float = 45.0,
         reprocess: bool = False,
         mapping_path: str | None = None,
+        path_template: str = "hive",
         allow_empty: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -118,6 +124,7 @@ class MCAPToParquetOperator(BaseOperator):
         self.hard_brake_bar = hard_brake_bar
         self.reprocess = reprocess
         self.mapping_path = mapping_path
+        self.path_template = path_template
         self.allow_empty = allow_empty
         self._hook: Any = None
         self._spark: Any = None
@@ -145,10 +152,11 @@ class MCAPToParquetOperator(BaseOperator):
             reprocess=self.reprocess,
             mapping_path=str(self.mapping_path) if self.mapping_path else None,
             allow_empty=self.allow_empty,
+            path_template=self.path_template or "hive",
         )
         problem = cfg.problem()
         if problem:
-            name = problem[0].removeprefix("--").replace("-", "_").replace("input", "input_path")
+            name = {"--input": "input_path"}.get(problem[0], problem[0].removeprefix("--").replace("-", "_"))
             raise ETLError(f"MCAPToParquetOperator {self.task_id}: {name}: {problem[1]}")
         return cfg
 
