@@ -109,6 +109,8 @@ class _Tables:
         self.buffers: dict[str, list[pa.Table]] = {}
         self.sizes: dict[str, int] = {}
         self.writers: dict[str, pq.ParquetWriter] = {}
+        #: The schema of each table's first rows; later rows are cast to it.
+        self.schemas: dict[str, pa.Schema] = {}
         self.rows: dict[str, int] = {}
         self.paths: list[Path] = []
 
@@ -132,7 +134,7 @@ class _Tables:
         if not buf:
             return
         writer = self.writers.get(table)
-        schema = writer.schema_arrow if writer is not None else buf[0].schema
+        schema = self.schemas.setdefault(table, buf[0].schema)
         data = pa.concat_tables([t if t.schema == schema else _conform(t, schema, table) for t in buf])
         if writer is None:
             path = self.path(table)

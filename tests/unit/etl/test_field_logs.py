@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from mcap.reader import make_reader
 from mcap_protobuf.decoder import DecoderFactory as ProtobufDecoderFactory
@@ -119,6 +120,19 @@ def test_ros2_recording_maps_every_topic_with_upstream_values(tmp_path, layout, 
         tf.column("transforms").to_pylist()[2][1]["child_frame_id"]
         == ref["/tf"][2].transforms[1].child_frame_id
     )
+
+
+def test_rows_are_written_in_several_row_groups(tmp_path, monkeypatch):
+    from nuro_ml.etl import process
+
+    path = tmp_path / "drive.mcap"
+    counts = field_logs.write_ros2(path)
+    monkeypatch.setattr(process, "_FLUSH_ROWS", 16)
+    result = _process(path, tmp_path / "staging")
+    assert result.ok and result.rows["imu"] == counts["/sensing/imu/tamagawa/imu_raw"]
+    imu = tmp_path / "staging" / "imu" / f"date={DAY}" / f"vehicle={VEHICLE}" / f"part-{DRIVE}.parquet"
+    assert pq.ParquetFile(imu).num_row_groups > 2
+    assert _table(tmp_path / "staging", "imu").num_rows == counts["/sensing/imu/tamagawa/imu_raw"]
 
 
 def test_each_chunk_is_decompressed_once(tmp_path, monkeypatch):
