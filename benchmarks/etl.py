@@ -144,7 +144,7 @@ def _flatten(msg: Any, prefix: str, out: dict[str, Any]) -> None:
     """A Protobuf message as one flat dict (nested fields joined with ``_``), as a script would."""
     for fd, value in msg.ListFields():
         name = prefix + fd.name
-        if fd.type == fd.TYPE_MESSAGE and fd.label != fd.LABEL_REPEATED:
+        if fd.type == fd.TYPE_MESSAGE and not fd.is_repeated:
             if fd.message_type.full_name == "google.protobuf.Timestamp":
                 out[name] = value.ToNanoseconds()
             else:
@@ -156,7 +156,7 @@ def _flatten(msg: Any, prefix: str, out: dict[str, Any]) -> None:
                 _flatten(item, "", row)
                 rows.append(row)
             out[name] = rows
-        elif fd.label == fd.LABEL_REPEATED:
+        elif fd.is_repeated:
             out[name] = list(value)
         else:
             out[name] = value
