@@ -2,17 +2,28 @@
 
 Steps for an interval [start, end) of dates:
 
-1. find the drive logs ``<input>/date=D/vehicle=V/*.mcap``;
-2. check every file in parallel (:mod:`nuro_ml.etl.validation`); quarantine the bad ones, or fail
-   with :class:`~nuro_ml.exceptions.TooManyBadFilesError` when more than the allowed share is bad
-   (then nothing is moved or written); a file without an index whose damage ends a valid prefix
-   (a truncated tail) is read up to the damage and quarantined after publish;
-3. read each topic with the ``mcap`` data source, normalize it and write per-topic tables; derive
-   ``ego_motion`` (10 Hz grid) and ``scene_stats`` (10 s scenes) per drive;
+1. find the recordings by path template (:mod:`nuro_ml.etl.layout`; by default
+   ``<input>/date=D/vehicle=V/*.mcap``); a missing input path or an interval without recordings is
+   an error unless ``allow_empty``;
+2. one Spark task per file reads it once (:mod:`nuro_ml.etl.process`): every chunk is
+   decompressed, checked and decoded once, messages are routed by the topic mapping
+   (:mod:`nuro_ml.etl.mapping`) to their tables, unmapped topics to generic ``topic_<name>``
+   tables, and the drive's ``ego_motion`` (10 Hz grid) and ``scene_stats`` (10 s scenes) are
+   derived, all written as Parquet from the worker into the run's staging directory;
+3. a topic that would end in no table fails the run (nothing published); bad files are
+   quarantined, or the run fails with :class:`~nuro_ml.exceptions.TooManyBadFilesError` when more
+   than the allowed share is bad (then nothing is moved or published); a file without an index
+   whose damage ends a valid prefix (a truncated tail) keeps that prefix and is quarantined after
+   publish;
 4. publish: swap each staged ``date/vehicle`` partition over the live one (:mod:`publish`).
 
-``python -m nuro_ml.etl.job --help`` (or ``spark-submit .../job.py``) runs it from the command line;
-the result (the operator's XCom value) is written to ``<output>/_runs/<run_key>.json``.
+A partition whose recordings, settings and mapping (as it applies to its vehicle) are unchanged
+since it was built is not rebuilt. The result lists messages per topic, rows per table, the
+route of every topic and the messages of excluded topics.
+
+``python -m nuro_ml.etl.job --help`` (or ``spark-submit .../job.py``) runs it from the command line
+(exit 2 for a bad argument, 1 for a failed run, no traceback); the result (the operator's XCom
+value) is written to ``<output>/_runs/<run_key>.json``.
 """
 
 from __future__ import annotations
