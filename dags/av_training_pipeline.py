@@ -118,6 +118,13 @@ with DAG(
             description="Spark master connection (e.g. spark_default) the ETL is submitted to; "
             "empty runs Spark inside the task.",
         ),
+        "mapping_file": Param(
+            None,
+            type=["null", "string"],
+            title="Topic mapping",
+            description="Topic mapping file (YAML/JSON) for the ETL: which topics feed which table; "
+            "empty uses the built-in mapping (ROS 2 standard types, Foxglove schemas, our own types).",
+        ),
         "ray_conn_id": Param(
             None,
             type=["null", "string"],
@@ -204,6 +211,7 @@ with DAG(
         end="{{ " + INTERVAL + "['end'] }}",
         vehicles="{{ params.vehicles }}",
         conn_id="{{ params.spark_conn_id }}",
+        mapping_path="{{ params.mapping_file }}",
         max_bad_file_share=0.2,
         outlets=[SCENE_STATS],
     )
@@ -299,7 +307,10 @@ with DAG(
             "dag_id": DAG_ID,
             "run_id": run_id,
             "dates": interval["dates"],
-            "etl": {k: etl_result.get(k) for k in ("files", "bytes", "messages", "rows", "quarantined")},
+            "etl": {
+                k: etl_result.get(k)
+                for k in ("files", "bytes", "messages", "rows", "excluded", "quarantined")
+            },
             "features": features,
             "gpu_wait": gpu_wait,
             "training": training,

@@ -30,6 +30,18 @@ class ETLError(NuroMLException):
     """The sensor-log ETL could not produce its output."""
 
 
+class ETLInputNotFoundError(ETLError):
+    """The ETL's input path does not exist."""
+
+
+class NoLogsInIntervalError(ETLError):
+    """The interval has no drive logs under the input path."""
+
+
+class UnmappedTopicError(ETLError):
+    """A topic's messages would end in no table and the topic mapping does not exclude them."""
+
+
 class TooManyBadFilesError(ETLError):
     """More input files were quarantined than the configured share allows."""
 

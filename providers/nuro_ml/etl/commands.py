@@ -44,6 +44,7 @@ def _gen_logs(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         write_summary=not args.no_index,
         workers=args.workers,
+        layout=args.layout,
     )
     total = sum(p.stat().st_size for p in paths)
     print(f"{len(paths)} drive logs, {total / 1e6:.1f} MB under {out}")
@@ -60,9 +61,20 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--drives-per-day", type=int, default=1)
     parser.add_argument("--lidar-points", type=int, default=4096, help="points per lidar cloud")
     parser.add_argument("--image-bytes", type=int, default=16_384, help="bytes per camera frame")
-    parser.add_argument("--encoding", choices=("protobuf", "ros2", "mixed"), default="protobuf")
+    parser.add_argument(
+        "--encoding",
+        choices=("protobuf", "ros2", "mixed", "ros2-standard"),
+        default="protobuf",
+        help="ros2-standard: every topic as a standard ROS 2 type (real .msg definitions, CDR)",
+    )
     parser.add_argument("--compression", choices=("zstd", "lz4", "none"), default="zstd")
     parser.add_argument("--chunk-size", type=int, default=1 << 20)
     parser.add_argument("--no-index", action="store_true", help="write files without summary/chunk index")
     parser.add_argument("--workers", type=int, default=1, help="processes writing files in parallel")
+    parser.add_argument(
+        "--layout",
+        choices=("interleaved", "per-channel"),
+        default="interleaved",
+        help="chunks: one time-ordered stream for all channels (as recorders write), or one per channel",
+    )
     parser.set_defaults(func=_gen_logs)

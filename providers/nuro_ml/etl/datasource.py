@@ -14,14 +14,25 @@ Options:
 * ``onDamage``: ``stop`` (default) reads a damaged or truncated file up to the damage, ``fail``
   raises.
 * ``verifyCrc``: ``true`` (default) checks each chunk's CRC; a mismatch is damage.
-* ``filterPushdown``: ``true`` (default) accepts ``topic = ...`` / ``topic IN (...)`` filters,
-  which drop whole chunks before they are read, and uses ``log_time_ns`` ranges to skip chunks.
-  Spark refuses readers that push filters unless ``spark.sql.python.filterPushdown.enabled`` is
-  on; :func:`register` turns it on, or pass ``false`` here.
+* ``filterPushdown``: ``auto`` (default), ``true`` or ``false``. Pushed filters
+  (``topic = ...`` / ``topic IN (...)``, ``log_time_ns`` ranges) drop whole chunks before they are
+  read. Spark only pushes filters to Python sources when ``spark.sql.python.filterPushdown.enabled``
+  is on, and refuses a reader that implements ``pushFilters`` when it is off. With ``auto`` the
+  reader takes filters only when Spark plans it through its filter-pushdown step (the conf is on),
+  so ``spark.dataSource.register(McapDataSource)`` in a default session reads, filters and groups;
+  :func:`register` also turns the conf on. ``true`` always offers pushdown (and fails where the
+  conf is off), ``false`` never does.
+
+Registered the standard way::
+
+    spark.dataSource.register(McapDataSource)
+    df = spark.read.format("mcap").option("topics", "/imu").load("/data/raw")
+    df.groupBy("topic").count()
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -80,7 +91,9 @@ class McapDataSource(DataSource):
         self.on_damage = opts.get("ondamage", "stop")
         if self.on_damage not in ("stop", "fail"):
             raise ValueError(f"onDamage must be 'stop' or 'fail', not {self.on_damage!r}")
-        self.pushdown = opts.get("filterpushdown", "true").lower() == "true"
+        self.pushdown = opts.get("filterpushdown", "auto").lower()
+        if self.pushdown not in ("auto", "true", "false"):
+            raise ValueError(f"filterPushdown must be 'auto', 'true' or 'false', not {self.pushdown!r}")
         self.verify_crc = opts.get("verifycrc", "true").lower() == "true"
 
     def schema(self) -> StructType:
@@ -88,8 +101,26 @@ class McapDataSource(DataSource):
         return from_arrow_schema(arrow, prefer_timestamp_ntz=False)
 
     def reader(self, schema: StructType) -> DataSourceReader:
-        cls = McapPushdownReader if self.pushdown else McapReader
+        offer = self.pushdown == "true" or (self.pushdown == "auto" and _planning_pushdown())
+        cls = McapPushdownReader if offer else McapReader
         return cls(self, schema)
+
+
+#: The PySpark worker module that plans a Python data source read with filter pushdown; Spark
+#: runs it only when ``spark.sql.python.filterPushdown.enabled`` is on.
+_PUSHDOWN_WORKER = "data_source_pushdown_filters"
+
+
+def _planning_pushdown() -> bool:
+    """Whether Spark is creating the reader in its filter-pushdown step (so the conf is on)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        filename = frame.f_code.co_filename
+        if module.endswith(_PUSHDOWN_WORKER) or filename.endswith(f"{_PUSHDOWN_WORKER}.py"):
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
 
 
 class McapReader(DataSourceReader):

@@ -31,7 +31,16 @@ from nuro_ml.etl.mcap_writer import ChunkedMcapWriter
 
 log = logging.getLogger(__name__)
 
-ENCODINGS = ("protobuf", "ros2", "mixed")
+ENCODINGS = ("protobuf", "ros2", "mixed", "ros2-standard")
+#: Topic names and standard ROS 2 types of ``encoding="ros2-standard"`` (Autoware-style names).
+ROS2_STANDARD_TOPICS: dict[str, tuple[str, str]] = {
+    schemas.TOPIC_POSE: ("/localization/kinematic_state", "nav_msgs/msg/Odometry"),
+    schemas.TOPIC_GNSS: ("/sensing/gnss/ublox/nav_sat_fix", "sensor_msgs/msg/NavSatFix"),
+    schemas.TOPIC_IMU: ("/sensing/imu/tamagawa/imu_raw", "sensor_msgs/msg/Imu"),
+    schemas.TOPIC_CAN: ("/vehicle/status/can", schemas.CAN_ROS2),
+    schemas.TOPIC_LIDAR: ("/sensing/lidar/top/pointcloud_raw", "sensor_msgs/msg/PointCloud2"),
+    schemas.TOPIC_CAMERA: ("/sensing/camera/front/image_raw/compressed", "sensor_msgs/msg/CompressedImage"),
+}
 GENERATOR_VERSION = "1"
 _EARTH_RADIUS_M = 6_378_137.0
 #: City origins the synthetic fleet drives around (lat, lon, altitude).
@@ -53,6 +62,7 @@ class DriveSpec:
     compression: str = "zstd"
     chunk_size: int = 1 << 20
     write_summary: bool = True
+    layout: str = "interleaved"
 
     @property
     def drive_id(self) -> str:
@@ -107,17 +117,33 @@ def _sample_times(
 class _DriveWriter:
     """Registers the drive's schemas and channels and encodes each topic's messages."""
 
-    def __init__(self, writer: ChunkedMcapWriter, ros2: bool) -> None:
+    def __init__(self, writer: ChunkedMcapWriter, ros2: bool, standard: bool = False) -> None:
         self.writer = writer
-        self.ros2 = ros2
+        self.ros2 = ros2 or standard
+        self.standard = standard
         self.channels: dict[str, int] = {}
         self.seq: dict[str, int] = {}
+        self.encoders: dict[str, Any] = {}
+        if standard:
+            from mcap_ros2._dynamic import serialize_dynamic
+
+            from nuro_ml.etl.ros2_types import definition
+
+            for topic, (name, type_name) in ROS2_STANDARD_TOPICS.items():
+                text = (
+                    schemas.ROS2_DEFINITIONS[type_name]
+                    if type_name == schemas.CAN_ROS2
+                    else definition(type_name)
+                )
+                sid = writer.register_schema(type_name, "ros2msg", text.encode())
+                self.channels[topic] = writer.register_channel(name, "cdr", sid)
+                self.encoders[topic] = serialize_dynamic(type_name, text)[type_name]
+            return
         for topic, cls in schemas.FOXGLOVE_CLASSES.items():
             sid = writer.register_schema(
                 cls.DESCRIPTOR.full_name, "protobuf", schemas.file_descriptor_set(cls)
             )
             self.channels[topic] = writer.register_channel(topic, "protobuf", sid)
-        self.encoders: dict[str, Any] = {}
         if ros2:
             from mcap_ros2._dynamic import serialize_dynamic
 
@@ -167,13 +193,16 @@ def write_drive(stream: Any, spec: DriveSpec) -> dict[str, int]:
     traj = kinematics.simulate(spec.drive_seconds, rng)
     n_sim = traj.t.shape[0]
     t0 = spec.start_ns()
-    ros2 = spec.encoding == "ros2"
+    standard = spec.encoding == "ros2-standard"
+    ros2 = spec.encoding == "ros2" or standard
     writer = ChunkedMcapWriter(
         stream,
+        profile="ros2" if standard else "",
         chunk_size=spec.chunk_size,
         compression=spec.compression,
         library=f"nuro-ml-generator/{GENERATOR_VERSION}",
         write_summary=spec.write_summary,
+        layout=spec.layout,
     )
     writer.add_metadata(
         "drive",
@@ -184,7 +213,7 @@ def write_drive(stream: Any, spec: DriveSpec) -> dict[str, int]:
             "generator": GENERATOR_VERSION,
         },
     )
-    dw = _DriveWriter(writer, ros2)
+    dw = _DriveWriter(writer, ros2, standard)
     quat = kinematics.quaternion_from_yaw_pitch(traj.yaw, traj.pitch)
     lat0, lon0, alt0 = _ORIGINS[zlib.crc32(spec.vehicle_id.encode()) % len(_ORIGINS)]
 
@@ -311,9 +340,79 @@ def write_drive(stream: Any, spec: DriveSpec) -> dict[str, int]:
             _ts(image, log_time)
             image.data = _jpeg_like(rng, int(spec.image_bytes * rng.uniform(0.9, 1.1)))
             data = image.SerializeToString()
+        if standard and topic in _TO_STANDARD:
+            obj = {schemas.TOPIC_POSE: pose, schemas.TOPIC_GNSS: fix, schemas.TOPIC_LIDAR: cloud}.get(
+                topic, image
+            )
+            data = dw.encoders[topic](_TO_STANDARD[topic](obj, log_time))
         dw.write(topic, log_time, data)
     writer.finish()
+    if standard:
+        return {ROS2_STANDARD_TOPICS[t][0]: n for t, n in dw.seq.items()}
     return dict(dw.seq)
+
+
+def _header(log_time: int, frame_id: str) -> dict[str, Any]:
+    return {"stamp": {"sec": log_time // 10**9, "nanosec": log_time % 10**9}, "frame_id": frame_id}
+
+
+def _odometry(pose: Any, log_time: int) -> dict[str, Any]:
+    p, q = pose.pose.position, pose.pose.orientation
+    zero3 = {"x": 0.0, "y": 0.0, "z": 0.0}
+    return {
+        "header": _header(log_time, pose.frame_id),
+        "child_frame_id": "base_link",
+        "pose": {
+            "pose": {
+                "position": {"x": p.x, "y": p.y, "z": p.z},
+                "orientation": {"x": q.x, "y": q.y, "z": q.z, "w": q.w},
+            },
+            "covariance": [0.0] * 36,
+        },
+        "twist": {"twist": {"linear": zero3, "angular": zero3}, "covariance": [0.0] * 36},
+    }
+
+
+def _nav_sat_fix(fix: Any, log_time: int) -> dict[str, Any]:
+    valid = fix.position_covariance_type != LocationFix.UNKNOWN
+    return {
+        "header": _header(log_time, fix.frame_id),
+        # NavSatStatus: STATUS_FIX 0, STATUS_NO_FIX -1; SERVICE_GPS 1.
+        "status": {"status": 0 if valid else -1, "service": 1},
+        "latitude": fix.latitude,
+        "longitude": fix.longitude,
+        "altitude": fix.altitude,
+        "position_covariance": list(fix.position_covariance),
+        "position_covariance_type": int(fix.position_covariance_type),
+    }
+
+
+def _point_cloud2(cloud: Any, log_time: int) -> dict[str, Any]:
+    n = len(cloud.data) // cloud.point_stride
+    return {
+        "header": _header(log_time, cloud.frame_id),
+        "height": 1,
+        "width": n,
+        # PointField.FLOAT32 is 7, as Foxglove's PackedElementField.FLOAT32.
+        "fields": [{"name": f.name, "offset": f.offset, "datatype": 7, "count": 1} for f in cloud.fields],
+        "is_bigendian": False,
+        "point_step": cloud.point_stride,
+        "row_step": cloud.point_stride * n,
+        "data": cloud.data,
+        "is_dense": True,
+    }
+
+
+def _compressed_image(image: Any, log_time: int) -> dict[str, Any]:
+    return {"header": _header(log_time, image.frame_id), "format": image.format, "data": image.data}
+
+
+_TO_STANDARD = {
+    schemas.TOPIC_POSE: _odometry,
+    schemas.TOPIC_GNSS: _nav_sat_fix,
+    schemas.TOPIC_LIDAR: _point_cloud2,
+    schemas.TOPIC_CAMERA: _compressed_image,
+}
 
 
 def write_drive_file(path: Path, spec: DriveSpec) -> bool:
@@ -352,6 +451,7 @@ def generate_interval(
     chunk_size: int = 1 << 20,
     write_summary: bool = True,
     workers: int = 1,
+    layout: str = "interleaved",
 ) -> list[Path]:
     """Make sure the drive logs of ``dates`` x ``vehicles`` exist under ``raw_root``.
 
@@ -366,11 +466,15 @@ def generate_interval(
     :param drives_per_day: drives per vehicle and day.
     :param lidar_points: nominal points per lidar cloud (16 bytes each).
     :param image_bytes: nominal bytes per camera frame.
-    :param encoding: ``protobuf``, ``ros2`` (IMU and CAN as CDR) or ``mixed`` (alternate per vehicle).
+    :param encoding: ``protobuf``, ``ros2`` (IMU and CAN as CDR), ``mixed`` (alternate per vehicle)
+        or ``ros2-standard`` (every topic as rosbag2 records it: standard ROS 2 types with their real
+        message definitions, CDR, Autoware-style topic names; CAN stays our own type).
     :param compression: chunk compression, ``zstd``, ``lz4`` or ``none``.
     :param chunk_size: uncompressed bytes per chunk.
     :param write_summary: write the summary section (chunk index); ``False`` writes unindexed files.
     :param workers: processes used to write files in parallel.
+    :param layout: ``interleaved`` (one time-ordered chunk stream, as recorders write) or
+        ``per-channel`` (one chunk stream per channel).
     :return: every file of the interval (existing and new), sorted.
     """
     if encoding not in ENCODINGS:
@@ -392,6 +496,7 @@ def generate_interval(
                     compression=compression,
                     chunk_size=chunk_size,
                     write_summary=write_summary,
+                    layout=layout,
                 )
                 jobs.append((drive_path(Path(raw_root), spec), spec))
     missing = [job for job in jobs if not job[0].exists()]

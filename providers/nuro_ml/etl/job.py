@@ -2,17 +2,28 @@
 
 Steps for an interval [start, end) of dates:
 
-1. find the drive logs ``<input>/date=D/vehicle=V/*.mcap``;
-2. check every file in parallel (:mod:`nuro_ml.etl.validation`); quarantine the bad ones, or fail
-   with :class:`~nuro_ml.exceptions.TooManyBadFilesError` when more than the allowed share is bad
-   (then nothing is moved or written); a file without an index whose damage ends a valid prefix
-   (a truncated tail) is read up to the damage and quarantined after publish;
-3. read each topic with the ``mcap`` data source, normalize it and write per-topic tables; derive
-   ``ego_motion`` (10 Hz grid) and ``scene_stats`` (10 s scenes) per drive;
+1. find the recordings by path template (:mod:`nuro_ml.etl.layout`; by default
+   ``<input>/date=D/vehicle=V/*.mcap``); a missing input path or an interval without recordings is
+   an error unless ``allow_empty``;
+2. one Spark task per file reads it once (:mod:`nuro_ml.etl.process`): every chunk is
+   decompressed, checked and decoded once, messages are routed by the topic mapping
+   (:mod:`nuro_ml.etl.mapping`) to their tables, unmapped topics to generic ``topic_<name>``
+   tables, and the drive's ``ego_motion`` (10 Hz grid) and ``scene_stats`` (10 s scenes) are
+   derived, all written as Parquet from the worker into the run's staging directory;
+3. a topic that would end in no table fails the run (nothing published); bad files are
+   quarantined, or the run fails with :class:`~nuro_ml.exceptions.TooManyBadFilesError` when more
+   than the allowed share is bad (then nothing is moved or published); a file without an index
+   whose damage ends a valid prefix (a truncated tail) keeps that prefix and is quarantined after
+   publish;
 4. publish: swap each staged ``date/vehicle`` partition over the live one (:mod:`publish`).
 
-``python -m nuro_ml.etl.job --help`` (or ``spark-submit .../job.py``) runs it from the command line;
-the result (the operator's XCom value) is written to ``<output>/_runs/<run_key>.json``.
+A partition whose recordings, settings and mapping (as it applies to its vehicle) are unchanged
+since it was built is not rebuilt. The result lists messages per topic, rows per table, the
+route of every topic and the messages of excluded topics.
+
+``python -m nuro_ml.etl.job --help`` (or ``spark-submit .../job.py``) runs it from the command line
+(exit 2 for a bad argument, 1 for a failed run, no traceback); the result (the operator's XCom
+value) is written to ``<output>/_runs/<run_key>.json``.
 """
 
 from __future__ import annotations
@@ -31,27 +42,16 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nuro_ml.etl import inputs, publish, schemas
-from nuro_ml.etl.transforms import (
-    EGO_MOTION_SCHEMA,
-    LIDAR_STATS_FIELDS,
-    SCENE_STATS_SCHEMA,
-    SRC_CAMERA,
-    SRC_CAN,
-    SRC_GNSS,
-    SRC_IMU,
-    SRC_LIDAR,
-    SRC_POSE,
-    TransformConfig,
-)
+from nuro_ml.etl import inputs, layout, mapping, publish
+from nuro_ml.etl.transforms import TransformConfig
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
-TOPIC_TABLES = ("ego_pose", "gnss_fix", "imu", "vehicle_can", "lidar_payload", "camera_payload")
-DERIVED_TABLES = ("lidar_points", "camera_frames", "ego_motion", "scene_stats")
+TOPIC_TABLES = tuple(mapping.CANONICAL_COLUMNS)
+DERIVED_TABLES = mapping.DERIVED_TABLES
 TABLES = (*TOPIC_TABLES, *DERIVED_TABLES)
 STAGING_DIR = "_staging"
 RUNS_DIR = "_runs"
@@ -65,7 +65,13 @@ def parse_when(value: str | date | datetime) -> datetime:
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     text = str(value).strip().replace("Z", "+00:00")
-    parsed = datetime.fromisoformat(text)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as err:
+        raise ValueError(
+            f"{value!r} is not a date or time ({err}); expected ISO 8601, e.g. 2025-11-24 or "
+            "2025-11-24T16:00:00+00:00"
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -95,6 +101,12 @@ class ETLJobConfig:
     hard_brake_bar: float = 45.0
     part_bytes: int = 64 << 20
     reprocess: bool = False
+    #: Topic mapping file (YAML or JSON); empty: the built-in mapping.
+    mapping_path: str | None = None
+    #: An interval without logs is a logged skip instead of an error.
+    allow_empty: bool = False
+    #: Where recordings lie under the input: a preset (hive, vehicle-date, rosbag2) or a template.
+    path_template: str = "hive"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_args(self) -> list[str]:
@@ -102,52 +114,95 @@ class ETLJobConfig:
 
     @classmethod
     def from_args(cls, argv: Sequence[str]) -> ETLJobConfig:
+        """Parse the command line; a usage error exits 2 with a message naming the argument."""
         parser = argparse.ArgumentParser(prog="nuro_ml.etl.job", description="MCAP drive logs to Parquet")
         parser.add_argument("--config-json", help="the whole config as JSON (what the operator passes)")
-        parser.add_argument("--input")
-        parser.add_argument("--output")
-        parser.add_argument("--start")
-        parser.add_argument("--end")
-        parser.add_argument("--quarantine")
+        parser.add_argument(
+            "--input", help="root of the drive logs: <input>/date=YYYY-MM-DD/vehicle=<id>/*.mcap"
+        )
+        parser.add_argument("--output", help="root of the Parquet tables")
+        parser.add_argument("--start", help="interval start, ISO 8601 (2025-11-24 or 2025-11-24T16:00:00Z)")
+        parser.add_argument("--end", help="interval end (exclusive), ISO 8601")
+        parser.add_argument("--quarantine", help="where bad logs are moved (default: <input>/../quarantine)")
         parser.add_argument("--vehicles", help="comma-separated vehicle ids")
         parser.add_argument("--max-bad-file-share", type=float, default=0.2)
         parser.add_argument("--run-key", default="manual")
+        parser.add_argument("--mapping", help="topic mapping file (YAML/JSON); default: the built-in mapping")
+        parser.add_argument(
+            "--path-template",
+            default="hive",
+            help="where recordings lie under --input: hive (date={date}/vehicle={vehicle}/{drive}.mcap), "
+            "vehicle-date, rosbag2, or a template with {date}, {date:%%Y_%%m_%%d}, {vehicle}, {drive}, *, **",
+        )
+        parser.add_argument(
+            "--allow-empty", action="store_true", help="an interval without logs is a skip, not an error"
+        )
         parser.add_argument(
             "--reprocess", action="store_true", help="rebuild partitions even when their logs are unchanged"
         )
         args = parser.parse_args(argv)
         if args.config_json:
-            return cls(**json.loads(args.config_json))
-        missing = [n for n in ("input", "output", "start", "end") if getattr(args, n) is None]
-        if missing:
-            parser.error(f"missing --{', --'.join(missing)}")
-        return cls(
-            input_path=args.input,
-            output_path=args.output,
-            start=args.start,
-            end=args.end,
-            quarantine_path=args.quarantine or str(Path(args.input).parent / "quarantine"),
-            vehicles=args.vehicles.split(",") if args.vehicles else None,
-            max_bad_file_share=args.max_bad_file_share,
-            run_key=args.run_key,
-            reprocess=args.reprocess,
-        )
+            try:
+                cfg = cls(**json.loads(args.config_json))
+            except (ValueError, TypeError) as err:
+                parser.error(f"argument --config-json: not a valid job config: {err}")
+        else:
+            missing = [n for n in ("input", "output", "start", "end") if getattr(args, n) is None]
+            if missing:
+                parser.error(f"the following arguments are required: --{', --'.join(missing)}")
+            cfg = cls(
+                input_path=args.input,
+                output_path=args.output,
+                start=args.start,
+                end=args.end,
+                quarantine_path=args.quarantine or str(Path(args.input).parent / "quarantine"),
+                vehicles=args.vehicles.split(",") if args.vehicles else None,
+                max_bad_file_share=args.max_bad_file_share,
+                run_key=args.run_key,
+                reprocess=args.reprocess,
+                mapping_path=args.mapping,
+                allow_empty=args.allow_empty,
+                path_template=args.path_template,
+            )
+        problem = cfg.problem()
+        if problem:
+            parser.error(f"argument {problem[0]}: {problem[1]}")
+        return cfg
+
+    def problem(self) -> tuple[str, str] | None:
+        """The first bad argument as (its command-line name, what is wrong and the accepted form)."""
+        for name, value in (("--start", self.start), ("--end", self.end)):
+            try:
+                parse_when(value)
+            except ValueError as err:
+                return name, str(err)
+        try:
+            interval_dates(parse_when(self.start), parse_when(self.end))
+        except ValueError as err:
+            return "--end", str(err)
+        if not 0.0 <= self.max_bad_file_share <= 1.0:
+            return "--max-bad-file-share", f"{self.max_bad_file_share} is not a share between 0 and 1"
+        if not Path(self.input_path).exists():
+            return "--input", f"{self.input_path} does not exist"
+        try:
+            layout.PathTemplate.of(self.path_template).match("x.mcap")
+        except layout.LayoutError as err:
+            return "--path-template", str(err)
+        return None
 
 
-def discover(cfg: ETLJobConfig) -> list[str]:
-    """The interval's drive logs, sorted."""
+def discover(cfg: ETLJobConfig) -> list[layout.Placed]:
+    """The interval's drive logs with their partition keys, sorted by path."""
+    from nuro_ml.exceptions import ETLInputNotFoundError
+
     root = Path(cfg.input_path)
-    wanted = set(cfg.vehicles) if cfg.vehicles else None
-    files: list[str] = []
-    for day in interval_dates(parse_when(cfg.start), parse_when(cfg.end)):
-        day_dir = root / f"date={day:%Y-%m-%d}"
-        if not day_dir.is_dir():
-            continue
-        for vdir in sorted(day_dir.glob("vehicle=*")):
-            if wanted is not None and vdir.name.split("=", 1)[1] not in wanted:
-                continue
-            files.extend(str(p) for p in sorted(vdir.glob("*.mcap")) if not p.name.startswith("."))
-    return files
+    if not root.is_dir():
+        raise ETLInputNotFoundError(
+            f"input path {cfg.input_path} does not exist or is not a directory "
+            f"(expected {layout.PathTemplate.of(cfg.path_template).text} under it)"
+        )
+    days = set(interval_dates(parse_when(cfg.start), parse_when(cfg.end)))
+    return layout.PathTemplate.of(cfg.path_template).discover(root, days, set(cfg.vehicles or []) or None)
 
 
 def path_keys(path: str) -> tuple[str, str, str]:
@@ -156,12 +211,6 @@ def path_keys(path: str) -> tuple[str, str, str]:
     if not m:
         raise ValueError(f"{path} is not under date=YYYY-MM-DD/vehicle=<id>/<drive_id>.mcap")
     return m.group(1), m.group(2), m.group(3)
-
-
-def _inspect(path: str) -> dict[str, Any]:
-    from nuro_ml.etl.validation import inspect_file
-
-    return inspect_file(path).to_dict()
 
 
 class ETLRun:
@@ -183,8 +232,10 @@ class ETLRun:
         self.progress = progress or (lambda msg: log.info("%s", msg))
         self.output = Path(cfg.output_path)
         self.staging = self.output / STAGING_DIR / re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.run_key)
-        #: Damaged inputs read up to their damage (see :mod:`nuro_ml.etl.validation`).
-        self._salvaged: set[str] = set()
+        #: Recordings of the interval by path, with their partition keys.
+        self.placed: dict[str, layout.Placed] = {}
+        #: The topic mapping; loaded before anything is read, so a bad file fails the run at once.
+        self.mapping = mapping.load(cfg.mapping_path)
         self.transform_cfg = TransformConfig(
             grid_hz=cfg.grid_hz, scene_seconds=cfg.scene_seconds, hard_brake_bar=cfg.hard_brake_bar
         )
@@ -196,10 +247,19 @@ class ETLRun:
             self._spark = source() if callable(source) else source
         return self._spark
 
-    @property
-    def _settings(self) -> dict[str, Any]:
-        # What shapes the rows of a partition besides its logs (see nuro_ml.etl.inputs).
-        return {"tables": list(TABLES), **asdict(self.transform_cfg)}
+    def _keys(self, path: str) -> tuple[str, str, str]:
+        """(date, vehicle, drive) of a discovered recording."""
+        placed = self.placed[path]
+        return placed.day, placed.vehicle, placed.drive
+
+    def _settings(self, vehicle: str) -> dict[str, Any]:
+        # What shapes the rows of a partition besides its logs (see nuro_ml.etl.inputs): the
+        # transforms and the mapping as it applies to this vehicle (overrides included).
+        return {
+            "tables": list(TABLES),
+            **asdict(self.transform_cfg),
+            "mapping": self.mapping.digest_for(vehicle),
+        }
 
     def _up_to_date(self, files: list[str]) -> dict[tuple[str, str], inputs.PartitionRecord]:
         """Partitions whose logs and settings match their record and whose output is intact."""
@@ -207,25 +267,26 @@ class ETLRun:
             return {}
         by_partition: dict[tuple[str, str], list[str]] = {}
         for path in files:
-            day, vehicle, _ = path_keys(path)
+            day, vehicle, _ = self._keys(path)
             by_partition.setdefault((day, vehicle), []).append(path)
         fresh = {}
         for (day, vehicle), paths in by_partition.items():
             record = inputs.PartitionRecord.read(self.output, day, vehicle)
             if (
                 record is not None
-                and record.fingerprint == inputs.fingerprint(paths, self._settings)
-                and record.matches_output(self.output, TABLES, day, vehicle)
+                and record.fingerprint == inputs.fingerprint(paths, self._settings(vehicle))
+                and record.matches_output(self.output, sorted(set(TABLES) | set(record.rows)), day, vehicle)
             ):
                 fresh[(day, vehicle)] = record
         return fresh
 
     def run(self) -> dict[str, Any]:
-        from nuro_ml.etl.validation import FileReport
         from nuro_ml.exceptions import TooManyBadFilesError
+        from nuro_ml.exceptions import UnmappedTopicError as UnmappedTopic
 
         t_start = time.monotonic()
-        files = discover(self.cfg)
+        self.placed = {p.path: p for p in discover(self.cfg)}
+        files = list(self.placed)
         self.progress(
             f"ETL {self.cfg.start} .. {self.cfg.end}: {len(files)} input files under {self.cfg.input_path}"
         )
@@ -234,16 +295,22 @@ class ETLRun:
             "bytes": 0,
             "messages": {},
             "rows": {},
+            "excluded": {},
+            "routes": {},
+            "mapping": self.mapping.name,
             "partitions": [],
             "up_to_date": [],
             "quarantined": [],
         }
+        if not files:
+            self._no_logs(result)
+            return result
         fresh = self._up_to_date(files)
         if fresh:
             for record in fresh.values():
                 _add_counts(result["messages"], record.messages)
                 _add_counts(result["rows"], record.rows)
-            fresh_files = [f for f in files if path_keys(f)[:2] in fresh]
+            fresh_files = [f for f in files if self._keys(f)[:2] in fresh]
             result["files"] = len(fresh_files)
             result["bytes"] = sum(os.path.getsize(f) for f in fresh_files)
             result["up_to_date"] = sorted(f"date={d}/vehicle={v}" for d, v in fresh)
@@ -251,86 +318,141 @@ class ETLRun:
                 f"{len(fresh)} date/vehicle partitions are up to date with their {len(fresh_files)} "
                 "logs; not rebuilt (reprocess=True rebuilds them)"
             )
-            files = [f for f in files if path_keys(f)[:2] not in fresh]
+            files = [f for f in files if self._keys(f)[:2] not in fresh]
         if not files:
             result["partitions"] = result["up_to_date"]
             self._write_result(result)
             return result
-        sc = self.spark.sparkContext
-        slices = max(1, min(len(files), sc.defaultParallelism * 2))
-        reports = [FileReport(**r) for r in sc.parallelize(files, slices).map(_inspect).collect()]
-        bad = [r for r in reports if not r.ok]
-        good = [r for r in reports if r.ok]
-        total_bytes = sum(r.bytes for r in reports)
-        self.progress(
-            f"checked {len(reports)} files ({total_bytes / 1e6:.1f} MB): {len(good)} good, {len(bad)} bad"
-        )
-        if bad and len(bad) / len(reports) > self.cfg.max_bad_file_share:
-            details = "; ".join(f"{r.file}: {r.reason} (offset {r.offset})" for r in bad)
-            raise TooManyBadFilesError(
-                f"{len(bad)} of {len(reports)} input files are bad, more than the allowed share "
-                f"{self.cfg.max_bad_file_share:.0%}; nothing was moved or written: {details}"
-            )
-        # Damaged files whose messages before the damage are valid: read up to the damage, then
-        # quarantined once those messages are published.
-        salvaged = [r for r in bad if r.salvaged]
-        for r in bad:
-            if not r.salvaged:
-                self._quarantine(r, result)
-        for r in salvaged:
-            r.messages = dict(r.salvaged)
-        self._salvaged = {r.file for r in salvaged}
-        readable = good + salvaged
-        records: dict[tuple[str, str], inputs.PartitionRecord] = {}
-        for r in readable:
-            day, vehicle, drive = path_keys(r.file)
-            record = records.setdefault((day, vehicle), inputs.PartitionRecord(fingerprint="", drives=[]))
-            record.drives.append(drive)
-            _add_counts(record.messages, r.messages)
-            _add_counts(result["messages"], r.messages)
-        result["files"] += len(readable)
-        result["bytes"] += sum(r.bytes for r in readable)
-        self.progress(f"messages per topic: {json.dumps(result['messages'], sort_keys=True)}")
-        if not readable:
-            result["partitions"] = result["up_to_date"]
-            self._write_result(result)
-            return result
-
-        partitions = {key: set(record.drives) for key, record in records.items()}
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir(parents=True)
         try:
-            self._write_topic_tables(readable)
-            self._write_derived_tables()
-            for t in TABLES:
+            reports = self._process(files)
+            total_bytes = sum(r.bytes for r in reports)
+            unmapped = sorted({m for r in reports if r.unmapped for m in r.unmapped.split(" | ")})
+            if unmapped:
+                raise UnmappedTopic(
+                    f"{len(unmapped)} topic(s) would be silently dropped; nothing was written: "
+                    + " | ".join(unmapped)
+                )
+            bad = [r for r in reports if not r.ok]
+            good = [r for r in reports if r.ok]
+            self.progress(
+                f"read {len(reports)} files ({total_bytes / 1e6:.1f} MB) in one pass: "
+                f"{len(good)} good, {len(bad)} bad"
+            )
+            if bad and len(bad) / len(reports) > self.cfg.max_bad_file_share:
+                details = "; ".join(f"{r.file}: {r.reason} (offset {r.offset})" for r in bad)
+                raise TooManyBadFilesError(
+                    f"{len(bad)} of {len(reports)} input files are bad, more than the allowed share "
+                    f"{self.cfg.max_bad_file_share:.0%}; nothing was moved or written: {details}"
+                )
+            # Damaged files whose messages before the damage are valid were read up to the damage;
+            # they go to quarantine once those messages are published.
+            salvaged = [r for r in bad if r.salvaged]
+            for r in bad:
+                if not r.salvaged:
+                    self._quarantine(r, result)
+            for r in salvaged:
+                r.messages = dict(r.salvaged)
+            readable = good + salvaged
+            records: dict[tuple[str, str], inputs.PartitionRecord] = {}
+            for r in readable:
+                day, vehicle, drive = self._keys(r.file)
+                record = records.setdefault((day, vehicle), inputs.PartitionRecord(fingerprint="", drives=[]))
+                record.drives.append(drive)
+                _add_counts(record.messages, r.messages)
+                _add_counts(result["messages"], r.messages)
+                for topic, table in r.routes.items():
+                    result["routes"][topic] = table
+                    if table is None:
+                        result["excluded"][topic] = result["excluded"].get(topic, 0) + r.messages.get(
+                            topic, 0
+                        )
+            result["files"] += len(readable)
+            result["bytes"] += sum(r.bytes for r in readable)
+            self.progress(f"messages per topic: {json.dumps(result['messages'], sort_keys=True)}")
+            if result["excluded"]:
+                excluded = json.dumps(result["excluded"], sort_keys=True)
+                self.progress(f"excluded by mapping {self.mapping.name}: {excluded}")
+            if not readable:
+                result["partitions"] = result["up_to_date"]
+                self._write_result(result)
+                return result
+            partitions = {key: set(record.drives) for key, record in records.items()}
+            tables = self._tables()
+            for t in tables:
                 if n := self._staged_rows(t):
                     result["rows"][t] = result["rows"].get(t, 0) + n
             self.progress(f"rows per table: {json.dumps(result['rows'], sort_keys=True)}")
             inputs.forget(self.output, records)
-            publish.publish(self.output, self.staging, TABLES, partitions)
+            publish.publish(self.output, self.staging, tables, partitions)
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)
         for r in salvaged:
             self._quarantine(r, result)
         for (day, vehicle), record in records.items():
             # Bad logs were moved to quarantine: the record covers the logs the next run will find.
-            paths = [r.file for r in good if path_keys(r.file)[:2] == (day, vehicle)]
-            record.fingerprint = inputs.fingerprint(paths, self._settings)
+            paths = [r.file for r in good if self._keys(r.file)[:2] == (day, vehicle)]
+            record.fingerprint = inputs.fingerprint(paths, self._settings(vehicle))
             record.drives.sort()
             # Published rows, which include rows carried over from drives this run did not read.
             record.rows = {
                 t: n
-                for t in TABLES
+                for t in tables
                 if (n := publish.count_rows(publish.partition_dir(self.output, t, day, vehicle)))
             }
             record.write(self.output, day, vehicle)
         result["partitions"] = sorted([f"date={d}/vehicle={v}" for d, v in partitions] + result["up_to_date"])
         self.progress(
-            f"published {len(partitions)} date/vehicle partitions of {len(TABLES)} tables "
+            f"published {len(partitions)} date/vehicle partitions of {len(tables)} tables "
             f"in {time.monotonic() - t_start:.1f}s"
         )
         self._write_result(result)
         return result
+
+    def _no_logs(self, result: dict[str, Any]) -> None:
+        from nuro_ml.exceptions import NoLogsInIntervalError
+
+        where = (
+            f"no drive logs for the interval {self.cfg.start} .. {self.cfg.end} under "
+            f"{self.cfg.input_path}"
+            + (f" for vehicles {','.join(self.cfg.vehicles)}" if self.cfg.vehicles else "")
+            + " (expected <input>/date=YYYY-MM-DD/vehicle=<id>/*.mcap)"
+        )
+        if not self.cfg.allow_empty:
+            raise NoLogsInIntervalError(
+                f"{where}; pass allow_empty=True (--allow-empty) to skip such intervals"
+            )
+        self.progress(f"skipped: {where}")
+        result["skipped"] = where
+        self._write_result(result)
+
+    def _process(self, files: list[str]) -> list[Any]:
+        """Run :func:`nuro_ml.etl.process.process_file` on every file, one Spark task per file."""
+        from nuro_ml.etl.process import FileTask, process_file
+
+        created_us = int(time.time() * 1_000_000)
+        tasks = []
+        for path in files:
+            day, vehicle, drive = self._keys(path)
+            tasks.append(
+                FileTask(
+                    path, day, vehicle, drive, str(self.staging), self.mapping, self.transform_cfg, created_us
+                )
+            )
+        # Largest files first, so a big file does not start last and hold up the stage.
+        tasks.sort(key=lambda t: -os.path.getsize(t.path))
+        sc = self.spark.sparkContext
+        return sc.parallelize(tasks, len(tasks)).map(process_file).collect()
+
+    def _tables(self) -> list[str]:
+        """Tables staged by this run, plus the live tables (so a partition a table lost is retired)."""
+        names = {p.name for p in self.staging.iterdir() if p.is_dir()}
+        if self.output.is_dir():
+            names.update(
+                p.name for p in self.output.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))
+            )
+        return sorted(names | set(TABLES))
 
     def _quarantine(self, report: Any, result: dict[str, Any]) -> None:
         from nuro_ml.etl.validation import quarantine
@@ -363,282 +485,6 @@ class ETLRun:
             return 0
         return sum(publish.count_rows(p) for p in root.glob("date=*/vehicle=*"))
 
-    # -- reading and normalizing topics ------------------------------------------------------
-
-    def _read(self, paths: list[str], topic: str, columns: list[str]) -> DataFrame:
-        from pyspark.sql import functions as F
-
-        df = (
-            self.spark.read.format("mcap")
-            .option("paths", json.dumps(paths))
-            .option("topics", topic)
-            .option("columns", ",".join(["file", "log_time", "log_time_ns", *columns]))
-            .option("partitionBytes", str(self.cfg.part_bytes))
-            # A file may only end early where the check found it damaged (and kept what precedes).
-            .option("onDamage", "stop" if self._salvaged.issuperset(paths) else "fail")
-            .load()
-        )
-        path_col = F.regexp_replace(F.col("file"), r"\\", "/")
-        return (
-            df.withColumn("date", F.regexp_extract(path_col, r"date=(\d{4}-\d{2}-\d{2})/", 1))
-            .withColumn("vehicle_id", F.regexp_extract(path_col, r"vehicle=([^/]+)/", 1))
-            .withColumn("drive_id", F.regexp_extract(path_col, r"/([^/]+)\.mcap$", 1))
-            .withColumn("vehicle", F.col("vehicle_id"))
-        )
-
-    def _topic_frame(self, good: list[Any], topic: str) -> DataFrame | None:
-        from pyspark.sql import functions as F
-
-        by_schema: dict[tuple[str, bool], list[str]] = {}
-        for r in good:
-            if r.messages.get(topic):
-                by_schema.setdefault((r.schemas[topic], bool(r.salvaged)), []).append(r.file)
-        frames = []
-        for _, paths in sorted(by_schema.items()):
-            keys = [
-                F.col(c) for c in ("date", "vehicle", "vehicle_id", "drive_id", "log_time", "log_time_ns")
-            ]
-            if topic == schemas.TOPIC_POSE:
-                df = self._read(
-                    paths,
-                    topic,
-                    [
-                        "frame_id",
-                        *(f"pose_position_{a}" for a in "xyz"),
-                        *(f"pose_orientation_{a}" for a in "xyzw"),
-                    ],
-                )
-                qx, qy, qz, qw = (F.col(f"pose_orientation_{a}") for a in "xyzw")
-                df = df.select(
-                    *keys,
-                    F.col("frame_id"),
-                    *(F.col(f"pose_position_{a}").alias(f"{a}_m") for a in "xyz"),
-                    qx.alias("qx"),
-                    qy.alias("qy"),
-                    qz.alias("qz"),
-                    qw.alias("qw"),
-                    F.atan2(2 * (qw * qz + qx * qy), 1 - 2 * (qy * qy + qz * qz)).alias("yaw_rad"),
-                )
-            elif topic == schemas.TOPIC_GNSS:
-                df = self._read(
-                    paths,
-                    topic,
-                    ["latitude", "longitude", "altitude", "position_covariance", "position_covariance_type"],
-                )
-                cov = F.col("position_covariance")
-                df = df.select(
-                    *keys,
-                    "latitude",
-                    "longitude",
-                    F.col("altitude").alias("altitude_m"),
-                    F.sqrt((F.element_at(cov, 1) + F.element_at(cov, 5)) / 2).alias("h_std_m"),
-                    F.col("position_covariance_type").alias("covariance_type"),
-                    (F.col("position_covariance_type") != 0).alias("fix_valid"),
-                )
-            elif topic == schemas.TOPIC_IMU:
-                cols = [
-                    *(f"orientation_{a}" for a in "xyzw"),
-                    *(f"angular_velocity_{a}" for a in "xyz"),
-                    *(f"linear_acceleration_{a}" for a in "xyz"),
-                ]
-                df = self._read(paths, topic, cols).select(*keys, *cols)
-            elif topic == schemas.TOPIC_CAN:
-                df = self._read(
-                    paths,
-                    topic,
-                    ["speed_mps", "steering_angle_rad", "throttle", "brake_pressure_bar", "gear"],
-                )
-                df = df.select(
-                    *keys,
-                    "speed_mps",
-                    "steering_angle_rad",
-                    "throttle",
-                    "brake_pressure_bar",
-                    F.col("gear").cast("int"),
-                )
-            elif topic == schemas.TOPIC_LIDAR:
-                df = self._read(paths, topic, ["frame_id", "point_stride", "fields", "data"])
-                df = df.select(
-                    *keys,
-                    "file",
-                    "frame_id",
-                    F.col("point_stride").cast("long").alias("point_stride"),
-                    "fields",
-                    "data",
-                )
-                df = _with_lidar_stats(df)
-            else:
-                df = self._read(paths, topic, ["frame_id", "format", "data"])
-                df = df.select(
-                    *keys,
-                    "file",
-                    "frame_id",
-                    "format",
-                    F.length("data").cast("long").alias("payload_bytes"),
-                    "data",
-                )
-            frames.append(df)
-        if not frames:
-            return None
-        out = frames[0]
-        for other in frames[1:]:
-            out = out.unionByName(other)
-        return out
-
-    def _write_staged(self, df: DataFrame, table: str) -> None:
-        df.write.mode("overwrite").partitionBy("date", "vehicle").parquet(str(self.staging / table))
-
-    def _read_staged(self, table: str) -> DataFrame | None:
-        path = self.staging / table
-        if not path.is_dir():
-            return None
-        return self.spark.read.option("basePath", str(path)).parquet(str(path))
-
-    def _write_topic_tables(self, good: list[Any]) -> None:
-        for topic, spec in schemas.TOPICS.items():
-            table = {"lidar_points": "lidar_payload", "camera_frames": "camera_payload"}.get(
-                spec.table, spec.table
-            )
-            df = self._topic_frame(good, topic)
-            if df is None:
-                continue
-            t0 = time.monotonic()
-            self._write_staged(df, table)
-            self.progress(f"wrote {table} ({topic}) in {time.monotonic() - t0:.1f}s")
-        for payload, refs in (("lidar_payload", "lidar_points"), ("camera_payload", "camera_frames")):
-            df = self._read_staged(payload)
-            if df is not None:
-                self._write_staged(df.drop("data"), refs)
-
-    # -- derived tables ------------------------------------------------------------------------
-
-    def _signals(self) -> DataFrame | None:
-        from pyspark.sql import functions as F
-
-        def narrow(table: str, src: int, a: Any, b: Any = None, c: Any = None) -> DataFrame | None:
-            df = self._read_staged(table)
-            if df is None:
-                return None
-            zero = F.lit(0.0)
-            return df.select(
-                "date",
-                "vehicle_id",
-                "drive_id",
-                F.lit(src).alias("src"),
-                F.col("log_time_ns").alias("t_ns"),
-                a.cast("double").alias("a"),
-                (b if b is not None else zero).cast("double").alias("b"),
-                (c if c is not None else zero).cast("double").alias("c"),
-            )
-
-        parts = [
-            narrow("ego_pose", SRC_POSE, F.col("x_m"), F.col("y_m"), F.col("yaw_rad")),
-            narrow(
-                "vehicle_can",
-                SRC_CAN,
-                F.col("speed_mps"),
-                F.col("brake_pressure_bar"),
-                F.col("steering_angle_rad"),
-            ),
-            narrow(
-                "imu",
-                SRC_IMU,
-                F.col("angular_velocity_z"),
-                F.col("linear_acceleration_x"),
-                F.col("linear_acceleration_y"),
-            ),
-            narrow("gnss_fix", SRC_GNSS, F.col("fix_valid"), F.col("h_std_m")),
-            narrow("lidar_points", SRC_LIDAR, F.col("point_count")),
-            narrow("camera_frames", SRC_CAMERA, F.lit(1.0)),
-        ]
-        present = [p for p in parts if p is not None]
-        if not present:
-            return None
-        out = present[0]
-        for p in present[1:]:
-            out = out.unionByName(p)
-        return out
-
-    def _write_derived_tables(self) -> None:
-        import pyarrow as pa
-        from pyspark.sql.pandas.types import from_arrow_schema
-
-        signals = self._signals()
-        if signals is None:
-            return
-        cfg = self.transform_cfg
-        created_us = int(time.time() * 1_000_000)
-        extra = [pa.field("date", pa.string()), pa.field("vehicle", pa.string())]
-        ego_schema = pa.schema([*EGO_MOTION_SCHEMA, *extra])
-        scene_schema = pa.schema([*SCENE_STATS_SCHEMA, *extra])
-        grouped = signals.groupBy("date", "vehicle_id", "drive_id")
-        ego = grouped.applyInArrow(
-            _grouped(_ego_motion, ego_schema, cfg, created_us),
-            from_arrow_schema(ego_schema, prefer_timestamp_ntz=False),
-        )
-        self._write_staged(ego.repartition("date", "vehicle"), "ego_motion")
-        scenes = grouped.applyInArrow(
-            _grouped(_scene_stats, scene_schema, cfg, created_us),
-            from_arrow_schema(scene_schema, prefer_timestamp_ntz=False),
-        )
-        self._write_staged(scenes.repartition("date", "vehicle"), "scene_stats")
-        self.progress("wrote ego_motion and scene_stats")
-
-
-def _ego_motion(table: Any, vehicle: str, drive: str, cfg: TransformConfig, created_us: int) -> Any:
-    from nuro_ml.etl.transforms import ego_motion
-
-    return ego_motion(table, vehicle, drive, cfg)
-
-
-def _scene_stats(table: Any, vehicle: str, drive: str, cfg: TransformConfig, created_us: int) -> Any:
-    from nuro_ml.etl.transforms import scene_stats
-
-    return scene_stats(table, vehicle, drive, created_us, cfg)
-
-
-def _grouped(
-    fn: Callable[..., Any], schema: Any, cfg: TransformConfig, created_us: int
-) -> Callable[[Any, Any], Any]:
-    def apply(key: Any, table: Any) -> Any:
-        import pyarrow as pa
-
-        day, vehicle, drive = (k.as_py() for k in key)
-        out = fn(table, vehicle, drive, cfg, created_us)
-        n = out.num_rows
-        out = out.append_column("date", pa.array([day] * n, pa.string()))
-        out = out.append_column("vehicle", pa.array([vehicle] * n, pa.string()))
-        return out.cast(schema)
-
-    return apply
-
-
-def _with_lidar_stats(df: DataFrame) -> DataFrame:
-    import pyarrow as pa
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    in_schema = df.schema
-    stats_fields = [pa.field(n, t) for n, t in LIDAR_STATS_FIELDS]
-
-    def add_stats(batches: Any) -> Any:
-        from nuro_ml.etl.transforms import lidar_stats
-
-        for batch in batches:
-            stats = lidar_stats(batch.column("data"), batch.column("point_stride"), batch.column("fields"))
-            cols = [batch.column(i) for i in range(batch.num_columns) if batch.schema.names[i] != "data"]
-            names = [n for n in batch.schema.names if n != "data"]
-            yield pa.RecordBatch.from_arrays(
-                [*cols, *stats.values(), batch.column("data")], names=[*names, *stats.keys(), "data"]
-            )
-
-    from pyspark.sql.types import StructType
-
-    out_fields = [f for f in in_schema.fields if f.name != "data"]
-    stats_struct = from_arrow_schema(pa.schema(stats_fields), prefer_timestamp_ntz=False)
-    data_field = next(f for f in in_schema.fields if f.name == "data")
-    out_schema = StructType([*out_fields, *stats_struct.fields, data_field])
-    return df.mapInArrow(add_stats, out_schema)
-
 
 def _add_counts(total: dict[str, int], counts: dict[str, int]) -> None:
     for key, n in counts.items():
@@ -661,10 +507,17 @@ def result_path(output_path: str, run_key: str) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``spark-submit`` and ``python -m nuro_ml.etl.job``."""
+    from nuro_ml.etl.mapping import MappingError
     from nuro_ml.etl.spark_session import build_session
+    from nuro_ml.exceptions import ETLError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = ETLJobConfig.from_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        mapping.load(cfg.mapping_path)
+    except MappingError as err:
+        print(f"nuro_ml.etl.job: error: argument --mapping: {err}", file=sys.stderr)
+        return 2
     # Under spark-submit the launcher picks the master; run directly, the job uses local Spark.
     master = None if "PYSPARK_GATEWAY_PORT" in os.environ else "local[2]"
     sessions: list[SparkSession] = []
@@ -675,6 +528,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         result = run_etl(session, cfg)
+    except ETLError as err:
+        print(f"nuro_ml.etl.job: error: {err}", file=sys.stderr)
+        return 1
     finally:
         for spark in sessions:
             spark.stop()

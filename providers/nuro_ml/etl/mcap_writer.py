@@ -1,9 +1,10 @@
-"""A chunked MCAP writer that keeps one open chunk per channel.
+"""A chunked MCAP writer: interleaved chunks as recorders write them, or one open chunk per channel.
 
-The reference writer interleaves every channel in one chunk, so a reader that wants only
-``/ego/pose`` still has to decompress every lidar chunk. Keeping a chunk per channel makes the
-summary's chunk index a real topic index: a reader skips whole chunks of channels it does not
-want. Chunks of different channels overlap in time, which the MCAP format allows.
+Every recorder in the field (rosbag2, the upstream ``mcap`` writers, Foxglove) writes one
+time-ordered chunk stream for all channels: ``layout="interleaved"``, the default. With
+``layout="per-channel"`` each channel keeps its own open chunk, which makes the summary's chunk
+index a topic index (a reader skips whole chunks of channels it does not want); chunks of
+different channels then overlap in time, which the MCAP format allows.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class _OpenChunk:
     count: int = 0
 
 
+LAYOUTS = ("interleaved", "per-channel")
+
+
 class ChunkedMcapWriter:
     """Write an MCAP file with schemas and channels up front and one open chunk per channel.
 
@@ -70,6 +74,7 @@ class ChunkedMcapWriter:
     :param profile: MCAP header profile (``ros2`` when every channel is CDR).
     :param write_summary: write the summary section (schemas, channels, statistics, chunk index);
         ``False`` produces a valid file that readers must scan sequentially.
+    :param layout: ``interleaved`` (one chunk stream for all channels) or ``per-channel``.
     """
 
     def __init__(
@@ -81,7 +86,11 @@ class ChunkedMcapWriter:
         profile: str = "",
         library: str = "nuro-ml",
         write_summary: bool = True,
+        layout: str = "interleaved",
     ) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown chunk layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+        self._per_channel = layout == "per-channel"
         self._out = stream
         self._chunk_size = chunk_size
         self._compression, self._compress = compressor(compression)
@@ -134,9 +143,10 @@ class ChunkedMcapWriter:
     def add_message(
         self, channel_id: int, log_time: int, data: bytes, publish_time: int, sequence: int
     ) -> None:
-        chunk = self._open.get(channel_id)
+        key = channel_id if self._per_channel else 0
+        chunk = self._open.get(key)
         if chunk is None:
-            chunk = self._open[channel_id] = _OpenChunk(start=log_time, end=log_time)
+            chunk = self._open[key] = _OpenChunk(start=log_time, end=log_time)
         chunk.index[channel_id].append((log_time, len(chunk.buffer)))
         chunk.buffer += _MESSAGE_HEAD.pack(
             Opcode.MESSAGE, 22 + len(data), channel_id, sequence, log_time, publish_time
@@ -150,10 +160,10 @@ class ChunkedMcapWriter:
         self._start_time = log_time if self._start_time is None else min(self._start_time, log_time)
         self._end_time = max(self._end_time, log_time)
         if len(chunk.buffer) >= self._chunk_size:
-            self._flush(channel_id)
+            self._flush(key)
 
-    def _flush(self, channel_id: int) -> None:
-        chunk = self._open.pop(channel_id, None)
+    def _flush(self, key: int) -> None:
+        chunk = self._open.pop(key, None)
         if chunk is None or not chunk.count:
             return
         raw = bytes(chunk.buffer)
@@ -189,8 +199,8 @@ class ChunkedMcapWriter:
 
     def finish(self) -> None:
         """Flush open chunks and write the data end, summary, footer and closing magic."""
-        for channel_id in sorted(self._open):
-            self._flush(channel_id)
+        for key in sorted(self._open):
+            self._flush(key)
         self._emit(DataEnd(data_section_crc=0).write)
         if not self._write_summary:
             self._emit(Footer(summary_start=0, summary_offset_start=0, summary_crc=0).write)

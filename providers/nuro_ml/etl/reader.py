@@ -441,3 +441,32 @@ def parse_list_option(value: str | None) -> list[str] | None:
     if text.startswith("["):
         return [str(v) for v in json.loads(text)]
     return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def decode_file(path: str, *, verify_crc: bool = True) -> Iterator[tuple[str, pa.Table]]:
+    """Every message of a file, decoded to typed columns, in one pass: ``(topic, table)`` per group.
+
+    Each chunk is decompressed once whatever the layout; consecutive small chunks are decoded
+    together (as in :class:`McapTableReader`), one decoder call per channel and group.
+    """
+    with mcap_io.mapped(path) as buf:
+        scan = mcap_io.scan(buf)
+        if scan.damage is not None:
+            raise scan.damage
+
+        def batches() -> Iterator[MessageBatch | McapFormatError]:
+            if scan.loose_messages:
+                yield mcap_io.envelopes(buf, np.asarray(scan.loose_messages, dtype=np.int64))
+            for chunk in scan.chunks:
+                data = mcap_io.load_chunk(buf, chunk, verify_crc=verify_crc)
+                yield mcap_io.frame_records(data, chunk.offset, scan.schemas, scan.channels)
+
+        for item in _grouped(batches()):
+            if isinstance(item, McapFormatError):
+                raise item
+            ids = item.channel_ids
+            for cid in np.unique(ids).tolist():
+                channel = scan.channels[cid]
+                sub = item.select(ids == cid)
+                decoder = decoder_for(scan.schemas[channel.schema_id], channel.message_encoding)
+                yield channel.topic, decoder.decode(sub.buf, sub.starts, sub.ends)

@@ -115,6 +115,15 @@ class Leaf:
     kind: str  # scalar | string | timestamp | array | binary
     prim: str
     arrow_type: pa.DataType
+    #: Leaves of the element type, for ``structs`` (an array of messages).
+    inner: tuple[Leaf, ...] = ()
+
+
+def _leaf_value(values: dict[tuple[str, ...], Any], leaf: Leaf) -> Any:
+    """The value of one leaf from a walker's values (times as microseconds)."""
+    if leaf.kind == "timestamp":
+        return values[(*leaf.path, "sec")] * 1_000_000 + values[(*leaf.path, "nanosec")] // 1000
+    return values[leaf.path]
 
 
 def _leaves(defs: dict[str, list[MsgField]], type_name: str, prefix: tuple[str, ...] = ()) -> list[Leaf]:
@@ -137,11 +146,16 @@ def _leaves(defs: dict[str, list[MsgField]], type_name: str, prefix: tuple[str, 
                 out.append(Leaf(name, path, "array", "string", pa.list_(pa.string())))
         elif f.ftype in _TIME_TYPES and f.array is None:
             out.append(Leaf(name, path, "timestamp", "", pa.timestamp("us", tz="UTC")))
-        elif f.array is None:
+        else:
             if f.ftype not in defs:
                 raise Ros2SchemaError(f"definition of {f.ftype} (field {name}) is missing")
-            out.extend(_leaves(defs, f.ftype, path))
-        # Arrays of nested messages are not flattened into columns.
+            if f.array is None:
+                out.extend(_leaves(defs, f.ftype, path))
+            else:
+                # Arrays of messages become a list of structs of the element's flattened leaves.
+                inner = _leaves(defs, f.ftype)
+                struct = pa.struct([pa.field(leaf.name, leaf.arrow_type) for leaf in inner])
+                out.append(Leaf(name, path, "structs", f.ftype, pa.list_(struct), tuple(inner)))
     return out
 
 
@@ -217,10 +231,36 @@ class _Walker:
                     strings.append(bytes(self.buf[pos : pos + max(0, n - 1)]).decode("utf-8", "replace"))
                     pos += n
                 self.values[path] = strings[0] if f.array is None else strings
+            elif f.array is None:
+                pos = self.walk(f.ftype, pos, path)
             else:
-                for _ in range(count):
-                    pos = self.walk(f.ftype, pos, path)
+                pos = self._walk_elements(f.ftype, pos, path, count)
         return pos
+
+    def _walk_elements(self, type_name: str, pos: int, path: tuple[str, ...], count: int) -> int:
+        """Walk an array of messages; its value is one dict of element values per element."""
+        outer_values, outer_layout = self.values, self.layout.values
+        elements: list[dict[tuple[str, ...], Any]] = []
+        try:
+            for _ in range(count):
+                self.values, self.layout.values = {}, {}
+                pos = self.walk(type_name, pos, ())
+                elements.append(self.values)
+        finally:
+            self.values, self.layout.values = outer_values, outer_layout
+        self.values[path] = elements
+        return pos
+
+
+def _micros(arrow_type: pa.DataType) -> pa.DataType:
+    """``arrow_type`` with timestamps as int64 microseconds (how the walker returns them)."""
+    if pa.types.is_timestamp(arrow_type):
+        return pa.int64()
+    if pa.types.is_list(arrow_type):
+        return pa.list_(_micros(arrow_type.value_type))
+    if pa.types.is_struct(arrow_type):
+        return pa.struct([pa.field(f.name, _micros(f.type)) for f in arrow_type])
+    return arrow_type
 
 
 def _gather(arr: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
@@ -255,7 +295,9 @@ class Ros2Decoder:
         remaining = np.arange(n)
         parts: list[tuple[np.ndarray, dict[str, pa.Array]]] = []
         # String arrays have no fixed offsets to gather from; such schemas take the walking path.
-        templated = not any(leaf.kind == "array" and leaf.prim == "string" for leaf in leaves)
+        templated = not any(
+            (leaf.kind == "array" and leaf.prim == "string") or leaf.kind == "structs" for leaf in leaves
+        )
         for _ in range(_MAX_TEMPLATES if templated else 0):
             if remaining.shape[0] == 0:
                 break
@@ -341,16 +383,18 @@ class Ros2Decoder:
             except (ValueError, struct.error) as err:
                 raise ValueError(f"CDR message does not match {self.root}: {err}") from err
             for leaf in leaves:
-                if leaf.kind == "timestamp":
+                if leaf.kind == "structs":
                     cols[leaf.name].append(
-                        values[(*leaf.path, "sec")] * 1_000_000 + values[(*leaf.path, "nanosec")] // 1000
+                        [{el.name: _leaf_value(item, el) for el in leaf.inner} for item in values[leaf.path]]
                     )
                 else:
-                    cols[leaf.name].append(values[leaf.path])
+                    cols[leaf.name].append(_leaf_value(values, leaf))
         out: dict[str, pa.Array] = {}
         for leaf in leaves:
             if leaf.kind == "timestamp":
                 out[leaf.name] = pa.array(cols[leaf.name], pa.int64()).cast(leaf.arrow_type)
+            elif leaf.kind == "structs":
+                out[leaf.name] = pa.array(cols[leaf.name], _micros(leaf.arrow_type)).cast(leaf.arrow_type)
             else:
                 out[leaf.name] = pa.array(cols[leaf.name], leaf.arrow_type)
         return out

@@ -259,7 +259,8 @@ def lidar_stats(data: pa.Array, stride: pa.Array, fields: pa.Array) -> dict[str,
     """Per-cloud statistics from packed float32 points (x, y, z and optional intensity)."""
     out: dict[str, list[float | int]] = {name: [] for name, _ in LIDAR_STATS_FIELDS}
     for blob, step, flds in zip(data.to_pylist(), stride.to_pylist(), fields.to_pylist(), strict=True):
-        offsets = {f["name"]: f["offset"] for f in (flds or []) if f.get("type") == 7}  # FLOAT32
+        # FLOAT32 is 7 both in Foxglove PackedElementField.type and ROS 2 PointField.datatype.
+        offsets = {f["name"]: f["offset"] for f in (flds or []) if f.get("type", f.get("datatype")) == 7}
         n = len(blob) // step if step else 0
         out["point_count"].append(n)
         if n == 0 or not {"x", "y", "z"} <= offsets.keys() or step % 4:

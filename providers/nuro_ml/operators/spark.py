@@ -56,6 +56,16 @@ class MCAPToParquetOperator(BaseOperator):
     :param grid_hz: rate of the ``ego_motion`` clock grid.
     :param scene_seconds: length of a scene window.
     :param hard_brake_bar: brake pressure above which a scene is labelled ``hard_brake``.
+    :param mapping_path: topic mapping file (YAML or JSON) saying which topics feed which table and
+        how fields become columns; ``None`` uses the built-in mapping (ROS 2 standard types,
+        Foxglove schemas, our own types). Topics no source maps land in generic ``topic_<name>``
+        tables; see :mod:`nuro_ml.etl.mapping`. (templated)
+    :param path_template: where recordings lie under ``input_path``: ``hive`` (default,
+        ``date={date}/vehicle={vehicle}/{drive}.mcap``), ``vehicle-date``, ``rosbag2`` or a template
+        with ``{date}``, ``{date:%Y_%m_%d}``, ``{vehicle}``, ``{drive}``, ``*`` and ``**``; see
+        :mod:`nuro_ml.etl.layout`. (templated)
+    :param allow_empty: an interval without drive logs is skipped (logged, task skipped) instead
+        of failing the task.
     :param reprocess: rebuild every partition of the interval. By default a date/vehicle partition
         whose drive logs and settings are unchanged since it was built is left as it is (and Spark
         is not started when nothing needs building).
@@ -70,6 +80,8 @@ class MCAPToParquetOperator(BaseOperator):
         "quarantine_path",
         "spark_conf",
         "conn_id",
+        "mapping_path",
+        "path_template",
     )
     template_fields_renderers = {"spark_conf": "json"}
     ui_color = "#e8f1fb"
@@ -91,6 +103,9 @@ class MCAPToParquetOperator(BaseOperator):
         scene_seconds: float = 10.0,
         hard_brake_bar: float = 45.0,
         reprocess: bool = False,
+        mapping_path: str | None = None,
+        path_template: str = "hive",
+        allow_empty: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -108,6 +123,9 @@ class MCAPToParquetOperator(BaseOperator):
         self.scene_seconds = scene_seconds
         self.hard_brake_bar = hard_brake_bar
         self.reprocess = reprocess
+        self.mapping_path = mapping_path
+        self.path_template = path_template
+        self.allow_empty = allow_empty
         self._hook: Any = None
         self._spark: Any = None
         self._killed = False
@@ -119,7 +137,7 @@ class MCAPToParquetOperator(BaseOperator):
         vehicles = self.vehicles
         if isinstance(vehicles, str):
             vehicles = json.loads(vehicles) if vehicles.strip().startswith("[") else vehicles.split(",")
-        return ETLJobConfig(
+        cfg = ETLJobConfig(
             input_path=str(self.input_path or settings.raw_logs_dir()),
             output_path=str(self.output_path or settings.etl_output_dir()),
             start=str(self.start),
@@ -132,7 +150,15 @@ class MCAPToParquetOperator(BaseOperator):
             scene_seconds=self.scene_seconds,
             hard_brake_bar=self.hard_brake_bar,
             reprocess=self.reprocess,
+            mapping_path=str(self.mapping_path) if self.mapping_path else None,
+            allow_empty=self.allow_empty,
+            path_template=self.path_template or "hive",
         )
+        problem = cfg.problem()
+        if problem:
+            name = {"--input": "input_path"}.get(problem[0], problem[0].removeprefix("--").replace("-", "_"))
+            raise ETLError(f"MCAPToParquetOperator {self.task_id}: {name}: {problem[1]}")
+        return cfg
 
     def execute(self, context: Context) -> dict[str, Any]:
         cfg = self._config(context)
@@ -145,6 +171,10 @@ class MCAPToParquetOperator(BaseOperator):
             cfg.run_key,
         )
         result = self._run_local(cfg) if self.conn_id is None else self._run_submit(cfg)
+        if result.get("skipped"):
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(result["skipped"])
         self.log.info(
             "ETL done: %d files, %d bytes, %d partitions (%d already up to date), %d quarantined",
             result["files"],

@@ -38,8 +38,16 @@ def _context(task_id: str = "etl") -> dict[str, object]:
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     root = tmp_path_factory.mktemp("raw")
+    # One chunk stream per channel: test_mcap_data_source checks that pushdown skips whole chunks.
     generate_interval(
-        root, [DAY], ["veh-001", "veh-002"], drive_seconds=SECONDS, seed=11, encoding="mixed", **SMALL
+        root,
+        [DAY],
+        ["veh-001", "veh-002"],
+        drive_seconds=SECONDS,
+        seed=11,
+        encoding="mixed",
+        layout="per-channel",
+        **SMALL,
     )
     return root
 

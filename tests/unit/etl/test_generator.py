@@ -100,3 +100,47 @@ def test_cli_gen_logs(tmp_path, capsys):
         "date=2024-03-02/vehicle=veh-002/drv-20240302-00.mcap",
     ]
     assert "4 drive logs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("layout", "channels_per_chunk"), [("interleaved", 6), ("per-channel", 1)])
+def test_layouts(tmp_path, layout, channels_per_chunk):
+    from nuro_ml.etl import mcap_io
+
+    kwargs = {} if layout == "interleaved" else {"layout": layout}  # interleaved is the default
+    [path] = generate_interval(tmp_path, [DAY], ["veh-001"], drive_seconds=3, seed=1, **SMALL, **kwargs)
+    with mcap_io.mapped(path) as buf:
+        summary = mcap_io.read_summary(buf)
+    assert summary is not None
+    assert max(len(c.channel_ids or ()) for c in summary.chunks) == channels_per_chunk
+    if layout == "interleaved":  # one time-ordered stream: chunks do not overlap in time
+        assert all(
+            a.end_time <= b.start_time for a, b in zip(summary.chunks, summary.chunks[1:], strict=False)
+        )
+    assert _official_counts(path)[0] == {
+        topic: int(3 * spec.rate_hz) for topic, spec in schemas.TOPICS.items()
+    }
+
+
+def test_ros2_standard_encoding_maps_every_topic(tmp_path):
+    from nuro_ml.etl import mapping
+    from nuro_ml.etl.generator import ROS2_STANDARD_TOPICS
+    from nuro_ml.etl.process import FileTask, process_file
+    from nuro_ml.etl.transforms import TransformConfig
+
+    [path] = generate_interval(
+        tmp_path, [DAY], ["veh-001"], drive_seconds=3, seed=1, encoding="ros2-standard", **SMALL
+    )
+    counts, summary = _official_counts(path)  # decodable by the upstream ROS 2 decoder
+    expected = {ROS2_STANDARD_TOPICS[t][0]: int(3 * spec.rate_hz) for t, spec in schemas.TOPICS.items()}
+    assert counts == expected
+    assert {s.name for s in summary.schemas.values()} == {name for _, name in ROS2_STANDARD_TOPICS.values()}
+    task = FileTask(
+        str(path), str(DAY), "veh-001", "d", str(tmp_path / "st"), mapping.builtin(), TransformConfig(), 0
+    )
+    result = process_file(task)
+    assert result.ok
+    for topic, (name, _) in ROS2_STANDARD_TOPICS.items():
+        table = {"lidar_points": "lidar_payload", "camera_frames": "camera_payload"}.get(
+            schemas.TOPICS[topic].table, schemas.TOPICS[topic].table
+        )
+        assert result.routes[name] == table and result.rows[table] == expected[name]

@@ -19,9 +19,17 @@ SMALL = {"lidar_points": 128, "image_bytes": 1024, "chunk_size": 32 << 10}
 
 @pytest.fixture(scope="module")
 def drives(tmp_path_factory):
+    # One chunk stream per channel: the layout where topic pushdown skips whole chunks.
     root = tmp_path_factory.mktemp("raw")
     return generate_interval(
-        root, [DAY], ["veh-001", "veh-002"], drive_seconds=6, seed=3, encoding="mixed", **SMALL
+        root,
+        [DAY],
+        ["veh-001", "veh-002"],
+        drive_seconds=6,
+        seed=3,
+        encoding="mixed",
+        layout="per-channel",
+        **SMALL,
     )
 
 
@@ -140,7 +148,9 @@ def test_data_source_plans_only_chunks_of_pushed_topics(drives):
     from nuro_ml.etl.datasource import McapDataSource
     from pyspark.sql.datasource import EqualTo, GreaterThan
 
-    source = McapDataSource({"path": str(drives[0].parent.parent), "partitionBytes": str(16 << 10)})
+    source = McapDataSource(
+        {"path": str(drives[0].parent.parent), "partitionBytes": str(16 << 10), "filterPushdown": "true"}
+    )
     schema = source.schema()
     assert schema.fieldNames()[-1] == "data"
     everything = source.reader(schema).partitions()
@@ -151,3 +161,25 @@ def test_data_source_plans_only_chunks_of_pushed_topics(drives):
     pruned = reader.partitions()
     assert 0 < len(pruned) < len(everything) / 5
     assert {p.part.path for p in pruned} == {str(d) for d in drives}
+
+
+def test_data_source_offers_pushdown_only_in_the_pushdown_step(drives):
+    from nuro_ml.etl.datasource import McapDataSource, McapPushdownReader
+    from pyspark.sql.datasource import DataSourceReader
+
+    source = McapDataSource({"path": str(drives[0])})
+    schema = source.schema()
+    plain = source.reader(schema)
+    # Spark refuses a reader overriding pushFilters while spark.sql.python.filterPushdown.enabled
+    # is off (its default); planned outside the pushdown step, the reader does not override it.
+    assert type(plain).pushFilters is DataSourceReader.pushFilters
+
+    def data_source_pushdown_filters() -> object:  # how the PySpark worker module calls it
+        return source.reader(schema)
+
+    data_source_pushdown_filters.__code__ = data_source_pushdown_filters.__code__.replace(
+        co_filename="/x/pyspark/sql/worker/data_source_pushdown_filters.py"
+    )
+    assert isinstance(data_source_pushdown_filters(), McapPushdownReader)
+    never = McapDataSource({"path": str(drives[0]), "filterPushdown": "false"})
+    assert type(never.reader(schema)).pushFilters is DataSourceReader.pushFilters

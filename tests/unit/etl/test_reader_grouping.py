@@ -17,7 +17,14 @@ from nuro_ml.etl.reader import McapTableReader, infer_schema, plan
 def drive(tmp_path_factory):
     root = tmp_path_factory.mktemp("raw")
     [path] = generate_interval(
-        root, [date(2024, 6, 1)], ["veh-002"], drive_seconds=4, seed=5, lidar_points=512, chunk_size=24 << 10
+        root,
+        [date(2024, 6, 1)],
+        ["veh-002"],
+        drive_seconds=4,
+        seed=5,
+        lidar_points=512,
+        chunk_size=24 << 10,
+        layout="per-channel",  # chunks of one topic, so a test can damage one topic's chunk
     )
     return path
 

@@ -20,7 +20,9 @@ SMALL = {"lidar_points": 128, "image_bytes": 1024, "chunk_size": 32 << 10}
 @pytest.fixture(scope="module")
 def good_file(tmp_path_factory):
     root = tmp_path_factory.mktemp("raw")
-    [path] = generate_interval(root, [DAY], ["veh-001"], drive_seconds=4, seed=2, **SMALL)
+    [path] = generate_interval(
+        root, [DAY], ["veh-001"], drive_seconds=4, seed=2, layout="per-channel", **SMALL
+    )
     return path
 
 
