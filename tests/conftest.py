@@ -17,6 +17,9 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
+# A local ray.init() in a test would otherwise write ~/.ray/auth_token, which turns token
+# authentication on for every Ray cluster started afterwards on this machine.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
 
 pytest_plugins = ["tests.fixtures.services"]

@@ -185,6 +185,11 @@ def _spawn(args: list[str], temp_dir: Path, extra_env: Mapping[str, str] | None 
         # Time the raylet allows its Python agents to come up (slow on a saturated machine).
         RAY_agent_register_timeout_ms="120000",
     )
+    # Ray turns token authentication on for every new local cluster once ~/.ray/auth_token
+    # exists (any local ray.init() writes one), and our readiness probes and Jobs clients would
+    # then get 401s. The mode is chosen here rather than by the home folder's state: disabled
+    # for these loopback clusters unless the caller asks for token auth explicitly.
+    env.setdefault("RAY_AUTH_MODE", "disabled")
     with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
         process = subprocess.Popen(
             [
