@@ -15,6 +15,7 @@ from nuro_ml.exceptions import FeatureStoreError
 from nuro_ml.hooks.feast import FeastHook
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 
@@ -193,6 +194,12 @@ class FeastMaterializeOperator(BaseOperator):
             xcom["cache_misses"],
         )
         return xcom
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """Batch sources in; feature views and online-store tables out, with row counts (OpenLineage)."""
+        from nuro_ml.lineage.feast import materialize_operator_lineage
+
+        return materialize_operator_lineage(self, task_instance)
 
     def on_kill(self) -> None:
         # Materialization runs in this process; finishing the current computation and then

@@ -30,6 +30,7 @@ from nuro_ml.terraform_support.layout import RunKey
 from nuro_ml.terraform_support.plan import PlanSummary
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 _COMMON_TEMPLATE_FIELDS: tuple[str, ...] = (
@@ -123,6 +124,12 @@ class _TerraformBaseOperator(BaseOperator):
 
     def run_terraform(self, hook: TerraformHook, context: Context) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must implement run_terraform")
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """The workspace this operator read or changed (OpenLineage)."""
+        from nuro_ml.lineage.terraform import terraform_operator_lineage
+
+        return terraform_operator_lineage(self, task_instance)
 
     def on_kill(self) -> None:
         """Interrupt the running Terraform command (SIGINT) so it releases the state lock cleanly."""
