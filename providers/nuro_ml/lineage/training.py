@@ -97,8 +97,13 @@ def _unique(datasets: list[Any]) -> list[Any]:
 
 def ray_job_lineage(operator: Any, task_instance: Any) -> OperatorLineage:
     """For :class:`~nuro_ml.operators.ray.RayJobOperator` (and ``@task.ray``) after success."""
+    from nuro_ml.links.ray import RAY_SUBMISSION_ID_XCOM_KEY
+
     result = return_value(task_instance)
     job_id = result.get("submission_id") if isinstance(result, dict) else None
+    if job_id is None:
+        # @task.ray returns the function's value; the submission id is in its own XCom key.
+        job_id = task_instance.xcom_pull(task_ids=task_instance.task_id, key=RAY_SUBMISSION_ID_XCOM_KEY)
     return training_lineage(
         result=result, engine="ray", job_id=job_id, inlets=operator.inlets, outlets=operator.outlets
     )
