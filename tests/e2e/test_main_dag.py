@@ -79,6 +79,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
             {"type": "file", "log_file_path": str(lineage_file), "append": True}
         ),
         AIRFLOW__OPENLINEAGE__NAMESPACE="nuro-ml-e2e",
+        # Training lineage reads the Feast registry; on two shared cores that can pass the 10 s default.
+        AIRFLOW__OPENLINEAGE__EXECUTION_TIMEOUT="60",
     )
     env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
     migrate = _airflow(env, "db", "migrate")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from nuro_ml import settings
 from nuro_ml.lineage import facets
 from nuro_ml.lineage.naming import DatasetId, path_dataset, table_dataset
-from nuro_ml.lineage.results import return_value
+from nuro_ml.lineage.results import kept_result
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -72,8 +72,8 @@ def etl_lineage(
     return OperatorLineage(inputs=inputs, outputs=outputs)
 
 
-def etl_operator_lineage(operator: Any, task_instance: Any) -> OperatorLineage:
+def etl_operator_lineage(operator: Any) -> OperatorLineage:
     """For :class:`~nuro_ml.operators.spark.MCAPToParquetOperator` after it succeeded."""
     return etl_lineage(
-        input_path=operator.input_path, output_path=operator.output_path, result=return_value(task_instance)
+        input_path=operator.input_path, output_path=operator.output_path, result=kept_result(operator)
     )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from nuro_ml.lineage import facets
 from nuro_ml.lineage.naming import DatasetId, feature_view_dataset, online_store_dataset, path_dataset
-from nuro_ml.lineage.results import return_value
+from nuro_ml.lineage.results import kept_result
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -77,7 +77,7 @@ def materialize_lineage(
     return OperatorLineage(inputs=list(inputs.values()), outputs=outputs)
 
 
-def materialize_operator_lineage(operator: Any, task_instance: Any) -> OperatorLineage:
+def materialize_operator_lineage(operator: Any) -> OperatorLineage:
     """For :class:`~nuro_ml.operators.feast.FeastMaterializeOperator` after it succeeded."""
     hook = operator.hook
     feast_settings = hook.feast_settings
@@ -86,5 +86,5 @@ def materialize_operator_lineage(operator: Any, task_instance: Any) -> OperatorL
         project=feast_settings.project,
         online_target=feast_settings.online_target(),
         repo_path=hook.repo_path,
-        result=return_value(task_instance) or {},
+        result=kept_result(operator) or {},
     )

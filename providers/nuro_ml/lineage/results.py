@@ -1,14 +1,16 @@
-"""The value a finished task returned, as the lineage builders read it."""
+"""What a finished operator produced, as the lineage builders read it.
+
+The OpenLineage listener runs ``get_openlineage_facets_on_complete`` in a process forked from the
+task (unless ``[openlineage] execute_in_thread``), where talking to the supervisor, so reading
+XCom, is not possible: operators keep their return value as ``_lineage_result`` (in ``execute``,
+or in the method that finishes after a deferral) and the builders read it from there.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 
-def return_value(task_instance: Any) -> Any:
-    """The task's XCom return value (``None`` if it pushed none)."""
-    map_index = getattr(task_instance, "map_index", -1)
-    kwargs: dict[str, Any] = {"task_ids": task_instance.task_id, "key": "return_value"}
-    if map_index is not None and map_index >= 0:
-        kwargs["map_indexes"] = map_index
-    return task_instance.xcom_pull(**kwargs)
+def kept_result(operator: Any) -> Any:
+    """The value the operator returned in this process (``None`` if it kept none)."""
+    return getattr(operator, "_lineage_result", None)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from nuro_ml.lineage import facets
 from nuro_ml.lineage.naming import terraform_workspace_dataset
-from nuro_ml.lineage.results import return_value
+from nuro_ml.lineage.results import kept_result
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -50,7 +50,7 @@ OPERATIONS = {
 }
 
 
-def terraform_operator_lineage(operator: Any, task_instance: Any) -> OperatorLineage:
+def terraform_operator_lineage(operator: Any) -> OperatorLineage:
     """For the Terraform operators after success."""
     operation = next(
         (OPERATIONS[c.__name__] for c in type(operator).__mro__ if c.__name__ in OPERATIONS), None
@@ -63,5 +63,5 @@ def terraform_operator_lineage(operator: Any, task_instance: Any) -> OperatorLin
         working_dir=str(operator.working_dir),
         workspace=str(operator.workspace or "default"),
         operation=operation,
-        result=return_value(task_instance),
+        result=kept_result(operator),
     )

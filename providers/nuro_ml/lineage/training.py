@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from nuro_ml.lineage import facets
 from nuro_ml.lineage.feast import batch_source_dataset, feature_view_inputs
 from nuro_ml.lineage.naming import FILE_NAMESPACE, DatasetId, path_dataset
-from nuro_ml.lineage.results import return_value
+from nuro_ml.lineage.results import kept_result
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -95,37 +95,35 @@ def _unique(datasets: list[Any]) -> list[Any]:
     return kept
 
 
-def ray_job_lineage(operator: Any, task_instance: Any) -> OperatorLineage:
+def ray_job_lineage(operator: Any) -> OperatorLineage:
     """For :class:`~nuro_ml.operators.ray.RayJobOperator` (and ``@task.ray``) after success."""
-    from nuro_ml.links.ray import RAY_SUBMISSION_ID_XCOM_KEY
-
-    result = return_value(task_instance)
-    job_id = result.get("submission_id") if isinstance(result, dict) else None
-    if job_id is None:
-        # @task.ray returns the function's value; the submission id is in its own XCom key.
-        job_id = task_instance.xcom_pull(task_ids=task_instance.task_id, key=RAY_SUBMISSION_ID_XCOM_KEY)
     return training_lineage(
-        result=result, engine="ray", job_id=job_id, inlets=operator.inlets, outlets=operator.outlets
+        result=kept_result(operator),
+        engine="ray",
+        job_id=getattr(operator, "_job_id", None),
+        inlets=operator.inlets,
+        outlets=operator.outlets,
     )
 
 
-def kuberay_job_lineage(operator: Any, task_instance: Any) -> OperatorLineage:
+def kuberay_job_lineage(operator: Any) -> OperatorLineage:
     """For :class:`~nuro_ml.operators.kuberay.KubeRayJobOperator` after success."""
-    result = return_value(task_instance)
-    metadata = result.get("metadata", {}) if isinstance(result, dict) else {}
-    job_id = f"{metadata['namespace']}/{metadata['name']}" if {"namespace", "name"} <= set(metadata) else None
+    target = getattr(operator, "_target", None)
     return training_lineage(
-        result=None, engine="kuberay", job_id=job_id, inlets=operator.inlets, outlets=operator.outlets
+        result=None,
+        engine="kuberay",
+        job_id=f"{target[1]}/{target[0]}" if target else None,
+        inlets=operator.inlets,
+        outlets=operator.outlets,
     )
 
 
-def slurm_job_lineage(operator: Any, task_instance: Any) -> OperatorLineage:
+def slurm_job_lineage(operator: Any) -> OperatorLineage:
     """For :class:`~nuro_ml.operators.slurm.SlurmJobOperator` after success."""
-    result = return_value(task_instance)
     return training_lineage(
         result=None,
         engine="slurm",
-        job_id=str(result) if result is not None else None,
+        job_id=getattr(operator, "job_id", None),
         inlets=operator.inlets,
         outlets=operator.outlets,
     )

@@ -193,13 +193,14 @@ class FeastMaterializeOperator(BaseOperator):
             xcom["cache_hits"],
             xcom["cache_misses"],
         )
+        self._lineage_result = xcom
         return xcom
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """Batch sources in; feature views and online-store tables out, with row counts (OpenLineage)."""
         from nuro_ml.lineage.feast import materialize_operator_lineage
 
-        return materialize_operator_lineage(self, task_instance)
+        return materialize_operator_lineage(self)
 
     def on_kill(self) -> None:
         # Materialization runs in this process; finishing the current computation and then

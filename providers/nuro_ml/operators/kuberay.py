@@ -340,7 +340,7 @@ class KubeRayJobOperator(BaseOperator):
         """The declared inlets and outlets, and the RayJob that ran (OpenLineage)."""
         from nuro_ml.lineage.training import kuberay_job_lineage
 
-        return kuberay_job_lineage(self, task_instance)
+        return kuberay_job_lineage(self)
 
     def on_kill(self) -> None:
         """Delete the RayJob; KubeRay stops the Ray job and removes its RayCluster."""

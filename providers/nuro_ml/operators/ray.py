@@ -441,12 +441,14 @@ class RayJobOperator(BaseOperator):
                 result = {}
             else:
                 self.log.info("Ray job %s succeeded; result keys: %s", info.submission_id, sorted(result))
-            return {
+            finished = {
                 **result,
                 "submission_id": info.submission_id,
                 "status": info.status.value,
                 "job_url": url,
             }
+            self._lineage_result = finished
+            return finished
         summary = (info.message or "").strip().splitlines()[0] if info.message else ""
         raise RayJobError(
             f"Ray job {info.submission_id} {info.status.value}"
@@ -459,7 +461,7 @@ class RayJobOperator(BaseOperator):
         """Features in and model artifact out, as the job reported them (OpenLineage)."""
         from nuro_ml.lineage.training import ray_job_lineage
 
-        return ray_job_lineage(self, task_instance)
+        return ray_job_lineage(self)
 
     def on_kill(self) -> None:
         self._killed = True

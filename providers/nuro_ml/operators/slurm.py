@@ -289,7 +289,7 @@ class SlurmJobOperator(BaseOperator):
         """The declared inlets and outlets, and the Slurm job that ran (OpenLineage)."""
         from nuro_ml.lineage.training import slurm_job_lineage
 
-        return slurm_job_lineage(self, task_instance)
+        return slurm_job_lineage(self)
 
     def on_kill(self) -> None:
         self._killed = True

@@ -158,6 +158,7 @@ class MCAPToParquetOperator(BaseOperator):
             self.log.warning(
                 "Quarantined %s: %s (offset %s)", entry["file"], entry["reason"], entry["offset"]
             )
+        self._lineage_result = result
         return result
 
     def _run_local(self, cfg: Any) -> dict[str, Any]:
@@ -220,7 +221,7 @@ class MCAPToParquetOperator(BaseOperator):
         """Input drive logs and output Parquet tables with schemas and row counts (OpenLineage)."""
         from nuro_ml.lineage.etl import etl_operator_lineage
 
-        return etl_operator_lineage(self, task_instance)
+        return etl_operator_lineage(self)
 
     def on_kill(self) -> None:
         self._killed = True

@@ -118,7 +118,9 @@ class _TerraformBaseOperator(BaseOperator):
         self._killed = False
         self._hook = self.build_hook(context)
         try:
-            return self.run_terraform(self._hook, context)
+            result = self.run_terraform(self._hook, context)
+            self._lineage_result = result
+            return result
         finally:
             self._hook.close()
 
@@ -129,7 +131,7 @@ class _TerraformBaseOperator(BaseOperator):
         """The workspace this operator read or changed (OpenLineage)."""
         from nuro_ml.lineage.terraform import terraform_operator_lineage
 
-        return terraform_operator_lineage(self, task_instance)
+        return terraform_operator_lineage(self)
 
     def on_kill(self) -> None:
         """Interrupt the running Terraform command (SIGINT) so it releases the state lock cleanly."""

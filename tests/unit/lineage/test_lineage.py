@@ -24,17 +24,6 @@ def _event_json(lineage) -> dict:
     }
 
 
-class FakeTI:
-    """Only what the lineage builders read of a task instance: its id and return value."""
-
-    def __init__(self, value, task_id: str = "t", map_index: int = -1) -> None:
-        self.task_id, self.map_index, self.value, self.pulls = task_id, map_index, value, []
-
-    def xcom_pull(self, **kwargs):
-        self.pulls.append(kwargs)
-        return self.value
-
-
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
@@ -123,10 +112,13 @@ def test_terraform_operators_map_to_read_or_change_of_the_workspace() -> None:
     from nuro_ml.operators.terraform import TerraformDestroyOperator, TerraformPlanOperator
 
     plan = TerraformPlanOperator(task_id="plan", working_dir="/m")
-    read = terraform_operator_lineage(plan, FakeTI({"plan_file": "/tmp/p"}))
+    plan._lineage_result = {"plan_file": "/tmp/p"}
+    read = terraform_operator_lineage(plan)
     assert [d.name for d in read.inputs] == ["/m#default"] and read.outputs == []
     destroy = TerraformDestroyOperator(task_id="destroy", working_dir="/m", workspace="ws")
-    dropped = _event_json(terraform_operator_lineage(destroy, FakeTI({"destroyed": ["a", "b"], "count": 2})))
+    # What the operator keeps of its result: the forked lineage process cannot read XCom.
+    destroy._lineage_result = {"destroyed": ["a", "b"], "count": 2}
+    dropped = _event_json(terraform_operator_lineage(destroy))
     [out] = dropped["outputs"]
     assert out["facets"]["lifecycleStateChange"]["lifecycleStateChange"] == "DROP"
     assert out["facets"]["nuro_ml_terraform"]["destroyed"] == 2
@@ -147,10 +139,13 @@ def test_training_lineage_from_the_reported_data_and_model(tmp_path: Path) -> No
         "metrics": {"rows_used": 120},
         "submission_id": "raysubmit-abc",
     }
-    operator = SimpleNamespace(inlets=[], outlets=[SimpleNamespace(uri="s3://models/registry/v3")])
-    ti = FakeTI(result, task_id="train", map_index=2)
-    event = _event_json(ray_job_lineage(operator, ti))
-    assert ti.pulls == [{"task_ids": "train", "key": "return_value", "map_indexes": 2}]
+    operator = SimpleNamespace(
+        inlets=[],
+        outlets=[SimpleNamespace(uri="s3://models/registry/v3")],
+        _lineage_result=result,
+        _job_id="raysubmit-abc",
+    )
+    event = _event_json(ray_job_lineage(operator))
     [data_in] = event["inputs"]
     assert data_in["name"] == str(data) and data_in["inputFacets"]["inputStatistics"]["rowCount"] == 120
     outputs = {(o["namespace"], o["name"]): o for o in event["outputs"]}
@@ -174,3 +169,12 @@ def test_training_lineage_of_an_opaque_job_is_its_declared_assets() -> None:
     assert [(d.namespace, d.name) for d in lineage.inputs] == [("file", "/data/etl/scene_stats")]
     assert lineage.outputs == []
     assert lineage.run_facets["externalQuery"].externalQueryId == "4711"
+
+
+def test_an_operator_that_kept_no_result_still_names_its_static_datasets(tmp_path: Path) -> None:
+    from nuro_ml.operators.spark import MCAPToParquetOperator
+
+    etl = MCAPToParquetOperator(task_id="etl", start="a", end="b", input_path=str(tmp_path / "raw"))
+    lineage = etl.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [("file", str(tmp_path / "raw"))]
+    assert lineage.outputs == []
