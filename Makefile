@@ -72,8 +72,10 @@ provider-info: setup
 	$(BIN)/python -m nuro_ml.provider_yaml
 
 # The distributed topology as processes on loopback; state (PIDs, ports, passwords) in .cluster/.
+# EXECUTOR=celery (default: two Celery workers, Redis broker, PostgreSQL results) or EXECUTOR=local.
+EXECUTOR ?= celery
 cluster-up: setup
-	$(BIN)/python -m nuro_ml.local_cluster up
+	$(BIN)/python -m nuro_ml.local_cluster up --executor $(EXECUTOR)
 
 cluster-down:
 	$(BIN)/python -m nuro_ml.local_cluster down
