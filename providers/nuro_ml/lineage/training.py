@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nuro_ml.lineage import facets
@@ -18,26 +20,44 @@ from nuro_ml.lineage.results import kept_result
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
+    from feast import FeatureStore
     from openlineage.client.event_v2 import InputDataset, OutputDataset
 
-    from nuro_ml.hooks.feast import FeastHook
+
+@dataclass(frozen=True)
+class FeatureRepo:
+    """The Feast repository a training job read, and its project."""
+
+    store: FeatureStore
+    project: str
+    repo_path: Path
 
 
-def _default_feast_hook() -> FeastHook:
-    from nuro_ml.hooks.feast import FeastHook
+def training_feature_repo() -> FeatureRepo:
+    """The repository as the training job itself finds it: ``NURO_ML_FEAST_*`` and the repo folder.
 
-    return FeastHook()
+    No Airflow connection is read: lineage runs in a process forked from the task, which cannot
+    ask the supervisor for connections.
+    """
+    from feast import FeatureStore
+
+    from nuro_ml import settings
+    from nuro_ml.features.config import FeastSettings
+
+    feast_settings = FeastSettings.from_env()
+    repo = settings.feature_repo_dir()
+    return FeatureRepo(FeatureStore(config=feast_settings.repo_config(repo)), feast_settings.project, repo)
 
 
-def _feature_service_inputs(hook: FeastHook, service_name: str, rows: int | None) -> list[InputDataset]:
-    store = hook.store
+def _feature_service_inputs(repo: FeatureRepo, service_name: str, rows: int | None) -> list[InputDataset]:
+    store = repo.store
     service = store.get_feature_service(service_name)
     views = [projection.name for projection in service.feature_view_projections]
-    inputs = feature_view_inputs(store, hook.feast_settings.project, views, rows=rows)
+    inputs = feature_view_inputs(store, repo.project, views, rows=rows)
     # Labels and entity rows come from the batch sources of the service's views.
     sources: dict[DatasetId, None] = {}
     for view in views:
-        source = batch_source_dataset(store.get_feature_view(view), hook.repo_path)
+        source = batch_source_dataset(store.get_feature_view(view), repo.repo_path)
         if source is not None:
             sources.setdefault(source)
     inputs += [facets.input_dataset(source) for source in sources]
@@ -63,7 +83,7 @@ def training_lineage(
     job_id: str | None,
     inlets: Sequence[Any] = (),
     outlets: Sequence[Any] = (),
-    feast_hook: Callable[[], FeastHook] = _default_feast_hook,
+    feature_repo: Callable[[], FeatureRepo] = training_feature_repo,
 ) -> OperatorLineage:
     """Lineage of one finished training job that ran on ``engine`` as ``job_id``."""
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -73,7 +93,7 @@ def training_lineage(
     rows = metrics.get("rows_used") if isinstance(metrics, dict) else None
     inputs = [facets.input_dataset(d) for d in facets.declared_datasets(inlets)]
     if reported.get("feature_service"):
-        inputs += _feature_service_inputs(feast_hook(), str(reported["feature_service"]), rows)
+        inputs += _feature_service_inputs(feature_repo(), str(reported["feature_service"]), rows)
     if reported.get("training_data"):
         stats = {"inputStatistics": facets.input_statistics(rows=rows)} if rows is not None else {}
         inputs.append(facets.input_dataset(path_dataset(str(reported["training_data"])), None, stats))
