@@ -20,7 +20,7 @@ import psutil
 import pytest
 from nuro_ml.hooks.ray import RayHook
 from nuro_ml.local_cluster import celery, state
-from nuro_ml.local_cluster.processes import spawn
+from nuro_ml.local_cluster.airflow import AIRFLOW
 
 from tests.cluster import checks
 from tests.cluster.conftest import DAG_ID, Cluster
@@ -59,7 +59,8 @@ def killed_run(cluster: Cluster) -> Iterator[tuple[str, str, str, str | None]]:
     started = time.monotonic()
     pid = int(cluster.state["airflow"]["pids"][f"celery-{victim}"])
     proc = psutil.Process(pid)
-    cmdline, environ = proc.cmdline(), proc.environ()
+    # Celery retitles its processes, so the worker is started again from its name, not its cmdline.
+    environ = proc.environ()
     os.killpg(pid, signal.SIGKILL)
     proc.wait(timeout=30)
     # The scheduler fails the lost try once its heartbeat is overdue; the retry runs on a live worker.
@@ -77,10 +78,10 @@ def killed_run(cluster: Cluster) -> Iterator[tuple[str, str, str, str | None]]:
     cluster.figures.recoveries["celery_worker_killed"] = (
         f"etl try {retried['try_number']} on {retry_worker} after {time.monotonic() - started:.0f} s"
     )
-    new = spawn(cmdline, env=environ, log=cluster.root / "logs" / f"celery-{victim}.log")
-    cluster.state["airflow"]["pids"][f"celery-{victim}"] = new.pid
+    new_pid = celery.start_worker(victim, AIRFLOW, environ, cluster.root / "logs")
+    cluster.state["airflow"]["pids"][f"celery-{victim}"] = new_pid
     state.save(cluster.state, cluster.root)
-    celery.wait_ready({victim: new.pid}, cluster.root / "logs")
+    celery.wait_ready({victim: new_pid}, cluster.root / "logs")
     cluster.run_to_end(run_id, "celery_worker_kill")
     cluster.figures.faults_injected.append("celery_worker_killed")
     yield run_id, day, victim, retry_worker
