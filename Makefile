@@ -19,7 +19,7 @@ unexport PYTHONDONTWRITEBYTECODE
 
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-backfill lint typecheck unit integration e2e browser bench clean airflow-home provider-info \
+.PHONY: setup demo test test-backfill lint docs typecheck unit integration e2e browser bench clean airflow-home provider-info \
 	cluster-up cluster-down cluster-test
 
 setup: $(STAMP)
@@ -46,8 +46,13 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# The documentation site: warnings are errors and every reference of ours must resolve (nitpicky).
+# Offline by design: other projects are plain links, no intersphinx inventory is fetched.
+docs: setup
+	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+
 # tests/cluster run against the cluster of `make cluster-up`, only through `make cluster-test`.
-test: setup lint
+test: setup lint docs
 	$(BIN)/pytest -p no:cacheprovider --durations=25 --ignore=tests/cluster $(PYTEST_ARGS)
 
 # Only the scheduler-driven backfill test (also part of `make test`).
@@ -73,8 +78,10 @@ provider-info: setup
 	$(BIN)/python -m nuro_ml.provider_yaml
 
 # The distributed topology as processes on loopback; state (PIDs, ports, passwords) in .cluster/.
+# EXECUTOR=celery (default: two Celery workers, Redis broker, PostgreSQL results) or EXECUTOR=local.
+EXECUTOR ?= celery
 cluster-up: setup
-	$(BIN)/python -m nuro_ml.local_cluster up
+	$(BIN)/python -m nuro_ml.local_cluster up --executor $(EXECUTOR)
 
 cluster-down:
 	$(BIN)/python -m nuro_ml.local_cluster down

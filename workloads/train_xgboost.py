@@ -416,6 +416,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "checkpoint_path": checkpoint_path,
         "run_name": run_name,
         "features": features,
+        # What the job read, for lineage: a Feast feature service or a Parquet file.
+        "feature_service": None if args.training_data else args.feature_service,
+        "training_data": str(Path(args.training_data).resolve()) if args.training_data else None,
         "num_workers": args.num_workers,
         "gpus_per_worker": args.gpus_per_worker,
         "duration_s": round(time.monotonic() - started, 3),

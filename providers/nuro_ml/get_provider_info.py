@@ -173,6 +173,16 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             },
         ],
+        'task-decorators': [
+            {
+                'class-name': 'nuro_ml.decorators.ray.ray_task',
+                'name': 'ray',
+            },
+            {
+                'class-name': 'nuro_ml.decorators.kuberay.kuberay_task',
+                'name': 'kuberay',
+            },
+        ],
         'extra-links': [
             'nuro_ml.links.ray.RayJobLink',
             'nuro_ml.links.kuberay.KubeRayDashboardLink',

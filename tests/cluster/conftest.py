@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,13 @@ class Cluster:
         }
         conf.update(overrides)
         return conf
+
+    def fresh_day(self) -> str:
+        """A day without drive logs yet: its ETL, features and training all do real work."""
+        day = date(2026, 10, 1)
+        while (self.data_dir / "raw" / f"date={day.isoformat()}").exists():
+            day += timedelta(days=1)
+        return day.isoformat()
 
     def run_to_end(self, run_id: str, label: str) -> dict[str, Any]:
         started = time.monotonic()

@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
@@ -142,14 +141,6 @@ def _kill_ray_worker(cluster: Cluster, run_id: str, log: FaultLog) -> None:
     state.save(cluster.state, cluster.root)
 
 
-def _fresh_day(cluster: Cluster) -> str:
-    """A day without drive logs yet: its ETL, features and training all do real work."""
-    day = date(2026, 10, 1)
-    while (cluster.data_dir / "raw" / f"date={day.isoformat()}").exists():
-        day += timedelta(days=1)
-    return day.isoformat()
-
-
 def _follow(steps: list[Callable[[], None]], log: FaultLog) -> threading.Thread:
     def run() -> None:
         for step in steps:
@@ -166,7 +157,7 @@ def _follow(steps: list[Callable[[], None]], log: FaultLog) -> threading.Thread:
 @pytest.fixture(scope="module")
 def faulted_run(cluster: Cluster) -> Iterator[tuple[str, dict[str, object], FaultLog]]:
     log = FaultLog()
-    day = _fresh_day(cluster)
+    day = cluster.fresh_day()
     conf = cluster.conf(date_from=day, date_to=day, num_boost_round=FAULT_BOOST_ROUNDS)
     run_id = cluster.api.trigger(DAG_ID, conf)
     thread = _follow(

@@ -37,6 +37,7 @@ class DemoRun:
     data_dir: Path
     conf: dict[str, Any]
     outputs: list[subprocess.CompletedProcess[str]]
+    lineage_file: Path
 
     def summary(self) -> dict[str, Any]:
         files = sorted((self.data_dir / "summaries" / DAG_ID).glob("*.json"))
@@ -68,10 +69,18 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
     data_dir = root / "data"
     home = ensure_airflow_home(root / "airflow")
     env = dict(os.environ)
+    lineage_file = root / "openlineage.jsonl"
     env.update(
         AIRFLOW_HOME=str(home),
         NURO_ML_DATA_DIR=str(data_dir),
         RAY_USAGE_STATS_ENABLED="0",
+        # The OpenLineage provider's file transport: one JSON event per line.
+        AIRFLOW__OPENLINEAGE__TRANSPORT=json.dumps(
+            {"type": "file", "log_file_path": str(lineage_file), "append": True}
+        ),
+        AIRFLOW__OPENLINEAGE__NAMESPACE="nuro-ml-e2e",
+        # Training lineage reads the Feast registry; on two shared cores that can pass the 10 s default.
+        AIRFLOW__OPENLINEAGE__EXECUTION_TIMEOUT="60",
     )
     env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
     migrate = _airflow(env, "db", "migrate")
@@ -87,7 +96,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
     }
     result = _airflow(env, "dags", "test", DAG_ID, DAY, "-c", json.dumps(conf))
     assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]
-    yield DemoRun(env, data_dir, conf, [result])
+    yield DemoRun(env, data_dir, conf, [result], lineage_file)
 
 
 def test_etl_partitions_hold_every_message_once(demo_run: DemoRun) -> None:
@@ -150,3 +159,57 @@ def test_lease_released_and_cluster_destroyed(demo_run: DemoRun) -> None:
         state = json.loads(state_file.read_text())
         assert state["resources"] == [], f"{state_file} still holds resources"
     assert _ray_processes(str(demo_run.conf["dashboard_port"])) == []
+
+
+def _completed_jobs(run: DemoRun) -> dict[str, dict[str, Any]]:
+    assert run.lineage_file.exists(), "the OpenLineage file transport wrote no events"
+    events = [json.loads(line) for line in run.lineage_file.read_text().splitlines() if line.strip()]
+    return {e["job"]["name"]: e for e in events if e.get("eventType") == "COMPLETE" and "job" in e}
+
+
+def _rows(dataset: dict[str, Any]) -> int:
+    return int(dataset["outputFacets"]["outputStatistics"]["rowCount"])
+
+
+def test_lineage_graph_connects_drive_logs_tables_features_and_model(demo_run: DemoRun) -> None:
+    jobs = _completed_jobs(demo_run)
+    summary = demo_run.summary()
+    etl, features, train = (jobs[f"{DAG_ID}.{task}"] for task in ("etl", "feast_materialize", "train"))
+    etl_root = demo_run.data_dir / "etl"
+
+    # Drive logs -> Parquet tables, with the row counts the run reported.
+    [logs] = etl["inputs"]
+    assert (logs["namespace"], logs["name"]) == ("file", str((demo_run.data_dir / "raw").resolve()))
+    tables = {o["name"]: o for o in etl["outputs"]}
+    scene_stats = str((etl_root / "scene_stats").resolve())
+    assert _rows(tables[scene_stats]) == summary["etl"]["rows"]["scene_stats"] > 0
+    assert _rows(tables[str((etl_root / "ego_pose").resolve())]) == _table_rows(etl_root, "ego_pose")
+    assert "scene_id" in {f["name"] for f in tables[scene_stats]["facets"]["schema"]["fields"]}
+
+    # Tables -> feature views (and their online tables), with the rows materialized.
+    assert scene_stats in {i["name"] for i in features["inputs"] if i["namespace"] == "file"}
+    views = {o["name"]: o for o in features["outputs"] if o["namespace"].startswith("feast://")}
+    assert {name: _rows(v) for name, v in views.items()} == summary["features"]["rows"]
+    online = [o for o in features["outputs"] if not o["namespace"].startswith("feast://")]
+    assert len(online) == len(views)
+
+    # Feature views -> model artifact.
+    model = str(Path(str(summary["artifacts"]).removeprefix("file://")))
+    trained_on = {i["name"] for i in train["inputs"] if i["namespace"].startswith("feast://")}
+    assert trained_on and trained_on <= set(views)
+    assert model in {o["name"] for o in train["outputs"]}
+
+    # One connected graph: following job edges from the logs reaches the model.
+    edges: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for event in jobs.values():
+        for i in event.get("inputs", []):
+            for o in event.get("outputs", []):
+                edges.setdefault((i["namespace"], i["name"]), set()).add((o["namespace"], o["name"]))
+    reached, frontier = set(), [(logs["namespace"], logs["name"])]
+    while frontier:
+        node = frontier.pop()
+        if node not in reached:
+            reached.add(node)
+            frontier.extend(edges.get(node, ()))
+    assert ("file", model) in reached
+    assert train["run"]["facets"]["externalQuery"]["source"] == "ray"

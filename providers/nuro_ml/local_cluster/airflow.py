@@ -1,6 +1,7 @@
 """Airflow 3 daemons on loopback (api-server, dag-processor, scheduler, triggerer) and a REST client.
 
-The daemons share one environment: a PostgreSQL metadata database, the LocalExecutor, the
+The daemons share one environment: a PostgreSQL metadata database, the LocalExecutor (unless the
+cluster's executor settings, see :mod:`nuro_ml.local_cluster.celery`, replace it), the
 simple auth manager with a pre-seeded passwords file, and connections given as
 ``AIRFLOW_CONN_*`` variables (as the compose file gives them to its containers).
 """

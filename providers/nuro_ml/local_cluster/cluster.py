@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from nuro_ml.local_cluster import airflow, postgres, ray_nodes, redis, spark, state
+from nuro_ml.local_cluster import airflow, celery, postgres, ray_nodes, redis, spark, state
 from nuro_ml.local_cluster.processes import MARKER_ENV, alive, free_port, stop_group, stop_marked
 from nuro_ml.settings import REPO_ROOT
 
@@ -63,8 +63,14 @@ def _base_env(cluster_id: str, data: Path) -> dict[str, str]:
     return env
 
 
-def up(root: Path | None = None) -> dict[str, Any]:
-    """Start everything (a running cluster is left as it is); returns the recorded state."""
+def up(root: Path | None = None, executor: str = "celery") -> dict[str, Any]:
+    """Start everything (a running cluster is left as it is); returns the recorded state.
+
+    ``executor``: ``celery`` (two Celery workers, Redis broker, PostgreSQL result backend, as in the
+    compose file) or ``local`` (the scheduler runs tasks itself).
+    """
+    if executor not in celery.EXECUTORS:
+        raise ValueError(f"executor {executor!r}: choose one of {', '.join(celery.EXECUTORS)}")
     root = root or state.cluster_dir()
     current = status(root)
     if current["running"]:
@@ -81,7 +87,12 @@ def up(root: Path | None = None) -> dict[str, Any]:
     data.mkdir()
     env = _base_env(cluster_id, data)
     timings: dict[str, float] = {}
-    st: dict[str, Any] = {"cluster_id": cluster_id, "root": str(root), "timings": timings}
+    st: dict[str, Any] = {
+        "cluster_id": cluster_id,
+        "root": str(root),
+        "timings": timings,
+        "executor": executor,
+    }
     started = time.monotonic()
     try:
         _up(root, env, st, timings)
@@ -188,7 +199,15 @@ def _up(root: Path, env: dict[str, str], st: dict[str, Any], timings: dict[str, 
         port=port,
         passwords_file=home / "passwords.json",
         connections=connections,
-        extra={"NURO_ML_LEDGER_URL": urls["ledger"]},
+        extra={
+            "NURO_ML_LEDGER_URL": urls["ledger"],
+            **celery.executor_env(
+                st["executor"],
+                broker_url=celery.redis_broker_url(rds.port, redis_password),
+                # As in the compose file: Celery's results in the Airflow metadata database.
+                result_backend=urls["airflow"],
+            ),
+        },
     )
     logs = root / "logs"
     logs.mkdir()
@@ -208,8 +227,15 @@ def _up(root: Path, env: dict[str, str], st: dict[str, Any], timings: dict[str, 
     }
     for name in airflow.DAEMONS:
         pids[name] = airflow.start_daemon(name, af_env, logs, port)
+    workers: dict[str, int] = {}
+    if st["executor"] == "celery":
+        for worker in celery.WORKERS:
+            workers[worker] = pids[f"celery-{worker}"] = celery.start_worker(
+                worker, airflow.AIRFLOW, af_env, logs
+            )
     state.save(st, root)
     airflow.wait_healthy(url, pids, logs)
+    celery.wait_ready(workers, logs)
     airflow.ApiClient(url, passwords).wait_for_dag(MAIN_DAG_ID)
     _step(timings, "airflow", t)
 
@@ -254,9 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     command = args[0] if args else "status"
     if command == "up":
-        st = up()
+        executor = args[args.index("--executor") + 1] if "--executor" in args[:-1] else "celery"
+        st = up(executor=executor)
         print(f"Airflow {st['airflow']['url']} (user admin, password in {state.state_path()})")
-        print(f"Spark {st['spark']['web_url']}  Ray {st['ray']['dashboard_url']}")
+        print(f"Spark {st['spark']['web_url']}  Ray {st['ray']['dashboard_url']}  executor {st['executor']}")
         print(f"cluster-up timings (s): {json.dumps(st['timings'])}")
     elif command == "down":
         print("stopped: " + (", ".join(down()) or "nothing was running"))

@@ -17,6 +17,7 @@ from nuro_ml.hooks.feast import FeastHook
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 
@@ -218,7 +219,14 @@ class FeastMaterializeOperator(BaseOperator):
             xcom["cache_hits"],
             xcom["cache_misses"],
         )
+        self._lineage_result = xcom
         return xcom
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """Batch sources in; feature views and online-store tables out, with row counts (OpenLineage)."""
+        from nuro_ml.lineage.feast import materialize_operator_lineage
+
+        return materialize_operator_lineage(self)
 
     def on_kill(self) -> None:
         # Materialization runs in this process; finishing the current computation and then

@@ -28,6 +28,7 @@ from nuro_ml.links.kuberay import DASHBOARD_URL_XCOM_KEY, KubeRayDashboardLink, 
 from nuro_ml.triggers.kuberay import KubeRayJobTrigger
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 #: XCom key with ``{"name", "namespace", "uid"}`` of the RayJob, pushed before waiting.
@@ -356,6 +357,12 @@ class KubeRayJobOperator(BaseOperator):
             f"{info.deployment_status}, job status {info.job_status or 'none'}"
             + (f": {info.message}" if info.message else "")
         )
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """The declared inlets and outlets, and the RayJob that ran (OpenLineage)."""
+        from nuro_ml.lineage.training import kuberay_job_lineage
+
+        return kuberay_job_lineage(self)
 
     def on_kill(self) -> None:
         """Delete the RayJob; KubeRay stops the Ray job and removes its RayCluster."""

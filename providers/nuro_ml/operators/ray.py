@@ -20,6 +20,7 @@ from nuro_ml.links.ray import RAY_JOB_URL_XCOM_KEY, RAY_SUBMISSION_ID_XCOM_KEY, 
 from nuro_ml.triggers.ray import RayJobTrigger
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Connection, Context
 
 #: The line a workload prints last to hand its result back (``NURO_ML_RESULT {"metrics": ...}``).
@@ -459,12 +460,14 @@ class RayJobOperator(BaseOperator):
                 result = {}
             else:
                 self.log.info("Ray job %s succeeded; result keys: %s", info.submission_id, sorted(result))
-            return {
+            finished = {
                 **result,
                 "submission_id": info.submission_id,
                 "status": info.status.value,
                 "job_url": url,
             }
+            self._lineage_result = finished
+            return finished
         summary = (info.message or "").strip().splitlines()[0] if info.message else ""
         raise RayJobError(
             f"Ray job {info.submission_id} {info.status.value}"
@@ -472,6 +475,12 @@ class RayJobOperator(BaseOperator):
             + f": {summary} [{url}]\n"
             + f"last {self.log_tail_lines} log lines:\n{log_tail(logs, self.log_tail_lines)}"
         )
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """Features in and model artifact out, as the job reported them (OpenLineage)."""
+        from nuro_ml.lineage.training import ray_job_lineage
+
+        return ray_job_lineage(self)
 
     def on_kill(self) -> None:
         self._killed = True

@@ -21,6 +21,7 @@ from nuro_ml.hooks.slurm import SlurmHook, SlurmHookProtocol, SlurmJobInfo, Slur
 from nuro_ml.triggers.slurm import SlurmJobTrigger
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 #: XCom key holding the Slurm job id, pushed as soon as the job exists.
@@ -305,6 +306,12 @@ class SlurmJobOperator(BaseOperator):
         else:
             output = f"last {len(tail)} lines of {info.stdout_path}:\n" + "\n".join(tail)
         raise SlurmJobError(f"{info.describe()}; {output}")
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """The declared inlets and outlets, and the Slurm job that ran (OpenLineage)."""
+        from nuro_ml.lineage.training import slurm_job_lineage
+
+        return slurm_job_lineage(self)
 
     def on_kill(self) -> None:
         self._killed = True

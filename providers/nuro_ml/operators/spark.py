@@ -16,6 +16,7 @@ from nuro_ml import settings
 from nuro_ml.exceptions import ETLError
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 
@@ -187,6 +188,7 @@ class MCAPToParquetOperator(BaseOperator):
             self.log.warning(
                 "Quarantined %s: %s (offset %s)", entry["file"], entry["reason"], entry["offset"]
             )
+        self._lineage_result = result
         return result
 
     def _run_local(self, cfg: Any) -> dict[str, Any]:
@@ -244,6 +246,12 @@ class MCAPToParquetOperator(BaseOperator):
         if not out.exists():
             raise ETLError(f"spark-submit finished but wrote no result at {out}")
         return dict(json.loads(out.read_text()))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """Input drive logs and output Parquet tables with schemas and row counts (OpenLineage)."""
+        from nuro_ml.lineage.etl import etl_operator_lineage
+
+        return etl_operator_lineage(self)
 
     def on_kill(self) -> None:
         self._killed = True

@@ -30,6 +30,7 @@ from nuro_ml.terraform_support.layout import RunKey
 from nuro_ml.terraform_support.plan import PlanSummary
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 _COMMON_TEMPLATE_FIELDS: tuple[str, ...] = (
@@ -117,12 +118,20 @@ class _TerraformBaseOperator(BaseOperator):
         self._killed = False
         self._hook = self.build_hook(context)
         try:
-            return self.run_terraform(self._hook, context)
+            result = self.run_terraform(self._hook, context)
+            self._lineage_result = result
+            return result
         finally:
             self._hook.close()
 
     def run_terraform(self, hook: TerraformHook, context: Context) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must implement run_terraform")
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """The workspace this operator read or changed (OpenLineage)."""
+        from nuro_ml.lineage.terraform import terraform_operator_lineage
+
+        return terraform_operator_lineage(self)
 
     def on_kill(self) -> None:
         """Interrupt the running Terraform command (SIGINT) so it releases the state lock cleanly."""

@@ -1,0 +1,1 @@
+"""TaskFlow decorators: ``@task.ray`` and ``@task.kuberay`` (registered in provider.yaml)."""
