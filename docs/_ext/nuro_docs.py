@@ -259,7 +259,7 @@ class FeastSettingsDirective(_GeneratedDirective):
             rows.append(
                 [
                     f"``{ENV_PREFIX}{name.upper()}``",
-                    f"``{json.dumps(field.default)}``",
+                    f"``{json.dumps(field.get_default(call_default_factory=True))}``",
                     _inline(docs.get(name, "")),
                 ]
             )

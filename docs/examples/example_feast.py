@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG
-from nuro_ml.operators.feast import FeastApplyOperator, FeastMaterializeOperator
+from nuro_ml.operators.feast import FeastApplyOperator, FeastMaterializeOperator, FeastPushOperator
 
 with DAG(
     dag_id="example_feast",
@@ -28,4 +28,13 @@ with DAG(
     )
     # [END howto_operator_feast_materialize]
 
-    apply >> materialize
+    # [START howto_operator_feast_push]
+    push = FeastPushOperator(
+        task_id="feast_push",
+        push_source_name="scene_ego_motion_push",
+        data="/data/stream/scene_stats/{{ ds }}",
+        to="online",
+    )
+    # [END howto_operator_feast_push]
+
+    apply >> materialize >> push

@@ -39,14 +39,11 @@ def training_feature_repo() -> FeatureRepo:
     No Airflow connection is read: lineage runs in a process forked from the task, which cannot
     ask the supervisor for connections.
     """
-    from feast import FeatureStore
-
     from nuro_ml import settings
     from nuro_ml.features.config import FeastSettings
 
-    feast_settings = FeastSettings.from_env()
-    repo = settings.feature_repo_dir()
-    return FeatureRepo(FeatureStore(config=feast_settings.repo_config(repo)), feast_settings.project, repo)
+    resolved = FeastSettings.from_env().resolve(settings.feature_repo_dir())
+    return FeatureRepo(resolved.feature_store(), resolved.project, resolved.repo_path)
 
 
 def _feature_service_inputs(repo: FeatureRepo, service_name: str, rows: int | None) -> list[InputDataset]:
