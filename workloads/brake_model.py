@@ -91,7 +91,7 @@ def predict(
     model.eval()
     labels, scores = [], []
     for x, y in batches:
-        logits = model(torch.from_numpy(x).to(device))
+        logits = model(torch.as_tensor(np.array(x, copy=True)).to(device))
         scores.append(torch.sigmoid(logits).float().cpu().numpy())
         labels.append(y)
     if not labels:

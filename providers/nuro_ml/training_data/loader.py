@@ -91,8 +91,9 @@ class CachedS3Source:
 
 
 def read_shard(source: ShardSource, uri: str, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    # One read into an Arrow buffer: Parquet then decodes from memory, not through Python file calls.
     with source.open(uri) as fh:
-        table: pa.Table = pq.read_table(fh)
+        table: pa.Table = pq.read_table(pa.BufferReader(fh.read()))
     return to_arrays(table, channels)
 
 
@@ -152,28 +153,35 @@ class ShardLoader:
         mine = self._assignment(epoch)[self.rank]
         limit = self.batches_per_epoch(epoch) if self.shuffle else None
         rng = np.random.default_rng([self.seed, epoch, self.rank, 1])
-        pending_x: list[np.ndarray] = []
-        pending_y: list[np.ndarray] = []
-        pending = 0
+        size = self.batch_size
         emitted = 0
+        # Rows left over from the previous shard (fewer than a batch); batches are views otherwise.
+        carry: tuple[np.ndarray, np.ndarray] | None = None
         for index in mine:
             x, y = read_shard(self.source, self.shards[index]["uri"], self.channels)
             if self.shuffle:
                 perm = rng.permutation(len(y))
                 x, y = x[perm], y[perm]
-            pending_x.append(x)
-            pending_y.append(y)
-            pending += len(y)
-            if pending < self.batch_size:
-                continue
-            bx, by = np.concatenate(pending_x), np.concatenate(pending_y)
-            full = (len(by) // self.batch_size) * self.batch_size
-            for lo in range(0, full, self.batch_size):
+            start = 0
+            if carry is not None:
+                need = size - len(carry[1])
+                x_head, y_head = np.concatenate([carry[0], x[:need]]), np.concatenate([carry[1], y[:need]])
+                start = min(need, len(y))
+                if len(y_head) < size:
+                    carry = (x_head, y_head)
+                    continue
+                carry = None
                 if limit is not None and emitted >= limit:
                     return
-                yield bx[lo : lo + self.batch_size], by[lo : lo + self.batch_size]
+                yield x_head, y_head
                 emitted += 1
-            pending_x, pending_y = [bx[full:]], [by[full:]]
-            pending = len(by) - full
-        if limit is None and pending:
-            yield np.concatenate(pending_x), np.concatenate(pending_y)
+            while start + size <= len(y):
+                if limit is not None and emitted >= limit:
+                    return
+                yield x[start : start + size], y[start : start + size]
+                emitted += 1
+                start += size
+            if start < len(y):
+                carry = (x[start:], y[start:])
+        if limit is None and carry is not None:
+            yield carry
