@@ -58,6 +58,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="NVMe shard cache directory on every node",
     )
     parser.add_argument("--cache-bytes", type=int, default=8 << 30, help="shard cache capacity per node")
+    parser.add_argument(
+        "--s3-endpoint-url",
+        default=None,
+        help="S3 API endpoint (MinIO, Ceph...); default: AWS_ENDPOINT_URL_S3 or AWS itself",
+    )
     parser.add_argument("--output-dir", default=None, help="where model.pt and metrics.json go")
     parser.add_argument("--storage-path", default=None, help="Ray Train checkpoint storage")
     parser.add_argument("--run-name", default=None, help="Ray Train run name; same name resumes")
@@ -90,11 +95,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def s3_client() -> Any:
+def s3_client(endpoint_url: str | None = None) -> Any:
     import boto3
 
-    # boto3 reads AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL and the credentials from the environment.
-    return boto3.client("s3")
+    # Without an explicit endpoint boto3 reads AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL; credentials
+    # always come from the environment (the operator sets them from an Airflow connection).
+    return boto3.client("s3", endpoint_url=endpoint_url) if endpoint_url else boto3.client("s3")
 
 
 def shard_source(config: dict[str, Any]) -> Any:
@@ -104,7 +110,11 @@ def shard_source(config: dict[str, Any]) -> Any:
         return LocalSource(config["local_shards"])
     from nuro_ml.features.nvme_cache import ShardCache
 
-    cache = ShardCache(config["cache_dir"], capacity_bytes=config["cache_bytes"], s3_client=s3_client())
+    cache = ShardCache(
+        config["cache_dir"],
+        capacity_bytes=config["cache_bytes"],
+        s3_client=s3_client(config.get("s3_endpoint_url")),
+    )
     return CachedS3Source(cache)
 
 
@@ -231,6 +241,7 @@ def fit(
             "local_shards": args.local_shards,
             "cache_dir": args.cache_dir,
             "cache_bytes": args.cache_bytes,
+            "s3_endpoint_url": args.s3_endpoint_url,
             "epochs": args.epochs,
             "batch_size": args.batch_size,
             "learning_rate": args.learning_rate,
@@ -336,10 +347,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         output_dir = (settings.artifacts_dir() / run_name).resolve()
     storage_path = Path(args.storage_path).resolve() if args.storage_path else output_dir / "checkpoints"
-    manifest = load_manifest(args.manifest, None if args.local_shards else s3_client())
+    manifest = load_manifest(args.manifest, None if args.local_shards else s3_client(args.s3_endpoint_url))
     checkpoint, last = fit(args, manifest, run_name=run_name, storage_path=storage_path)
     source = shard_source(
-        {"local_shards": args.local_shards, "cache_dir": args.cache_dir, "cache_bytes": args.cache_bytes}
+        {
+            "local_shards": args.local_shards,
+            "cache_dir": args.cache_dir,
+            "cache_bytes": args.cache_bytes,
+            "s3_endpoint_url": args.s3_endpoint_url,
+        }
     )
     evaluation = evaluate(manifest, checkpoint, source, args.seed)
     state = evaluation.pop("state")

@@ -102,7 +102,8 @@ class StageTrainingShardsOperator(BaseOperator):
 
         spec = self.build_spec()
         etl_root = Path(self.etl_root) if self.etl_root else settings.etl_output_dir()
-        client = ObjectStorageHook(self.aws_conn_id).get_client()
+        hook = ObjectStorageHook(self.aws_conn_id)
+        client = hook.get_client()
         self.log.info(
             "Staging %s %s..%s from %s to %s", spec.table, spec.start, spec.end, etl_root, self.destination
         )
@@ -110,7 +111,8 @@ class StageTrainingShardsOperator(BaseOperator):
             result = stage_shards(spec, etl_root, self.destination, client)
         except StagingError as exc:
             raise TrainingDataError(f"task {self.task_id}: {exc}") from exc
-        xcom = result.to_xcom()
+        # The endpoint is not a secret; the training job needs it next to the connection's keys.
+        xcom = {**result.to_xcom(), "endpoint_url": hook.client_kwargs.get("endpoint_url")}
         self.log.info(
             "Manifest %s: %s shards, %s rows, %d uploaded / %d reused (%d bytes uploaded)",
             xcom["manifest_uri"],

@@ -82,12 +82,12 @@ def test_torch_workload_trains_through_cache_and_survives_a_killed_worker(
 
     runner = threading.Thread(target=submit, daemon=True)
     runner.start()
-    # Kill one training worker (SIGKILL, no cleanup) once a checkpoint is surely registered: the
-    # second checkpoint directory only appears after the first report has completed on all ranks.
+    # Kill one training worker (SIGKILL, no cleanup) once the Train controller has registered a
+    # checkpoint (it records them in this snapshot, which is what a restarted group restores from).
     killed = None
     deadline = time.monotonic() + 300
     while killed is None and runner.is_alive() and time.monotonic() < deadline:
-        if len(list(out.glob("checkpoints/*/checkpoint_*"))) >= 2:
+        if list(out.glob("checkpoints/*/checkpoint_manager_snapshot.json")):
             workers = _train_workers(ray_cluster.dashboard_url)
             if workers:
                 killed = workers[-1].pid
