@@ -120,3 +120,39 @@ def test_evaluation_order_reads_every_row_once(etl_root: Path, client) -> None:
     ys = np.concatenate([y for _, y in loader.epoch(0)])
     assert len(ys) == holdout["rows"]
     assert round(float(ys.mean()), 6) == holdout["positive_rate"]
+
+
+def test_operator_stages_from_the_connection_and_is_idempotent(
+    etl_root: Path,
+    client,
+    s3_endpoint: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    from nuro_ml.operators.training_data import StageTrainingShardsOperator
+
+    conn = {
+        "conn_type": "aws",
+        "login": "testing",
+        "password": "s3cr3t-key",
+        "extra": {"endpoint_url": s3_endpoint},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_SHARDS_S3", json.dumps(conn))
+    op = StageTrainingShardsOperator(
+        task_id="stage_training_shards",
+        destination="s3://shards/op",
+        start="2026-11-24T00:00:00+00:00",
+        end="2026-11-25T00:00:00+00:00",
+        end_is_exclusive=True,
+        vehicles=VEHICLES,
+        etl_root=str(etl_root),
+        dataset={"shard_rows": 256},
+        aws_conn_id="shards_s3",
+    )
+    first = op.execute({})
+    assert first["uploaded_shards"] == sum(first["shards"].values()) and first["reused_shards"] == 0
+    assert first["endpoint_url"] == s3_endpoint and "s3cr3t-key" not in json.dumps(first)
+    assert load_manifest(first["manifest_uri"], client)["spec"]["shard_rows"] == 256
+    second = op.execute({})
+    assert second["manifest_uri"] == first["manifest_uri"] and second["uploaded_bytes"] == 0
