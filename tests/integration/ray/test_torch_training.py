@@ -63,7 +63,7 @@ def test_torch_workload_trains_through_cache_and_survives_a_killed_worker(
         ray_conn_id=None,
         entrypoint=(
             f"{sys.executable} train_torch.py --manifest {manifest_uri} --output-dir {out}"
-            f" --cache-dir {tmp_path / 'nvme'} --num-workers 2 --epochs 6 --batch-size 64 --use-gpu no"
+            f" --cache-dir {tmp_path / 'nvme'} --num-workers 2 --epochs 5 --batch-size 64 --use-gpu no"
         ),
         runtime_env={
             "working_dir": str(settings.workloads_dir()),
@@ -108,7 +108,7 @@ def test_torch_workload_trains_through_cache_and_survives_a_killed_worker(
     # The replacement worker group restored the checkpoint instead of starting over.
     assert metrics["resumed_from_epoch"] is not None and metrics["resumed_from_epoch"] >= 0
     history = metrics["history"]
-    assert [h["epoch"] for h in history] == list(range(6))
+    assert [h["epoch"] for h in history] == list(range(5))
     assert history[0]["remote_bytes"] > 0 and history[0]["cache_misses"] > 0
     for later in history[1:]:
         # Every shard of every later epoch, before and after the restart, came from local NVMe.
