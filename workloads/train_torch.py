@@ -35,9 +35,12 @@ from typing import Any
 
 import numpy as np
 
+# Run as a script from this directory (a Ray job's working_dir), like its sibling workload: the
+# same atomic artifact writes and the same result line the operator parses.
+from train_xgboost import _write_atomically, result_line
+
 log = logging.getLogger("nuro_ml.workloads.train_torch")
 
-RESULT_MARKER = "NURO_ML_RESULT"
 MODEL_FILENAME = "model.pt"
 METRICS_FILENAME = "metrics.json"
 CHECKPOINT_FILENAME = "state.pt"
@@ -312,22 +315,6 @@ def evaluate(manifest: dict[str, Any], checkpoint: Any, source: Any, seed: int) 
     }
 
 
-def _write_atomically(files: dict[Path, bytes]) -> None:
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for target, payload in files.items():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-            staged.append((Path(tmp_name), target))
-        for tmp, target in staged:
-            os.replace(tmp, target)
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import io
 
@@ -422,14 +409,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def result_line(result: dict[str, Any]) -> str:
-    return f"{RESULT_MARKER} {json.dumps(result, sort_keys=True, allow_nan=False, separators=(',', ':'))}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
-    # Worker processes import brake_model from the job's working directory (this file's folder).
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     result = run(parse_args(argv))
     print(result_line(result), flush=True)
     return 0
