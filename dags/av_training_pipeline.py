@@ -18,7 +18,7 @@ import sys
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, TriggerRule, get_current_context, task
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, get_current_context, task
 from nuro_ml import settings
 from nuro_ml.operators.capacity import GpuLeaseReleaseOperator
 from nuro_ml.operators.feast import FeastApplyOperator, FeastMaterializeOperator
@@ -195,6 +195,10 @@ with DAG(
             last = max(first, (interval_end - timedelta(microseconds=1)).date())
         if last < first:
             raise ValueError(f"params: date_to {last} is before date_from {first}")
+        if params.get("model") == "torch" and not params.get("shards_uri"):
+            raise ValueError(
+                "params: model 'torch' needs shards_uri (s3://bucket/prefix for the training shards)"
+            )
         days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
         start = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
         end = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
@@ -304,8 +308,6 @@ with DAG(
         + "{% endif %}",
         # Rendered to a dict (native templates): the bucket's keys reach only the torch job.
         env_from_connections=TORCH_CREDENTIALS,  # type: ignore[arg-type]
-        # The shard-staging step is skipped for xgboost; training still runs.
-        trigger_rule=TriggerRule.NONE_FAILED,
         runtime_env={
             "working_dir": str(settings.workloads_dir()),
             "env_vars": {"NURO_ML_DATA_DIR": str(settings.data_dir())},
@@ -313,19 +315,10 @@ with DAG(
         entrypoint_num_cpus=1,
     )
 
-    @task.short_circuit(ignore_downstream_trigger_rules=False)
-    def torch_selected() -> bool:
-        """Only the torch model trains on staged shards."""
-        params = get_current_context()["params"]
-        if params["model"] == "torch" and not params.get("shards_uri"):
-            raise ValueError(
-                "params: model 'torch' needs shards_uri (s3://bucket/prefix for the training shards)"
-            )
-        return bool(params["model"] == "torch")
-
     stage_shards = StageTrainingShardsOperator(
         task_id="stage_training_shards",
-        destination="{{ params.shards_uri }}",
+        # Nothing to stage for xgboost: an empty destination makes the task a no-op.
+        destination="{{ params.shards_uri if params.model == 'torch' else '' }}",
         start="{{ " + INTERVAL + "['start'] }}",
         end="{{ " + INTERVAL + "['end'] }}",
         end_is_exclusive=True,
@@ -397,7 +390,7 @@ with DAG(
     summary = summarize(interval, etl.output, feast_materialize.output, train.output)
 
     logs >> etl >> feast_apply >> feast_materialize >> wait_for_gpus
-    etl >> torch_selected() >> stage_shards >> train
+    etl >> stage_shards >> train
     capacity >> wait_for_gpus >> train >> summary
     train >> release_gpus.as_teardown(setups=wait_for_gpus)
     [summary, release_gpus] >> teardown.as_teardown(setups=provision)

@@ -29,7 +29,8 @@ class StageTrainingShardsOperator(BaseOperator):
         :func:`nuro_ml.training_data.staging.stage_shards` and
         :class:`nuro_ml.training_data.loader.ShardLoader`, which reads the shards back.
 
-    :param destination: ``s3://bucket/prefix`` the shards and manifests go under. (templated)
+    :param destination: ``s3://bucket/prefix`` the shards and manifests go under; empty stages
+        nothing and returns None (a pipeline whose model does not train on shards). (templated)
     :param start: First day, ISO date or timestamp (the date part is used). (templated)
     :param end: Last day included, ISO date or timestamp. (templated)
     :param vehicles: Vehicle ids; empty takes every vehicle found. (templated)
@@ -59,7 +60,7 @@ class StageTrainingShardsOperator(BaseOperator):
     def __init__(
         self,
         *,
-        destination: str,
+        destination: str | None,
         start: str,
         end: str,
         vehicles: Sequence[str] | str | None = None,
@@ -96,10 +97,13 @@ class StageTrainingShardsOperator(BaseOperator):
         except (DatasetSpecError, TypeError) as exc:
             raise TrainingDataError(f"task {self.task_id}: {exc}") from exc
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any] | None:
         from nuro_ml import settings
         from nuro_ml.training_data.staging import StagingError, stage_shards
 
+        if not self.destination:
+            self.log.info("No destination: nothing to stage")
+            return None
         spec = self.build_spec()
         etl_root = Path(self.etl_root) if self.etl_root else settings.etl_output_dir()
         hook = ObjectStorageHook(self.aws_conn_id)
