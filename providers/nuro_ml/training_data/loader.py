@@ -128,6 +128,7 @@ class ShardLoader:
             raise ValueError(f"ShardLoader: rank {rank} outside world size {world_size}")
         if batch_size < 1:
             raise ValueError(f"ShardLoader: batch_size must be positive, got {batch_size}")
+
         self.shards = list(shards)
         self.source = source
         self.channels = channels
@@ -136,16 +137,25 @@ class ShardLoader:
         self.world_size = world_size
         self.shuffle = shuffle
         self.seed = seed
+        # Fewer shards than workers (a small data set): every rank reads every shard and keeps
+        # every world_size-th row instead of leaving ranks without data.
+        self.striped = len(self.shards) < world_size
 
     def _assignment(self, epoch: int) -> list[list[int]]:
         order = np.arange(len(self.shards))
         if self.shuffle:
             order = np.random.default_rng([self.seed, epoch]).permutation(order)
+        if self.striped:
+            return [order.tolist() for _ in range(self.world_size)]
         return [order[r :: self.world_size].tolist() for r in range(self.world_size)]
+
+    def _rows(self, index: int, rank: int) -> int:
+        rows = int(self.shards[index]["rows"])
+        return len(range(rank, rows, self.world_size)) if self.striped else rows
 
     def batches_per_epoch(self, epoch: int = 0) -> int:
         """Full batches every rank yields in ``epoch`` (the same number on all ranks)."""
-        shares = [sum(int(self.shards[i]["rows"]) for i in mine) for mine in self._assignment(epoch)]
+        shares = [sum(self._rows(i, rank) for i in mine) for rank, mine in enumerate(self._assignment(epoch))]
         return min(shares) // self.batch_size
 
     def epoch(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -159,6 +169,8 @@ class ShardLoader:
         carry: tuple[np.ndarray, np.ndarray] | None = None
         for index in mine:
             x, y = read_shard(self.source, self.shards[index]["uri"], self.channels)
+            if self.striped:
+                x, y = x[self.rank :: self.world_size], y[self.rank :: self.world_size]
             if self.shuffle:
                 perm = rng.permutation(len(y))
                 x, y = x[perm], y[perm]

@@ -79,3 +79,22 @@ def test_from_dict_round_trips_and_fingerprint_follows_content() -> None:
     assert DatasetSpec.from_dict(spec.to_dict()) == spec
     assert spec.fingerprint() == DatasetSpec.from_dict(spec.to_dict()).fingerprint()
     assert spec.fingerprint() != DatasetSpec.from_dict({**spec.to_dict(), "shard_rows": 10}).fingerprint()
+
+
+def test_fewer_shards_than_workers_are_striped_by_row(tmp_path) -> None:
+    import pyarrow.parquet as pq
+    from nuro_ml.training_data.loader import LocalSource, ShardLoader
+
+    spec = DatasetSpec(start=date(2026, 1, 1), end=date(2026, 1, 1), window_ticks=2, stride_ticks=1)
+    windows = build_windows(_ego("drv", 12, brake_at=None), spec)  # 11 windows
+    pq.write_table(windows, tmp_path / "only.parquet")
+    shards = [{"uri": "s3://b/only.parquet", "rows": windows.num_rows}]
+    loaders = [
+        ShardLoader(shards, LocalSource(tmp_path), channels=8, batch_size=2, rank=r, world_size=3, seed=4)
+        for r in range(3)
+    ]
+    batches = [list(loader.epoch(0)) for loader in loaders]
+    # 11 rows over 3 ranks: 4, 4 and 3 rows; every rank yields the smallest share's full batches.
+    assert [len(b) for b in batches] == [1, 1, 1] and loaders[0].batches_per_epoch(0) == 1
+    firsts = [{float(v) for x, _ in b for v in x[:, 0, 0]} for b in batches]
+    assert not (firsts[0] & firsts[1]) and not (firsts[1] & firsts[2])
