@@ -15,7 +15,7 @@ from nuro_ml.training_data.spec import DatasetSpec
 from nuro_ml.training_data.staging import StagingError, load_manifest, stage_shards
 from nuro_ml.training_data.synthetic import write_ego_motion
 
-from tests.fixtures.s3 import s3_client, s3_endpoint  # noqa: F401
+from tests.fixtures.s3 import moto_endpoint, s3_client  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +31,8 @@ def etl_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client(s3_endpoint: str) -> Iterator[object]:  # noqa: F811
-    c = s3_client(s3_endpoint)
+def client(moto_endpoint: str) -> Iterator[object]:  # noqa: F811
+    c = s3_client(moto_endpoint)
     c.create_bucket(Bucket="shards")
     yield c
 
@@ -125,7 +125,7 @@ def test_evaluation_order_reads_every_row_once(etl_root: Path, client) -> None:
 def test_operator_stages_from_the_connection_and_is_idempotent(
     etl_root: Path,
     client,
-    s3_endpoint: str,  # noqa: F811
+    moto_endpoint: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import json
@@ -136,7 +136,7 @@ def test_operator_stages_from_the_connection_and_is_idempotent(
         "conn_type": "aws",
         "login": "testing",
         "password": "s3cr3t-key",
-        "extra": {"endpoint_url": s3_endpoint},
+        "extra": {"endpoint_url": moto_endpoint},
     }
     monkeypatch.setenv("AIRFLOW_CONN_SHARDS_S3", json.dumps(conn))
     op = StageTrainingShardsOperator(
@@ -152,7 +152,7 @@ def test_operator_stages_from_the_connection_and_is_idempotent(
     )
     first = op.execute({})
     assert first["uploaded_shards"] == sum(first["shards"].values()) and first["reused_shards"] == 0
-    assert first["endpoint_url"] == s3_endpoint and "s3cr3t-key" not in json.dumps(first)
+    assert first["endpoint_url"] == moto_endpoint and "s3cr3t-key" not in json.dumps(first)
     assert load_manifest(first["manifest_uri"], client)["spec"]["shard_rows"] == 256
     second = op.execute({})
     assert second["manifest_uri"] == first["manifest_uri"] and second["uploaded_bytes"] == 0

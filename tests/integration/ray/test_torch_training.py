@@ -19,7 +19,7 @@ from nuro_ml.training_data.spec import DatasetSpec
 from nuro_ml.training_data.staging import stage_shards
 from nuro_ml.training_data.synthetic import write_ego_motion
 
-from tests.fixtures.s3 import s3_client, s3_endpoint, s3_env  # noqa: F401
+from tests.fixtures.s3 import moto_endpoint, s3_client, s3_env  # noqa: F401
 from tests.fixtures.torch_support import require_torch
 from tests.integration.ray.conftest import run_deferrable
 from tests.unit.ray.stubs import TaskInstanceStub
@@ -31,10 +31,10 @@ VEHICLES = [f"veh-{i:03d}" for i in range(8)]
 
 
 @pytest.fixture(scope="module")
-def manifest_uri(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> str:  # noqa: F811
+def manifest_uri(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> str:  # noqa: F811
     etl_root = tmp_path_factory.mktemp("etl")
     write_ego_motion(etl_root, [DAY], VEHICLES, drives_per_day=1, drive_seconds=150.0)
-    client = s3_client(s3_endpoint)
+    client = s3_client(moto_endpoint)
     client.create_bucket(Bucket="training")
     spec = DatasetSpec(start=DAY, end=DAY, shard_rows=200)
     return stage_shards(spec, etl_root, "s3://training/brake", client).manifest_uri
@@ -49,7 +49,7 @@ def _train_workers(dashboard_url: str) -> list[Any]:
 
 def test_torch_workload_trains_through_cache_and_survives_a_killed_worker(
     ray_cluster,
-    s3_endpoint: str,  # noqa: F811
+    moto_endpoint: str,  # noqa: F811
     manifest_uri: str,
     tmp_path: Path,
     request: pytest.FixtureRequest,
@@ -67,7 +67,7 @@ def test_torch_workload_trains_through_cache_and_survives_a_killed_worker(
         ),
         runtime_env={
             "working_dir": str(settings.workloads_dir()),
-            "env_vars": {"NURO_ML_DATA_DIR": str(tmp_path), **s3_env(s3_endpoint)},
+            "env_vars": {"NURO_ML_DATA_DIR": str(tmp_path), **s3_env(moto_endpoint)},
         },
         poll_interval=1,
         deferrable=True,
