@@ -19,7 +19,8 @@ unexport PYTHONDONTWRITEBYTECODE
 
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-backfill lint docs typecheck unit integration e2e browser bench clean airflow-home provider-info \
+.PHONY: setup torch-cpu demo test test-backfill lint docs typecheck unit integration e2e browser bench clean airflow-home \
+	provider-info \
 	cluster-up cluster-down cluster-test
 
 setup: $(STAMP)
@@ -29,9 +30,19 @@ $(UV):
 	.uv/bin/pip install --quiet uv==$(UV_VERSION)
 
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --all-extras --compile-bytecode --python $(PYTHON)
+	$(UV) sync --frozen --all-extras --no-extra torch --compile-bytecode --python $(PYTHON)
 	$(BIN)/python -m nuro_ml.terraform_support.plugins $(PLUGIN_MIRROR)
 	touch $(STAMP)
+
+# PyTorch for the torch workload, after the locked sync (which leaves it out: from the index the
+# `torch` extra resolves to a multi-GB CUDA build). pip finds the CPU build where one is provided
+# locally (find-links); elsewhere pass e.g. TORCH_PIP_ARGS="--index-url <PyTorch's CPU index>".
+TORCH_VERSION := 2.13.0
+TORCH_PIP_ARGS ?=
+
+torch-cpu: setup
+	@$(BIN)/python -c "import torch" 2>/dev/null || \
+		$(PYTHON) -m pip --python $(BIN)/python install --quiet $(TORCH_PIP_ARGS) torch==$(TORCH_VERSION)
 
 airflow-home: setup
 	$(BIN)/nuro-ml airflow-home
@@ -52,26 +63,26 @@ docs: setup
 	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
 
 # tests/cluster run against the cluster of `make cluster-up`, only through `make cluster-test`.
-test: setup lint docs
+test: setup torch-cpu lint docs
 	$(BIN)/pytest -p no:cacheprovider --durations=25 --ignore=tests/cluster $(PYTEST_ARGS)
 
 # Only the scheduler-driven backfill test (also part of `make test`).
 test-backfill: setup
 	$(BIN)/pytest -p no:cacheprovider tests/stack/backfill $(PYTEST_ARGS)
 
-unit: setup
+unit: setup torch-cpu
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: setup
+integration: setup torch-cpu
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-e2e: setup
+e2e: setup torch-cpu
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 browser: setup
 	$(BIN)/pytest -p no:cacheprovider tests/stack/browser $(PYTEST_ARGS)
 
-bench: setup
+bench: setup torch-cpu
 	$(BIN)/python -m benchmarks
 
 provider-info: setup

@@ -25,6 +25,7 @@ from nuro_ml.operators.feast import FeastApplyOperator, FeastMaterializeOperator
 from nuro_ml.operators.ray import RayJobOperator
 from nuro_ml.operators.spark import MCAPToParquetOperator
 from nuro_ml.operators.terraform import TerraformApplyOperator, TerraformDestroyOperator
+from nuro_ml.operators.training_data import StageTrainingShardsOperator
 from nuro_ml.sensors.gpu_capacity import GpuCapacitySensor
 
 DAG_ID = "av_training_pipeline"
@@ -42,6 +43,33 @@ SCENE_STATS = Asset(
 
 INTERVAL = "ti.xcom_pull(task_ids='plan_interval')"
 CLUSTER = "ti.xcom_pull(task_ids='cluster')"
+SHARDS = "(ti.xcom_pull(task_ids='stage_training_shards') or {})"
+RUN_DIR = str(settings.artifacts_dir()) + "/{{ run_id | replace(':', '_') | replace('+', '_') }}"
+XGBOOST_ENTRYPOINT = (
+    "python train_xgboost.py"
+    " --start {{ " + INTERVAL + "['start'] }} --end {{ " + INTERVAL + "['end'] }}"
+    " --vehicles {{ params.vehicles | join(',') }}"
+    " --num-workers {{ params.gpus }} --gpus-per-worker 1"
+    " --num-boost-round {{ params.num_boost_round }} --max-depth {{ params.max_depth }}"
+    " --learning-rate {{ params.learning_rate }}"
+    " --output-dir " + RUN_DIR
+)
+TORCH_CREDENTIALS = (
+    "{{ {'AWS_ACCESS_KEY_ID': params.aws_conn_id ~ ':login', "
+    "'AWS_SECRET_ACCESS_KEY': params.aws_conn_id ~ ':password'} if params.model == 'torch' else {} }}"
+)
+# Workers reserve the run's GPUs (logical ones on the local cluster); CUDA and NCCL are used when
+# torch sees real GPUs there, gloo on CPU otherwise.
+TORCH_ENTRYPOINT = (
+    "python train_torch.py --manifest {{ " + SHARDS + ".get('manifest_uri') }}"
+    "{% if "
+    + SHARDS
+    + ".get('endpoint_url') %} --s3-endpoint-url {{ "
+    + SHARDS
+    + "['endpoint_url'] }}{% endif %}"
+    " --num-workers {{ params.gpus }} --gpus-per-worker 1 --epochs {{ params.epochs }}"
+    " --output-dir " + RUN_DIR
+)
 
 with DAG(
     dag_id=DAG_ID,
@@ -104,6 +132,29 @@ with DAG(
             title="Cluster GPUs",
             description="GPUs the provisioned local cluster advertises.",
         ),
+        "model": Param(
+            "xgboost",
+            enum=["xgboost", "torch"],
+            title="Model",
+            description="xgboost: boosted trees on Feast scene features. torch: the hard-brake "
+            "event detector (PyTorch, Ray TorchTrainer) on ego-motion windows staged as shards in "
+            "object storage (needs shards_uri and torch on the Ray cluster).",
+        ),
+        "shards_uri": Param(
+            None,
+            type=["null", "string"],
+            pattern="^s3://[a-z0-9.-]+(/.*)?$",
+            title="Training shards location",
+            description="s3://bucket/prefix the torch model's shards are staged under.",
+        ),
+        "aws_conn_id": Param(
+            "aws_default",
+            type="string",
+            title="Object storage connection",
+            description="Connection of the shard bucket: access key (login), secret key (password), "
+            "endpoint_url and region_name extras.",
+        ),
+        "epochs": Param(4, type="integer", minimum=1, maximum=1000, title="Epochs (torch)"),
         "num_boost_round": Param(40, type="integer", minimum=1, maximum=5000, title="Boosting rounds"),
         "max_depth": Param(4, type="integer", minimum=1, maximum=16, title="Tree depth"),
         "learning_rate": Param(0.2, type="number", exclusiveMinimum=0, maximum=1, title="Learning rate"),
@@ -151,6 +202,10 @@ with DAG(
             last = max(first, (interval_end - timedelta(microseconds=1)).date())
         if last < first:
             raise ValueError(f"params: date_to {last} is before date_from {first}")
+        if params.get("model") == "torch" and not params.get("shards_uri"):
+            raise ValueError(
+                "params: model 'torch' needs shards_uri (s3://bucket/prefix for the training shards)"
+            )
         days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
         start = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
         end = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
@@ -254,22 +309,29 @@ with DAG(
         task_id="train",
         address="{{ " + CLUSTER + "['dashboard_url'] }}",
         ray_conn_id="{{ params.ray_conn_id }}",
-        entrypoint=(
-            "python train_xgboost.py"
-            " --start {{ " + INTERVAL + "['start'] }} --end {{ " + INTERVAL + "['end'] }}"
-            " --vehicles {{ params.vehicles | join(',') }}"
-            " --num-workers {{ params.gpus }} --gpus-per-worker 1"
-            " --num-boost-round {{ params.num_boost_round }} --max-depth {{ params.max_depth }}"
-            " --learning-rate {{ params.learning_rate }}"
-            " --output-dir "
-            + str(settings.artifacts_dir())
-            + "/{{ run_id | replace(':', '_') | replace('+', '_') }}"
-        ),
+        entrypoint="{% if params.model == 'torch' %}"
+        + TORCH_ENTRYPOINT
+        + "{% else %}"
+        + XGBOOST_ENTRYPOINT
+        + "{% endif %}",
+        # Rendered to a dict (native templates): the bucket's keys reach only the torch job.
+        env_from_connections=TORCH_CREDENTIALS,  # type: ignore[arg-type]
         runtime_env={
             "working_dir": str(settings.workloads_dir()),
             "env_vars": {"NURO_ML_DATA_DIR": str(settings.data_dir())},
         },
         entrypoint_num_cpus=1,
+    )
+
+    stage_shards = StageTrainingShardsOperator(
+        task_id="stage_training_shards",
+        # Nothing to stage for xgboost: an empty destination makes the task a no-op.
+        destination="{{ params.shards_uri if params.model == 'torch' else '' }}",
+        start="{{ " + INTERVAL + "['start'] }}",
+        end="{{ " + INTERVAL + "['end'] }}",
+        end_is_exclusive=True,
+        vehicles="{{ params.vehicles }}",
+        aws_conn_id="{{ params.aws_conn_id }}",
     )
 
     release_gpus = GpuLeaseReleaseOperator(
@@ -339,6 +401,7 @@ with DAG(
     summary = summarize(interval, etl.output, feast_materialize.output, train.output)
 
     logs >> etl >> feast_apply >> feast_materialize >> wait_for_gpus
+    etl >> stage_shards >> train
     capacity >> wait_for_gpus >> train >> summary
     train >> release_gpus.as_teardown(setups=wait_for_gpus)
     [summary, release_gpus] >> teardown.as_teardown(setups=provision)

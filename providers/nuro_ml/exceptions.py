@@ -120,3 +120,7 @@ class TerraformStateLockedError(TerraformError):
 
 class ShardCacheError(FeatureStoreError):
     """A training shard could not be fetched into the local cache or failed its checksum."""
+
+
+class TrainingDataError(NuroMLException):
+    """Training shards could not be staged or read; the message names the spec field or partition."""

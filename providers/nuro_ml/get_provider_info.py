@@ -62,6 +62,13 @@ def get_provider_info() -> dict[str, Any]:
                     'software',
                 ],
             },
+            {
+                'integration-name': 'Training data',
+                'external-doc-url': 'https://docs.aws.amazon.com/AmazonS3/latest/API/Welcome.html',
+                'tags': [
+                    'software',
+                ],
+            },
         ],
         'operators': [
             {
@@ -106,6 +113,12 @@ def get_provider_info() -> dict[str, Any]:
                     'nuro_ml.operators.slurm',
                 ],
             },
+            {
+                'integration-name': 'Training data',
+                'python-modules': [
+                    'nuro_ml.operators.training_data',
+                ],
+            },
         ],
         'sensors': [
             {
@@ -144,6 +157,12 @@ def get_provider_info() -> dict[str, Any]:
                 'integration-name': 'Slurm',
                 'python-modules': [
                     'nuro_ml.hooks.slurm',
+                ],
+            },
+            {
+                'integration-name': 'Training data',
+                'python-modules': [
+                    'nuro_ml.hooks.object_storage',
                 ],
             },
         ],

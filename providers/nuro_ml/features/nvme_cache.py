@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from nuro_ml.exceptions import ShardCacheError
+try:
+    from nuro_ml.exceptions import ShardCacheError
+except ImportError:  # a bare training box (PyTorch and pyarrow, no Airflow) still gets the cache
+
+    class ShardCacheError(RuntimeError):  # type: ignore[no-redef]
+        """A training shard could not be fetched into the local cache or failed its checksum."""
+
 
 log = logging.getLogger(__name__)
 

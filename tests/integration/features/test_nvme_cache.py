@@ -5,16 +5,14 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from nuro_ml.exceptions import ShardCacheError
 from nuro_ml.features.nvme_cache import ShardCache
 
-from tests.fixtures.services import free_port
+from tests.fixtures.s3 import moto_endpoint  # noqa: F401
+from tests.fixtures.s3 import s3_client as _client
 
 pytestmark = pytest.mark.integration
 
@@ -22,30 +20,13 @@ BUCKET = "training-shards"
 SHARD_BYTES = 256 * 1024
 
 
-def _client(endpoint: str):  # type: ignore[no-untyped-def]
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 @pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = _client(endpoint)
+def s3_endpoint(moto_endpoint: str) -> str:  # noqa: F811
+    client = _client(moto_endpoint)
     client.create_bucket(Bucket=BUCKET)
     for i in range(6):
         client.put_object(Bucket=BUCKET, Key=f"epoch/shard-{i:03d}.bin", Body=_payload(i))
-    try:
-        yield endpoint
-    finally:
-        server.stop()
+    return moto_endpoint
 
 
 def _payload(i: int) -> bytes:

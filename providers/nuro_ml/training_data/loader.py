@@ -1,0 +1,199 @@
+"""Sharded, shuffled batches of training windows, read through a pluggable shard source.
+
+Any data-parallel training loop (Ray Train, ``torchrun``, a single process) calls
+:class:`ShardLoader` with its rank and world size. Each epoch the shard list is permuted with
+``(seed, epoch)`` and dealt round-robin to the ranks, rows are shuffled inside each rank's stream,
+and every rank yields the same number of full batches (the smallest share decides), so collective
+operations such as DDP's all-reduce never wait on a rank that ran out of data.
+
+Sources: :class:`CachedS3Source` (through the node's NVMe :class:`~nuro_ml.features.nvme_cache.ShardCache`,
+the production path), :class:`S3Source` (straight from object storage) and :class:`LocalSource`
+(shards already on local disk, the path a bare GPU box uses). This module imports numpy and
+pyarrow only.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from nuro_ml.training_data.windows import to_arrays
+
+
+class ShardSource(Protocol):
+    """Where shard bytes come from."""
+
+    def open(self, uri: str) -> IO[bytes]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class LocalSource:
+    """Shards on local disk: ``s3://bucket/a/b/<name>`` is read from ``<root>/<name>``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.bytes_read = 0
+
+    def open(self, uri: str) -> IO[bytes]:
+        fh = (self.root / uri.rsplit("/", 1)[-1]).open("rb")
+        self.bytes_read += os.fstat(fh.fileno()).st_size
+        return fh
+
+    def stats(self) -> dict[str, Any]:
+        return {"source": "local", "bytes_read": self.bytes_read, "bytes_from_remote": 0}
+
+
+class S3Source:
+    """Every read is a GET against object storage (no local copy)."""
+
+    def __init__(self, s3_client: Any) -> None:
+        self.s3 = s3_client
+        self.bytes_from_remote = 0
+        self.reads = 0
+
+    def open(self, uri: str) -> IO[bytes]:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        self.bytes_from_remote += len(body)
+        self.reads += 1
+        return io.BytesIO(body)
+
+    def stats(self) -> dict[str, Any]:
+        return {"source": "s3", "reads": self.reads, "bytes_from_remote": self.bytes_from_remote}
+
+
+class CachedS3Source:
+    """Reads through a :class:`~nuro_ml.features.nvme_cache.ShardCache` (shared by the node's processes)."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+
+    def open(self, uri: str) -> IO[bytes]:
+        fh: IO[bytes] = self.cache.open(uri)
+        return fh
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "source": "nvme_cache",
+            **self.cache.stats.to_dict(),
+            "cache_root": str(self.cache.root),
+            "cache_capacity_bytes": self.cache.capacity_bytes,
+            "cache_used_bytes": self.cache.used_bytes(),
+        }
+
+
+def read_shard(source: ShardSource, uri: str, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    # One read into an Arrow buffer: Parquet then decodes from memory, not through Python file calls.
+    with source.open(uri) as fh:
+        table: pa.Table = pq.read_table(pa.BufferReader(fh.read()))
+    return to_arrays(table, channels)
+
+
+class ShardLoader:
+    """Batches ``(x [B, ticks, channels] float32, y [B] float32)`` of this rank's shards.
+
+    :param shards: manifest entries (``uri`` and ``rows``) of one split.
+    :param source: where shard bytes are read from.
+    :param channels: input channels per tick (the manifest's ``channels``).
+    :param batch_size: windows per batch (per rank).
+    :param rank: this worker's rank.
+    :param world_size: number of workers sharing the split.
+    :param shuffle: permute shards and rows each epoch (off for evaluation: every row once, in order).
+    :param seed: base seed of the permutations.
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[dict[str, Any]],
+        source: ShardSource,
+        *,
+        channels: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if not shards:
+            raise ValueError("ShardLoader: the split has no shards")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"ShardLoader: rank {rank} outside world size {world_size}")
+        if batch_size < 1:
+            raise ValueError(f"ShardLoader: batch_size must be positive, got {batch_size}")
+
+        self.shards = list(shards)
+        self.source = source
+        self.channels = channels
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle = shuffle
+        self.seed = seed
+        # Fewer shards than workers (a small data set): every rank reads every shard and keeps
+        # every world_size-th row instead of leaving ranks without data.
+        self.striped = len(self.shards) < world_size
+
+    def _assignment(self, epoch: int) -> list[list[int]]:
+        order = np.arange(len(self.shards))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(order)
+        if self.striped:
+            return [order.tolist() for _ in range(self.world_size)]
+        return [order[r :: self.world_size].tolist() for r in range(self.world_size)]
+
+    def _rows(self, index: int, rank: int) -> int:
+        rows = int(self.shards[index]["rows"])
+        return len(range(rank, rows, self.world_size)) if self.striped else rows
+
+    def batches_per_epoch(self, epoch: int = 0) -> int:
+        """Full batches every rank yields in ``epoch`` (the same number on all ranks)."""
+        shares = [sum(self._rows(i, rank) for i in mine) for rank, mine in enumerate(self._assignment(epoch))]
+        return min(shares) // self.batch_size
+
+    def epoch(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """This rank's batches for ``epoch``; without shuffling, every row once (last batch may be short)."""
+        mine = self._assignment(epoch)[self.rank]
+        limit = self.batches_per_epoch(epoch) if self.shuffle else None
+        rng = np.random.default_rng([self.seed, epoch, self.rank, 1])
+        size = self.batch_size
+        emitted = 0
+        # Rows left over from the previous shard (fewer than a batch); batches are views otherwise.
+        carry: tuple[np.ndarray, np.ndarray] | None = None
+        for index in mine:
+            x, y = read_shard(self.source, self.shards[index]["uri"], self.channels)
+            if self.striped:
+                x, y = x[self.rank :: self.world_size], y[self.rank :: self.world_size]
+            if self.shuffle:
+                perm = rng.permutation(len(y))
+                x, y = x[perm], y[perm]
+            start = 0
+            if carry is not None:
+                need = size - len(carry[1])
+                x_head, y_head = np.concatenate([carry[0], x[:need]]), np.concatenate([carry[1], y[:need]])
+                start = min(need, len(y))
+                if len(y_head) < size:
+                    carry = (x_head, y_head)
+                    continue
+                carry = None
+                if limit is not None and emitted >= limit:
+                    return
+                yield x_head, y_head
+                emitted += 1
+            while start + size <= len(y):
+                if limit is not None and emitted >= limit:
+                    return
+                yield x[start : start + size], y[start : start + size]
+                emitted += 1
+                start += size
+            if start < len(y):
+                carry = (x[start:], y[start:])
+        if limit is None and carry is not None:
+            yield carry
