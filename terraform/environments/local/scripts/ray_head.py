@@ -250,6 +250,10 @@ def _launch(settings: HeadSettings) -> HeadRecord:
         RAY_raylet_start_wait_time_s=str(int(max(settings.timeout, 60))),
         RAY_agent_register_timeout_ms=str(int(max(settings.timeout, 60) * 1000)),
     )
+    # Ray turns token authentication on for a new local head whenever ~/.ray/auth_token exists
+    # (any local ray.init() writes one); the Jobs clients and readiness checks here send no token,
+    # so the mode is set explicitly: disabled for this loopback head unless the caller sets it.
+    env.setdefault("RAY_AUTH_MODE", "disabled")
     owns_temp_dir = not settings.temp_dir.exists()
     settings.temp_dir.mkdir(parents=True, exist_ok=True)
     with open(settings.log_path, "ab") as log, open(os.devnull, "rb") as devnull:
