@@ -1,11 +1,15 @@
-"""Exceptions raised by the nuro-ml provider; each names the resource it concerns."""
+"""Exceptions raised by the nuro-ml provider; each names the resource it concerns.
+
+They do not derive from ``AirflowException``: the ETL, capacity and feature libraries raise them
+inside Spark and Ray worker processes, where importing Airflow initialises its settings from the
+task's environment (a scheduler-run task's database URL is deliberately unusable there) and fails
+before any work is done. Airflow fails a task on any exception, so nothing is lost by that.
+"""
 
 from __future__ import annotations
 
-from airflow.exceptions import AirflowException
 
-
-class NuroMLException(AirflowException):
+class NuroMLException(Exception):
     """Base class for every error raised by the nuro-ml provider."""
 
     #: Exit code of ``nuro-ml`` when a command fails with this error (1: the work failed).

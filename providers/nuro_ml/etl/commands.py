@@ -8,20 +8,26 @@ from pathlib import Path
 from typing import Any
 
 from nuro_ml import settings
+from nuro_ml.exceptions import UsageError
 
 
-def parse_dates(values: list[str]) -> list[date]:
+def parse_dates(values: list[str], *, flag: str = "--dates") -> list[date]:
     """Dates given as ``YYYY-MM-DD`` or inclusive ranges ``YYYY-MM-DD..YYYY-MM-DD``."""
     out: list[date] = []
     for value in values:
         for item in value.split(","):
-            if ".." in item:
-                a, b = (date.fromisoformat(x) for x in item.split("..", 1))
-                if b < a:
-                    raise argparse.ArgumentTypeError(f"date range {item} ends before it starts")
-                out.extend(a + timedelta(days=i) for i in range((b - a).days + 1))
-            elif item:
-                out.append(date.fromisoformat(item))
+            try:
+                if ".." in item:
+                    a, b = (date.fromisoformat(x) for x in item.split("..", 1))
+                    if b < a:
+                        raise UsageError(f"{flag} {item!r}: the date range ends before it starts")
+                    out.extend(a + timedelta(days=i) for i in range((b - a).days + 1))
+                elif item:
+                    out.append(date.fromisoformat(item))
+            except ValueError as err:
+                raise UsageError(
+                    f"{flag} {item!r}: {err}; use YYYY-MM-DD or YYYY-MM-DD..YYYY-MM-DD"
+                ) from None
     return sorted(set(out))
 
 

@@ -80,11 +80,12 @@ def materialize_lineage(
 def materialize_operator_lineage(operator: Any) -> OperatorLineage:
     """For :class:`~nuro_ml.operators.feast.FeastMaterializeOperator` after it succeeded."""
     hook = operator.hook
-    feast_settings = hook.feast_settings
+    # The repository's feature_store.yaml with the connection's overrides, as the task used it.
+    resolved = hook.resolved
     return materialize_lineage(
         store=hook.store,
-        project=feast_settings.project,
-        online_target=feast_settings.online_target(),
-        repo_path=hook.repo_path,
+        project=resolved.project,
+        online_target=resolved.online_target(),
+        repo_path=resolved.repo_path,
         result=kept_result(operator) or {},
     )

@@ -41,11 +41,6 @@ REPLACED = (
     "nuro_ml.capacity.sim.report.plot",
 )
 
-#: Failures that still lack a specific message, by sub-command. `gen-logs --dates` parsing
-#: belongs to the ETL package, which reports bad dates as a bare ValueError for now
-#: (see test_gen_logs_bad_date_names_the_argument below).
-KNOWN_UNSPECIFIC = {"nuro-ml gen-logs": re.compile(r"unexpected ValueError: ")}
-
 VALIDATE_ISSUE = re.compile(r"^.+:\d+:\d+: .+?: .+$")
 
 
@@ -117,8 +112,7 @@ def check(prog: str, outcome: Outcome) -> None:
         return
     [line] = outcome.error_lines
     assert line.startswith("nuro-ml"), line
-    known = KNOWN_UNSPECIFIC.get(prog)
-    assert "unexpected" not in line or (known is not None and known.search(line)), line
+    assert "unexpected" not in line, line
 
 
 @pytest.mark.parametrize("prog", sorted(LEAVES))
@@ -150,9 +144,6 @@ def test_every_sub_command_is_fuzzed() -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True, reason="gen-logs parses --dates in the ETL package, which does not name the argument yet"
-)
 def test_gen_logs_bad_date_names_the_argument(fuzz_env: Path, capsys) -> None:
     outcome = run_cli(["gen-logs", "--out", str(fuzz_env / "logs"), "--dates", "2025-13-01"], capsys)
     assert outcome.code == 2
