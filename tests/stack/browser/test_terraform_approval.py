@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,9 +123,28 @@ def respond_in_ui(
     screenshot(page, f"terraform-approval-{choice.lower()}-sent")
 
 
+def wait_for_scheduler_to_see_the_pause(stack: AirflowStack, run_id: str, timeout: float = 120.0) -> None:
+    """Wait until the scheduler has processed the executor's event for the paused approval try.
+
+    Airflow 3.3 races a response given before that: the late event finds the task already queued
+    again by the response and fails it ("finished with state success, but the task instance's
+    state attribute is queued"). A reviewer never answers within the scheduler's loop; the test,
+    driving the browser at once, has to wait for it the way a person does by being slower.
+    """
+    scheduler = stack.daemon("scheduler")
+    marker = f"TaskInstance Finished: dag_id={DAG_ID}, task_id={APPROVE}, run_id={run_id},"
+    deadline = time.monotonic() + timeout
+    while marker not in scheduler.log.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the scheduler never processed the paused {APPROVE} of {run_id}")
+        stack.check_alive()
+        time.sleep(0.5)
+
+
 def wait_for_decision(stack: AirflowStack, environment: Environment, run_id: str) -> dict[str, Any]:
     """Wait until the replace plan's approval request is pending; check nothing was applied yet."""
     stack.wait_for_task(DAG_ID, run_id, APPROVE, "awaiting_input")
+    wait_for_scheduler_to_see_the_pause(stack, run_id)
     states = stack.task_states(DAG_ID, run_id)
     assert (states[PLAN], states[GATE], states[APPLY]) == ("success", "success", None), states
     run = stack.get_json(f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}")
