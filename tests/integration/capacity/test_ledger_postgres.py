@@ -48,7 +48,7 @@ def test_fresh_database_is_migrated_once_by_concurrent_openers(postgres) -> None
     with engine.connect() as conn:
         versions = conn.execute(text("SELECT version FROM capacity_schema_version")).scalars().all()
     engine.dispose()
-    assert versions == [1, 2]
+    assert versions == [1, 2, 3]
 
 
 def test_lease_lifecycle_on_postgres(pg_ledger_url: str) -> None:
