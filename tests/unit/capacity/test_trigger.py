@@ -203,3 +203,33 @@ async def test_ledger_only_and_backend_pollers_are_separate(
 ) -> None:
     event = await make_trigger(ledger_url, backend=backend).run().asend(None)
     assert event.payload["status"] == "success"
+
+
+def _reason_lines(capsys: pytest.CaptureFixture[str], seen: list[str]) -> list[str]:
+    """The trigger's "Waiting for" task-log lines so far (its structlog logger writes to stdout)."""
+    seen.extend(line for line in capsys.readouterr().out.splitlines() if "Waiting for" in line)
+    return seen
+
+
+async def test_deferred_wait_logs_the_reason_once_per_change_and_stores_it(
+    local_ledger: QuotaLedger, ledger_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    holder = hold(local_ledger, 3)
+    task = asyncio.ensure_future(make_trigger(ledger_url).run().asend(None))
+    await asyncio.sleep(0.4)  # about 20 rounds with the same answer
+    lines: list[str] = []
+    [line] = _reason_lines(capsys, lines)
+    stored = local_ledger.requests(key=KEY)[0]
+    assert stored.wait_reason == "pool_short"
+    assert "Waiting for 2 GPUs of pool local [pool_short]: pool 'local' has room for 1 GPUs" in line
+    assert stored.wait_message is not None and stored.wait_message in line
+
+    # Now the team's own limit holds it back instead: logged once more.
+    local_ledger.release(holder)
+    hold(local_ledger, 1, key="own", team="perception")
+    local_ledger.upsert_quota("perception", "local", nominal=2, borrowing_limit=0)
+    await asyncio.sleep(0.4)
+    assert ["[quota_limit]" in line for line in _reason_lines(capsys, lines)] == [False, True]
+    assert local_ledger.requests(key=KEY)[0].wait_reason == "quota_limit"
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
