@@ -233,3 +233,26 @@ async def test_deferred_wait_logs_the_reason_once_per_change_and_stores_it(
     assert local_ledger.requests(key=KEY)[0].wait_reason == "quota_limit"
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_unreachable_back_end_is_the_stored_and_logged_reason(
+    local_ledger: QuotaLedger, ledger_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local_ledger.enqueue(LeaseRequest(key=KEY, team="perception", pool="local", gpus=2))
+    down = {"type": "ray", "address": "http://127.0.0.1:9", "timeout_seconds": 1}
+    task = asyncio.ensure_future(make_trigger(ledger_url, backend=down).run().asend(None))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if local_ledger.requests(key=KEY)[0].wait_reason is not None:
+            break
+    stored = local_ledger.requests(key=KEY)[0]
+    assert stored.wait_reason == "backend_unreachable"
+    assert "capacity back end of pool 'local' unreachable: Ray dashboard http://127.0.0.1:9" in (
+        stored.wait_message or ""
+    )
+    await asyncio.sleep(0.1)
+    [line] = _reason_lines(capsys, [])
+    assert "[backend_unreachable]" in line
+    assert not task.done()  # keeps waiting for the back end to come back
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
