@@ -542,17 +542,18 @@ class QuotaLedger:
         ahead changed.
 
         Rows are written only where the stored reason, sentence or GPUs ahead differ, so a
-        queue that stands still costs one read per round. Keys no longer waiting are ignored.
+        queue that stands still costs one read (no write lock) per round. Keys no longer
+        waiting are ignored.
         """
         keys = sorted(records)
         if not keys:
             return set()
         changed: set[str] = set()
-        with self._write() as conn:
+        updates: dict[str, WaitRecord] = {}
+        with self._read() as conn:
             for chunk in _chunks(keys):
                 rows = conn.execute(
                     select(
-                        schema.requests.c.id,
                         schema.requests.c.waiting_key,
                         schema.requests.c.wait_reason,
                         schema.requests.c.wait_message,
@@ -561,20 +562,25 @@ class QuotaLedger:
                 ).all()
                 for row in rows:
                     record = records[row.waiting_key]
-                    message = record.message[:_WAIT_MESSAGE_CHARS]
                     if (row.wait_reason, row.gpus_ahead) != (record.reason.value, record.gpus_ahead):
                         changed.add(row.waiting_key)
-                    elif row.wait_message == message:
+                    elif row.wait_message == record.message[:_WAIT_MESSAGE_CHARS]:
                         continue
-                    conn.execute(
-                        update(schema.requests)
-                        .where(schema.requests.c.id == row.id)
-                        .values(
-                            wait_reason=record.reason.value,
-                            wait_message=message,
-                            gpus_ahead=record.gpus_ahead,
-                        )
+                    updates[row.waiting_key] = record
+        if not updates:
+            return changed
+        with self._write() as conn:
+            for key, record in updates.items():
+                # By waiting_key: a request admitted or withdrawn since the read is left as it is.
+                conn.execute(
+                    update(schema.requests)
+                    .where(schema.requests.c.waiting_key == key)
+                    .values(
+                        wait_reason=record.reason.value,
+                        wait_message=record.message[:_WAIT_MESSAGE_CHARS],
+                        gpus_ahead=record.gpus_ahead,
                     )
+                )
         return changed
 
     def requests(
