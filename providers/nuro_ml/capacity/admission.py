@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from nuro_ml.capacity.backends.base import PoolCapacity
 from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.policy import Decision, PolicyConfig, decide, get_policy
+from nuro_ml.capacity.reasons import WaitReason, WaitRecord, classify
 from nuro_ml.capacity.records import Lease, LeaseRequest
 from nuro_ml.exceptions import QuotaExceededError
 
@@ -21,11 +22,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RoundResult:
-    """Outcome for the requests a caller acts for; ``leases`` is in admission order."""
+    """Outcome for the requests a caller acts for; ``leases`` is in admission order.
+
+    ``reasons`` holds the classified reason of each request in ``waiting`` that the round
+    could classify (also stored in its ledger row).
+    """
 
     leases: dict[str, Lease] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     waiting: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, WaitRecord] = field(default_factory=dict)
     decision: Decision | None = None
 
 
@@ -54,7 +60,8 @@ def admission_round(
     ledger.expire_leases()
     ledger.abandon_stale()
     observed = {c.pool: c for c in capacities or ()}
-    decision = decide(ledger.snapshot(observed=observed), config)
+    snapshot = ledger.snapshot(observed=observed)
+    decision = decide(snapshot, config)
     result.decision = decision
     if decision.reclaim:
         ledger.request_reclaim(decision.reclaim)
@@ -71,9 +78,11 @@ def admission_round(
         if lease is None:
             # Not placeable on the pool's nodes yet, or lost a race with another triggerer or a
             # worker: retry next round.
-            result.waiting[admission.key] = (
+            message = (
                 "within quota, but no node has room to place it yet (or another acquire took the GPUs first)"
             )
+            result.waiting[admission.key] = message
+            result.reasons[admission.key] = WaitRecord(WaitReason.GANG_UNPLACEABLE, message)
         else:
             result.leases[admission.key] = lease
 
@@ -84,4 +93,28 @@ def admission_round(
             result.failed[key] = decision.impossible[key]
         else:
             result.waiting.setdefault(key, decision.waiting.get(key, "not in the live queue yet"))
+
+    classified = classify(snapshot, decision, config)
+    for key in result.waiting:
+        if key not in result.reasons and key in classified:
+            result.reasons[key] = classified[key]
+    ledger.record_wait_reasons(result.reasons)
     return result
+
+
+def record_unreachable(
+    ledger: QuotaLedger, requests: Sequence[LeaseRequest], error: BaseException | str
+) -> dict[str, WaitRecord]:
+    """Mark ``requests`` as waiting on a capacity back end that did not answer.
+
+    No admission round runs without the back end's numbers (the ledger alone could
+    over-admit a shrunken cluster), so each request keeps its place and this reason.
+    """
+    records = {
+        r.key: WaitRecord(
+            WaitReason.BACKEND_UNREACHABLE, f"capacity back end of pool {r.pool!r} unreachable: {error}"
+        )
+        for r in requests
+    }
+    ledger.record_wait_reasons(records)
+    return records

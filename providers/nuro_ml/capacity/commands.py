@@ -13,10 +13,13 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nuro_ml.cli_support import non_negative_float, non_negative_int, positive_float, positive_int
 from nuro_ml.exceptions import CapacityError, UsageError
+
+if TYPE_CHECKING:
+    from nuro_ml.capacity.records import QueuedRequest
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -146,6 +149,15 @@ def _ledger(args: argparse.Namespace) -> Any:
     return QuotaLedger(args.ledger_url)
 
 
+def _reason_cell(request: QueuedRequest) -> str:
+    """The reason code, with the GPUs queued ahead when there are any ("-" before a round)."""
+    if request.wait_reason is None:
+        return "-"
+    if request.gpus_ahead:
+        return f"{request.wait_reason} ({request.gpus_ahead} GPUs ahead)"
+    return request.wait_reason
+
+
 def _table(rows: list[list[str]]) -> str:
     if len(rows) <= 1:
         return "  (none)"
@@ -226,6 +238,9 @@ def _quota_show(args: argparse.Namespace) -> int:
                             "gpus": r.gpus,
                             "priority": r.priority,
                             "waited_seconds": round(r.wait_seconds(now), 1),
+                            "reason": r.wait_reason,
+                            "reason_message": r.wait_message,
+                            "gpus_ahead": r.gpus_ahead,
                         }
                         for r in waiting
                     ],
@@ -293,9 +308,18 @@ def _quota_show(args: argparse.Namespace) -> int:
     print("\nWaiting requests")
     print(
         _table(
-            [["task instance", "team", "pool", "gpus", "priority", "waiting (s)"]]
+            [["task instance", "team", "pool", "gpus", "priority", "waiting (s)", "reason", "why"]]
             + [
-                [r.key, r.team, r.pool, str(r.gpus), str(r.priority), f"{r.wait_seconds(now):.0f}"]
+                [
+                    r.key,
+                    r.team,
+                    r.pool,
+                    str(r.gpus),
+                    str(r.priority),
+                    f"{r.wait_seconds(now):.0f}",
+                    _reason_cell(r),
+                    r.wait_message or "",
+                ]
                 for r in waiting
             ]
         )

@@ -56,6 +56,7 @@ from nuro_ml.capacity.policy import (
     check_fit,
     gpu_amount,
 )
+from nuro_ml.capacity.reasons import WaitRecord
 from nuro_ml.capacity.records import (
     MILLI,
     Lease,
@@ -71,6 +72,9 @@ from nuro_ml.capacity.records import (
 from nuro_ml.exceptions import CapacityError, QuotaExceededError
 
 log = logging.getLogger(__name__)
+
+#: Width of the ``wait_message`` column; longer sentences are cut to fit.
+_WAIT_MESSAGE_CHARS = 1000
 
 __all__ = ["QuotaLedger", "lease_key"]
 
@@ -532,6 +536,52 @@ class QuotaLedger:
         with self._read() as conn:
             row = conn.execute(select(schema.requests).where(schema.requests.c.waiting_key == key)).first()
         return None if row is None else _queued(row)
+
+    def record_wait_reasons(self, records: Mapping[str, WaitRecord]) -> set[str]:
+        """Store why each waiting request (by key) waits; returns the keys whose code or GPUs
+        ahead changed.
+
+        Rows are written only where the stored reason, sentence or GPUs ahead differ, so a
+        queue that stands still costs one read (no write lock) per round. Keys no longer
+        waiting are ignored.
+        """
+        keys = sorted(records)
+        if not keys:
+            return set()
+        changed: set[str] = set()
+        updates: dict[str, WaitRecord] = {}
+        with self._read() as conn:
+            for chunk in _chunks(keys):
+                rows = conn.execute(
+                    select(
+                        schema.requests.c.waiting_key,
+                        schema.requests.c.wait_reason,
+                        schema.requests.c.wait_message,
+                        schema.requests.c.gpus_ahead,
+                    ).where(schema.requests.c.waiting_key.in_(chunk))
+                ).all()
+                for row in rows:
+                    record = records[row.waiting_key]
+                    if (row.wait_reason, row.gpus_ahead) != (record.reason.value, record.gpus_ahead):
+                        changed.add(row.waiting_key)
+                    elif row.wait_message == record.message[:_WAIT_MESSAGE_CHARS]:
+                        continue
+                    updates[row.waiting_key] = record
+        if not updates:
+            return changed
+        with self._write() as conn:
+            for key, record in updates.items():
+                # By waiting_key: a request admitted or withdrawn since the read is left as it is.
+                conn.execute(
+                    update(schema.requests)
+                    .where(schema.requests.c.waiting_key == key)
+                    .values(
+                        wait_reason=record.reason.value,
+                        wait_message=record.message[:_WAIT_MESSAGE_CHARS],
+                        gpus_ahead=record.gpus_ahead,
+                    )
+                )
+        return changed
 
     def requests(
         self, *, state: RequestState | None = None, pool: str | None = None, key: str | None = None
@@ -1097,4 +1147,7 @@ def _queued(row: Row[Any]) -> QueuedRequest:
         ended_at=row.ended_at,
         lease_id=row.lease_id,
         gpu_milli=_row_milli(row),
+        wait_reason=row.wait_reason,
+        wait_message=row.wait_message,
+        gpus_ahead=row.gpus_ahead,
     )

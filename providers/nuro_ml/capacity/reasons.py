@@ -16,6 +16,7 @@ blocked head under strict FIFO.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -29,6 +30,7 @@ from nuro_ml.capacity.policy import (
     Snapshot,
     check_fit,
     get_policy,
+    gpu_amount,
 )
 from nuro_ml.capacity.records import Quota
 
@@ -112,8 +114,8 @@ def classify(
                     )
             continue
         leases = [(r.team, r.gpus) for r in snapshot.running if r.pool == pool_name]
-        base = PoolUsage.from_leases(view.capacity, leases, view.observed_free)
-        current = PoolUsage.from_leases(view.capacity, leases, view.observed_free)
+        base = PoolUsage.from_leases(view.capacity, leases, view.observed_free, unit=snapshot.unit)
+        current = PoolUsage.from_leases(view.capacity, leases, view.observed_free, unit=snapshot.unit)
         quotas = quotas_by_pool.get(pool_name, {})
         ahead_gpus = 0
         blocked = False
@@ -126,27 +128,30 @@ def classify(
             if key not in decision.waiting:
                 continue
             message = decision.waiting[key]
+            # Amounts are in 1/unit GPUs (milli-GPUs from the ledger); records count whole GPUs.
+            ahead = gpu_amount(ahead_gpus, snapshot.unit)
+            whole_ahead = math.ceil(ahead_gpus / snapshot.unit)
             if blocked:
                 records[key] = WaitRecord(
-                    WaitReason.BEHIND_REQUESTS, f"{message} ({ahead_gpus} GPUs ahead)", ahead_gpus
+                    WaitReason.BEHIND_REQUESTS, f"{message} ({ahead} GPUs ahead)", whole_ahead
                 )
                 ahead_gpus += request.gpus
                 continue
 
             now_fit = _fit(current, quotas, pool_name, request, config)
             if now_fit is Fit.FITS:
-                records[key] = WaitRecord(WaitReason.BACKFILL_HELD, message, ahead_gpus)
+                records[key] = WaitRecord(WaitReason.BACKFILL_HELD, message, whole_ahead)
             elif now_fit is Fit.QUOTA_FULL:
-                records[key] = WaitRecord(WaitReason.QUOTA_LIMIT, message, ahead_gpus)
+                records[key] = WaitRecord(WaitReason.QUOTA_LIMIT, message, whole_ahead)
             elif ahead_gpus > 0 and _fit(base, quotas, pool_name, request, config) is Fit.FITS:
                 records[key] = WaitRecord(
                     WaitReason.BEHIND_REQUESTS,
-                    f"behind {ahead_gpus} GPUs of higher-priority or older requests in pool "
+                    f"behind {ahead} GPUs of higher-priority or older requests in pool "
                     f"{pool_name!r}; {message}",
-                    ahead_gpus,
+                    whole_ahead,
                 )
             else:
-                records[key] = WaitRecord(WaitReason.POOL_SHORT, message, ahead_gpus)
+                records[key] = WaitRecord(WaitReason.POOL_SHORT, message, whole_ahead)
             if config.head_of_line_blocking or (now_fit is Fit.CAPACITY_FULL and not config.backfill):
                 blocked = True
             # A request held by its own quota claims none of the pool's GPUs ahead of others.

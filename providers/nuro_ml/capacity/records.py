@@ -246,6 +246,11 @@ class QueuedRequest:
     ended_at: datetime | None = None
     lease_id: str | None = None
     gpu_milli: int | None = None
+    #: Why it waits as of the last admission round (a ``WaitReason`` code), its sentence,
+    #: and the GPUs queued ahead of it; ``None`` until a round classified it.
+    wait_reason: str | None = None
+    wait_message: str | None = None
+    gpus_ahead: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.state, RequestState):

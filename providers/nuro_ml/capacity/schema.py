@@ -9,7 +9,7 @@ processes opening a fresh ledger at once apply it exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -136,6 +136,12 @@ requests = Table(
     Column("admitted_at", UTCDateTime, nullable=True),
     Column("ended_at", UTCDateTime, nullable=True),
     Column("lease_id", String(64), nullable=True),
+    # Since version 3: why the request waits, as of the last admission round that left it
+    # waiting (a code of nuro_ml.capacity.reasons.WaitReason), its sentence, and the GPUs
+    # queued ahead of it. NULL until a round classified it.
+    Column("wait_reason", String(32), nullable=True),
+    Column("wait_message", String(1000), nullable=True),
+    Column("gpus_ahead", Integer, nullable=True),
     UniqueConstraint("waiting_key", name="uq_capacity_requests_waiting_key"),
     Index("ix_capacity_requests_pool_state", "pool", "state"),
     Index("ix_capacity_requests_request_key", "request_key"),
@@ -173,6 +179,11 @@ _V2_COLUMNS = {
 }
 
 
+_V3_COLUMNS = {
+    "capacity_requests": ("wait_reason VARCHAR(32)", "wait_message VARCHAR(1000)", "gpus_ahead INTEGER"),
+}
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -184,24 +195,36 @@ def _initial(conn: Connection) -> None:
     metadata.create_all(conn, tables=[pools, quotas, leases, requests], checkfirst=True)
 
 
-def _nodes_and_milli(conn: Connection) -> None:
-    """Version 2: nodes, lease shares, and milli-GPU amounts (existing rows: whole GPUs)."""
+def _add_columns(conn: Connection, columns_by_table: Mapping[str, tuple[str, ...]]) -> None:
+    """Add the columns a table lacks (a fresh ledger already has them from ``_initial``)."""
     inspector = inspect(conn)
-    for table, columns in _V2_COLUMNS.items():
+    for table, columns in columns_by_table.items():
         present = {c["name"] for c in inspector.get_columns(table)}
         for column in columns:
             if column.split()[0] not in present:
                 conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column}"))
+
+
+def _nodes_and_milli(conn: Connection) -> None:
+    """Version 2: nodes, lease shares, and milli-GPU amounts (existing rows: whole GPUs)."""
+    _add_columns(conn, _V2_COLUMNS)
+    for table in _V2_COLUMNS:
         conn.execute(
             text(f"UPDATE {table} SET gpu_milli = gpus * 1000, share_milli = 1000 WHERE gpu_milli IS NULL")
         )
     metadata.create_all(conn, tables=[nodes, lease_shares], checkfirst=True)
 
 
+def _wait_reasons(conn: Connection) -> None:
+    """Version 3: why each waiting request waits (filled by the next admission round)."""
+    _add_columns(conn, _V3_COLUMNS)
+
+
 #: Append-only: never edit an applied migration, add the next version instead.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "pools, quotas, leases, requests", _initial),
     Migration(2, "nodes, lease shares, milli-GPU amounts", _nodes_and_milli),
+    Migration(3, "wait reason, message and GPUs ahead of waiting requests", _wait_reasons),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -2,9 +2,11 @@
 
 Nothing is counted in process memory: each scrape reads the ledger (the same SQL database
 every sensor, trigger and CLI writes), so the figures are right whichever process changed
-it, and an API server restart loses nothing. The queue's reasons come from the admission
-policy itself (:func:`nuro_ml.capacity.policy.decide` over :meth:`QuotaLedger.snapshot`,
-classified by :mod:`nuro_ml.capacity.reasons`). Aggregates over all leases and requests
+it, and an API server restart loses nothing. The queue's reasons are the ones the last
+admission round stored in each request's row (``GROUP BY wait_reason``); only rows no round
+has classified yet are explained by replaying the policy
+(:func:`nuro_ml.capacity.policy.decide` over :meth:`QuotaLedger.snapshot`, classified by
+:mod:`nuro_ml.capacity.reasons`). Aggregates over all leases and requests
 (GPU-hours, the wait histogram) are computed by the database, so a scrape costs a handful
 of grouped queries however long the ledger's history is.
 
@@ -20,16 +22,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import ColumnElement, Connection, and_, case, func, literal, select
+from sqlalchemy import ColumnElement, Connection, and_, case, func, literal, or_, select
 
 from nuro_ml.capacity import schema
 from nuro_ml.capacity.ledger import QuotaLedger
-from nuro_ml.capacity.policy import PolicyConfig, decide
+from nuro_ml.capacity.policy import PolicyConfig, Snapshot, decide
 from nuro_ml.capacity.reasons import WaitReason, classify
 from nuro_ml.capacity.records import LeaseState, RequestState
 from nuro_ml.metrics import catalogue as cat
@@ -109,34 +112,27 @@ class LedgerCollector(Collector):
     def _read(self) -> list[Metric]:
         ledger = self.ledger
         snapshot = ledger.snapshot()
-        decision = decide(snapshot, self.policy)
-        records = classify(snapshot, decision, self.policy)
         now = snapshot.now
 
         pending_requests = _family(cat.PENDING_REQUESTS)
         pending_gpus = _family(cat.PENDING_GPUS)
         oldest = _family(cat.OLDEST_WAIT)
-        # The snapshot counts in 1/unit GPUs (milli-GPUs from the ledger); series are in GPUs.
-        unit = float(snapshot.unit)
-        counts: dict[tuple[str, str, str], int] = {}
-        gpus: dict[tuple[str, str], float] = {}
-        first: dict[tuple[str, str], float] = {}
-        admitted_now = set(decision.admitted_keys)
-        for request in snapshot.pending:
-            # Admitted by this decision: the sensor takes the lease on its next poke.
-            record = records.get(request.key)
-            reason = record.reason.value if record is not None else "admissible"
-            if request.key in admitted_now:
-                reason = "admissible"
-            team_pool = (request.team, request.pool)
-            counts[(*team_pool, reason)] = counts.get((*team_pool, reason), 0) + 1
-            gpus[team_pool] = gpus.get(team_pool, 0.0) + request.gpus / unit
-            first[team_pool] = min(first.get(team_pool, now), request.enqueued_at)
+        with ledger.engine.connect() as conn, conn.begin():
+            queue = self._queue(conn, ledger.now())
+            unclassified = self._unclassified_keys(conn, ledger.now()) if queue.unclassified else set()
+        counts = queue.counts
+        if unclassified:
+            # Rows no admission round has classified yet (enqueued, not polled; or written by
+            # an older release): replay the policy for just those.
+            for labels in self._replayed(snapshot, unclassified):
+                counts[labels] = counts.get(labels, 0) + 1
         for labels, count in sorted(counts.items()):
             pending_requests.add_metric(list(labels), count)
-        for team_pool, total in sorted(gpus.items()):
+        for team_pool, total in sorted(queue.gpus.items()):
             pending_gpus.add_metric(list(team_pool), total)
-            oldest.add_metric(list(team_pool), max(0.0, now - first[team_pool]))
+            oldest.add_metric(list(team_pool), max(0.0, now - queue.first[team_pool]))
+        # The snapshot counts in 1/unit GPUs (milli-GPUs from the ledger); series are in GPUs.
+        unit = float(snapshot.unit)
 
         quota_nominal = _family(cat.QUOTA_NOMINAL)
         quota_borrowing = _family(cat.QUOTA_BORROWING)
@@ -197,6 +193,70 @@ class LedgerCollector(Collector):
             quota_borrowing,
             capacity,
         ]
+
+    def _live_waiting(self, conn: Connection, now: datetime) -> ColumnElement[bool]:
+        """Waiting rows the policy would consider (as :meth:`QuotaLedger.snapshot` selects them)."""
+        requests = schema.requests
+        now_value = literal(now, schema.UTCDateTime())
+        return and_(
+            requests.c.state == RequestState.WAITING.value,
+            seconds_between(conn, requests.c.last_seen_at, now_value) <= requests.c.stale_after_seconds,
+            or_(requests.c.deadline.is_(None), requests.c.deadline > now_value),
+        )
+
+    def _queue(self, conn: Connection, now: datetime) -> _Queue:
+        """Live waiting requests grouped by team, pool and their stored wait reason."""
+        requests = schema.requests
+        milli = func.coalesce(requests.c.gpu_milli, requests.c.gpus * 1000)
+        rows = conn.execute(
+            select(
+                requests.c.team,
+                requests.c.pool,
+                requests.c.wait_reason,
+                func.count(),
+                func.sum(milli),
+                func.min(requests.c.enqueued_at),
+            )
+            .where(self._live_waiting(conn, now))
+            .group_by(requests.c.team, requests.c.pool, requests.c.wait_reason)
+        ).all()
+        queue = _Queue()
+        for team, pool, reason, count, total_milli, enqueued in rows:
+            team_pool = (team, pool)
+            if reason is None:
+                queue.unclassified += int(count)
+            else:
+                queue.counts[(team, pool, reason)] = int(count)
+            queue.gpus[team_pool] = queue.gpus.get(team_pool, 0.0) + float(total_milli or 0) / 1000.0
+            # min() over a DateTime column comes back as a string on SQLite: parse it.
+            first = _epoch(enqueued)
+            queue.first[team_pool] = min(queue.first.get(team_pool, first), first)
+        return queue
+
+    def _unclassified_keys(self, conn: Connection, now: datetime) -> set[str]:
+        requests = schema.requests
+        return set(
+            conn.execute(
+                select(requests.c.request_key).where(
+                    and_(self._live_waiting(conn, now), requests.c.wait_reason.is_(None))
+                )
+            ).scalars()
+        )
+
+    def _replayed(self, snapshot: Snapshot, keys: set[str]) -> list[tuple[str, str, str]]:
+        """(team, pool, reason) for each of ``keys``, from the policy's decision over ``snapshot``."""
+        decision = decide(snapshot, self.policy)
+        records = classify(snapshot, decision, self.policy)
+        admitted_now = set(decision.admitted_keys)
+        out = []
+        for request in snapshot.pending:
+            if request.key not in keys:
+                continue
+            record = records.get(request.key)
+            # Admitted by this decision: the waiter takes the lease on its next round.
+            reason = "admissible" if record is None or request.key in admitted_now else record.reason.value
+            out.append((request.team, request.pool, reason))
+        return out
 
     def _overdue(self, conn: Connection, now: datetime) -> dict[tuple[str, str], int]:
         leases = schema.leases
@@ -261,6 +321,24 @@ class LedgerCollector(Collector):
                 buckets.append((bound, running))
             out[team_pool] = (buckets, max(0.0, sums[team_pool]))
         return out
+
+
+@dataclass
+class _Queue:
+    """Live waiting requests: count by (team, pool, reason), GPUs and oldest enqueue by pool."""
+
+    counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    gpus: dict[tuple[str, str], float] = field(default_factory=dict)
+    first: dict[tuple[str, str], float] = field(default_factory=dict)
+    unclassified: int = 0
+
+
+def _epoch(value: datetime | str) -> float:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
 
 
 def _bound(value: float) -> str:

@@ -10,10 +10,11 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 from pydantic import ValidationError
 
-from nuro_ml.capacity.admission import admission_round
+from nuro_ml.capacity.admission import admission_round, record_unreachable
 from nuro_ml.capacity.backends.base import CapacityBackend, PoolCapacity, load_backend
 from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.policy import get_policy
+from nuro_ml.capacity.reasons import ReasonLog, WaitRecord
 from nuro_ml.capacity.records import LeaseRequest, RequestState, lease_key
 from nuro_ml.exceptions import CapacityError, QuotaExceededError
 from nuro_ml.triggers.gpu_capacity import GpuCapacityTrigger
@@ -132,6 +133,7 @@ class GpuCapacitySensor(BaseSensorOperator):
         self.deferrable = deferrable
         self._request_key: str | None = None
         self._killed = False
+        self._reason_log = ReasonLog()
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -237,19 +239,39 @@ class GpuCapacitySensor(BaseSensorOperator):
         )
         return lease.lease_id
 
+    def _log_reason(self, request: LeaseRequest, record: WaitRecord | None) -> None:
+        """Log why the request waits when that changed since the last check."""
+        if record is None or not self._reason_log.changed(request.key, record):
+            return
+        self.log.info(
+            "Waiting for %s GPUs of pool %s [%s]: %s",
+            request.gpus,
+            request.pool,
+            record.reason,
+            record.message,
+        )
+
     def _admit_once(self, context: Context, ledger: QuotaLedger, request: LeaseRequest) -> str | None:
-        result = admission_round(ledger, [request], self._capacities(), self.policy)
+        try:
+            capacities = self._capacities()
+        except CapacityError as err:
+            self._log_reason(request, record_unreachable(ledger, [request], err)[request.key])
+            raise
+        result = admission_round(ledger, [request], capacities, self.policy)
         if request.key in result.leases:
             return self._lease_xcom(context, result.leases[request.key].lease_id)
         if request.key in result.failed:
             ledger.withdraw(request.key)
             raise QuotaExceededError(f"task {self.task_id}: {result.failed[request.key]}")
-        self.log.info(
-            "Waiting for %s GPUs of pool %s: %s",
-            request.gpus,
-            request.pool,
-            result.waiting.get(request.key, "queued"),
-        )
+        record = result.reasons.get(request.key)
+        if record is None:
+            self.log.debug(
+                "Waiting for %s GPUs of pool %s: %s",
+                request.gpus,
+                request.pool,
+                result.waiting.get(request.key, "queued"),
+            )
+        self._log_reason(request, record)
         return None
 
     # -- execution ------------------------------------------------------------------------

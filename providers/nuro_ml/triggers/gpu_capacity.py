@@ -24,9 +24,10 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from nuro_ml.capacity.admission import admission_round
+from nuro_ml.capacity.admission import admission_round, record_unreachable
 from nuro_ml.capacity.backends.base import CapacityBackend, PoolCapacity, load_backend
 from nuro_ml.capacity.ledger import QuotaLedger
+from nuro_ml.capacity.reasons import ReasonLog, WaitRecord
 from nuro_ml.capacity.records import Lease, LeaseRequest, RequestState
 from nuro_ml.exceptions import CapacityError
 
@@ -50,6 +51,8 @@ class Subscription:
     poll_interval: float
     future: asyncio.Future[Lease | str]
     id: int = field(default_factory=itertools.count().__next__)
+    #: Why the request still waits, after each round; the trigger logs it when it changes.
+    reasons: asyncio.Queue[WaitRecord] = field(default_factory=asyncio.Queue)
 
 
 class SharedPoller:
@@ -116,14 +119,18 @@ class SharedPoller:
         pending = [s for s in self.subscriptions.values() if not s.future.done()]
         if not pending:
             return
-        capacities: list[PoolCapacity] | None = None
-        if self.backend is not None:
-            self.backend_queries += 1
-            capacities = await self.backend.aget_capacity()
-        self.rounds += 1
         groups: dict[tuple[str | None, str], list[Subscription]] = {}
         for sub in pending:
             groups.setdefault((sub.ledger_url, sub.policy), []).append(sub)
+        capacities: list[PoolCapacity] | None = None
+        if self.backend is not None:
+            self.backend_queries += 1
+            try:
+                capacities = await self.backend.aget_capacity()
+            except Exception as err:
+                await self._report_unreachable(groups, err)
+                raise
+        self.rounds += 1
         for (url, policy), subs in groups.items():
             ledger = self._ledger(url)
             result = await asyncio.to_thread(
@@ -140,6 +147,28 @@ class SharedPoller:
                 for sub in by_key.get(key, []):
                     if not sub.future.done():
                         sub.future.set_result(reason)
+            _tell_reasons(subs, result.reasons)
+
+    async def _report_unreachable(
+        self, groups: dict[tuple[str | None, str], list[Subscription]], error: Exception
+    ) -> None:
+        for url, _policy in groups:
+            subs = [s for (u, _p), group in groups.items() if u == url for s in group]
+            try:
+                records = await asyncio.to_thread(
+                    record_unreachable, self._ledger(url), [s.request for s in subs], error
+                )
+            except CapacityError as ledger_err:
+                log.warning("Could not record the unreachable back end in the ledger: %s", ledger_err)
+                continue
+            _tell_reasons(subs, records)
+
+
+def _tell_reasons(subs: list[Subscription], records: dict[str, WaitRecord]) -> None:
+    for sub in subs:
+        record = records.get(sub.request.key)
+        if record is not None and not sub.future.done():
+            sub.reasons.put_nowait(record)
 
 
 _POLLERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, SharedPoller]] = (
@@ -292,7 +321,7 @@ class GpuCapacityTrigger(BaseTrigger):
             deadline = self._deadline()
             timeout = None if deadline is None else max(0.0, (deadline - datetime.now(UTC)).total_seconds())
             try:
-                outcome = await asyncio.wait_for(asyncio.shield(subscription.future), timeout)
+                outcome = await self._wait(subscription, timeout)
             except TimeoutError:
                 held = await asyncio.to_thread(self._give_up)
                 if held is None:
@@ -341,6 +370,37 @@ class GpuCapacityTrigger(BaseTrigger):
                     "stack_trace": traceback.format_exc(),
                 }
             )
+
+    async def _wait(self, subscription: Subscription, timeout: float | None) -> Lease | str:
+        """The poller's outcome for ``subscription``, logging why it waits whenever that changes.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds; the subscription's future is left
+        running so a lease taken in the same instant is not lost.
+        """
+        loop = asyncio.get_running_loop()
+        ends = None if timeout is None else loop.time() + timeout
+        reasons = ReasonLog()
+        while True:
+            remaining = None if ends is None else max(0.0, ends - loop.time())
+            next_reason = loop.create_task(subscription.reasons.get())
+            waits: set[asyncio.Future[Any]] = {subscription.future, next_reason}
+            done, _ = await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            if next_reason in done:
+                record = next_reason.result()
+                if reasons.changed(self.request_key, record):
+                    self.log.info(
+                        "Waiting for %s GPUs of pool %s [%s]: %s",
+                        self.gpus,
+                        self.pool,
+                        record.reason,
+                        record.message,
+                    )
+            else:
+                next_reason.cancel()
+            if subscription.future.done():
+                return subscription.future.result()
+            if not done:
+                raise TimeoutError(f"{self.request_key} not admitted within {timeout} s")
 
     def _give_up(self) -> Lease | None:
         """At the deadline: leave the queue, unless a lease was taken in the same instant."""

@@ -98,6 +98,12 @@ class QueueEntry(BaseModel):
     enqueued_at: datetime
     wait_seconds: float
     stale: bool
+    #: Why it waits as of the last admission round (``quota_limit``, ``pool_short``,
+    #: ``behind_requests``, ...), its sentence and the GPUs queued ahead; ``None`` until a
+    #: round classified it.
+    reason: str | None = None
+    reason_message: str | None = None
+    gpus_ahead: int | None = None
 
 
 class TeamCost(BaseModel):
@@ -329,6 +335,9 @@ def _queue(waiting: Sequence[QueuedRequest], now: datetime) -> list[QueueEntry]:
                 enqueued_at=request.enqueued_at,
                 wait_seconds=round(request.wait_seconds(now), 1),
                 stale=_stale(request, now),
+                reason=request.wait_reason,
+                reason_message=request.wait_message,
+                gpus_ahead=request.gpus_ahead,
             )
         )
     return entries

@@ -7,8 +7,10 @@ import threading
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nuro_ml.capacity import ledger as ledger_module
 from nuro_ml.capacity.engine import dispose_all
 from nuro_ml.capacity.ledger import QuotaLedger
+from nuro_ml.capacity.reasons import WaitReason, WaitRecord
 from nuro_ml.capacity.records import LeaseRequest, LeaseState
 from sqlalchemy import create_engine, text
 
@@ -48,7 +50,7 @@ def test_fresh_database_is_migrated_once_by_concurrent_openers(postgres) -> None
     with engine.connect() as conn:
         versions = conn.execute(text("SELECT version FROM capacity_schema_version")).scalars().all()
     engine.dispose()
-    assert versions == [1, 2]
+    assert versions == [1, 2, 3]
 
 
 def test_lease_lifecycle_on_postgres(pg_ledger_url: str) -> None:
@@ -103,3 +105,28 @@ def test_sixteen_clients_never_over_allocate_a_node_on_postgres(pg_ledger_url, c
     pool = setup_node_pool(ledger, cluster)
     outcome = run_node_workers(pg_ledger_url, pool, plans)
     check_node_invariants(ledger, pool, outcome)
+
+
+def test_version_2_ledger_gains_the_wait_reason_columns(postgres) -> None:
+    url = postgres.create_database("ledger_migrate_v3")
+    dispose_all()
+    ledger = QuotaLedger(url)
+    ledger.upsert_pool("pg-local", capacity=4)
+    ledger.upsert_quota("perception", "pg-local", nominal=4)
+    request = LeaseRequest(key="dag/run/task/-1", team="perception", pool="pg-local", gpus=2)
+    ledger.enqueue(request)
+    # Back to version 2, as a ledger written by the previous release.
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for column in ("wait_reason", "wait_message", "gpus_ahead"):
+            conn.execute(text(f"ALTER TABLE capacity_requests DROP COLUMN {column}"))
+        conn.execute(text("DELETE FROM capacity_schema_version WHERE version = 3"))
+    engine.dispose()
+    dispose_all()
+    ledger_module._MIGRATED.discard(url)
+    ledger = QuotaLedger(url)
+    assert ledger.migrate() == [3]
+    assert ledger.waiting_request(request.key).wait_reason is None
+    ledger.record_wait_reasons({request.key: WaitRecord(WaitReason.POOL_SHORT, "pool is short", 2)})
+    stored = ledger.waiting_request(request.key)
+    assert (stored.wait_reason, stored.wait_message, stored.gpus_ahead) == ("pool_short", "pool is short", 2)

@@ -145,7 +145,7 @@ def test_version_1_ledger_migrates_keeping_its_leases(tmp_path: Path) -> None:
     dispose_all()
     ledger_module._MIGRATED.discard(url)
     ledger = QuotaLedger(url)
-    assert ledger.migrate() == [2]
+    assert ledger.migrate() == [2, 3]
     old = ledger.lease("lease-old")
     assert old is not None and (old.gpus, old.milli, old.shares) == (3, 3000, ())
     # The old lease still counts: 1 of 4 GPUs is left.

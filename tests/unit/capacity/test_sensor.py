@@ -164,7 +164,9 @@ def test_backend_not_answering_yet_defers_instead_of_failing(
     with pytest.raises(TaskDeferred) as deferred:
         sensor(ledger_url, backend=starting).execute({"ti": FakeTaskInstance()})
     assert deferred.value.trigger.serialize()[1]["backend"] == starting
-    assert local_ledger.waiting_request(KEY) is not None
+    waiting = local_ledger.waiting_request(KEY)
+    assert waiting is not None and waiting.wait_reason == "backend_unreachable"
+    assert "capacity back end of pool 'local' unreachable: Ray dashboard" in (waiting.wait_message or "")
     with pytest.raises(CapacityError, match=r"Ray dashboard http://127\.0\.0\.1:9"):
         sensor(ledger_url, backend=starting, deferrable=False).execute({"ti": FakeTaskInstance()})
 
@@ -230,3 +232,22 @@ def test_quota_operator_registers_idempotently_and_validates_first(ledger_url: s
         bad.execute({"ti": FakeTaskInstance(task_id="register")})
     # Nothing of the bad input was written.
     assert QuotaLedger(ledger_url).pool("local").capacity == 4
+
+
+def test_poke_logs_why_it_waits_once_per_change_and_stores_it(
+    local_ledger: QuotaLedger, ledger_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    holder = hold(local_ledger, 3)
+    task = sensor(ledger_url, deferrable=False)
+    context = {"ti": FakeTaskInstance()}
+    task._request_key = KEY
+    for _ in range(3):
+        assert not task.poke(context).is_done
+    assert local_ledger.waiting_request(KEY).wait_reason == "pool_short"
+    local_ledger.release(holder)
+    hold(local_ledger, 2)  # planning now takes only its own quota: perception fits, admitted
+    assert task.poke(context).is_done
+    lines = [line for line in capsys.readouterr().out.splitlines() if "Waiting for" in line]
+    assert (
+        len(lines) == 1 and "Waiting for 2 GPUs of pool local [pool_short]: pool 'local' has room" in lines[0]
+    )

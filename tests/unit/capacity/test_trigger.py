@@ -203,3 +203,56 @@ async def test_ledger_only_and_backend_pollers_are_separate(
 ) -> None:
     event = await make_trigger(ledger_url, backend=backend).run().asend(None)
     assert event.payload["status"] == "success"
+
+
+def _reason_lines(capsys: pytest.CaptureFixture[str], seen: list[str]) -> list[str]:
+    """The trigger's "Waiting for" task-log lines so far (its structlog logger writes to stdout)."""
+    seen.extend(line for line in capsys.readouterr().out.splitlines() if "Waiting for" in line)
+    return seen
+
+
+async def test_deferred_wait_logs_the_reason_once_per_change_and_stores_it(
+    local_ledger: QuotaLedger, ledger_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    holder = hold(local_ledger, 3)
+    task = asyncio.ensure_future(make_trigger(ledger_url).run().asend(None))
+    await asyncio.sleep(0.4)  # about 20 rounds with the same answer
+    lines: list[str] = []
+    [line] = _reason_lines(capsys, lines)
+    stored = local_ledger.requests(key=KEY)[0]
+    assert stored.wait_reason == "pool_short"
+    assert "Waiting for 2 GPUs of pool local [pool_short]: pool 'local' has room for 1 GPUs" in line
+    assert stored.wait_message is not None and stored.wait_message in line
+
+    # Now the team's own limit holds it back instead: logged once more.
+    local_ledger.release(holder)
+    hold(local_ledger, 1, key="own", team="perception")
+    local_ledger.upsert_quota("perception", "local", nominal=2, borrowing_limit=0)
+    await asyncio.sleep(0.4)
+    assert ["[quota_limit]" in line for line in _reason_lines(capsys, lines)] == [False, True]
+    assert local_ledger.requests(key=KEY)[0].wait_reason == "quota_limit"
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_unreachable_back_end_is_the_stored_and_logged_reason(
+    local_ledger: QuotaLedger, ledger_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local_ledger.enqueue(LeaseRequest(key=KEY, team="perception", pool="local", gpus=2))
+    down = {"type": "ray", "address": "http://127.0.0.1:9", "timeout_seconds": 1}
+    task = asyncio.ensure_future(make_trigger(ledger_url, backend=down).run().asend(None))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if local_ledger.requests(key=KEY)[0].wait_reason is not None:
+            break
+    stored = local_ledger.requests(key=KEY)[0]
+    assert stored.wait_reason == "backend_unreachable"
+    assert "capacity back end of pool 'local' unreachable: Ray dashboard http://127.0.0.1:9" in (
+        stored.wait_message or ""
+    )
+    await asyncio.sleep(0.1)
+    [line] = _reason_lines(capsys, [])
+    assert "[backend_unreachable]" in line
+    assert not task.done()  # keeps waiting for the back end to come back
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

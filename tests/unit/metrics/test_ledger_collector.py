@@ -12,6 +12,7 @@ from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 from airflow.models.revoked_token import RevokedToken
 from fastapi.testclient import TestClient
 from nuro_ml.capacity.ledger import QuotaLedger
+from nuro_ml.capacity.reasons import WaitReason, WaitRecord
 from nuro_ml.capacity.records import LeaseRequest
 from nuro_ml.metrics import catalogue
 from nuro_ml.metrics.endpoint import build_registry
@@ -19,6 +20,8 @@ from nuro_ml.metrics.ledger import LedgerCollector
 from nuro_ml.ui.app import create_app
 from prometheus_client.openmetrics.exposition import generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from tests.unit.capacity.reason_queue import build_reason_queue
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -99,6 +102,28 @@ def test_scrape_reports_queue_reasons_leases_wait_histogram_and_cost(ledger) -> 
     assert value(found, f"{hist}_count", team="perception", pool="a100") == 2
     assert value(found, f"{hist}_sum", team="perception", pool="a100") == pytest.approx(90.0)
     assert value(found, "nuro_ml_ledger_up") == 1
+
+
+def test_pending_reasons_are_the_ones_admission_rounds_stored(tmp_path) -> None:
+    ledger = build_reason_queue(f"sqlite:///{tmp_path / 'reasons.db'}")
+    pending = "nuro_ml_capacity_pending_requests"
+    found = samples(_scrape(ledger))
+    assert value(found, pending, team="perception", pool="a100", reason="quota_limit") == 1
+    assert value(found, pending, team="planning", pool="a100", reason="behind_requests") == 1
+    assert value(found, pending, team="mapping", pool="h100", reason="pool_short") == 1
+    assert value(found, "nuro_ml_capacity_pending_gpus", team="mapping", pool="h100") == 3
+    assert value(found, "nuro_ml_capacity_oldest_wait_seconds", team="mapping", pool="h100") >= 300
+
+    # The stored reason is what the scrape reports, not a replay of the policy: a back end
+    # that stopped answering is only known to the waiter that tried it.
+    key = "mapping_train/run_1/gate/-1"
+    ledger.record_wait_reasons({key: WaitRecord(WaitReason.BACKEND_UNREACHABLE, "connection refused")})
+    found = samples(_scrape(ledger))
+    assert value(found, pending, team="mapping", pool="h100", reason="backend_unreachable") == 1
+    assert (
+        "nuro_ml_capacity_pending_requests",
+        (("pool", "h100"), ("reason", "pool_short"), ("team", "mapping")),
+    ) not in found
 
 
 def test_lease_past_expiry_is_reported_until_reclaimed(ledger) -> None:

@@ -15,6 +15,8 @@ from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.records import LeaseRequest
 from nuro_ml.ui.app import create_app
 
+from tests.unit.capacity.reason_queue import EXPECTED, build_reason_queue
+
 
 @pytest.fixture(scope="module")
 def monkeymodule():
@@ -293,3 +295,28 @@ def test_configured_prices_override_the_defaults(client, tokens, monkeypatch):
 
     assert pools["local"]["price_per_gpu_hour"] == 0.5
     assert pools["a100"]["price_per_gpu_hour"] == 2.0
+
+
+def test_queue_api_and_page_say_why_each_request_waits(client, tokens, tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'reasons.db'}"
+    build_reason_queue(url)
+    monkeypatch.setenv("NURO_ML_LEDGER_URL", url)
+
+    response = client.get("/api/queue", headers=bearer(tokens["viewer"]))
+    assert response.status_code == 200
+    queue = {entry["key"]: entry for entry in response.json()}
+    assert {key: entry["reason"] for key, entry in queue.items()} == EXPECTED
+    behind = queue["planning_train/run_2/gate/-1"]
+    assert behind["gpus_ahead"] == 4
+    assert behind["reason_message"].startswith("behind 4 GPUs of higher-priority or older requests")
+
+    page = client.get("/capacity", headers=bearer(tokens["viewer"])).text
+    row = page.split('data-key="planning_train/run_2/gate/-1"')[1].split("</tr>")[0]
+    assert "<code>behind_requests</code> (4 GPUs ahead)" in row
+    assert (
+        "<code>quota_limit</code>"
+        in page.split('data-key="perception_train/run_1/gate/-1"')[1].split("</tr>")[0]
+    )
+    assert (
+        "<code>pool_short</code>" in page.split('data-key="mapping_train/run_1/gate/-1"')[1].split("</tr>")[0]
+    )
