@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from nuro_ml.etl.transforms import (
     lidar_stats,
     scene_stats,
 )
+from nuro_ml.etl.validation import FileReport
 
 _TS = pa.timestamp("us", tz="UTC")
 #: Rows are buffered per table up to these limits before a row group is written.
@@ -53,19 +54,9 @@ PAYLOAD_REFS = {"lidar_payload": "lidar_points", "camera_payload": "camera_frame
 
 
 @dataclass
-class FileResult:
-    """What processing one file found and wrote."""
+class FileResult(FileReport):
+    """What processing one file found (the checker's report, quarantined the same way) and wrote."""
 
-    file: str
-    ok: bool
-    bytes: int
-    reason: str | None = None
-    offset: int | None = None
-    indexed: bool = False
-    messages: dict[str, int] = field(default_factory=dict)
-    schemas: dict[str, str] = field(default_factory=dict)
-    #: Messages per topic kept before the damage of an unindexed, truncated file.
-    salvaged: dict[str, int] = field(default_factory=dict)
     #: Rows written per table (kept only when the file is ok or salvaged).
     rows: dict[str, int] = field(default_factory=dict)
     #: Topic -> table (``None``: excluded by the mapping).
@@ -75,9 +66,6 @@ class FileResult:
     #: A topic that ends in no table: the run fails with this message.
     unmapped: str | None = None
     seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class _Bad(Exception):

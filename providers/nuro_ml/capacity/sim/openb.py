@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nuro_ml.capacity.placement import MILLI, Demand, NodeSpec
-from nuro_ml.capacity.sim.trace import ALIBABA_COLUMNS
+from nuro_ml.capacity.sim.trace import ALIBABA_COLUMNS, number_in
 from nuro_ml.exceptions import CapacityError
 
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
@@ -39,10 +39,7 @@ class Pod:
 
 
 def _int(value: str, path: Path, line: int, column: str) -> int:
-    try:
-        number = float(value)
-    except ValueError:
-        raise CapacityError(f"{path}:{line}: column {column!r} must be a number, got {value!r}") from None
+    number = number_in(value, path, line, column)
     if number < 0 or not number.is_integer():
         raise CapacityError(f"{path}:{line}: column {column!r} must be a whole number >= 0, got {value!r}")
     return int(number)

@@ -78,7 +78,8 @@ class Trace:
         return sorted({j.pool for j in self.jobs})
 
 
-def _number(value: str, path: Path, line: int, column: str) -> float:
+def number_in(value: str, path: Path, line: int, column: str) -> float:
+    """A CSV cell as a number, or an error naming the file, line and column."""
     try:
         return float(value)
     except ValueError:
@@ -103,14 +104,14 @@ def load_alibaba(
                 f"{path}:1: not an Alibaba GPU trace 2023 pod list, missing columns {missing}"
             )
         for line, row in enumerate(reader, start=2):
-            gpus = int(_number(row["num_gpu"], path, line, "num_gpu"))
+            gpus = int(number_in(row["num_gpu"], path, line, "num_gpu"))
             scheduled = row["scheduled_time"].strip()
             if gpus <= 0 or not scheduled:
                 skipped += 1
                 continue
-            created = _number(row["creation_time"], path, line, "creation_time")
-            started = _number(scheduled, path, line, "scheduled_time")
-            ended = _number(row["deletion_time"], path, line, "deletion_time")
+            created = number_in(row["creation_time"], path, line, "creation_time")
+            started = number_in(scheduled, path, line, "scheduled_time")
+            ended = number_in(row["deletion_time"], path, line, "deletion_time")
             duration = ended - started
             if duration <= 0:
                 skipped += 1
@@ -118,7 +119,7 @@ def load_alibaba(
             qos = row["qos"].strip() or "BE"
             amount = gpus
             if milli:
-                share = int(_number(row["gpu_milli"] or "1000", path, line, "gpu_milli"))
+                share = int(number_in(row["gpu_milli"] or "1000", path, line, "gpu_milli"))
                 if not 0 < share <= 1000:
                     raise CapacityError(f"{path}:{line}: gpu_milli must be 1..1000, got {share}")
                 amount = gpus * share
@@ -165,8 +166,8 @@ def load_jobs_csv(path: str | Path, *, default_pool: str = "gpu", milli: bool = 
         if missing:
             raise CapacityError(f"{path}:1: jobs CSV lacks columns {missing} (needs {list(required)})")
         for line, row in enumerate(reader, start=2):
-            duration = _number(row["duration"], path, line, "duration")
-            gpus = _number(row["gpus"], path, line, "gpus")
+            duration = number_in(row["duration"], path, line, "duration")
+            gpus = number_in(row["gpus"], path, line, "gpus")
             if duration <= 0 or gpus <= 0 or not gpus.is_integer():
                 raise CapacityError(
                     f"{path}:{line}: duration must be > 0 and gpus a positive integer, got "
@@ -180,10 +181,10 @@ def load_jobs_csv(path: str | Path, *, default_pool: str = "gpu", milli: bool = 
                     duration=duration,
                     gpus=int(gpus) * (1000 if milli else 1),
                     team=row["team"].strip() or "default",
-                    priority=int(_number(row["priority"] or "0", path, line, "priority")),
+                    priority=int(number_in(row["priority"] or "0", path, line, "priority")),
                     pool=(row.get("pool") or "").strip() or default_pool,
-                    nodes=int(_number(row.get("nodes") or "1", path, line, "nodes")),
-                    estimate=_number(estimate, path, line, "estimate") if estimate.strip() else None,
+                    nodes=int(number_in(row.get("nodes") or "1", path, line, "nodes")),
+                    estimate=number_in(estimate, path, line, "estimate") if estimate.strip() else None,
                 )
             )
     return Trace(_rebase(jobs), f"jobs:{path.name}")
