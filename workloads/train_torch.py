@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ import numpy as np
 
 # Run as a script from this directory (a Ray job's working_dir), like its sibling workload: the
 # same atomic artifact writes and the same result line the operator parses.
-from train_xgboost import _write_atomically, result_line
+from train_xgboost import _write_atomically, result_line, training_run_name
 
 log = logging.getLogger("nuro_ml.workloads.train_torch")
 
@@ -322,11 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from nuro_ml.training_data.staging import load_manifest
 
     started = time.monotonic()
-    run_name = (
-        args.run_name
-        or os.environ.get("NURO_ML_RUN_KEY")
-        or ("train-torch-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S"))
-    )
+    run_name = training_run_name(args.run_name, "torch")
     if args.output_dir:
         output_dir = Path(args.output_dir).resolve()
     else:

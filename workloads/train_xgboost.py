@@ -349,13 +349,19 @@ def _default_artifacts_root() -> Path:
     return settings.artifacts_dir()
 
 
+def training_run_name(explicit: str | None, model: str) -> str:
+    """The run's name: the one given, else the task instance's key (the same on every try, so a
+    retry resumes from the last checkpoint), else a timestamp."""
+    return (
+        explicit
+        or os.environ.get("NURO_ML_RUN_KEY")
+        or (f"train-{model}-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S"))
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
-    run_name = (
-        args.run_name
-        or os.environ.get("NURO_ML_RUN_KEY")
-        or ("train-xgboost-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S"))
-    )
+    run_name = training_run_name(args.run_name, "xgboost")
     output_dir = Path(args.output_dir) if args.output_dir else _default_artifacts_root() / run_name
     output_dir = output_dir.resolve()
     storage_path = Path(args.storage_path).resolve() if args.storage_path else output_dir / "checkpoints"
