@@ -1,8 +1,8 @@
 """A local Ray cluster as processes: a head node plus worker nodes, each ``ray start --block``.
 
-Each node runs in its own session (process group) with its own short ``--temp-dir`` and free
-ports for every port Ray would otherwise take from a fixed default, so the cluster never meets
-another Ray on this machine. Stopping signals each node's process group and then any process
+Each node runs in its own session (process group) with free ports for every port Ray would
+otherwise take from a fixed default; the cluster's nodes share one short ``--temp-dir`` of their
+own, so the cluster never meets another Ray on this machine. Stopping signals each node's process group and then any process
 the node started outside it (Ray puts some detached actors in their own session); nothing is
 ever stopped by name, and ``ray stop`` is never used.
 """
@@ -135,10 +135,14 @@ REGISTRATION_TIMEOUT = 120
 #: - every port is fixed by the fixture, so the dashboard agent's listen port is written to its
 #:   port file before the raylet starts instead of after the agent finished loading (the agent
 #:   later writes the same value);
-#: - registration is awaited for up to REGISTRATION_TIMEOUT, then the error goes through.
+#: - registration is awaited for up to REGISTRATION_TIMEOUT, then the error goes through;
+#: - the cluster's nodes share one temp dir (see start_ray_cluster), but each keeps its own
+#:   runtime-env files: a node's runtime-env agent deletes the packages its own node no longer
+#:   uses, which must not pull a working_dir from under a job on another node.
 _LAUNCHER = f"""
-import sys, time
+import os, sys, time
 import ray._private.node as node_module
+import ray._private.ray_constants as ray_constants
 import ray._private.services as services
 from ray._raylet import DASHBOARD_AGENT_LISTEN_PORT_NAME, persist_port
 
@@ -151,6 +155,7 @@ def _start_raylet_with_known_agent_port(self, *args, **kwargs):
     return _start_raylet(self, *args, **kwargs)
 
 node_module.Node.start_raylet = _start_raylet_with_known_agent_port
+ray_constants.DEFAULT_RUNTIME_ENV_DIR_NAME = f"runtime_resources_{{os.getpid()}}"
 
 _get_node = services.get_node
 
@@ -174,7 +179,10 @@ main()
 def _spawn(args: list[str], temp_dir: Path, extra_env: Mapping[str, str] | None = None) -> RayNode:
     port_args, agent_port = _node_ports()
     args = [*args, *port_args]
-    log_path = temp_dir / "node.log"
+    # Nodes share the temp dir, so each launcher log gets its own name.
+    fd, name = tempfile.mkstemp(prefix="node-", suffix=".log", dir=temp_dir)
+    os.close(fd)
+    log_path = Path(name)
     env = dict(
         os.environ,
         **(extra_env or {}),
@@ -347,6 +355,10 @@ def _start_once(
     gcs_port, dashboard_port = free_port(), free_port()
     dashboard_url = f"http://127.0.0.1:{dashboard_port}"
     # Unix socket paths live under --temp-dir and must stay under 108 characters: keep it short.
+    # Every node of the cluster shares it, as nodes on one host do in Ray's own test clusters:
+    # a dashboard agent reads job logs from the logs folder of whichever local raylet its
+    # ray.init() finds, which on one host need not be its own node's. With one folder, a job
+    # driver's log is where every agent looks.
     head_dir = Path(tempfile.mkdtemp(prefix="nrt-", dir="/tmp"))
     head = _spawn(
         [
@@ -383,7 +395,6 @@ def _start_once(
         _wait(lambda: _jobs_api_up(dashboard_url), f"Jobs API at {dashboard_url}", [head], timeout)
         _wait(lambda: _alive_nodes(dashboard_url) >= 1, "the head node to register", [head], timeout)
         for _ in range(workers):
-            worker_dir = Path(tempfile.mkdtemp(prefix="nrt-", dir="/tmp"))
             cluster.workers.append(
                 _spawn(
                     [
@@ -394,7 +405,7 @@ def _start_once(
                         "--num-gpus",
                         str(worker_gpus),
                     ],
-                    worker_dir,
+                    head_dir,
                     env,
                 )
             )
@@ -419,10 +430,9 @@ def add_worker(
     timeout: float = 180.0,
 ) -> RayNode:
     """Start one more worker node (e.g. to replace one that died) and wait until it serves jobs."""
-    worker_dir = Path(tempfile.mkdtemp(prefix="nrt-", dir="/tmp"))
     node = _spawn(
         ["--address", cluster.gcs_address, "--num-cpus", str(cpus), "--num-gpus", str(gpus)],
-        worker_dir,
+        cluster.head.temp_dir,
         env,
     )
     cluster.workers.append(node)
@@ -479,8 +489,8 @@ def stop_ray_cluster(cluster: RayCluster, *, grace: float = 10.0) -> None:
     """Stop the worker nodes, then the head, by process group and remembered PIDs; remove temp dirs."""
     for node in cluster.nodes:
         stop_node(node, grace)
-    for node in cluster.nodes:
-        shutil.rmtree(node.temp_dir, ignore_errors=True)
+    for temp_dir in {node.temp_dir for node in cluster.nodes}:
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def ray_processes(cluster: RayCluster) -> list[int]:
