@@ -2,9 +2,9 @@
 
 Each node runs in its own session (process group) with free ports for every port Ray would
 otherwise take from a fixed default; the cluster's nodes share one short ``--temp-dir`` of their
-own, so the cluster never meets another Ray on this machine. Stopping signals each node's process group and then any process
-the node started outside it (Ray puts some detached actors in their own session); nothing is
-ever stopped by name, and ``ray stop`` is never used.
+own, so the cluster never meets another Ray on this machine. Stopping signals each node's
+process group and then any process the node started outside it (Ray puts some detached
+actors in their own session); nothing is ever stopped by name, and ``ray stop`` is never used.
 """
 
 from __future__ import annotations
