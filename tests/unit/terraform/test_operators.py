@@ -10,7 +10,7 @@ from nuro_ml.operators.terraform import (
     TerraformPlanOperator,
     run_key_from_context,
 )
-from nuro_ml.terraform_support.layout import RunKey
+from nuro_ml.task_key import TaskKey
 
 OPERATORS = [
     TerraformPlanOperator,
@@ -83,7 +83,7 @@ def test_run_key_comes_from_the_task_instance():
     class TI:
         dag_id, run_id, task_id, map_index = "d", "manual__1", "t", 2
 
-    assert run_key_from_context({"ti": TI()}) == RunKey("d", "manual__1", "t", 2)  # type: ignore[typeddict-item]
+    assert run_key_from_context({"ti": TI()}) == TaskKey("d", "manual__1", "t", 2)  # type: ignore[typeddict-item]
 
 
 def test_hook_gets_the_rendered_arguments(tmp_path):
