@@ -72,9 +72,10 @@ class QuotaView(BaseModel):
     borrowed: int
 
 
-class LeaseView(BaseModel):
-    lease_id: str
-    #: The task instance's key (``dag_id/run_id/task_id/map_index``), split below when it is one.
+class TaskGpus(BaseModel):
+    """GPUs a task instance holds or asks for; the key's parts are None for a key no task wrote."""
+
+    #: The task instance's key (``dag_id/run_id/task_id/map_index``).
     key: str
     dag_id: str | None
     run_id: str | None
@@ -82,6 +83,10 @@ class LeaseView(BaseModel):
     map_index: int | None = None
     team: str
     pool: str
+
+
+class LeaseView(TaskGpus):
+    lease_id: str
     gpus: int | float
     #: Nodes the lease holds GPUs on (empty where the pool is counted as a whole).
     nodes: list[str] = []
@@ -94,17 +99,10 @@ class LeaseView(BaseModel):
     cost: float | None
 
 
-class QueueEntry(BaseModel):
+class QueueEntry(TaskGpus):
     #: Place in its pool's queue as the admission policy orders it (1 goes first); requests the
     #: policy does not see (stale, or past their deadline) follow in arrival order.
     position: int
-    key: str
-    dag_id: str | None
-    run_id: str | None
-    task_id: str | None
-    map_index: int | None = None
-    team: str
-    pool: str
     gpus: int
     priority: int
     enqueued_at: datetime
