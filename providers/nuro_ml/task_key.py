@@ -99,7 +99,7 @@ class TaskKeyError(ValueError):
     """A text that is not a task-instance key."""
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class TaskKey:
     """(dag_id, run_id, task_id, map_index) of a task instance; ``map_index`` -1 when not mapped."""
 

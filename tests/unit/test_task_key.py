@@ -20,7 +20,7 @@ from nuro_ml.kube.naming import IDENTITY_ANNOTATION, identity_annotations, owned
 from nuro_ml.operators.ray import RayJobOperator
 from nuro_ml.operators.slurm import SlurmJobOperator, job_comment, job_name
 from nuro_ml.operators.spark import MCAPToParquetOperator
-from nuro_ml.operators.terraform import run_key_from_context
+from nuro_ml.operators.terraform import TerraformPlanOperator
 from nuro_ml.task_key import TaskKey, TaskKeyError
 from nuro_ml.terraform_support.layout import EnvironmentLayout
 from nuro_ml.ui.capacity_data import overview
@@ -210,5 +210,7 @@ def test_an_etl_run_of_an_earlier_try_keeps_its_result_file(stored: Stored, tmp_
 @pytest.mark.parametrize("stored", STORED, ids=IDS)
 def test_a_terraform_plan_saved_by_an_earlier_try_is_found(stored: Stored, tmp_path: Path) -> None:
     layout = EnvironmentLayout(tmp_path)
-    key = run_key_from_context({"ti": ti_of(stored.key)})  # type: ignore[typeddict-item]
+    operator = TerraformPlanOperator(task_id=stored.key.task_id, working_dir=str(tmp_path))
+    key = operator.build_hook({"ti": ti_of(stored.key)}).run_key  # type: ignore[arg-type]
+    assert key is not None
     assert layout.plan_file("team-a", key) == tmp_path / stored.terraform_plan

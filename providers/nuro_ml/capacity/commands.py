@@ -188,10 +188,15 @@ def _fmt(value: object) -> str:
 
 
 def _quota_show(args: argparse.Namespace) -> int:
+    from nuro_ml.capacity.policy import get_policy
     from nuro_ml.capacity.view import capacity_overview
 
+    try:
+        policy = get_policy(args.policy)
+    except CapacityError as err:
+        raise UsageError(f"--policy: {err}") from None
     ledger = _ledger(args)
-    view = capacity_overview(ledger, hours=args.hours, buckets=1, policy=args.policy)
+    view = capacity_overview(ledger, hours=args.hours, buckets=1, policy=policy)
     if args.json:
         print(json.dumps({"ledger": ledger.safe_url, **view.model_dump(mode="json")}, indent=2))
         return 0

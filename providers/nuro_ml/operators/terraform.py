@@ -45,11 +45,6 @@ _COMMON_TEMPLATE_FIELDS: tuple[str, ...] = (
 )
 
 
-def run_key_from_context(context: Context) -> TaskKey:
-    """The (dag_id, run_id, task_id, map_index) key of the running task instance."""
-    return TaskKey.of(context["ti"])
-
-
 class _TerraformBaseOperator(BaseOperator):
     """Arguments and lifecycle shared by every Terraform operator."""
 
@@ -103,7 +98,7 @@ class _TerraformBaseOperator(BaseOperator):
             plugin_dir=self.plugin_dir,
             terraform_bin=self.terraform_bin,
             lock_timeout=self.lock_timeout,
-            run_key=run_key_from_context(context),
+            run_key=TaskKey.of(context["ti"]),
             env=self.env,
         )
 

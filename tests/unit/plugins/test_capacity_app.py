@@ -180,6 +180,9 @@ def test_window_and_buckets_are_validated(client, tokens):
         client.get("/api/capacity", params={"buckets": 1000}, headers=bearer(tokens["viewer"])).status_code
         == 422
     )
+    response = client.get("/api/queue", params={"policy": "lottery"}, headers=bearer(tokens["viewer"]))
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "policy"]
 
 
 def test_page_renders_for_a_user_logged_in_through_the_ui_cookie(client, tokens):
@@ -399,6 +402,13 @@ def test_cli_page_data_and_api_show_one_capacity_view(client, tokens, tmp_path, 
         (mapping.key, 1),
         (perception.key, 2),
     ]
+    # Under FIFO the earlier request goes first, in every reader.
+    fifo = client.get("/api/queue", params={"policy": "fifo"}, headers=bearer(tokens["viewer"])).json()
+    assert [entry["key"] for entry in fifo] == [perception.key, mapping.key]
+    assert main(["quota", "--ledger-url", url, "show", "--json", "--policy", "fifo"]) == 0
+    assert json.loads(capsys.readouterr().out)["queue"] == fifo
+    assert main(["quota", "--ledger-url", url, "show", "--policy", "lottery"]) == 2
+    assert "--policy: unknown admission policy 'lottery'" in capsys.readouterr().err
 
     # Linear interpolation over the admitted waits: 0 s for the two leases taken at once, then
     # 60, 120 and 600 s (nearest rank gives 600 s for the p95 of all five).
