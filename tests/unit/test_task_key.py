@@ -8,14 +8,17 @@ must derive exactly the same ids to find its earlier work.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.records import LeaseRequest, lease_key
 from nuro_ml.etl.job import result_path
 from nuro_ml.hooks.ray import RayJobStatus
+from nuro_ml.hooks.slurm import SlurmHook, SlurmJobInfo
 from nuro_ml.kube.naming import IDENTITY_ANNOTATION, identity_annotations, owned_by, rayjob_name
 from nuro_ml.operators.ray import RayJobOperator
 from nuro_ml.operators.slurm import SlurmJobOperator, job_comment, job_name
@@ -78,6 +81,7 @@ STORED = [
     ),
 ]
 IDS = [s.key.dag_id for s in STORED]
+SLURM_DATA = Path(__file__).parent / "slurm" / "data"
 
 
 def ti_of(key: TaskKey, try_number: int = 2) -> TaskInstanceStub:
@@ -156,11 +160,28 @@ def test_a_rayjob_of_an_earlier_try_has_the_same_name_and_owner(stored: Stored) 
     assert not owned_by({IDENTITY_ANNOTATION: stored.lease_key}, stored.key.for_task("other"))
 
 
+class SlurmctldReply:
+    """The job lookup of :class:`SlurmHook` over a slurmrestd ``GET jobs`` reply."""
+
+    def __init__(self, jobs: list[dict[str, Any]]) -> None:
+        self.jobs = jobs
+
+    def find_jobs_by_name(self, name: str, comment: str | None = None) -> list[SlurmJobInfo]:
+        return SlurmHook._matching(self.jobs, name, comment)
+
+
 @pytest.mark.parametrize("stored", STORED, ids=IDS)
 def test_a_slurm_job_of_an_earlier_try_is_found_by_name_and_comment(stored: Stored) -> None:
+    (running,) = json.loads((SLURM_DATA / "rest_job_running.json").read_text())["jobs"]
+    earlier_try = {**running, "name": stored.slurm_job_name, "comment": stored.slurm_comment}
+    other_task = {**running, "job_id": 4, "name": stored.slurm_job_name, "comment": "nuro-ml:d/r/t/-1"}
     op = SlurmJobOperator(task_id=stored.key.task_id, script="echo hi", working_directory="/scratch")
+    op.__dict__["hook"] = SlurmctldReply([other_task, earlier_try])
+
     spec = op.build_spec(op.task_key({"ti": ti_of(stored.key)}))  # type: ignore[arg-type]
-    assert (spec.name, spec.comment) == (stored.slurm_job_name, stored.slurm_comment)
+    found = op.find_previous_job(spec)
+
+    assert found is not None and found.job_id == str(running["job_id"])
     assert (job_name(stored.key), job_comment(stored.key)) == (stored.slurm_job_name, stored.slurm_comment)
 
 
