@@ -7,8 +7,8 @@ Every view of capacity is built here, so they agree on three things:
 - a lease counts as held only while ``expires_at`` is in the future: one still marked active
   after its TTL ran out (its holder died before the ledger expired it) holds no GPUs, as the
   admission policy already sees it;
-- percentiles are linear-interpolated (:func:`nuro_ml.capacity.stats.percentile`);
-- the queue is in the order :func:`nuro_ml.capacity.policy.decide` admits it, per pool.
+- percentiles are linear-interpolated (``nuro_ml.capacity.stats.percentile``);
+- the queue is in the order ``nuro_ml.capacity.policy.decide`` admits it, per pool.
 
 GPU-hour prices come from ``NURO_ML_GPU_HOUR_PRICES``, a JSON object mapping a pool name
 or GPU type to USD per GPU-hour (pool names win); GPU types it does not name use the AWS
