@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.records import LeaseState, lease_key
+from nuro_ml.task_key import TaskKey
 
 from tests.cluster.conftest import DAG_ID, DAY, DRIVE_SECONDS, VEHICLE, Cluster
 
@@ -73,7 +74,7 @@ def check_online_features(cluster: Cluster, day: str = DAY) -> None:
 def check_leases(cluster: Cluster, run_id: str) -> None:
     """The run took exactly one lease, of the GPUs asked for, and released it; nothing is left active."""
     ledger = QuotaLedger(cluster.ledger_url)
-    key = lease_key(DAG_ID, run_id, "wait_for_gpus", -1)
+    key = lease_key(TaskKey(DAG_ID, run_id, "wait_for_gpus", -1))
     mine = [lease for lease in ledger.leases() if lease.key == key]
     assert len(mine) == 1, f"run {run_id} holds {len(mine)} leases: {mine}"
     assert mine[0].state == LeaseState.RELEASED

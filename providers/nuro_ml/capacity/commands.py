@@ -13,13 +13,10 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nuro_ml.cli_support import non_negative_float, non_negative_int, positive_float, positive_int
 from nuro_ml.exceptions import CapacityError, UsageError
-
-if TYPE_CHECKING:
-    from nuro_ml.capacity.records import QueuedRequest
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,8 +40,22 @@ def _register_quota(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
     actions = parser.add_subparsers(dest="quota_command", required=True, metavar="ACTION")
 
-    show = actions.add_parser("show", help="pools, quotas, active leases, waiting requests, wait times")
+    show = actions.add_parser(
+        "show",
+        help="pools, quotas, active leases, waiting requests, wait times",
+        description="What the capacity page shows: pools and quotas with the GPUs leases hold now, "
+        "the queue in the order the admission policy admits it (per pool), and the queue wait of "
+        "requests admitted in the window. The JSON is the page API's /api/capacity document.",
+    )
     show.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    show.add_argument(
+        "--hours", type=positive_float, default=24.0, help="window of wait times and costs (default 24)"
+    )
+    show.add_argument(
+        "--policy",
+        default="fair",
+        help="admission policy whose queue order to show (default fair; or fifo, ...)",
+    )
     show.set_defaults(func=_quota_show)
 
     set_pool = actions.add_parser("set-pool", help="register a pool or change its capacity")
@@ -149,13 +160,13 @@ def _ledger(args: argparse.Namespace) -> Any:
     return QuotaLedger(args.ledger_url)
 
 
-def _reason_cell(request: QueuedRequest) -> str:
+def _reason_cell(reason: str | None, gpus_ahead: int | None) -> str:
     """The reason code, with the GPUs queued ahead when there are any ("-" before a round)."""
-    if request.wait_reason is None:
+    if reason is None:
         return "-"
-    if request.gpus_ahead:
-        return f"{request.wait_reason} ({request.gpus_ahead} GPUs ahead)"
-    return request.wait_reason
+    if gpus_ahead:
+        return f"{reason} ({gpus_ahead} GPUs ahead)"
+    return reason
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -177,103 +188,34 @@ def _fmt(value: object) -> str:
 
 
 def _quota_show(args: argparse.Namespace) -> int:
-    from nuro_ml.capacity.records import LeaseState, RequestState
-    from nuro_ml.capacity.sim.report import percentile
+    from nuro_ml.capacity.policy import get_policy
+    from nuro_ml.capacity.view import capacity_overview
 
+    try:
+        policy = get_policy(args.policy)
+    except CapacityError as err:
+        raise UsageError(f"--policy: {err}") from None
     ledger = _ledger(args)
-    now = ledger.now()
-    pools = ledger.pools()
-    quotas = ledger.quotas()
-    active = ledger.leases(state=LeaseState.ACTIVE)
-    waiting = ledger.requests(state=RequestState.WAITING)
-    admitted = ledger.requests(state=RequestState.ADMITTED)
-    waits: dict[str, list[float]] = {}
-    for request in admitted:
-        waits.setdefault(request.team, []).append(request.wait_seconds(now))
-    used: dict[tuple[str, str], int] = {}
-    for lease in active:
-        used[(lease.team, lease.pool)] = used.get((lease.team, lease.pool), 0) + lease.gpus
-
+    view = capacity_overview(ledger, hours=args.hours, buckets=1, policy=policy)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "ledger": ledger.safe_url,
-                    "pools": [
-                        {
-                            "name": p.name,
-                            "capacity": p.capacity,
-                            "gpu_type": p.gpu_type,
-                            "leased": sum(v for (t, pool), v in used.items() if pool == p.name),
-                        }
-                        for p in pools
-                    ],
-                    "quotas": [
-                        {
-                            "team": q.team,
-                            "pool": q.pool,
-                            "nominal": q.nominal,
-                            "borrowing_limit": q.borrowing_limit,
-                            "lending_limit": q.lending_limit,
-                            "used": used.get((q.team, q.pool), 0),
-                        }
-                        for q in quotas
-                    ],
-                    "leases": [
-                        {
-                            "lease_id": lease.lease_id,
-                            "team": lease.team,
-                            "pool": lease.pool,
-                            "gpus": lease.gpus,
-                            "key": lease.key,
-                            "expires_at": lease.expires_at.isoformat(),
-                        }
-                        for lease in active
-                    ],
-                    "waiting": [
-                        {
-                            "key": r.key,
-                            "team": r.team,
-                            "pool": r.pool,
-                            "gpus": r.gpus,
-                            "priority": r.priority,
-                            "waited_seconds": round(r.wait_seconds(now), 1),
-                            "reason": r.wait_reason,
-                            "reason_message": r.wait_message,
-                            "gpus_ahead": r.gpus_ahead,
-                        }
-                        for r in waiting
-                    ],
-                    "wait_seconds": {
-                        team: {"p50": percentile(v, 50), "p95": percentile(v, 95), "max": max(v)}
-                        for team, v in sorted(waits.items())
-                    },
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps({"ledger": ledger.safe_url, **view.model_dump(mode="json")}, indent=2))
         return 0
 
     print(f"Ledger {ledger.safe_url}")
     print("\nPools")
     print(
         _table(
-            [["pool", "gpu type", "capacity", "leased"]]
+            [["pool", "gpu type", "capacity", "used", "free", "waiting"]]
             + [
-                [
-                    p.name,
-                    _fmt(p.gpu_type),
-                    str(p.capacity),
-                    str(sum(v for (_t, pool), v in used.items() if pool == p.name)),
-                ]
-                for p in pools
+                [p.name, _fmt(p.gpu_type), str(p.capacity), str(p.used), str(p.free), str(p.waiting_requests)]
+                for p in view.pools
             ]
         )
     )
     print("\nTeam quotas")
     print(
         _table(
-            [["team", "pool", "nominal", "borrowing limit", "lending limit", "used"]]
+            [["team", "pool", "nominal", "borrowing limit", "lending limit", "limit", "used", "borrowed"]]
             + [
                 [
                     q.team,
@@ -281,9 +223,11 @@ def _quota_show(args: argparse.Namespace) -> int:
                     str(q.nominal),
                     _fmt(q.borrowing_limit),
                     _fmt(q.lending_limit),
-                    str(used.get((q.team, q.pool), 0)),
+                    str(q.limit),
+                    str(q.used),
+                    str(q.borrowed),
                 ]
-                for q in quotas
+                for q in view.quotas
             ]
         )
     )
@@ -301,37 +245,44 @@ def _quota_show(args: argparse.Namespace) -> int:
                     _fmt(lease.expires_at),
                     lease.key,
                 ]
-                for lease in active
+                for lease in view.leases
             ]
         )
     )
-    print("\nWaiting requests")
+    print(f"\nWaiting requests (in {view.policy} policy order)")
     print(
         _table(
-            [["task instance", "team", "pool", "gpus", "priority", "waiting (s)", "reason", "why"]]
+            [["task instance", "pool", "#", "team", "gpus", "priority", "waiting (s)", "reason", "why"]]
             + [
                 [
-                    r.key,
-                    r.team,
-                    r.pool,
-                    str(r.gpus),
-                    str(r.priority),
-                    f"{r.wait_seconds(now):.0f}",
-                    _reason_cell(r),
-                    r.wait_message or "",
+                    entry.key,
+                    entry.pool,
+                    str(entry.position),
+                    entry.team,
+                    str(entry.gpus),
+                    str(entry.priority),
+                    f"{entry.wait_seconds:.0f}",
+                    _reason_cell(entry.reason, entry.gpus_ahead),
+                    entry.reason_message or "",
                 ]
-                for r in waiting
+                for entry in view.queue
             ]
         )
     )
-    print("\nQueue wait of admitted requests (s)")
+    waits = view.waits
+    print(f"\nQueue wait of requests admitted in the last {view.window_hours:g} h (s)")
     print(
         _table(
             [["team", "admitted", "p50", "p95", "max"]]
             + [
-                [team, str(len(v)), f"{percentile(v, 50):.1f}", f"{percentile(v, 95):.1f}", f"{max(v):.1f}"]
-                for team, v in sorted(waits.items())
+                [t.team, str(t.admitted), _fmt(t.p50_seconds), _fmt(t.p95_seconds), _fmt(t.max_seconds)]
+                for t in waits.teams
             ]
+            + (
+                [["all", str(waits.admitted), _fmt(waits.p50_seconds), _fmt(waits.p95_seconds), ""]]
+                if waits.teams
+                else []
+            )
         )
     )
     return 0

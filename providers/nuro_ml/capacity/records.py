@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from nuro_ml.exceptions import CapacityError
+from nuro_ml.task_key import TaskKey
 
 #: Milli-GPUs in one GPU: the ledger counts GPU amounts in milli-GPUs.
 MILLI = 1000
@@ -40,10 +41,9 @@ class RequestState(StrEnum):
         return self is not RequestState.WAITING
 
 
-def lease_key(dag_id: str, run_id: str, task_id: str, map_index: int | None = -1) -> str:
+def lease_key(key: TaskKey) -> str:
     """Idempotency key of a task instance's lease: a retry of the same task gets the same key."""
-    index = -1 if map_index is None else int(map_index)
-    return f"{dag_id}/{run_id}/{task_id}/{index}"
+    return key.format()
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from urllib.parse import quote
 from airflow.sdk import BaseHook
 
 from nuro_ml.exceptions import StalePlanError, TerraformError, TerraformStateLockedError
+from nuro_ml.task_key import TaskKey
 from nuro_ml.terraform_support import commands
 from nuro_ml.terraform_support.binary import find_terraform_binary
 from nuro_ml.terraform_support.config import ModuleConfig
@@ -40,7 +41,7 @@ from nuro_ml.terraform_support.diagnostics import (
     parse_text_diagnostics,
 )
 from nuro_ml.terraform_support.events import EventCollector
-from nuro_ml.terraform_support.layout import EnvironmentLayout, RunKey, safe_component
+from nuro_ml.terraform_support.layout import EnvironmentLayout, safe_component
 from nuro_ml.terraform_support.masking import mask_value, redact_text
 from nuro_ml.terraform_support.plan import ChangeAction, PlanSummary, ResourceChange
 from nuro_ml.terraform_support.plugins import default_plugin_dir, ensure_plugin_mirror
@@ -165,7 +166,7 @@ class TerraformHook(BaseHook):
         plugin_dir: str | Path | None = None,
         terraform_bin: str | None = None,
         lock_timeout: str | int = "120s",
-        run_key: RunKey | None = None,
+        run_key: TaskKey | None = None,
         env: Mapping[str, str] | None = None,
         state_root: str | Path | None = None,
     ) -> None:
@@ -293,7 +294,7 @@ class TerraformHook(BaseHook):
         return self._runner
 
     def default_plan_file(self, *, suffix: str = ".tfplan") -> Path:
-        key = self.run_key or RunKey(dag_id="manual", run_id=f"pid-{os.getpid()}", task_id="terraform")
+        key = self.run_key or TaskKey(dag_id="manual", run_id=f"pid-{os.getpid()}", task_id="terraform")
         return self.layout.plan_file(self.workspace, key, suffix=suffix)
 
     # ----------------------------------------------------------------------------- running commands

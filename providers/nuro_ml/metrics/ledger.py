@@ -35,9 +35,9 @@ from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.policy import PolicyConfig, Snapshot, decide
 from nuro_ml.capacity.reasons import WaitReason, classify
 from nuro_ml.capacity.records import LeaseState, RequestState
+from nuro_ml.capacity.view import gpu_hour_prices, price_of
 from nuro_ml.metrics import catalogue as cat
 from nuro_ml.metrics.catalogue import Series
-from nuro_ml.ui.capacity_data import gpu_hour_prices, price_of
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from airflow.sdk import BaseOperator
 from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.records import lease_key
 from nuro_ml.exceptions import CapacityError
+from nuro_ml.task_key import TaskKey
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -169,8 +170,7 @@ class GpuLeaseReleaseOperator(BaseOperator):
                 )
                 return None
         elif self.sensor_task_id:
-            ti = context["ti"]
-            key = lease_key(ti.dag_id, ti.run_id, self.sensor_task_id, getattr(ti, "map_index", -1))
+            key = lease_key(TaskKey.of(context["ti"]).for_task(self.sensor_task_id))
             lease = ledger.release_key(key)
             if lease is None:
                 self.log.info("Task %s holds no lease and waits for none; nothing to release", key)

@@ -25,6 +25,7 @@ from nuro_ml.kube.naming import (
 from nuro_ml.kube.rayjob import RayJobSpec
 from nuro_ml.kube.status import RayJobInfo
 from nuro_ml.links.kuberay import DASHBOARD_URL_XCOM_KEY, KubeRayDashboardLink, dashboard_url
+from nuro_ml.task_key import TaskKey
 from nuro_ml.triggers.kuberay import KubeRayJobTrigger
 
 if TYPE_CHECKING:
@@ -172,26 +173,14 @@ class KubeRayJobOperator(BaseOperator):
 
     def _build_manifest(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
-        raw_index = getattr(ti, "map_index", None)
-        map_index = int(raw_index) if raw_index is not None else -1
-        dag_id, run_id, task_id = str(ti.dag_id), str(ti.run_id), str(ti.task_id)
-        annotations = identity_annotations(
-            dag_id=dag_id,
-            run_id=run_id,
-            task_id=task_id,
-            map_index=map_index,
-            try_number=int(getattr(ti, "try_number", 1) or 1),
-        )
-        labels = identity_labels(task_id=ti.task_id)
+        key = TaskKey.of(ti)
+        annotations = identity_annotations(key, try_number=int(getattr(ti, "try_number", 1) or 1))
+        labels = identity_labels(task_id=key.task_id)
         raw = self._raw_manifest()
         manifest_ns = ((raw or {}).get("metadata") or {}).get("namespace")
         namespace = self.namespace or manifest_ns or self.hook.get_namespace() or "default"
         manifest_name = ((raw or {}).get("metadata") or {}).get("name")
-        name = (
-            self.name
-            or manifest_name
-            or rayjob_name(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index)
-        )
+        name = self.name or manifest_name or rayjob_name(key)
         if raw is None:
             if not isinstance(self.rayjob, RayJobSpec):
                 raise RayJobSpecInvalidError(
@@ -230,7 +219,7 @@ class KubeRayJobOperator(BaseOperator):
     def _create_or_attach(self, manifest: dict[str, Any]) -> RayJobInfo:
         metadata = manifest["metadata"]
         name, namespace = metadata["name"], metadata["namespace"]
-        identity = metadata["annotations"][IDENTITY_ANNOTATION]
+        key = TaskKey.parse(metadata["annotations"][IDENTITY_ANNOTATION])
         for _ in range(3):
             try:
                 info = self.hook.create_rayjob(manifest=manifest)
@@ -240,11 +229,11 @@ class KubeRayJobOperator(BaseOperator):
                 existing = self.hook.get_rayjob(name=name, namespace=namespace)
             if existing is None:
                 continue  # deleted between our create and get: try creating again
-            if not owned_by(existing.annotations, identity):
+            if not owned_by(existing.annotations, key):
                 owner = existing.annotations.get(IDENTITY_ANNOTATION, "another owner")
                 raise KubeRayJobError(
                     f"RayJob {namespace}/{name} already exists but was not created by task instance "
-                    f"{identity} (it belongs to {owner}); set another name or namespace"
+                    f"{key} (it belongs to {owner}); set another name or namespace"
                 )
             if existing.deleting:
                 self.log.info("RayJob %s/%s from an earlier try is being deleted; waiting", namespace, name)

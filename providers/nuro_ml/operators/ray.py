@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
 import time
@@ -17,6 +16,7 @@ from nuro_ml.capacity.pinning import LEASE_NODES_ENV, LeasePlacement, lease_from
 from nuro_ml.exceptions import RayJobError
 from nuro_ml.hooks.ray import RayHook, RayHookProtocol, RayJobInfo, RayJobStatus
 from nuro_ml.links.ray import RAY_JOB_URL_XCOM_KEY, RAY_SUBMISSION_ID_XCOM_KEY, RayJobLink
+from nuro_ml.task_key import RAY_ID, TaskKey, slug
 from nuro_ml.triggers.ray import RayJobTrigger
 
 if TYPE_CHECKING:
@@ -37,28 +37,18 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 #: Ray prefixes lines printed by tasks and actors with ``(Name pid=N, ip=...)``.
 _RESULT_LINE = re.compile(r"^(?:\([^)]*\)\s+)?" + RESULT_MARKER + r"\s+(?P<json>\{.*\})\s*$")
 _CONNECTION_FIELDS = ("login", "password", "host", "port", "schema", "uri")
-_MAX_SLUG = 64
 _DIGEST_LENGTH = 12
 
 
-def task_instance_identity(*, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
-    """The key every remote side effect of a task instance is idempotent on."""
-    return f"{dag_id}/{run_id}/{task_id}/{map_index}"
-
-
-def derive_submission_id(*, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+def derive_submission_id(key: TaskKey) -> str:
     """The Ray submission id of a task instance's first job: ``<dag>-<task>[-<map index>]-<digest>``.
 
     The readable part is lower-cased, reduced to ``[a-z0-9_-]`` and cut to 64 characters; the 12
-    hex digits of sha256 over the full (dag_id, run_id, task_id, map_index) make it unique, so
-    every try of the task instance computes the same id, and different run ids never share one.
+    hex digits of sha256 over the full task key make it unique, so every try of the task
+    instance computes the same id, and different run ids never share one.
     """
-    identity = task_instance_identity(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index)
-    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:_DIGEST_LENGTH]
-    readable = f"{dag_id}-{task_id}" + (f"-{map_index}" if map_index >= 0 else "")
-    slug = re.sub(r"[^a-z0-9_-]+", "-", readable.lower())
-    slug = re.sub(r"-{2,}", "-", slug).strip("-_")[:_MAX_SLUG].rstrip("-_")
-    return f"{slug}-{digest}" if slug else digest
+    readable = slug(f"{key.dag_id}-{key.task_id}" + (f"-{key.map_index}" if key.mapped else ""), RAY_ID)
+    return f"{readable}-{key.digest(_DIGEST_LENGTH)}" if readable else key.digest(_DIGEST_LENGTH)
 
 
 def retry_submission_id(base: str, try_number: int) -> str:
@@ -308,15 +298,9 @@ class RayJobOperator(BaseOperator):
 
     def _attach_or_submit(self, context: Context) -> RayJobInfo:
         ti = context["ti"]
-        map_index = getattr(ti, "map_index", -1)
-        map_index = -1 if map_index is None else int(map_index)
-        identity = task_instance_identity(
-            dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=map_index
-        )
+        key = TaskKey.of(ti)
         try_number = int(getattr(ti, "try_number", 1) or 1)
-        base = self.submission_id or derive_submission_id(
-            dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=map_index
-        )
+        base = self.submission_id or derive_submission_id(key)
 
         latest: RayJobInfo | None = None
         for candidate in reversed(submission_id_candidates(base, try_number)):
@@ -324,7 +308,7 @@ class RayJobOperator(BaseOperator):
             if latest is not None:
                 break
         if latest is not None:
-            self._check_owner(latest, identity)
+            self._check_owner(latest, key)
             same_try = latest.metadata.get(TRY_NUMBER_METADATA_KEY) == str(try_number)
             if not latest.status.is_unsuccessful_end() or same_try:
                 self.log.info(
@@ -342,21 +326,21 @@ class RayJobOperator(BaseOperator):
             submission_id = retry_submission_id(base, try_number)
         else:
             submission_id = base
-        return self._submit(submission_id, run_key=base, identity=identity, try_number=try_number)
+        return self._submit(submission_id, run_key=base, key=key, try_number=try_number)
 
-    def _check_owner(self, info: RayJobInfo, identity: str) -> None:
+    def _check_owner(self, info: RayJobInfo, key: TaskKey) -> None:
         owner = info.metadata.get(TASK_INSTANCE_METADATA_KEY)
-        if owner != identity:
+        if owner != key.format():
             raise RayJobError(
                 f"Ray job {info.submission_id!r} on {self.hook.address} belongs to "
-                f"{owner or 'a submission outside Airflow'}, not to task instance {identity}; "
+                f"{owner or 'a submission outside Airflow'}, not to task instance {key}; "
                 "refusing to adopt it (set another submission_id)"
             )
 
-    def _submit(self, submission_id: str, *, run_key: str, identity: str, try_number: int) -> RayJobInfo:
+    def _submit(self, submission_id: str, *, run_key: str, key: TaskKey, try_number: int) -> RayJobInfo:
         runtime_env, secret_vars = self.build_runtime_env(submission_id=submission_id, run_key=run_key)
         metadata = {str(k): str(v) for k, v in (self.metadata or {}).items()}
-        metadata[TASK_INSTANCE_METADATA_KEY] = identity
+        metadata[TASK_INSTANCE_METADATA_KEY] = key.format()
         metadata[TRY_NUMBER_METADATA_KEY] = str(try_number)
         self.log.info(
             "Submitting Ray job %s to %s: %s (runtime_env %s)",
@@ -384,7 +368,7 @@ class RayJobOperator(BaseOperator):
             existing = self.hook.find_job(submission_id)
             if existing is None:
                 raise
-            self._check_owner(existing, identity)
+            self._check_owner(existing, key)
             self.log.info("Ray job %s was submitted concurrently; attaching to it", submission_id)
             return existing
         return self.hook.get_job_info(submission_id)

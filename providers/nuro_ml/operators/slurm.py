@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from airflow.sdk import BaseOperator
 
@@ -18,6 +14,7 @@ from nuro_ml import settings
 from nuro_ml.capacity.pinning import LeasePlacement, lease_from_xcom
 from nuro_ml.exceptions import SlurmJobError
 from nuro_ml.hooks.slurm import SlurmHook, SlurmHookProtocol, SlurmJobInfo, SlurmJobSpec
+from nuro_ml.task_key import SLURM_NAME, TaskKey, digest, slug
 from nuro_ml.triggers.slurm import SlurmJobTrigger
 
 if TYPE_CHECKING:
@@ -27,30 +24,20 @@ if TYPE_CHECKING:
 #: XCom key holding the Slurm job id, pushed as soon as the job exists.
 XCOM_JOB_ID = "slurm_job_id"
 
-_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+#: Prefix of the job comment that carries the task key.
+COMMENT_PREFIX = "nuro-ml:"
+_NAME_DIGEST_LENGTH = 12
 
 
-@dataclass(frozen=True)
-class SlurmTaskKey:
-    """The task instance a job belongs to; a retried try finds its job again through it."""
+def job_comment(key: TaskKey) -> str:
+    """Stored as the job's comment: readable, and free of spaces, ``|`` and ``/`` in parts."""
+    return COMMENT_PREFIX + key.quoted()
 
-    dag_id: str
-    run_id: str
-    task_id: str
-    map_index: int = -1
 
-    @property
-    def comment(self) -> str:
-        """Stored as the job's comment: readable, and free of spaces, ``|`` and ``/`` in parts."""
-        parts = (self.dag_id, self.run_id, self.task_id, str(self.map_index))
-        return "nuro-ml:" + "/".join(quote(p, safe=":+-_.~") for p in parts)
-
-    @property
-    def job_name(self) -> str:
-        """``<dag_id>.<task_id>.<digest>``: recognisable in squeue, distinct per task instance."""
-        digest = hashlib.sha256(self.comment.encode()).hexdigest()[:12]
-        readable = _NAME_UNSAFE.sub("_", f"{self.dag_id}.{self.task_id}")[:80]
-        return f"{readable}.{digest}"
+def job_name(key: TaskKey) -> str:
+    """``<dag_id>.<task_id>.<digest>``: recognisable in squeue, distinct per task instance."""
+    readable = slug(f"{key.dag_id}.{key.task_id}", SLURM_NAME)
+    return f"{readable}.{digest(job_comment(key), _NAME_DIGEST_LENGTH)}"
 
 
 class SlurmJobOperator(BaseOperator):
@@ -188,12 +175,10 @@ class SlurmJobOperator(BaseOperator):
         return SlurmHook(slurm_conn_id=self.slurm_conn_id, slurm_conf=self.slurm_conf)
 
     @staticmethod
-    def task_key(context: Context) -> SlurmTaskKey:
-        ti = context["ti"]
-        map_index = getattr(ti, "map_index", -1)
-        return SlurmTaskKey(ti.dag_id, ti.run_id, ti.task_id, -1 if map_index is None else int(map_index))
+    def task_key(context: Context) -> TaskKey:
+        return TaskKey.of(context["ti"])
 
-    def build_spec(self, key: SlurmTaskKey, placement: LeasePlacement | None = None) -> SlurmJobSpec:
+    def build_spec(self, key: TaskKey, placement: LeasePlacement | None = None) -> SlurmJobSpec:
         """The job this task instance submits; pinned to ``placement``'s nodes when given."""
         working_directory = self.working_directory
         if working_directory is None:
@@ -203,8 +188,8 @@ class SlurmJobOperator(BaseOperator):
         return SlurmJobSpec(
             script=self.script,
             script_path=self.script_path,
-            name=self.job_name or key.job_name,
-            comment=key.comment,
+            name=self.job_name or job_name(key),
+            comment=job_comment(key),
             partition=self.partition,
             account=self.account,
             gpus=placement.gpus_per_node if placement is not None else self.gpus,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,16 +13,15 @@ from airflow.sdk import BaseOperator
 
 from nuro_ml import settings
 from nuro_ml.exceptions import ETLError
+from nuro_ml.task_key import TaskKey
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 
-def run_key_for(dag_id: str, run_id: str, task_id: str, map_index: int | None) -> str:
-    """Key of one task attempt's outputs; retries of the same task instance reuse it."""
-    raw = f"{dag_id}__{run_id}__{task_id}__{-1 if map_index is None else map_index}"
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
+#: Joins the task key's parts in ETL run keys (``<dag>__<run>__<task>__<map index>``).
+RUN_KEY_SEPARATOR = "__"
 
 
 class MCAPToParquetOperator(BaseOperator):
@@ -146,7 +144,7 @@ class MCAPToParquetOperator(BaseOperator):
             quarantine_path=str(self.quarantine_path or settings.quarantine_dir()),
             vehicles=list(vehicles) if vehicles else None,
             max_bad_file_share=self.max_bad_file_share,
-            run_key=run_key_for(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1)),
+            run_key=TaskKey.of(ti).joined(RUN_KEY_SEPARATOR),
             grid_hz=self.grid_hz,
             scene_seconds=self.scene_seconds,
             hard_brake_bar=self.hard_brake_bar,

@@ -21,12 +21,12 @@ from airflow.sdk import BaseOperator, TaskGroup, TriggerRule
 
 from nuro_ml.exceptions import TerraformError
 from nuro_ml.hooks.terraform import TerraformHook, terraform_output_log
+from nuro_ml.task_key import TaskKey
 from nuro_ml.terraform_support.approval import (
     DEFAULT_APPROVAL_ACTIONS,
     approval_actions,
     changes_needing_approval,
 )
-from nuro_ml.terraform_support.layout import RunKey
 from nuro_ml.terraform_support.plan import PlanSummary
 
 if TYPE_CHECKING:
@@ -43,18 +43,6 @@ _COMMON_TEMPLATE_FIELDS: tuple[str, ...] = (
     "backend_config",
     "env",
 )
-
-
-def run_key_from_context(context: Context) -> RunKey:
-    """The (dag_id, run_id, task_id, map_index) key of the running task instance."""
-    ti = context["ti"]
-    map_index = getattr(ti, "map_index", -1)
-    return RunKey(
-        dag_id=str(ti.dag_id),
-        run_id=str(ti.run_id),
-        task_id=str(ti.task_id),
-        map_index=int(map_index if map_index is not None else -1),
-    )
 
 
 class _TerraformBaseOperator(BaseOperator):
@@ -110,7 +98,7 @@ class _TerraformBaseOperator(BaseOperator):
             plugin_dir=self.plugin_dir,
             terraform_bin=self.terraform_bin,
             lock_timeout=self.lock_timeout,
-            run_key=run_key_from_context(context),
+            run_key=TaskKey.of(context["ti"]),
             env=self.env,
         )
 

@@ -17,6 +17,7 @@ from nuro_ml.capacity.policy import get_policy
 from nuro_ml.capacity.reasons import ReasonLog, WaitRecord
 from nuro_ml.capacity.records import LeaseRequest, RequestState, lease_key
 from nuro_ml.exceptions import CapacityError, QuotaExceededError
+from nuro_ml.task_key import TaskKey
 from nuro_ml.triggers.gpu_capacity import GpuCapacityTrigger
 
 if TYPE_CHECKING:
@@ -150,8 +151,7 @@ class GpuCapacitySensor(BaseSensorOperator):
         return ledger
 
     def _key(self, context: Context) -> str:
-        ti = context["ti"]
-        return lease_key(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
+        return lease_key(TaskKey.of(context["ti"]))
 
     def _request(self, key: str, deadline: datetime | None = None) -> LeaseRequest:
         return LeaseRequest(

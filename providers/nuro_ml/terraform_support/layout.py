@@ -12,33 +12,22 @@ of the task), so parallel tasks never share ``.terraform``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from nuro_ml import settings
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+from nuro_ml.task_key import PATH_COMPONENT, TaskKey, slug
 
 
 def safe_component(value: str) -> str:
     """A path component from an arbitrary id (run ids contain ``:`` and ``+``)."""
-    cleaned = _UNSAFE.sub("_", value).strip("._")
-    return cleaned or "_"
+    return slug(value, PATH_COMPONENT)
 
 
-@dataclass(frozen=True)
-class RunKey:
-    """The task instance a Terraform run belongs to: (dag_id, run_id, task_id, map_index)."""
-
-    dag_id: str
-    run_id: str
-    task_id: str
-    map_index: int = -1
-
-    def parts(self) -> list[str]:
-        leaf = self.task_id if self.map_index < 0 else f"{self.task_id}.{self.map_index}"
-        return [safe_component(self.dag_id), safe_component(self.run_id), safe_component(leaf)]
+def plan_parts(key: TaskKey) -> list[str]:
+    """``<dag_id>/<run_id>/<task_id>[.<map_index>]``: where a task instance's plan is saved."""
+    leaf = f"{key.task_id}.{key.map_index}" if key.mapped else key.task_id
+    return [safe_component(key.dag_id), safe_component(key.run_id), safe_component(leaf)]
 
 
 @dataclass(frozen=True)
@@ -64,6 +53,6 @@ class EnvironmentLayout:
             return self.state_file
         return self.workspace_dir / workspace / "terraform.tfstate"
 
-    def plan_file(self, workspace: str, key: RunKey, *, suffix: str = ".tfplan") -> Path:
-        *dirs, leaf = key.parts()
+    def plan_file(self, workspace: str, key: TaskKey, *, suffix: str = ".tfplan") -> Path:
+        *dirs, leaf = plan_parts(key)
         return self.root.joinpath("plans", safe_component(workspace), *dirs, leaf + suffix)

@@ -15,6 +15,7 @@ Bodies and parameters are validated by pydantic (422 with the field at fault).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,8 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nuro_ml.capacity import view
+from nuro_ml.capacity.policy import POLICIES
 from nuro_ml.exceptions import CapacityError
 from nuro_ml.metrics.endpoint import create_router as metrics_router
 from nuro_ml.ui import auth, capacity_data
@@ -41,6 +44,13 @@ Hours = Annotated[
     float, Query(gt=0, le=24 * 90, description="Window of the usage chart and costs, in hours.")
 ]
 Buckets = Annotated[int, Query(ge=1, le=288, description="Bars in the usage chart.")]
+Policy = Annotated[
+    str,
+    Query(
+        pattern="^(" + "|".join(re.escape(name) for name in POLICIES) + ")$",
+        description="Admission policy whose order the queue shows.",
+    ),
+]
 
 _templates = Environment(
     loader=PackageLoader("nuro_ml.ui", "templates"), autoescape=select_autoescape(["html"])
@@ -84,9 +94,9 @@ class Me(BaseModel):
     admin: bool
 
 
-def _overview(hours: float, buckets: int) -> capacity_data.CapacityOverview:
+def _overview(hours: float, buckets: int, policy: str = "fair") -> view.CapacityOverview:
     try:
-        return capacity_data.overview(hours=hours, buckets=buckets)
+        return capacity_data.overview(hours=hours, buckets=buckets, policy=policy)
     except CapacityError as err:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"quota ledger unavailable: {err}"
@@ -119,9 +129,9 @@ def create_app() -> FastAPI:
 
     @app.get("/capacity", response_class=HTMLResponse, summary="The GPU capacity page")
     def capacity_page(
-        request: Request, user: User, hours: Hours = 24.0, buckets: Buckets = 24
+        request: Request, user: User, hours: Hours = 24.0, buckets: Buckets = 24, policy: Policy = "fair"
     ) -> HTMLResponse:
-        data = _overview(hours, buckets)
+        data = _overview(hours, buckets, policy)
         body = _templates.get_template("capacity.html").render(
             data=data,
             chart=usage_svg(data.usage),
@@ -131,28 +141,26 @@ def create_app() -> FastAPI:
         )
         return HTMLResponse(body)
 
-    @app.get("/api/capacity", response_model=capacity_data.CapacityOverview, summary="Everything on the page")
-    def capacity(user: User, hours: Hours = 24.0, buckets: Buckets = 24) -> capacity_data.CapacityOverview:
-        return _overview(hours, buckets)
+    @app.get("/api/capacity", response_model=view.CapacityOverview, summary="Everything on the page")
+    def capacity(
+        user: User, hours: Hours = 24.0, buckets: Buckets = 24, policy: Policy = "fair"
+    ) -> view.CapacityOverview:
+        return _overview(hours, buckets, policy)
 
-    @app.get(
-        "/api/quotas", response_model=list[capacity_data.QuotaView], summary="Team quotas and their usage"
-    )
-    def quotas(user: User) -> list[capacity_data.QuotaView]:
+    @app.get("/api/quotas", response_model=list[view.QuotaView], summary="Team quotas and their usage")
+    def quotas(user: User) -> list[view.QuotaView]:
         return _overview(24.0, 1).quotas
 
-    @app.get("/api/queue", response_model=list[capacity_data.QueueEntry], summary="Requests waiting for GPUs")
-    def queue(user: User) -> list[capacity_data.QueueEntry]:
-        return _overview(24.0, 1).queue
+    @app.get("/api/queue", response_model=list[view.QueueEntry], summary="Requests waiting for GPUs")
+    def queue(user: User, policy: Policy = "fair") -> list[view.QueueEntry]:
+        return _overview(24.0, 1, policy).queue
 
     @app.get("/api/me", response_model=Me, summary="The caller and whether they may change quotas")
     def me(user: User) -> Me:
         return Me(name=user.get_name(), admin=auth.is_admin(user))
 
-    @app.put(
-        "/api/quotas/{pool}/{team}", response_model=capacity_data.QuotaView, summary="Set a team's quota"
-    )
-    def put_quota(pool: PoolName, team: Team, body: QuotaBody, user: Admin) -> capacity_data.QuotaView:
+    @app.put("/api/quotas/{pool}/{team}", response_model=view.QuotaView, summary="Set a team's quota")
+    def put_quota(pool: PoolName, team: Team, body: QuotaBody, user: Admin) -> view.QuotaView:
         if not capacity_data.pool_exists(pool):
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"pool {pool!r} is not registered")
         capacity_data.set_quota(
@@ -172,10 +180,8 @@ def create_app() -> FastAPI:
             )
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
-    @app.put(
-        "/api/pools/{pool}", response_model=capacity_data.PoolView, summary="Register a pool or resize it"
-    )
-    def put_pool(pool: PoolName, body: PoolBody, user: Admin) -> capacity_data.PoolView:
+    @app.put("/api/pools/{pool}", response_model=view.PoolView, summary="Register a pool or resize it")
+    def put_pool(pool: PoolName, body: PoolBody, user: Admin) -> view.PoolView:
         capacity_data.set_pool(pool, capacity=body.capacity, gpu_type=body.gpu_type)
         return next(p for p in _overview(24.0, 1).pools if p.name == pool)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from markupsafe import Markup, escape
 
-from nuro_ml.ui.capacity_data import Usage
+from nuro_ml.capacity.view import Usage
 
 WIDTH, HEIGHT = 760, 220
 LEFT, RIGHT, TOP, BOTTOM = 40, 10, 10, 28

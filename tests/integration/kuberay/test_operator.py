@@ -13,6 +13,7 @@ from nuro_ml.exceptions import KubeRayJobError, RayJobSpecInvalidError
 from nuro_ml.kube.naming import rayjob_name
 from nuro_ml.kube.rayjob import RayJobSpec, WorkerGroup
 from nuro_ml.operators.kuberay import KubeRayJobOperator
+from nuro_ml.task_key import TaskKey
 from nuro_ml.triggers.kuberay import KubeRayJobTrigger
 
 from tests.fixtures.kube_api import JobScript, KubeApiStandIn
@@ -43,7 +44,9 @@ def make_operator(conn_id: str, rayjob: object, **kwargs: object) -> KubeRayJobO
 
 
 def expected_name(ti: TaskInstanceStub) -> str:
-    return rayjob_name(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index)
+    return rayjob_name(
+        TaskKey(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index)
+    )
 
 
 def test_success_defers_reports_dashboard_and_returns_the_object(kube_api: KubeApiStandIn, conn_id: str, ti):

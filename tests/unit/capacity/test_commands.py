@@ -43,17 +43,26 @@ def test_quota_set_show_release(ledger_url: str, capsys: pytest.CaptureFixture[s
 
     assert main(["quota", "--ledger-url", ledger_url, "show", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["pools"] == [{"name": "a100", "capacity": 8, "gpu_type": "A100", "leased": 3}]
+    [pool] = shown["pools"]
+    assert (pool["name"], pool["capacity"], pool["gpu_type"], pool["used"], pool["free"]) == (
+        "a100",
+        8,
+        "A100",
+        3,
+        5,
+    )
     assert shown["quotas"][0] == {
         "team": "perception",
         "pool": "a100",
         "nominal": 6,
         "borrowing_limit": None,
         "lending_limit": 2,
+        "limit": 8,
         "used": 3,
+        "borrowed": 0,
     }
     assert [entry["lease_id"] for entry in shown["leases"]] == [lease.lease_id]
-    assert [entry["key"] for entry in shown["waiting"]] == ["train/r2/wait/-1"]
+    assert [entry["key"] for entry in shown["queue"]] == ["train/r2/wait/-1"]
 
     assert main(["quota", "--ledger-url", ledger_url, "show"]) == 0
     table = capsys.readouterr().out

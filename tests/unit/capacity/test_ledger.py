@@ -11,6 +11,7 @@ from nuro_ml.capacity import schema
 from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.records import LeaseRequest, LeaseState, RequestState, lease_key
 from nuro_ml.exceptions import CapacityError, QuotaExceededError
+from nuro_ml.task_key import TaskKey
 
 from tests.unit.capacity.ledger_checks import check_invariants, ops_strategy, run_workers, setup_pool
 from tests.unit.capacity.stubs import Clock
@@ -69,7 +70,7 @@ def test_acquire_never_exceeds_capacity_or_quota(ledger: QuotaLedger):
 
 
 def test_retried_task_gets_its_own_lease_back(ledger: QuotaLedger):
-    key = lease_key("train", "manual__1", "wait_for_gpus", -1)
+    key = lease_key(TaskKey("train", "manual__1", "wait_for_gpus", -1))
     lease = ledger.try_acquire(request(key, gpus=2))
     again = ledger.try_acquire(request(key, gpus=2))
     assert again is not None and again.lease_id == lease.lease_id

@@ -75,7 +75,7 @@ def test_quota_show_lists_the_reasons(ledger_url: str, capsys: pytest.CaptureFix
     build_reason_queue(ledger_url)
     capsys.readouterr()
     assert main(["quota", "--ledger-url", ledger_url, "show", "--json"]) == 0
-    waiting = {w["key"]: w for w in json.loads(capsys.readouterr().out)["waiting"]}
+    waiting = {w["key"]: w for w in json.loads(capsys.readouterr().out)["queue"]}
     assert {key: w["reason"] for key, w in waiting.items()} == EXPECTED
     assert waiting["planning_train/run_2/gate/-1"]["gpus_ahead"] == 4
     assert waiting["perception_train/run_1/gate/-1"]["reason_message"] == (

@@ -9,6 +9,7 @@ from nuro_ml.kube.naming import rayjob_name
 from nuro_ml.kube.rayjob import GpuScheduling, HeadGroup, RayJobSpec, Toleration, WorkerGroup
 from nuro_ml.kube.status import JobDeploymentStatus, RayJobInfo, RayJobStatus
 from nuro_ml.kube.validation import is_dns1035_label
+from nuro_ml.task_key import TaskKey
 from pydantic import ValidationError
 
 
@@ -134,17 +135,21 @@ def test_model_level_errors():
 
 
 def test_names_are_stable_unique_and_valid():
-    first = rayjob_name(dag_id="av", run_id="manual__2026-01-01T00:00:00+00:00", task_id="Train_On.KubeRay")
+    first = rayjob_name(
+        TaskKey(dag_id="av", run_id="manual__2026-01-01T00:00:00+00:00", task_id="Train_On.KubeRay")
+    )
     assert first == rayjob_name(
-        dag_id="av", run_id="manual__2026-01-01T00:00:00+00:00", task_id="Train_On.KubeRay"
+        TaskKey(dag_id="av", run_id="manual__2026-01-01T00:00:00+00:00", task_id="Train_On.KubeRay")
     )
     assert first.startswith("train-on-kuberay-")
     mapped = rayjob_name(
-        dag_id="av", run_id="manual__2026-01-01T00:00:00+00:00", task_id="Train_On.KubeRay", map_index=3
+        TaskKey(
+            dag_id="av", run_id="manual__2026-01-01T00:00:00+00:00", task_id="Train_On.KubeRay", map_index=3
+        )
     )
     assert mapped != first
-    long_name = rayjob_name(dag_id="d", run_id="r", task_id="x" * 200)
-    odd = rayjob_name(dag_id="d", run_id="r", task_id="42_train")
+    long_name = rayjob_name(TaskKey(dag_id="d", run_id="r", task_id="x" * 200))
+    odd = rayjob_name(TaskKey(dag_id="d", run_id="r", task_id="42_train"))
     for name in (first, mapped, long_name, odd):
         assert len(name) <= 47 and is_dns1035_label(name), name
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -179,6 +180,9 @@ def test_window_and_buckets_are_validated(client, tokens):
         client.get("/api/capacity", params={"buckets": 1000}, headers=bearer(tokens["viewer"])).status_code
         == 422
     )
+    response = client.get("/api/queue", params={"policy": "lottery"}, headers=bearer(tokens["viewer"]))
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "policy"]
 
 
 def test_page_renders_for_a_user_logged_in_through_the_ui_cookie(client, tokens):
@@ -320,3 +324,97 @@ def test_queue_api_and_page_say_why_each_request_waits(client, tokens, tmp_path,
     assert (
         "<code>pool_short</code>" in page.split('data-key="mapping_train/run_1/gate/-1"')[1].split("</tr>")[0]
     )
+
+
+def test_cli_page_data_and_api_show_one_capacity_view(client, tokens, tmp_path, monkeypatch, capsys):
+    """One ledger state, three readers: ``nuro-ml quota show --json``, the page's data and the API.
+
+    The state holds a lease still marked active whose TTL ran out, admitted requests whose waits
+    tell linear-interpolated percentiles from nearest-rank ones, and a queue the fair policy
+    orders differently from priority-then-arrival.
+    """
+    from nuro_ml.capacity import ledger as ledger_module
+    from nuro_ml.capacity.policy import decide
+    from nuro_ml.cli import main
+    from nuro_ml.ui.capacity_data import overview
+
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    url = f"sqlite:///{tmp_path / 'views.db'}"
+
+    def at(seconds_ago: float) -> QuotaLedger:
+        return QuotaLedger(url, clock=lambda: now - timedelta(seconds=seconds_ago))
+
+    setup = at(6 * 3600)
+    setup.upsert_pool("a100", capacity=8, gpu_type="A100")
+    setup.upsert_pool("h100", capacity=4, gpu_type="H100")
+    setup.upsert_quota("perception", "a100", nominal=4, borrowing_limit=4)
+    setup.upsert_quota("mapping", "a100", nominal=4)
+    setup.upsert_quota("mapping", "h100", nominal=4)
+    # Admitted after waiting 60 s, 120 s and 600 s, then released.
+    for number, wait in enumerate((60, 120, 600)):
+        request = LeaseRequest(key=f"hd_maps/run_{number}/gate/-1", team="mapping", pool="h100", gpus=1)
+        at(3 * 3600).enqueue(request)
+        lease = at(3 * 3600 - wait).try_acquire(request)
+        assert lease is not None
+        at(3 * 3600 - wait - 1).release(lease.lease_id)
+    held = at(3600).acquire(
+        LeaseRequest(key="nightly/scheduled__2026-11-24/gate/-1", team="perception", pool="a100", gpus=6)
+    )
+    # Its holder died: the TTL ran out an hour ago, and no admission round has expired it yet.
+    expired = at(2 * 3600).acquire(
+        LeaseRequest(key="maps/manual__1/gate/-1", team="mapping", pool="h100", gpus=3, ttl_seconds=3600)
+    )
+    perception = LeaseRequest(
+        key="nightly/manual__2/gate/-1", team="perception", pool="a100", gpus=2, poll_interval=900
+    )
+    mapping = LeaseRequest(
+        key="hd_maps/run_9/gate/-1", team="mapping", pool="a100", gpus=4, poll_interval=900
+    )
+    at(300).enqueue(perception)
+    at(200).enqueue(mapping)
+
+    monkeypatch.setattr(ledger_module, "_utcnow", lambda: now)
+    monkeypatch.setenv("NURO_ML_LEDGER_URL", url)
+    capsys.readouterr()
+    assert main(["quota", "--ledger-url", url, "show", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert cli.pop("ledger") == f"sqlite:///{tmp_path / 'views.db'}"
+    page = overview(hours=24, buckets=1).model_dump(mode="json")
+    api = client.get("/api/capacity", params={"buckets": 1}, headers=bearer(tokens["viewer"])).json()
+
+    assert cli == page == api
+    assert client.get("/api/queue", headers=bearer(tokens["viewer"])).json() == page["queue"]
+    assert client.get("/api/quotas", headers=bearer(tokens["viewer"])).json() == page["quotas"]
+
+    # The expired lease holds nothing anywhere.
+    assert [lease["lease_id"] for lease in page["leases"]] == [held.lease_id]
+    assert expired.lease_id not in json.dumps(page)
+    pools = {pool["name"]: pool for pool in page["pools"]}
+    assert (pools["a100"]["used"], pools["h100"]["used"], pools["h100"]["free"]) == (6, 0, 4)
+    quotas = {(q["team"], q["pool"]): q["used"] for q in page["quotas"]}
+    assert quotas == {("perception", "a100"): 6, ("mapping", "a100"): 0, ("mapping", "h100"): 0}
+
+    # The queue is in the policy's order: perception holds most of the pool, so mapping's later
+    # request goes first under fair share, not the earlier one as priority-then-arrival would have it.
+    decision = decide(QuotaLedger(url).snapshot(), "fair")
+    assert [entry["key"] for entry in page["queue"]] == sorted(decision.position, key=decision.position.get)
+    assert [(entry["key"], entry["position"]) for entry in page["queue"]] == [
+        (mapping.key, 1),
+        (perception.key, 2),
+    ]
+    # Under FIFO the earlier request goes first, in every reader.
+    fifo = client.get("/api/queue", params={"policy": "fifo"}, headers=bearer(tokens["viewer"])).json()
+    assert [entry["key"] for entry in fifo] == [perception.key, mapping.key]
+    assert main(["quota", "--ledger-url", url, "show", "--json", "--policy", "fifo"]) == 0
+    assert json.loads(capsys.readouterr().out)["queue"] == fifo
+    assert main(["quota", "--ledger-url", url, "show", "--policy", "lottery"]) == 2
+    assert "--policy: unknown admission policy 'lottery'" in capsys.readouterr().err
+
+    # Linear interpolation over the admitted waits: 0 s for the two leases taken at once, then
+    # 60, 120 and 600 s (nearest rank gives 600 s for the p95 of all five).
+    waits = page["waits"]
+    assert (waits["admitted"], waits["p50_seconds"], waits["p95_seconds"]) == (5, 60.0, 504.0)
+    assert waits["teams"] == [
+        {"team": "mapping", "admitted": 4, "p50_seconds": 90.0, "p95_seconds": 528.0, "max_seconds": 600.0},
+        {"team": "perception", "admitted": 1, "p50_seconds": 0.0, "p95_seconds": 0.0, "max_seconds": 0.0},
+    ]

@@ -20,6 +20,7 @@ from nuro_ml.operators.ray import (
     retry_submission_id,
     submission_id_candidates,
 )
+from nuro_ml.task_key import TaskKey
 from nuro_ml.triggers.ray import RayJobTrigger
 
 from tests.unit.ray.stubs import FakeRayHook, TaskInstanceStub
@@ -35,7 +36,7 @@ def identity(ti: TaskInstanceStub) -> str:
 
 def base_id(ti: TaskInstanceStub) -> str:
     return derive_submission_id(
-        dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index
+        TaskKey(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index)
     )
 
 
@@ -51,20 +52,26 @@ def make_operator(hook: FakeRayHook, **kwargs: object) -> RayJobOperator:
 
 
 def test_submission_id_is_stable_readable_and_keyed_by_the_task_instance() -> None:
-    sid = derive_submission_id(dag_id="av_training_pipeline", run_id="manual__2026-11-24", task_id="train")
+    sid = derive_submission_id(
+        TaskKey(dag_id="av_training_pipeline", run_id="manual__2026-11-24", task_id="train")
+    )
     digest = hashlib.sha256(b"av_training_pipeline/manual__2026-11-24/train/-1").hexdigest()[:12]
     assert sid == f"av_training_pipeline-train-{digest}"
     assert sid == derive_submission_id(
-        dag_id="av_training_pipeline", run_id="manual__2026-11-24", task_id="train"
+        TaskKey(dag_id="av_training_pipeline", run_id="manual__2026-11-24", task_id="train")
     )
     others = {
-        derive_submission_id(dag_id="av_training_pipeline", run_id="manual__2026-11-25", task_id="train"),
-        derive_submission_id(dag_id="av_training_pipeline", run_id="manual__2026-11-24", task_id="eval"),
         derive_submission_id(
-            dag_id="av_training_pipeline", run_id="manual__2026-11-24", task_id="train", map_index=0
+            TaskKey(dag_id="av_training_pipeline", run_id="manual__2026-11-25", task_id="train")
         ),
         derive_submission_id(
-            dag_id="av_training_pipeline", run_id="manual__2026-11-24", task_id="train", map_index=1
+            TaskKey(dag_id="av_training_pipeline", run_id="manual__2026-11-24", task_id="eval")
+        ),
+        derive_submission_id(
+            TaskKey(dag_id="av_training_pipeline", run_id="manual__2026-11-24", task_id="train", map_index=0)
+        ),
+        derive_submission_id(
+            TaskKey(dag_id="av_training_pipeline", run_id="manual__2026-11-24", task_id="train", map_index=1)
         ),
     }
     assert sid not in others and len(others) == 4
@@ -72,7 +79,9 @@ def test_submission_id_is_stable_readable_and_keyed_by_the_task_instance() -> No
 
 def test_submission_id_is_sanitized_and_bounded() -> None:
     sid = derive_submission_id(
-        dag_id="Team A: Träining/DAG" + "x" * 200, run_id="r", task_id="task.group.train", map_index=3
+        TaskKey(
+            dag_id="Team A: Träining/DAG" + "x" * 200, run_id="r", task_id="task.group.train", map_index=3
+        )
     )
     assert re.fullmatch(r"[a-z0-9_-]+", sid)
     assert len(sid) <= 64 + 1 + 12

@@ -7,7 +7,8 @@ import pytest
 from airflow.sdk import DAG
 from nuro_ml.exceptions import SlurmJobError
 from nuro_ml.hooks.slurm import SlurmHook, SlurmJobInfo, SlurmJobState
-from nuro_ml.operators.slurm import SlurmJobOperator, SlurmTaskKey
+from nuro_ml.operators.slurm import SlurmJobOperator, job_comment, job_name
+from nuro_ml.task_key import TaskKey
 
 from tests.fixtures.slurm import task_context
 
@@ -57,19 +58,15 @@ def test_deferrable_by_default():
 
 
 def test_task_key_names_and_comments():
-    key = SlurmTaskKey("av pipeline", "manual__2024-01-01T00:00:00+00:00", "train", 3)
-    assert key.comment == "nuro-ml:av%20pipeline/manual__2024-01-01T00:00:00+00:00/train/3"
-    assert key.job_name.startswith("av_pipeline.train.")
-    assert " " not in key.job_name and "|" not in key.comment
+    key = TaskKey("av pipeline", "manual__2024-01-01T00:00:00+00:00", "train", 3)
+    assert job_comment(key) == "nuro-ml:av%20pipeline/manual__2024-01-01T00:00:00+00:00/train/3"
+    assert job_name(key).startswith("av_pipeline.train.")
+    assert " " not in job_name(key) and "|" not in job_comment(key)
     # Same task instance -> same name; another map index or run -> another name.
-    assert (
-        key.job_name == SlurmTaskKey("av pipeline", "manual__2024-01-01T00:00:00+00:00", "train", 3).job_name
-    )
-    assert (
-        key.job_name != SlurmTaskKey("av pipeline", "manual__2024-01-01T00:00:00+00:00", "train", 4).job_name
-    )
-    assert key.job_name != SlurmTaskKey("av pipeline", "scheduled__2024-01-02", "train", 3).job_name
-    assert "/" not in SlurmTaskKey("a/b", "r", "t").comment.removeprefix("nuro-ml:").replace("/", "", 3)
+    assert job_name(key) == job_name(TaskKey("av pipeline", "manual__2024-01-01T00:00:00+00:00", "train", 3))
+    assert job_name(key) != job_name(TaskKey("av pipeline", "manual__2024-01-01T00:00:00+00:00", "train", 4))
+    assert job_name(key) != job_name(TaskKey("av pipeline", "scheduled__2024-01-02", "train", 3))
+    assert "/" not in job_comment(TaskKey("a/b", "r", "t")).removeprefix("nuro-ml:").replace("/", "", 3)
 
 
 def test_spec_defaults_come_from_the_data_dir(monkeypatch, tmp_path):
@@ -77,7 +74,7 @@ def test_spec_defaults_come_from_the_data_dir(monkeypatch, tmp_path):
     op = make_operator(gpus=1, time_limit=timedelta(minutes=5), environment={"STAGE": "a"})
     key = op.task_key(task_context("d", "r1", "train", map_index=2))
     spec = op.build_spec(key)
-    assert spec.name == key.job_name
+    assert spec.name == job_name(key)
     assert spec.comment == "nuro-ml:d/r1/train/2"
     assert spec.working_directory == str(tmp_path / "slurm")
     assert (tmp_path / "slurm").is_dir()
@@ -87,7 +84,7 @@ def test_spec_defaults_come_from_the_data_dir(monkeypatch, tmp_path):
 
 def test_explicit_job_name_keeps_the_task_key_in_the_comment():
     op = make_operator(job_name="nightly-train", working_directory="/scratch")
-    spec = op.build_spec(SlurmTaskKey("d", "r", "train"))
+    spec = op.build_spec(TaskKey("d", "r", "train"))
     assert (spec.name, spec.comment, spec.working_directory) == (
         "nightly-train",
         "nuro-ml:d/r/train/-1",

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 from nuro_ml.exceptions import TerraformError
-from nuro_ml.terraform_support.layout import EnvironmentLayout, RunKey
+from nuro_ml.task_key import TaskKey
+from nuro_ml.terraform_support.layout import EnvironmentLayout
 from nuro_ml.terraform_support.plugins import (
     NULL_PROVIDER,
     NULL_PROVIDER_ENV,
@@ -20,7 +21,7 @@ from nuro_ml.terraform_support.plugins import (
 
 def test_state_and_plans_live_under_the_environment_root(tmp_path):
     layout = EnvironmentLayout.for_environment("local", base=tmp_path)
-    key = RunKey(
+    key = TaskKey(
         dag_id="av_training", run_id="manual__2024-01-01T00:00:00+00:00", task_id="tf.plan", map_index=3
     )
 
@@ -42,11 +43,11 @@ def test_state_and_plans_live_under_the_environment_root(tmp_path):
 def test_distinct_task_instances_get_distinct_plan_files(tmp_path):
     layout = EnvironmentLayout.for_environment("local", base=tmp_path)
     keys = [
-        RunKey("d", "r1", "plan"),
-        RunKey("d", "r2", "plan"),
-        RunKey("d", "r1", "plan", 0),
-        RunKey("d", "r1", "plan", 1),
-        RunKey("d", "r1", "other"),
+        TaskKey("d", "r1", "plan"),
+        TaskKey("d", "r2", "plan"),
+        TaskKey("d", "r1", "plan", 0),
+        TaskKey("d", "r1", "plan", 1),
+        TaskKey("d", "r1", "other"),
     ]
 
     assert len({layout.plan_file("default", key) for key in keys}) == len(keys)

@@ -8,9 +8,8 @@ from nuro_ml.operators.terraform import (
     TerraformDestroyOperator,
     TerraformDriftCheckOperator,
     TerraformPlanOperator,
-    run_key_from_context,
 )
-from nuro_ml.terraform_support.layout import RunKey
+from nuro_ml.task_key import TaskKey
 
 OPERATORS = [
     TerraformPlanOperator,
@@ -79,11 +78,12 @@ def test_on_kill_logs_instead_of_raising(tmp_path):
     assert operator._killed
 
 
-def test_run_key_comes_from_the_task_instance():
+def test_run_key_comes_from_the_task_instance(tmp_path):
     class TI:
         dag_id, run_id, task_id, map_index = "d", "manual__1", "t", 2
 
-    assert run_key_from_context({"ti": TI()}) == RunKey("d", "manual__1", "t", 2)  # type: ignore[typeddict-item]
+    operator = TerraformPlanOperator(task_id="t", working_dir=str(tmp_path))
+    assert operator.build_hook({"ti": TI()}).run_key == TaskKey("d", "manual__1", "t", 2)  # type: ignore[arg-type]
 
 
 def test_hook_gets_the_rendered_arguments(tmp_path):
