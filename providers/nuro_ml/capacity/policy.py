@@ -27,7 +27,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -498,7 +498,7 @@ class _Outcome:
 class _PoolRound:
     """One pool's pending requests, taken in the policy's order and each decided in turn.
 
-    Steps per request: the next in line (:meth:`_next`); stop at a blocked head (FIFO);
+    Steps per request: the next in line (:meth:`_ranking`); stop at a blocked head (FIFO);
     check it against capacity and quota; a request that fits is admitted unless it would
     delay a reservation (:meth:`_holds_back`); one that does not fit waits, blocks the line
     or reserves GPUs for when it fits (:meth:`_wait`).
@@ -531,30 +531,29 @@ class _PoolRound:
         self.blocked_head: str | None = None
 
     def run(self) -> None:
+        rank = self._ranking()
+        queues = self.queues
         index = 0
-        while self.queues:
-            request = self._next()
+        while queues:
+            # The head of the team queue that goes first: priority, then virtual time.
+            best_team = min(queues, key=rank)
+            request = queues[best_team].popleft()
+            if not queues[best_team]:
+                del queues[best_team]
             self.outcome.position[request.key] = index
             index += 1
             self._decide(request)
 
-    def _next(self) -> Pending:
-        """Pop the head of the team queue that goes first: priority, then virtual time."""
-        queues = self.queues
-        best_team = min(
-            queues,
-            key=lambda t: (
-                -self.eff[queues[t][0].key],
-                _virtual_time(
-                    queues[t][0], self.state.shares.get(t, 0.0), self.usage, self.quotas, self.config
-                ),
-                queues[t][0].key,
-            ),
-        )
-        request = queues[best_team].popleft()
-        if not queues[best_team]:
-            del queues[best_team]
-        return request
+    def _ranking(self) -> Callable[[str], tuple[int, float, str]]:
+        """Where a team's queue head stands in line (lowest first)."""
+        queues, eff, shares = self.queues, self.eff, self.state.shares
+        usage, quotas, config = self.usage, self.quotas, self.config
+
+        def rank(team: str) -> tuple[int, float, str]:
+            head = queues[team][0]
+            return -eff[head.key], _virtual_time(head, shares.get(team, 0.0), usage, quotas, config), head.key
+
+        return rank
 
     def _decide(self, request: Pending) -> None:
         if self.blocked_head is not None:
