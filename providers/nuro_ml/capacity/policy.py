@@ -495,6 +495,17 @@ class _Outcome:
         )
 
 
+def _team_queues(
+    requests: Sequence[Pending], eff: Mapping[str, int], config: PolicyConfig
+) -> dict[str, deque[Pending]]:
+    """One queue per team, in priority then arrival order; for strict FIFO, one for the pool."""
+    queues: dict[str, deque[Pending]] = {}
+    for request in sorted(requests, key=lambda r: (-eff[r.key], r.enqueued_at, r.key)):
+        line = "" if config.head_of_line_blocking else request.team
+        queues.setdefault(line, deque()).append(request)
+    return queues
+
+
 class _PoolRound:
     """One pool's pending requests, taken in the policy's order and each decided in turn.
 
@@ -516,13 +527,7 @@ class _PoolRound:
         self.usage = state.usage[name]
         self.quotas = state.quotas.get(name, {})
         self.eff = {r.key: effective_priority(r, self.now, config) for r in requests}
-        # One queue per team (in priority, then arrival order), except for strict FIFO where
-        # the whole pool is one line.
-        self.queues: dict[str, deque[Pending]] = {}
-        for request in sorted(requests, key=lambda r: (-self.eff[r.key], r.enqueued_at, r.key)):
-            self.queues.setdefault("" if config.head_of_line_blocking else request.team, deque()).append(
-                request
-            )
+        self.queues = _team_queues(requests, self.eff, config)
         free_now = self.usage.capacity - self.usage.used
         if self.usage.observed_left is not None:
             free_now = min(free_now, self.usage.observed_left)
