@@ -74,7 +74,6 @@ class QuotaLedger:
         placement: str = "ours",
     ) -> None:
         get_placement_policy(placement, typical_workload([Demand()]))  # fail fast on a bad name
-        self.placement = placement
         self._store = LedgerStore(url, clock=clock)
         self._pools = PoolRegistry(self._store)
         self._queue = RequestQueue(self._store)
@@ -82,6 +81,11 @@ class QuotaLedger:
 
     def __repr__(self) -> str:
         return f"QuotaLedger({self.safe_url!r})"
+
+    @property
+    def placement(self) -> str:
+        """Name of the placement policy acquires use in pools with nodes."""
+        return self._leases.placement
 
     @property
     def url(self) -> str:
