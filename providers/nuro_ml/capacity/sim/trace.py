@@ -29,6 +29,7 @@ from nuro_ml.exceptions import CapacityError
 #: Alibaba QoS classes -> priority (latency-sensitive first, best effort last).
 QOS_PRIORITY = {"LS": 2, "Guaranteed": 2, "Burstable": 1, "BE": 0}
 
+
 @dataclass(frozen=True)
 class Job:
     """One job of a trace; times in seconds from the start of the trace."""
