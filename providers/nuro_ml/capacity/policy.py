@@ -27,7 +27,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -417,145 +417,228 @@ def _reclaim_for(
 
 
 def decide(snapshot: Snapshot, config: PolicyConfig | str = "fair") -> Decision:
-    """Decide which pending requests to admit now, in admission order."""
-    config = get_policy(config)
-    now = snapshot.now
-    usage: dict[str, PoolUsage] = {}
-    ends: dict[str, list[tuple[float, int]]] = {}
-    for name, pool in snapshot.pools.items():
-        usage[name] = PoolUsage(capacity=pool.capacity, observed_left=pool.observed_free, unit=snapshot.unit)
-        ends[name] = []
-    running_by_pool: dict[str, list[Running]] = {}
-    for lease in snapshot.running:
-        pool_usage = usage.get(lease.pool)
-        if pool_usage is None:
-            continue
-        pool_usage.used += lease.gpus
-        pool_usage.by_team[lease.team] = pool_usage.by_team.get(lease.team, 0) + lease.gpus
-        ends[lease.pool].append((lease.expires_at, lease.gpus))
-        running_by_pool.setdefault(lease.pool, []).append(lease)
+    """Decide which pending requests to admit now, in admission order.
 
-    quotas_by_pool: dict[str, dict[str, Quota]] = {}
-    for (team, pool_name), quota in snapshot.quotas.items():
-        quotas_by_pool.setdefault(pool_name, {})[team] = quota
-
+    Pools are decided one after another (by name); within a pool, requests are taken in
+    the policy's order and each is admitted, held back behind a reservation, or left
+    waiting (see :class:`_PoolRound`). Fair shares carry over from pool to pool.
+    """
+    state = _DecisionState.of(snapshot, get_policy(config))
+    outcome = _Outcome()
     pending_by_pool: dict[str, list[Pending]] = {}
     for request in snapshot.pending:
         pending_by_pool.setdefault(request.pool, []).append(request)
-
-    teams = {t for t, _ in snapshot.quotas} | {r.team for r in snapshot.pending}
-    shares = dominant_shares(snapshot, usage, teams) if config.fair_share else {}
-
-    admitted: list[Admission] = []
-    reclaim: list[str] = []
-    waiting: dict[str, str] = {}
-    impossible: dict[str, str] = {}
-    position: dict[str, int] = {}
-
     for pool_name in sorted(pending_by_pool):
         requests = pending_by_pool[pool_name]
-        pool_usage = usage.get(pool_name)
-        if pool_usage is None:
+        if pool_name not in state.usage:
             for request in requests:
-                impossible[request.key] = f"pool {pool_name!r} is not registered in the ledger"
+                outcome.impossible[request.key] = f"pool {pool_name!r} is not registered in the ledger"
             continue
-        quotas = quotas_by_pool.get(pool_name, {})
-        eff = {r.key: effective_priority(r, now, config) for r in requests}
+        _PoolRound(pool_name, requests, state, outcome).run()
+    return outcome.decision()
 
-        # One queue per team (in priority, then arrival order), except for strict FIFO where
-        # the whole pool is one line.
-        queues: dict[str, deque[Pending]] = {}
-        for request in sorted(requests, key=lambda r: (-eff[r.key], r.enqueued_at, r.key)):
-            queues.setdefault("" if config.head_of_line_blocking else request.team, deque()).append(request)
 
-        free_now = pool_usage.capacity - pool_usage.used
-        if pool_usage.observed_left is not None:
-            free_now = min(free_now, pool_usage.observed_left)
-        profile = _Profile(now, free_now, ends[pool_name])
-        reserved: list[str] = []
-        blocked_head: str | None = None
+@dataclass
+class _DecisionState:
+    """What one decision shares across pools: usage so far, lease ends and fair shares."""
+
+    snapshot: Snapshot
+    config: PolicyConfig
+    usage: dict[str, PoolUsage]
+    #: (expiry, GPUs) of each pool's running leases: when their GPUs come back.
+    ends: dict[str, list[tuple[float, int]]]
+    running: dict[str, list[Running]]
+    quotas: dict[str, dict[str, Quota]]
+    shares: dict[str, float]
+
+    @classmethod
+    def of(cls, snapshot: Snapshot, config: PolicyConfig) -> _DecisionState:
+        usage: dict[str, PoolUsage] = {}
+        ends: dict[str, list[tuple[float, int]]] = {}
+        for name, pool in snapshot.pools.items():
+            usage[name] = PoolUsage(
+                capacity=pool.capacity, observed_left=pool.observed_free, unit=snapshot.unit
+            )
+            ends[name] = []
+        running: dict[str, list[Running]] = {}
+        for lease in snapshot.running:
+            pool_usage = usage.get(lease.pool)
+            if pool_usage is None:
+                continue
+            pool_usage.used += lease.gpus
+            pool_usage.by_team[lease.team] = pool_usage.by_team.get(lease.team, 0) + lease.gpus
+            ends[lease.pool].append((lease.expires_at, lease.gpus))
+            running.setdefault(lease.pool, []).append(lease)
+        quotas: dict[str, dict[str, Quota]] = {}
+        for (team, pool_name), quota in snapshot.quotas.items():
+            quotas.setdefault(pool_name, {})[team] = quota
+        teams = {t for t, _ in snapshot.quotas} | {r.team for r in snapshot.pending}
+        shares = dominant_shares(snapshot, usage, teams) if config.fair_share else {}
+        return cls(snapshot, config, usage, ends, running, quotas, shares)
+
+
+@dataclass
+class _Outcome:
+    admitted: list[Admission] = field(default_factory=list)
+    reclaim: list[str] = field(default_factory=list)
+    waiting: dict[str, str] = field(default_factory=dict)
+    impossible: dict[str, str] = field(default_factory=dict)
+    position: dict[str, int] = field(default_factory=dict)
+
+    def decision(self) -> Decision:
+        return Decision(
+            admitted=tuple(self.admitted),
+            reclaim=tuple(self.reclaim),
+            waiting=self.waiting,
+            impossible=self.impossible,
+            position=self.position,
+        )
+
+
+def _team_queues(
+    requests: Sequence[Pending], eff: Mapping[str, int], config: PolicyConfig
+) -> dict[str, deque[Pending]]:
+    """One queue per team, in priority then arrival order; for strict FIFO, one for the pool."""
+    queues: dict[str, deque[Pending]] = {}
+    for request in sorted(requests, key=lambda r: (-eff[r.key], r.enqueued_at, r.key)):
+        line = "" if config.head_of_line_blocking else request.team
+        queues.setdefault(line, deque()).append(request)
+    return queues
+
+
+class _PoolRound:
+    """One pool's pending requests, taken in the policy's order and each decided in turn.
+
+    Steps per request: the next in line (:meth:`_ranking`); stop at a blocked head (FIFO);
+    check it against capacity and quota; a request that fits is admitted unless it would
+    delay a reservation (:meth:`_holds_back`); one that does not fit waits, blocks the line
+    or reserves GPUs for when it fits (:meth:`_wait`).
+    """
+
+    def __init__(
+        self, name: str, requests: Sequence[Pending], state: _DecisionState, outcome: _Outcome
+    ) -> None:
+        config = state.config
+        self.name = name
+        self.state = state
+        self.outcome = outcome
+        self.config = config
+        self.now = state.snapshot.now
+        self.usage = state.usage[name]
+        self.quotas = state.quotas.get(name, {})
+        self.eff = {r.key: effective_priority(r, self.now, config) for r in requests}
+        self.queues = _team_queues(requests, self.eff, config)
+        free_now = self.usage.capacity - self.usage.used
+        if self.usage.observed_left is not None:
+            free_now = min(free_now, self.usage.observed_left)
+        self.profile = _Profile(self.now, free_now, state.ends[name])
+        self.reserved: list[str] = []
+        self.blocked_head: str | None = None
+
+    def run(self) -> None:
+        rank = self._ranking()
+        queues = self.queues
         index = 0
         while queues:
-            best_team = min(
-                queues,
-                key=lambda t: (
-                    -eff[queues[t][0].key],
-                    _virtual_time(queues[t][0], shares.get(t, 0.0), pool_usage, quotas, config),
-                    queues[t][0].key,
-                ),
-            )
+            # The head of the team queue that goes first: priority, then virtual time.
+            best_team = min(queues, key=rank)
             request = queues[best_team].popleft()
             if not queues[best_team]:
                 del queues[best_team]
-            position[request.key] = index
+            self.outcome.position[request.key] = index
             index += 1
+            self._decide(request)
 
-            if blocked_head is not None:
-                waiting[request.key] = f"queued behind {blocked_head}"
-                continue
-            result = check_fit(
-                pool_usage,
-                quotas,
-                pool=pool_name,
-                team=request.team,
-                gpus=request.gpus,
-                borrowing=config.borrowing,
-            )
-            if result.fit.is_permanent():
-                impossible[request.key] = result.reason
-                continue
-            runtime = request.max_runtime
-            if result.fit is Fit.FITS and config.backfill and reserved:
-                start = profile.earliest_start(request.gpus, runtime)
-                if start > now:
-                    waiting[request.key] = (
-                        f"would delay {reserved[0]}"
-                        + (f" and {len(reserved) - 1} more reserved request(s)" if len(reserved) > 1 else "")
-                        + f"; fits from {_fmt_time(start, now)}"
-                    )
-                    if len(reserved) < config.reservations:
-                        profile.take(start, request.gpus, runtime)
-                        reserved.append(request.key)
-                    continue
-            if result.fit is Fit.FITS:
-                pool_usage.add(request.team, request.gpus)
-                profile.take(now, request.gpus, runtime)
-                if config.fair_share:
-                    shares[request.team] = dominant_shares(snapshot, usage, [request.team])[request.team]
-                kind = "backfill" if reserved else "in_order"
-                admitted.append(
-                    Admission(request.key, request.team, pool_name, request.gpus, result.borrowed, kind)
+    def _ranking(self) -> Callable[[str], tuple[int, float, str]]:
+        """Where a team's queue head stands in line (lowest first)."""
+        queues, eff, shares = self.queues, self.eff, self.state.shares
+        usage, quotas, config = self.usage, self.quotas, self.config
+
+        def rank(team: str) -> tuple[int, float, str]:
+            head = queues[team][0]
+            return -eff[head.key], _virtual_time(head, shares.get(team, 0.0), usage, quotas, config), head.key
+
+        return rank
+
+    def _decide(self, request: Pending) -> None:
+        if self.blocked_head is not None:
+            self.outcome.waiting[request.key] = f"queued behind {self.blocked_head}"
+            return
+        result = check_fit(
+            self.usage,
+            self.quotas,
+            pool=self.name,
+            team=request.team,
+            gpus=request.gpus,
+            borrowing=self.config.borrowing,
+        )
+        if result.fit.is_permanent():
+            self.outcome.impossible[request.key] = result.reason
+        elif result.fit is Fit.FITS:
+            if not self._holds_back(request):
+                self._admit(request, result)
+        else:
+            self._wait(request, result)
+
+    def _holds_back(self, request: Pending) -> bool:
+        """Whether a request that fits now must wait so as not to delay a reservation."""
+        if not (self.config.backfill and self.reserved):
+            return False
+        start = self.profile.earliest_start(request.gpus, request.max_runtime)
+        if start <= self.now:
+            return False
+        reserved = self.reserved
+        self.outcome.waiting[request.key] = (
+            f"would delay {reserved[0]}"
+            + (f" and {len(reserved) - 1} more reserved request(s)" if len(reserved) > 1 else "")
+            + f"; fits from {_fmt_time(start, self.now)}"
+        )
+        if len(reserved) < self.config.reservations:
+            self.profile.take(start, request.gpus, request.max_runtime)
+            reserved.append(request.key)
+        return True
+
+    def _admit(self, request: Pending, result: FitResult) -> None:
+        self.usage.add(request.team, request.gpus)
+        self.profile.take(self.now, request.gpus, request.max_runtime)
+        if self.config.fair_share:
+            shares = dominant_shares(self.state.snapshot, self.state.usage, [request.team])
+            self.state.shares[request.team] = shares[request.team]
+        kind = "backfill" if self.reserved else "in_order"
+        self.outcome.admitted.append(
+            Admission(request.key, request.team, self.name, request.gpus, result.borrowed, kind)
+        )
+
+    def _wait(self, request: Pending, result: FitResult) -> None:
+        """A request that does not fit: it blocks the line (FIFO) or reserves GPUs."""
+        config = self.config
+        self.outcome.waiting[request.key] = result.reason
+        if config.head_of_line_blocking or (result.fit is Fit.CAPACITY_FULL and not config.backfill):
+            self.blocked_head = request.key
+            return
+        if result.fit is not Fit.CAPACITY_FULL or len(self.reserved) >= config.reservations:
+            return
+        start = self.profile.earliest_start(request.gpus, request.max_runtime)
+        self.profile.take(start, request.gpus, request.max_runtime)
+        if (
+            not self.reserved
+            and config.reclaim
+            and config.borrowing
+            and self.now - request.enqueued_at >= config.reclaim_after
+        ):
+            self.outcome.reclaim.extend(
+                _reclaim_for(
+                    request,
+                    self.eff[request.key],
+                    self.usage,
+                    self.quotas,
+                    self.state.running.get(self.name, []),
                 )
-                continue
-
-            waiting[request.key] = result.reason
-            if config.head_of_line_blocking or (result.fit is Fit.CAPACITY_FULL and not config.backfill):
-                blocked_head = request.key
-                continue
-            if result.fit is Fit.CAPACITY_FULL and len(reserved) < config.reservations:
-                start = profile.earliest_start(request.gpus, runtime)
-                profile.take(start, request.gpus, runtime)
-                if (
-                    not reserved
-                    and config.reclaim
-                    and config.borrowing
-                    and now - request.enqueued_at >= config.reclaim_after
-                ):
-                    reclaim.extend(
-                        _reclaim_for(
-                            request, eff[request.key], pool_usage, quotas, running_by_pool.get(pool_name, [])
-                        )
-                    )
-                reserved.append(request.key)
-                waiting[request.key] = f"{result.reason}; GPUs reserved from {_fmt_time(start, now)}"
-
-    return Decision(
-        admitted=tuple(admitted),
-        reclaim=tuple(reclaim),
-        waiting=waiting,
-        impossible=impossible,
-        position=position,
-    )
+            )
+        self.reserved.append(request.key)
+        self.outcome.waiting[request.key] = (
+            f"{result.reason}; GPUs reserved from {_fmt_time(start, self.now)}"
+        )
 
 
 def _virtual_time(

@@ -7,7 +7,7 @@ import threading
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nuro_ml.capacity import ledger as ledger_module
+from nuro_ml.capacity import ledger_store
 from nuro_ml.capacity.engine import dispose_all
 from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.reasons import WaitReason, WaitRecord
@@ -123,7 +123,7 @@ def test_version_2_ledger_gains_the_wait_reason_columns(postgres) -> None:
         conn.execute(text("DELETE FROM capacity_schema_version WHERE version = 3"))
     engine.dispose()
     dispose_all()
-    ledger_module._MIGRATED.discard(url)
+    ledger_store.MIGRATED.discard(url)
     ledger = QuotaLedger(url)
     assert ledger.migrate() == [3]
     assert ledger.waiting_request(request.key).wait_reason is None

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nuro_ml.capacity import ledger as ledger_module
-from nuro_ml.capacity import schema
+from nuro_ml.capacity import ledger_store, schema
 from nuro_ml.capacity.backends.base import NodeCapacity, PoolCapacity
 from nuro_ml.capacity.engine import dispose_all
 from nuro_ml.capacity.ledger import QuotaLedger
@@ -143,7 +142,7 @@ def test_version_1_ledger_migrates_keeping_its_leases(tmp_path: Path) -> None:
         )
     engine.dispose()
     dispose_all()
-    ledger_module._MIGRATED.discard(url)
+    ledger_store.MIGRATED.discard(url)
     ledger = QuotaLedger(url)
     assert ledger.migrate() == [2, 3]
     old = ledger.lease("lease-old")

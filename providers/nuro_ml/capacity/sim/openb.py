@@ -1,10 +1,8 @@
 """The Alibaba GPU cluster trace 2023 (openb) as a cluster: node lists, pod demands, a generator.
 
 ``openb_node_list_gpu_node.csv`` columns: ``sn`` (node name), ``cpu_milli``, ``memory_mib``,
-``gpu`` (count), ``model``. ``openb_pod_list_*.csv`` columns: see
-:data:`nuro_ml.capacity.sim.trace.ALIBABA_COLUMNS`; a pod asks for ``num_gpu`` GPUs of
-``gpu_milli`` milli-GPUs each (``gpu_milli`` < 1000 only with one GPU: a GPU-sharing pod),
-``cpu_milli`` and ``memory_mib``, optionally of a ``gpu_spec`` model (``A|B``: either).
+``gpu`` (count), ``model``. ``openb_pod_list_*.csv``: see :mod:`nuro_ml.capacity.sim.pod_list`,
+whose parser this module shares with the timed replay.
 
 The trace itself is research-only licensed and not shipped: :func:`generate_openb_like`
 writes files in the same format, shaped like openb (node mix of GPU models and sizes, 44%
@@ -16,33 +14,13 @@ from __future__ import annotations
 import csv
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from nuro_ml.capacity.placement import MILLI, Demand, NodeSpec
-from nuro_ml.capacity.sim.trace import ALIBABA_COLUMNS, number_in
+from nuro_ml.capacity.sim.pod_list import ALIBABA_COLUMNS, Pod, read_pod_list, whole_number_in
 from nuro_ml.exceptions import CapacityError
 
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
-
-
-@dataclass(frozen=True)
-class Pod:
-    """One pod of an openb pod list: its demand and, when it ran, its times (seconds)."""
-
-    name: str
-    demand: Demand
-    qos: str = "BE"
-    created: float = 0.0
-    scheduled: float | None = None
-    deleted: float | None = None
-
-
-def _int(value: str, path: Path, line: int, column: str) -> int:
-    number = number_in(value, path, line, column)
-    if number < 0 or not number.is_integer():
-        raise CapacityError(f"{path}:{line}: column {column!r} must be a whole number >= 0, got {value!r}")
-    return int(number)
 
 
 def load_node_list(path: str | Path) -> tuple[NodeSpec, ...]:
@@ -70,10 +48,10 @@ def load_node_list(path: str | Path) -> tuple[NodeSpec, ...]:
             nodes.append(
                 NodeSpec(
                     name=name,
-                    gpus=_int(row["gpu"], path, line, "gpu"),
+                    gpus=whole_number_in(row["gpu"], path, line, "gpu"),
                     gpu_model=None if model in ("", "nan") else model,
-                    cpu_milli=_int(row["cpu_milli"], path, line, "cpu_milli"),
-                    memory_mib=_int(row["memory_mib"], path, line, "memory_mib"),
+                    cpu_milli=whole_number_in(row["cpu_milli"], path, line, "cpu_milli"),
+                    memory_mib=whole_number_in(row["memory_mib"], path, line, "memory_mib"),
                 )
             )
     if not nodes:
@@ -83,47 +61,7 @@ def load_node_list(path: str | Path) -> tuple[NodeSpec, ...]:
 
 def load_pods(path: str | Path) -> tuple[Pod, ...]:
     """Read every pod of an openb pod list (CPU-only pods included) with its demand."""
-    path = Path(path)
-    if not path.is_file():
-        raise CapacityError(f"pod list {path} does not exist")
-    pods: list[Pod] = []
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in ALIBABA_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise CapacityError(
-                f"{path}:1: not an Alibaba GPU trace 2023 pod list, missing columns {missing}"
-            )
-        for line, row in enumerate(reader, start=2):
-            gpus = _int(row["num_gpu"], path, line, "num_gpu")
-            milli = _int(row["gpu_milli"] or "0", path, line, "gpu_milli") if gpus else 0
-            if gpus and not 0 < milli <= MILLI:
-                raise CapacityError(f"{path}:{line}: gpu_milli must be 1..{MILLI} for a GPU pod, got {milli}")
-            if gpus > 1 and milli < MILLI:
-                raise CapacityError(
-                    f"{path}:{line}: a pod with {gpus} GPUs must take whole GPUs (gpu_milli 1000)"
-                )
-            spec = (row["gpu_spec"] or "").strip()
-            scheduled = (row["scheduled_time"] or "").strip()
-            deleted = (row["deletion_time"] or "").strip()
-            pods.append(
-                Pod(
-                    name=row["name"],
-                    demand=Demand(
-                        gpu_milli=milli,
-                        gpus_per_worker=gpus,
-                        workers=1,
-                        cpu_milli=_int(row["cpu_milli"], path, line, "cpu_milli"),
-                        memory_mib=_int(row["memory_mib"], path, line, "memory_mib"),
-                        gpu_model=None if spec in ("", "nan") else spec,
-                    ),
-                    qos=(row["qos"] or "").strip() or "BE",
-                    created=float(_int(row["creation_time"] or "0", path, line, "creation_time")),
-                    scheduled=float(_int(scheduled, path, line, "scheduled_time")) if scheduled else None,
-                    deleted=float(_int(deleted, path, line, "deletion_time")) if deleted else None,
-                )
-            )
-    return tuple(pods)
+    return tuple(pod for _line, pod in read_pod_list(path))
 
 
 def write_node_list(nodes: Iterable[NodeSpec], path: str | Path) -> Path:

@@ -1,12 +1,12 @@
 """Job traces for the simulator: Alibaba GPU cluster trace 2023, a simple jobs CSV, synthetic.
 
-Alibaba ``openb_pod_list_*.csv`` columns: name, cpu_milli, memory_mib, num_gpu, gpu_milli,
-gpu_spec, qos, pod_phase, creation_time, deletion_time, scheduled_time (seconds). A pod that
-was scheduled ran from ``scheduled_time`` to ``deletion_time``; it is replayed as a job
-submitted at ``creation_time`` with that duration. CPU-only pods and pods that never ran are
-skipped. With ``milli=True`` a job's ``gpus`` are milli-GPUs (``num_gpu * gpu_milli``), so
-GPU-sharing pods (``gpu_milli`` < 1000) take their share; otherwise they count as one whole
-GPU. The trace has no teams: the QoS class stands in for the team, and sets priority.
+Alibaba ``openb_pod_list_*.csv`` rows are read by :mod:`nuro_ml.capacity.sim.pod_list` (the
+parser the FGD protocol shares). A pod that was scheduled ran from ``scheduled_time`` to
+``deletion_time``; it is replayed as a job submitted at ``creation_time`` with that duration.
+CPU-only pods and pods that never ran are skipped. With ``milli=True`` a job's ``gpus`` are
+milli-GPUs (``num_gpu * gpu_milli``), so GPU-sharing pods (``gpu_milli`` < 1000) take their
+share; otherwise they count as one whole GPU. The trace has no teams: the QoS class stands
+in for the team, and sets priority.
 
 Jobs CSV columns: ``submit`` (seconds, or an ISO-8601 time), ``duration`` (seconds),
 ``gpus``, ``team``, ``priority``; optional ``pool``, ``nodes``, ``estimate`` (the run time
@@ -23,24 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from nuro_ml.capacity.sim.pod_list import number_in, read_pod_list
 from nuro_ml.exceptions import CapacityError
 
 #: Alibaba QoS classes -> priority (latency-sensitive first, best effort last).
 QOS_PRIORITY = {"LS": 2, "Guaranteed": 2, "Burstable": 1, "BE": 0}
-
-ALIBABA_COLUMNS = (
-    "name",
-    "cpu_milli",
-    "memory_mib",
-    "num_gpu",
-    "gpu_milli",
-    "gpu_spec",
-    "qos",
-    "pod_phase",
-    "creation_time",
-    "deletion_time",
-    "scheduled_time",
-)
 
 
 @dataclass(frozen=True)
@@ -78,64 +65,44 @@ class Trace:
         return sorted({j.pool for j in self.jobs})
 
 
-def number_in(value: str, path: Path, line: int, column: str) -> float:
-    """A CSV cell as a number, or an error naming the file, line and column."""
-    try:
-        return float(value)
-    except ValueError:
-        raise CapacityError(f"{path}:{line}: column {column!r} must be a number, got {value!r}") from None
-
-
 def load_alibaba(
     path: str | Path, *, pool: str = "gpu", limit: int | None = None, milli: bool = False
 ) -> Trace:
     """Read an Alibaba GPU cluster trace 2023 pod list (``openb_pod_list_*.csv``).
+
+    Keeps the GPU pods that ran (``limit``: the first that many), each as a job submitted at
+    its creation time that runs from its scheduling to its deletion; CPU-only pods, pods
+    never scheduled and pods of zero length count as skipped.
 
     ``milli``: GPU amounts in milli-GPUs (sharing pods take their share, not a whole GPU).
     """
     path = Path(path)
     jobs: list[Job] = []
     skipped = 0
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in ALIBABA_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise CapacityError(
-                f"{path}:1: not an Alibaba GPU trace 2023 pod list, missing columns {missing}"
+    for line, pod in read_pod_list(path):
+        gpus = pod.demand.gpus_per_worker
+        if gpus <= 0 or pod.scheduled is None:
+            skipped += 1
+            continue
+        if pod.deleted is None:
+            raise CapacityError(f"{path}:{line}: pod {pod.name!r} was scheduled but has no deletion_time")
+        duration = pod.deleted - pod.scheduled
+        if duration <= 0:
+            skipped += 1
+            continue
+        jobs.append(
+            Job(
+                id=pod.name,
+                submit=pod.created,
+                duration=duration,
+                gpus=pod.demand.total_milli if milli else gpus,
+                team=pod.qos,
+                priority=QOS_PRIORITY.get(pod.qos, 0),
+                pool=pool,
             )
-        for line, row in enumerate(reader, start=2):
-            gpus = int(number_in(row["num_gpu"], path, line, "num_gpu"))
-            scheduled = row["scheduled_time"].strip()
-            if gpus <= 0 or not scheduled:
-                skipped += 1
-                continue
-            created = number_in(row["creation_time"], path, line, "creation_time")
-            started = number_in(scheduled, path, line, "scheduled_time")
-            ended = number_in(row["deletion_time"], path, line, "deletion_time")
-            duration = ended - started
-            if duration <= 0:
-                skipped += 1
-                continue
-            qos = row["qos"].strip() or "BE"
-            amount = gpus
-            if milli:
-                share = int(number_in(row["gpu_milli"] or "1000", path, line, "gpu_milli"))
-                if not 0 < share <= 1000:
-                    raise CapacityError(f"{path}:{line}: gpu_milli must be 1..1000, got {share}")
-                amount = gpus * share
-            jobs.append(
-                Job(
-                    id=row["name"],
-                    submit=created,
-                    duration=duration,
-                    gpus=amount,
-                    team=qos,
-                    priority=QOS_PRIORITY.get(qos, 0),
-                    pool=pool,
-                )
-            )
-            if limit is not None and len(jobs) >= limit:
-                break
+        )
+        if limit is not None and len(jobs) >= limit:
+            break
     return Trace(_rebase(jobs), f"alibaba:{path.name}", skipped)
 
 

@@ -1,0 +1,115 @@
+"""Ledger rows as records: quotas, leases (with their GPU shares) and queued requests.
+
+Rows written before GPU amounts were counted in milli-GPUs have no ``gpu_milli``; they read
+as their whole GPUs (:func:`row_milli`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.engine import Row
+
+from nuro_ml.capacity import schema
+from nuro_ml.capacity.ledger_store import chunks
+from nuro_ml.capacity.records import (
+    MILLI,
+    Lease,
+    LeaseShare,
+    LeaseState,
+    QueuedRequest,
+    Quota,
+    RequestState,
+)
+
+
+def row_milli(row: Any) -> int:
+    """A lease's or request's GPUs in milli-GPUs."""
+    milli = getattr(row, "gpu_milli", None)
+    return int(row.gpus) * MILLI if milli is None else int(milli)
+
+
+def quota_from_row(row: Row[Any]) -> Quota:
+    return Quota(
+        team=row.team,
+        pool=row.pool,
+        nominal=row.nominal,
+        borrowing_limit=row.borrowing_limit,
+        lending_limit=row.lending_limit,
+    )
+
+
+def milli_quota(quota: Quota) -> Quota:
+    """A quota in milli-GPUs, as the policy counts inside the ledger."""
+    return Quota(
+        team=quota.team,
+        pool=quota.pool,
+        nominal=quota.nominal * MILLI,
+        borrowing_limit=None if quota.borrowing_limit is None else quota.borrowing_limit * MILLI,
+        lending_limit=None if quota.lending_limit is None else quota.lending_limit * MILLI,
+    )
+
+
+def lease_from_row(row: Row[Any], shares: tuple[LeaseShare, ...] = ()) -> Lease:
+    return Lease(
+        lease_id=row.lease_id,
+        key=row.request_key,
+        team=row.team,
+        pool=row.pool,
+        gpus=row.gpus,
+        nodes=row.nodes,
+        priority=row.priority,
+        state=LeaseState(row.state),
+        acquired_at=row.acquired_at,
+        heartbeat_at=row.heartbeat_at,
+        expires_at=row.expires_at,
+        ttl_seconds=row.ttl_seconds,
+        borrowed=row.borrowed,
+        released_at=row.released_at,
+        reclaim_requested_at=row.reclaim_requested_at,
+        gpu_milli=row_milli(row),
+        shares=shares,
+        gpu_model=row.gpu_model,
+    )
+
+
+def leases_with_shares(conn: Connection, rows: Sequence[Row[Any]]) -> list[Lease]:
+    """Leases of ``rows`` with the GPU shares each holds."""
+    shares: dict[str, list[LeaseShare]] = {}
+    ids = [r.lease_id for r in rows]
+    for chunk in chunks(ids):
+        found = conn.execute(
+            select(schema.lease_shares)
+            .where(schema.lease_shares.c.lease_id.in_(chunk))
+            .order_by(schema.lease_shares.c.lease_id, schema.lease_shares.c.position)
+        ).all()
+        for share in found:
+            shares.setdefault(share.lease_id, []).append(LeaseShare(share.node, share.gpu, share.milli))
+    return [lease_from_row(r, tuple(shares.get(r.lease_id, ()))) for r in rows]
+
+
+def queued_from_row(row: Row[Any]) -> QueuedRequest:
+    return QueuedRequest(
+        id=row.id,
+        key=row.request_key,
+        team=row.team,
+        pool=row.pool,
+        gpus=row.gpus,
+        nodes=row.nodes,
+        priority=row.priority,
+        state=RequestState(row.state),
+        enqueued_at=row.enqueued_at,
+        last_seen_at=row.last_seen_at,
+        stale_after_seconds=row.stale_after_seconds,
+        ttl_seconds=row.ttl_seconds,
+        deadline=row.deadline,
+        admitted_at=row.admitted_at,
+        ended_at=row.ended_at,
+        lease_id=row.lease_id,
+        gpu_milli=row_milli(row),
+        wait_reason=row.wait_reason,
+        wait_message=row.wait_message,
+        gpus_ahead=row.gpus_ahead,
+    )
