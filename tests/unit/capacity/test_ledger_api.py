@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 from nuro_ml.capacity.ledger import QuotaLedger, lease_key
+from nuro_ml.task_key import TaskKey
 
 #: Public methods of QuotaLedger and their parameters (names and kinds), as callers use them.
 API: dict[str, tuple[str, ...]] = {
@@ -60,4 +61,4 @@ def test_public_attributes_and_module_exports(ledger_url: str) -> None:
     assert (ledger.url, ledger.placement, ledger.dialect) == (ledger_url, "best-fit", "sqlite")
     assert ledger.safe_url == ledger_url and repr(ledger) == f"QuotaLedger({ledger_url!r})"
     assert ledger.engine is ledger.engine
-    assert lease_key("dag", "run", "task") == "dag/run/task/-1"
+    assert lease_key(TaskKey("dag", "run", "task")) == "dag/run/task/-1"

@@ -333,7 +333,7 @@ def test_cli_page_data_and_api_show_one_capacity_view(client, tokens, tmp_path, 
     tell linear-interpolated percentiles from nearest-rank ones, and a queue the fair policy
     orders differently from priority-then-arrival.
     """
-    from nuro_ml.capacity import ledger as ledger_module
+    from nuro_ml.capacity import ledger_store
     from nuro_ml.capacity.policy import decide
     from nuro_ml.cli import main
     from nuro_ml.ui.capacity_data import overview
@@ -373,7 +373,7 @@ def test_cli_page_data_and_api_show_one_capacity_view(client, tokens, tmp_path, 
     at(300).enqueue(perception)
     at(200).enqueue(mapping)
 
-    monkeypatch.setattr(ledger_module, "_utcnow", lambda: now)
+    monkeypatch.setattr(ledger_store, "utcnow", lambda: now)
     monkeypatch.setenv("NURO_ML_LEDGER_URL", url)
     capsys.readouterr()
     assert main(["quota", "--ledger-url", url, "show", "--json"]) == 0
