@@ -43,15 +43,20 @@ def api_error(
     if err.status == 422:
         causes = (status.get("details") or {}).get("causes") or []
         lines = [f"{c.get('field', '<root>')}: {c.get('message', '')}" for c in causes]
-        return RayJobSpecInvalidError(f"API server rejected {where} on {action}: {message}", lines)
+        return RayJobSpecInvalidError(
+            f"API server rejected {where} on {action}: {message}", lines, status_code=422
+        )
     if err.status == 409:
         return RayJobAlreadyExistsError(f"{where} already exists ({action}): {message}")
     if err.status in (401, 403):
         return KubeRayJobError(
             f"not allowed to {action} {where} (HTTP {err.status}): {message}; "
-            "check the Kubernetes connection's credentials and RBAC for rayjobs.ray.io"
+            "check the Kubernetes connection's credentials and RBAC for rayjobs.ray.io",
+            status_code=err.status,
         )
-    return KubeRayJobError(f"failed to {action} {where} (HTTP {err.status}): {message}")
+    return KubeRayJobError(
+        f"failed to {action} {where} (HTTP {err.status}): {message}", status_code=err.status
+    )
 
 
 def delete_options(grace_period_seconds: int | None, uid: str | None) -> dict[str, Any]:

@@ -16,10 +16,11 @@ from nuro_ml.hooks.ray import AsyncRayHook, RayJobInfo, RayJobStatus
 
 
 def _transient(err: BaseException) -> bool:
-    # A missing job stays missing; HTTP 4xx answers will not change on a retry either.
-    if isinstance(err, RayJobNotFoundError):
-        return False
-    return not isinstance(err, RayJobError) or "HTTP 4" not in str(err)
+    # No answer at all, or an overloaded/failing server, may change on a retry; a 4xx answer
+    # (a missing job among them) will not.
+    if isinstance(err, RayJobError):
+        return err.status_code is None or err.is_transient
+    return True
 
 
 def event_status(status: RayJobStatus) -> str:

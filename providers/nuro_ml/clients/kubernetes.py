@@ -1,0 +1,181 @@
+"""Kubernetes API client with no Airflow: the reads the capacity back ends make, sync and asyncio.
+
+The API answers are read as JSON (``_preload_content=False``): listing thousands of pods does
+not build thousands of model objects only to read a few fields. Failures raise
+:class:`~nuro_ml.exceptions.KubernetesApiError` with the HTTP status in ``status_code``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kubernetes.client.exceptions import ApiException
+from kubernetes.utils.quantity import parse_quantity
+from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
+
+from nuro_ml.clients import connections
+from nuro_ml.exceptions import KubernetesApiError
+
+if TYPE_CHECKING:
+    from decimal import Decimal
+
+    from kubernetes.client import ApiClient
+    from kubernetes_asyncio.client import ApiClient as AsyncApiClient
+
+__all__ = ["AsyncKubernetesClient", "KubeAccess", "KubernetesClient", "parse_quantity_value"]
+
+
+@dataclass(frozen=True)
+class KubeAccess:
+    """How to reach a cluster: a named connection and/or kubeconfig settings that override it.
+
+    Without ``conn_id`` the kubeconfig (``config_file``, default ``~/.kube/config``, and
+    ``cluster_context``) or the pod's service account (``in_cluster``) is used directly.
+    """
+
+    conn_id: str | None = None
+    config_file: str | None = None
+    cluster_context: str | None = None
+    in_cluster: bool | None = None
+
+
+def parse_quantity_value(value: Any) -> Decimal:
+    """A Kubernetes quantity (``"4"``, ``2``, ``"500m"``) as a number; raises ValueError/TypeError."""
+    return parse_quantity(value)
+
+
+def _api_error(err: ApiException | AsyncApiException, what: str) -> KubernetesApiError:
+    return KubernetesApiError(f"{what} failed (HTTP {err.status}): {err.reason}", status_code=err.status)
+
+
+def _decode(raw: bytes | str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(raw)
+    return data
+
+
+class KubernetesClient:
+    """Blocking reads of nodes, pods and cluster-scoped custom objects.
+
+    :param api_client: the ``kubernetes`` package's API client (see :meth:`connect`).
+    """
+
+    def __init__(self, api_client: ApiClient) -> None:
+        self.api_client = api_client
+
+    @classmethod
+    def connect(cls, access: KubeAccess) -> KubernetesClient:
+        """A client for ``access``: the named connection through the resolver, else the kubeconfig."""
+        if access.conn_id:
+            return cls(connections.resolver().kubernetes_api_client(access))
+        from kubernetes import client, config
+
+        if access.in_cluster:
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)
+            return cls(client.ApiClient(configuration))
+        return cls(
+            config.new_client_from_config(config_file=access.config_file, context=access.cluster_context)
+        )
+
+    def list_nodes(self, *, label_selector: str = "") -> list[dict[str, Any]]:
+        """Every node matching ``label_selector``, as the API's JSON."""
+        from kubernetes.client import CoreV1Api
+
+        try:
+            raw = CoreV1Api(self.api_client).list_node(label_selector=label_selector, _preload_content=False)
+        except ApiException as err:
+            raise _api_error(err, "listing nodes") from err
+        return _decode(raw.data).get("items") or []
+
+    def list_pods(self, *, field_selector: str = "") -> list[dict[str, Any]]:
+        """Pods of every namespace matching ``field_selector``, as the API's JSON."""
+        from kubernetes.client import CoreV1Api
+
+        try:
+            raw = CoreV1Api(self.api_client).list_pod_for_all_namespaces(
+                field_selector=field_selector, _preload_content=False
+            )
+        except ApiException as err:
+            raise _api_error(err, "listing pods") from err
+        return _decode(raw.data).get("items") or []
+
+    def list_cluster_custom_objects(self, group: str, version: str, plural: str) -> list[dict[str, Any]]:
+        """Every cluster-scoped ``plural.group/version`` object."""
+        from kubernetes.client import CustomObjectsApi
+
+        try:
+            listed = CustomObjectsApi(self.api_client).list_cluster_custom_object(group, version, plural)
+        except ApiException as err:
+            raise _api_error(err, f"listing {plural}.{group}") from err
+        return list(listed.get("items") or [])
+
+
+class AsyncKubernetesClient:
+    """Asyncio twin of :class:`KubernetesClient`, on ``kubernetes_asyncio``.
+
+    :param api_client: the ``kubernetes_asyncio`` API client (see :meth:`connect`).
+    """
+
+    def __init__(self, api_client: AsyncApiClient) -> None:
+        self.api_client = api_client
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, access: KubeAccess) -> AsyncIterator[AsyncKubernetesClient]:
+        """A client for ``access`` whose HTTP session is closed when the block ends."""
+        if access.conn_id:
+            async with connections.resolver().kubernetes_async_api_client(access) as api_client:
+                yield cls(api_client)
+            return
+        from kubernetes_asyncio import client, config
+
+        if access.in_cluster:
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)
+            api_client = client.ApiClient(configuration)
+        else:
+            api_client = await config.new_client_from_config(
+                config_file=access.config_file, context=access.cluster_context
+            )
+        async with api_client:
+            yield cls(api_client)
+
+    async def list_nodes(self, *, label_selector: str = "") -> list[dict[str, Any]]:
+        from kubernetes_asyncio.client import CoreV1Api
+
+        try:
+            # With _preload_content=False the client returns the raw aiohttp response.
+            response: Any = await CoreV1Api(self.api_client).list_node(
+                label_selector=label_selector, _preload_content=False
+            )
+            return _decode(await response.read()).get("items") or []
+        except AsyncApiException as err:
+            raise _api_error(err, "listing nodes") from err
+
+    async def list_pods(self, *, field_selector: str = "") -> list[dict[str, Any]]:
+        from kubernetes_asyncio.client import CoreV1Api
+
+        try:
+            response: Any = await CoreV1Api(self.api_client).list_pod_for_all_namespaces(
+                field_selector=field_selector, _preload_content=False
+            )
+            return _decode(await response.read()).get("items") or []
+        except AsyncApiException as err:
+            raise _api_error(err, "listing pods") from err
+
+    async def list_cluster_custom_objects(
+        self, group: str, version: str, plural: str
+    ) -> list[dict[str, Any]]:
+        from kubernetes_asyncio.client import CustomObjectsApi
+
+        try:
+            listed = await CustomObjectsApi(self.api_client).list_cluster_custom_object(
+                group, version, plural
+            )
+        except AsyncApiException as err:
+            raise _api_error(err, f"listing {plural}.{group}") from err
+        return list(listed.get("items") or [])
