@@ -114,7 +114,7 @@ class PriceCatalog:
         fallback = fallback or cls.bundled()
         names = list(instance_types or fallback.prices)
         if session is None:
-            session = aws.session(region_name=region)
+            session = aws.AwsSettings(region_name=region).session()
         pricing = session.client("pricing", region_name="us-east-1")
         ec2 = session.client("ec2", region_name=region)
         prices: list[InstancePrice] = []

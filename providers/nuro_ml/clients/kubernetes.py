@@ -57,6 +57,19 @@ def _decode(raw: bytes | str) -> dict[str, Any]:
     return data
 
 
+async def _read_items(response: Any, what: str) -> list[dict[str, Any]]:
+    # kubernetes_asyncio checks the status only when it builds models; the raw response of a
+    # refused request is an API ``Status`` object that must not pass for an empty list.
+    body = await response.read()
+    if not 200 <= response.status <= 299:
+        status = _decode(body) if body else {}
+        reason = status.get("message") or getattr(response, "reason", None) or "no message"
+        raise KubernetesApiError(
+            f"{what} failed (HTTP {response.status}): {reason}", status_code=response.status
+        )
+    return _decode(body).get("items") or []
+
+
 class KubernetesClient:
     """Blocking reads of nodes, pods and cluster-scoped custom objects.
 
@@ -152,7 +165,7 @@ class AsyncKubernetesClient:
             response: Any = await CoreV1Api(self.api_client).list_node(
                 label_selector=label_selector, _preload_content=False
             )
-            return _decode(await response.read()).get("items") or []
+            return await _read_items(response, "listing nodes")
         except AsyncApiException as err:
             raise _api_error(err, "listing nodes") from err
 
@@ -163,7 +176,7 @@ class AsyncKubernetesClient:
             response: Any = await CoreV1Api(self.api_client).list_pod_for_all_namespaces(
                 field_selector=field_selector, _preload_content=False
             )
-            return _decode(await response.read()).get("items") or []
+            return await _read_items(response, "listing pods")
         except AsyncApiException as err:
             raise _api_error(err, "listing pods") from err
 

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Connection
     from ray.job_submission import JobSubmissionClient
 
-__all__ = ["AsyncRayHook", "RayHook", "RayHookProtocol", "RayJobInfo", "RayJobStatus", "job_dashboard_url"]
 
 
 def _parse_headers(raw: Any, *, conn_id: str | None) -> dict[str, str]:

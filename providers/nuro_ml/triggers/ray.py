@@ -35,7 +35,7 @@ class RayJobTrigger(BaseTrigger):
     ``running`` (only with ``yield_running_after``: the job goes on and the task wants to show
     the logs so far) or ``error`` (the API could not be read; with ``stack_trace``). Every event
     carries ``submission_id``, ``message`` and ``log_offset``; all but ``error`` carry ``job`` (a
-    :meth:`~nuro_ml.hooks.ray.RayJobInfo.to_dict`) and ``job_status``.
+    :meth:`~nuro_ml.clients.ray.RayJobInfo.to_dict`) and ``job_status``.
 
     :param submission_id: The Ray job's submission id.
     :param ray_conn_id: Airflow connection of type ``ray`` (headers and TLS settings live there).

@@ -81,7 +81,7 @@ class AwsBackend(CapacityBackend):
 
     @cached_property
     def session(self) -> Any:
-        return aws.session(self.config.aws_conn_id, region_name=self.config.region_name)
+        return aws.settings(self.config.aws_conn_id, region_name=self.config.region_name).session()
 
     @cached_property
     def ec2(self) -> Any:
