@@ -12,6 +12,8 @@ message text.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class NuroMLException(Exception):
     """Base class for every error raised by the nuro-ml provider."""
@@ -86,6 +88,13 @@ class QuotaExceededError(CapacityError):
 
 class KubernetesApiError(NuroMLException):
     """A Kubernetes API request failed; ``status_code`` is the HTTP status."""
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, status: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, status_code=status_code)
+        #: The API's ``Status`` object (``message``, ``reason``, ``details.causes``), when it sent one.
+        self.status: dict[str, Any] = dict(status or {})
 
 
 class RayJobError(NuroMLException):

@@ -1,4 +1,4 @@
-"""Kubernetes API client with no Airflow: the reads the capacity back ends make, sync and asyncio.
+"""Kubernetes API client with no Airflow: nodes, pods and custom objects, sync and asyncio.
 
 The API answers are read as JSON (``_preload_content=False``): listing thousands of pods does
 not build thousands of model objects only to read a few fields. Failures raise
@@ -26,7 +26,13 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
     from kubernetes_asyncio.client import ApiClient as AsyncApiClient
 
-__all__ = ["AsyncKubernetesClient", "KubeAccess", "KubernetesClient", "parse_quantity_value"]
+__all__ = [
+    "AsyncKubernetesClient",
+    "KubeAccess",
+    "KubernetesClient",
+    "delete_options",
+    "parse_quantity_value",
+]
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,33 @@ def parse_quantity_value(value: Any) -> Decimal:
     return parse_quantity(value)
 
 
+def _status_body(body: Any) -> dict[str, Any]:
+    """The API ``Status`` object of an error answer (``message``, ``reason``, ``details.causes``)."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    try:
+        parsed = json.loads(body) if isinstance(body, str) else {}
+    except ValueError:
+        return {"message": str(body)}
+    return parsed if isinstance(parsed, dict) else {}
+
+
 def _api_error(err: ApiException | AsyncApiException, what: str) -> KubernetesApiError:
-    return KubernetesApiError(f"{what} failed (HTTP {err.status}): {err.reason}", status_code=err.status)
+    status = _status_body(err.body)
+    message = status.get("message") or err.reason or "no message"
+    return KubernetesApiError(
+        f"{what} failed (HTTP {err.status}): {message}", status_code=err.status, status=status
+    )
+
+
+def delete_options(grace_period_seconds: int | None = None, uid: str | None = None) -> dict[str, Any]:
+    """DeleteOptions: background propagation, optional grace period and uid precondition."""
+    body: dict[str, Any] = {"propagationPolicy": "Background"}
+    if grace_period_seconds is not None:
+        body["gracePeriodSeconds"] = grace_period_seconds
+    if uid:
+        body["preconditions"] = {"uid": uid}
+    return body
 
 
 def _decode(raw: bytes | str) -> dict[str, Any]:
@@ -126,6 +157,49 @@ class KubernetesClient:
             raise _api_error(err, f"listing {plural}.{group}") from err
         return list(listed.get("items") or [])
 
+    def create_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Create the object; the API's answer (the stored object) is returned."""
+        from kubernetes.client import CustomObjectsApi
+
+        try:
+            created: dict[str, Any] = CustomObjectsApi(self.api_client).create_namespaced_custom_object(
+                group=group, version=version, namespace=namespace, plural=plural, body=body
+            )
+        except ApiException as err:
+            raise _api_error(err, f"creating {plural}.{group} in {namespace}") from err
+        return created
+
+    def get_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str
+    ) -> dict[str, Any] | None:
+        """The object, or None when it does not exist (HTTP 404)."""
+        from kubernetes.client import CustomObjectsApi
+
+        try:
+            obj: dict[str, Any] = CustomObjectsApi(self.api_client).get_namespaced_custom_object(
+                group=group, version=version, namespace=namespace, plural=plural, name=name
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise _api_error(err, f"reading {plural}.{group} {namespace}/{name}") from err
+        return obj
+
+    def delete_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, body: dict[str, Any]
+    ) -> None:
+        """Delete the object with ``body`` as its DeleteOptions (see :func:`delete_options`)."""
+        from kubernetes.client import CustomObjectsApi
+
+        try:
+            CustomObjectsApi(self.api_client).delete_namespaced_custom_object(
+                group=group, version=version, namespace=namespace, plural=plural, name=name, body=body
+            )
+        except ApiException as err:
+            raise _api_error(err, f"deleting {plural}.{group} {namespace}/{name}") from err
+
 
 class AsyncKubernetesClient:
     """Asyncio twin of :class:`KubernetesClient`, on ``kubernetes_asyncio``.
@@ -192,3 +266,35 @@ class AsyncKubernetesClient:
         except AsyncApiException as err:
             raise _api_error(err, f"listing {plural}.{group}") from err
         return list(listed.get("items") or [])
+
+    async def get_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str
+    ) -> dict[str, Any] | None:
+        """The object, or None when it does not exist (HTTP 404)."""
+        from kubernetes_asyncio.client import CustomObjectsApi
+
+        try:
+            obj: dict[str, Any] = await CustomObjectsApi(self.api_client).get_namespaced_custom_object(
+                group=group, version=version, namespace=namespace, plural=plural, name=name
+            )
+        except AsyncApiException as err:
+            if err.status == 404:
+                return None
+            raise _api_error(err, f"reading {plural}.{group} {namespace}/{name}") from err
+        return obj
+
+    async def delete_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, body: dict[str, Any]
+    ) -> None:
+        """Delete the object with ``body`` as its DeleteOptions (see :func:`delete_options`)."""
+        from kubernetes_asyncio.client import CustomObjectsApi
+
+        # The client sends a dict body as it is, like the sync client; only its stubs insist on
+        # the model class.
+        options: Any = body
+        try:
+            await CustomObjectsApi(self.api_client).delete_namespaced_custom_object(
+                group=group, version=version, namespace=namespace, plural=plural, name=name, body=options
+            )
+        except AsyncApiException as err:
+            raise _api_error(err, f"deleting {plural}.{group} {namespace}/{name}") from err
