@@ -132,3 +132,20 @@ def test_kuberay_retries_follow_the_status_not_the_text(status: int | None, tran
     text = "(HTTP 429)" if not transient else "(HTTP 404)"
     assert kuberay_transient(KubeRayJobError(text, status_code=status)) is transient
     assert is_transient_status(status) is transient
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RayJobError("failed to get Ray job 'x': HTTP 503", status_code=503),
+        RayJobNotFoundError("Ray job 'x' does not exist"),
+        CapacityError("kubernetes backend: listing nodes failed (HTTP 401)", status_code=401),
+        RayJobError("no answer"),
+    ],
+)
+def test_status_codes_survive_the_trip_back_from_a_worker(error: Exception) -> None:
+    # Spark and Ray workers raise these; they come back to the driver pickled.
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), str(copy), copy.status_code) == (type(error), str(error), error.status_code)  # type: ignore[attr-defined]
