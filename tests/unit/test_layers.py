@@ -65,14 +65,16 @@ def test_every_package_and_module_of_the_provider_has_a_layer() -> None:
 
 def test_the_airflow_free_contract_covers_the_libraries_and_clients() -> None:
     sources = set(_contract("airflow-free")["source_modules"])
-    assert {f"nuro_ml.{name}" for name in AIRFLOW_FREE} <= sources
+    assert {f"nuro_ml.{name}" for name in AIRFLOW_FREE} | {"workloads"} <= sources
     assert _contract("airflow-free")["forbidden_modules"] == ["airflow"]
 
 
 def test_the_contracts_hold_and_a_forbidden_import_breaks_them(tmp_path: Path) -> None:
     # A copy of the provider with one library module reaching up into the hooks (and so into
     # Airflow): lint-imports must reject it and name the import, while the real tree passes.
-    shutil.copytree(PACKAGE, tmp_path / "nuro_ml", ignore=shutil.ignore_patterns("__pycache__", "data"))
+    for root in CONFIG["root_packages"]:
+        source = PACKAGE if root == "nuro_ml" else REPO / root
+        shutil.copytree(source, tmp_path / root, ignore=shutil.ignore_patterns("__pycache__", "data"))
     config = tmp_path / "importlinter.toml"
     config.write_text((REPO / "pyproject.toml").read_text())
 
