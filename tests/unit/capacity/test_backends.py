@@ -198,3 +198,32 @@ def test_aws_backend_takes_a_named_connection_from_the_installed_resolver(aws) -
         "AWS_DEFAULT_REGION": REGION,
     }
     assert "fleet-secret" not in repr(AwsSettings.from_fields(fields))
+
+
+def test_airflow_resolver_reads_connections_and_masks_their_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import json
+
+    from airflow.sdk._shared.secrets_masker import redact
+    from nuro_ml.clients import connections
+    from nuro_ml.hooks.connections import AirflowConnections
+
+    secret = "aws-secret-only-in-this-test-91c2"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FLEET_AWS",
+        json.dumps(
+            {"conn_type": "aws", "login": "AKIDFLEET", "password": secret, "extra": {"region_name": REGION}}
+        ),
+    )
+    monkeypatch.setattr(connections, "_resolver", None)
+    # With nothing installed, a named connection is Airflow's.
+    assert isinstance(connections.resolver(), AirflowConnections)
+    assert redact(f"key {secret}") == f"key {secret}"
+    fields = connections.resolver().connection("fleet_aws")
+    assert (fields.login, fields.password, fields.extra_dejson) == (
+        "AKIDFLEET",
+        secret,
+        {"region_name": REGION},
+    )
+    assert redact(f"key {secret}") == "key ***"
+    assert asyncio.run(connections.resolver().aconnection("fleet_aws")) == fields
