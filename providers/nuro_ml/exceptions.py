@@ -4,9 +4,15 @@ They do not derive from ``AirflowException``: the ETL, capacity and feature libr
 inside Spark and Ray worker processes, where importing Airflow initialises its settings from the
 task's environment (a scheduler-run task's database URL is deliberately unusable there) and fails
 before any work is done. Airflow fails a task on any exception, so nothing is lost by that.
+
+An error that comes from an engine's API carries the answer's HTTP status in ``status_code``;
+retry and "not found" decisions are made on it (:func:`is_transient_status`), never on the
+message text.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class NuroMLException(Exception):
@@ -14,6 +20,24 @@ class NuroMLException(Exception):
 
     #: Exit code of ``nuro-ml`` when a command fails with this error (1: the work failed).
     exit_code: int = 1
+    #: HTTP status of the engine API answer behind the error; None when there was no answer
+    #: (connection refused, timeout) or the error did not come from an API.
+    status_code: int | None = None
+
+    def __init__(self, *args: object, status_code: int | None = None) -> None:
+        super().__init__(*args)
+        if status_code is not None:
+            self.status_code = status_code
+
+    @property
+    def is_transient(self) -> bool:
+        """A retry may succeed: the API was overloaded or failed itself (429, 5xx)."""
+        return is_transient_status(self.status_code)
+
+
+def is_transient_status(status_code: int | None) -> bool:
+    """429 and 5xx answers may change on a retry; other answers (a 4xx) will not."""
+    return status_code is not None and (status_code == 429 or status_code >= 500)
 
 
 class UsageError(NuroMLException):
@@ -62,6 +86,17 @@ class QuotaExceededError(CapacityError):
     """A request can never be admitted: it asks for more than its team's quota or the pool."""
 
 
+class KubernetesApiError(NuroMLException):
+    """A Kubernetes API request failed; ``status_code`` is the HTTP status."""
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, status: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, status_code=status_code)
+        #: The API's ``Status`` object (``message``, ``reason``, ``details.causes``), when it sent one.
+        self.status: dict[str, Any] = dict(status or {})
+
+
 class RayJobError(NuroMLException):
     """A Ray job failed, was stopped, or could not be submitted."""
 
@@ -81,8 +116,10 @@ class PipelineSpecError(NuroMLException):
 class RayJobSpecInvalidError(KubeRayJobError):
     """A RayJob manifest breaks the KubeRay CRD schema or KubeRay/Kueue rules; names each field path."""
 
-    def __init__(self, message: str, violations: list[str] | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, violations: list[str] | None = None, *, status_code: int | None = None
+    ) -> None:
+        super().__init__(message, status_code=status_code)
         #: ``"<field path>: <problem>"`` for every violation found, sorted by path.
         self.violations: list[str] = list(violations or [])
 
@@ -113,9 +150,13 @@ class SlurmCommandError(SlurmJobError):
 class RayJobAlreadyExistsError(KubeRayJobError):
     """Creating a RayJob returned HTTP 409: one with that name already exists in the namespace."""
 
+    status_code = 409
+
 
 class RayJobNotFoundError(RayJobError):
     """The Ray Jobs API has no job with the given submission id (HTTP 404)."""
+
+    status_code = 404
 
 
 class TerraformStateLockedError(TerraformError):

@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any, Literal
 
 from nuro_ml.capacity.records import Lease, LeaseState, Pool
+from nuro_ml.clients import aws
 from nuro_ml.exceptions import CapacityError
 
 log = logging.getLogger(__name__)
@@ -113,9 +114,7 @@ class PriceCatalog:
         fallback = fallback or cls.bundled()
         names = list(instance_types or fallback.prices)
         if session is None:
-            import boto3
-
-            session = boto3.session.Session(region_name=region)
+            session = aws.AwsSettings(region_name=region).session()
         pricing = session.client("pricing", region_name="us-east-1")
         ec2 = session.client("ec2", region_name=region)
         prices: list[InstancePrice] = []

@@ -42,8 +42,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nuro_ml.exceptions import ETLError
-from nuro_ml.pipelines import issues as spec_issues
-from nuro_ml.pipelines import yaml_source
+from nuro_ml.specs import issues as spec_issues
+from nuro_ml.specs import yaml_source
 
 BUILTIN_PATH = Path(__file__).with_name("builtin_mapping.yaml")
 BUILTIN_NAME = "builtin"

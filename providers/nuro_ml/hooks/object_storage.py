@@ -12,10 +12,13 @@ from typing import Any
 
 from airflow.sdk.bases.hook import BaseHook
 
+from nuro_ml.clients.aws import AwsSettings
+from nuro_ml.hooks.connections import AirflowConnections
+
 
 class ObjectStorageHook(BaseHook):
     """
-    Builds boto3 S3 clients from an Airflow connection.
+    Builds boto3 S3 clients (:class:`~nuro_ml.clients.aws.AwsSettings`) from an Airflow connection.
 
     :param aws_conn_id: Connection with the access key (login), secret key (password) and the
         ``endpoint_url`` / ``region_name`` extras; None uses boto3's default credential chain.
@@ -35,35 +38,26 @@ class ObjectStorageHook(BaseHook):
         self._endpoint_url = endpoint_url
 
     @cached_property
+    def settings(self) -> AwsSettings:
+        """The connection's credentials, region and endpoint (secrets registered with the masker)."""
+        conn = AirflowConnections().connection(self.aws_conn_id) if self.aws_conn_id else None
+        return AwsSettings.from_fields(conn, endpoint_url=self._endpoint_url)
+
+    @property
     def client_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {}
-        if self.aws_conn_id:
-            conn = self.get_connection(self.aws_conn_id)
-            extras = conn.extra_dejson
-            if conn.login:
-                kwargs["aws_access_key_id"] = conn.login
-            if conn.password:
-                kwargs["aws_secret_access_key"] = conn.password
-            if extras.get("endpoint_url"):
-                kwargs["endpoint_url"] = extras["endpoint_url"]
-            if extras.get("region_name"):
-                kwargs["region_name"] = extras["region_name"]
-        if self._endpoint_url:
-            kwargs["endpoint_url"] = self._endpoint_url
-        return kwargs
+        """Keyword arguments of ``boto3.client("s3", ...)`` that only the connection or hook set."""
+        names = {
+            "aws_access_key_id": self.settings.access_key_id,
+            "aws_secret_access_key": self.settings.secret_access_key,
+            "aws_session_token": self.settings.session_token,
+            "endpoint_url": self.settings.endpoint_url,
+            "region_name": self.settings.region_name,
+        }
+        return {key: value for key, value in names.items() if value}
 
     def get_client(self) -> Any:
-        import boto3
-
-        return boto3.client("s3", **self.client_kwargs)
+        return self.settings.client("s3")
 
     def job_environment(self) -> dict[str, str]:
         """Standard AWS environment variables that give a remote job (Ray) the same access."""
-        kwargs = self.client_kwargs
-        names = {
-            "aws_access_key_id": "AWS_ACCESS_KEY_ID",
-            "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
-            "endpoint_url": "AWS_ENDPOINT_URL_S3",
-            "region_name": "AWS_DEFAULT_REGION",
-        }
-        return {env: str(kwargs[key]) for key, env in names.items() if kwargs.get(key)}
+        return self.settings.environment()

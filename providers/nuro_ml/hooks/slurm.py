@@ -33,6 +33,7 @@ from nuro_ml.slurm.cli import build_sbatch_args
 from nuro_ml.slurm.connection import SlurmClusterSettings, merge_settings
 from nuro_ml.slurm.errors import is_unknown_job
 from nuro_ml.slurm.models import SlurmJobInfo, SlurmJobSpec, SlurmNodeGres
+from nuro_ml.slurm.nodes import aread_nodes, read_nodes
 from nuro_ml.slurm.output import expand_output_path, tail_lines
 from nuro_ml.slurm.parsing import (
     SACCT_FIELDS,
@@ -311,9 +312,7 @@ class SlurmHook(_SlurmHookBase):
 
     def get_nodes(self) -> list[SlurmNodeGres]:
         """Every (node, partition) pair with its GRES configured and in use."""
-        if self.rest is not None:
-            return nodes_from_rest(self.rest.request("GET", "nodes").get("nodes") or [])
-        return parse_sinfo_nodes(self.run_command(cli.sinfo_nodes_argv()))
+        return read_nodes(self.settings, timeout=self.command_timeout)
 
     def read_output_tail(self, info: SlurmJobInfo, lines: int = 20) -> list[str] | None:
         """Last lines of the job's stdout file, when this machine can read it."""
@@ -413,7 +412,4 @@ class AsyncSlurmHook(_SlurmHookBase):
 
     @_retry_transient()
     async def get_nodes(self) -> list[SlurmNodeGres]:
-        rest = await self._rest()
-        if rest is not None:
-            return nodes_from_rest((await rest.arequest("GET", "nodes")).get("nodes") or [])
-        return parse_sinfo_nodes(await self.run_command(cli.sinfo_nodes_argv()))
+        return await aread_nodes(await self.get_settings(), timeout=self.command_timeout)

@@ -29,6 +29,7 @@ from urllib.parse import quote
 from airflow.sdk import BaseHook
 
 from nuro_ml.exceptions import StalePlanError, TerraformError, TerraformStateLockedError
+from nuro_ml.hooks.masking import mask_value, redact_text
 from nuro_ml.task_key import TaskKey
 from nuro_ml.terraform_support import commands
 from nuro_ml.terraform_support.binary import find_terraform_binary
@@ -42,7 +43,6 @@ from nuro_ml.terraform_support.diagnostics import (
 )
 from nuro_ml.terraform_support.events import EventCollector
 from nuro_ml.terraform_support.layout import EnvironmentLayout, safe_component
-from nuro_ml.terraform_support.masking import mask_value, redact_text
 from nuro_ml.terraform_support.plan import ChangeAction, PlanSummary, ResourceChange
 from nuro_ml.terraform_support.plugins import default_plugin_dir, ensure_plugin_mirror
 from nuro_ml.terraform_support.process import ProcessResult, TerraformProcessRunner

@@ -3,7 +3,8 @@
 The values mirror ``ray-operator/apis/ray/v1/rayjob_types.go`` in KubeRay: ``jobDeploymentStatus``
 tracks the RayCluster and submission lifecycle (``Initializing`` -> ``Running`` -> ``Complete`` or
 ``Failed``, with ``Suspending``/``Suspended`` while Kueue holds the job back), ``jobStatus`` is the
-Ray job's own status as reported by the Ray dashboard.
+Ray job's own status as reported by the Ray dashboard: the one
+:class:`~nuro_ml.clients.ray.RayJobStatus` the Jobs API client uses too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
+
+from nuro_ml.clients.ray import RayJobStatus
 
 
 class JobDeploymentStatus(StrEnum):
@@ -34,20 +37,6 @@ class JobDeploymentStatus(StrEnum):
             JobDeploymentStatus.FAILED,
             JobDeploymentStatus.VALIDATION_FAILED,
         }
-
-
-class RayJobStatus(StrEnum):
-    """``status.jobStatus``: the Ray job status from the dashboard (``ray.job_submission.JobStatus``)."""
-
-    NEW = ""
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    STOPPED = "STOPPED"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-
-    def is_terminal(self) -> bool:
-        return self in {RayJobStatus.STOPPED, RayJobStatus.SUCCEEDED, RayJobStatus.FAILED}
 
 
 def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:

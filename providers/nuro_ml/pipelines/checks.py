@@ -20,9 +20,9 @@ import pendulum
 
 from nuro_ml import settings
 from nuro_ml.pipelines import operators
-from nuro_ml.pipelines.issues import Problem, did_you_mean
 from nuro_ml.pipelines.spec import PHASES, AssetSchedule, PipelineSpec, StageSpec
 from nuro_ml.pipelines.templates import check_templates
+from nuro_ml.specs.issues import Problem, did_you_mean
 
 #: ``${name}`` placeholders expanded in stage args and asset URIs. Upper-case names such as
 #: ``${HOME}`` are left alone, so shell variables in a bash command keep working.

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from nuro_ml.exceptions import UsageError
-from nuro_ml.pipelines.issues import SpecIssue
+from nuro_ml.specs.issues import SpecIssue
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

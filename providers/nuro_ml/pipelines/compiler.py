@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 
 from nuro_ml.pipelines import operators
-from nuro_ml.pipelines.issues import Problem
 from nuro_ml.pipelines.plan import DagPlan
+from nuro_ml.specs.issues import Problem
 
 if TYPE_CHECKING:
     from datetime import datetime

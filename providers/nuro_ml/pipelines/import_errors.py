@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from nuro_ml.exceptions import PipelineSpecError
-from nuro_ml.pipelines.issues import SpecIssue
+from nuro_ml.specs.issues import SpecIssue
 
 
 def spec_error(broken: Mapping[str, Sequence[SpecIssue]]) -> PipelineSpecError | None:

@@ -25,10 +25,10 @@ import yaml
 from pydantic import ValidationError
 
 from nuro_ml.pipelines import cache, checks, compiler, import_errors
-from nuro_ml.pipelines.issues import Problem, SpecIssue, from_validation_error, locate
 from nuro_ml.pipelines.plan import DagPlan, make_plan
 from nuro_ml.pipelines.spec import PipelineSpec
-from nuro_ml.pipelines.yaml_source import Document, parse
+from nuro_ml.specs.issues import Problem, SpecIssue, from_validation_error, locate
+from nuro_ml.specs.yaml_source import Document, parse
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG

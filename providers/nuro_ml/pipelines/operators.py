@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
-from nuro_ml.pipelines.issues import Problem, did_you_mean
+from nuro_ml.specs.issues import Problem, did_you_mean
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from jinja2 import nodes
 
-from nuro_ml.pipelines.issues import Problem, did_you_mean
 from nuro_ml.pipelines.operators import has_template
+from nuro_ml.specs.issues import Problem, did_you_mean
 
 if TYPE_CHECKING:
-    from nuro_ml.pipelines.issues import FieldPath
+    from nuro_ml.specs.issues import FieldPath
 
 
 @functools.cache

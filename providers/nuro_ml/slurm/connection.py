@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from nuro_ml.exceptions import SlurmJobError
 from nuro_ml.slurm.rest import REST_API_VERSION
 from nuro_ml.slurm.rest_client import SlurmRestClient
 
-if TYPE_CHECKING:
-    from airflow.sdk import Connection
+
+class Connection(Protocol):
+    """The fields of a ``slurm`` connection read here (an Airflow ``Connection`` has them)."""
+
+    @property
+    def login(self) -> str | None: ...
+
+    @property
+    def password(self) -> str | None: ...
+
+    @property
+    def extra_dejson(self) -> dict[str, Any]: ...
+
 
 #: The extras a ``slurm`` connection may carry; anything else is a typo worth reporting.
 CONNECTION_EXTRAS = frozenset({"slurm_conf", "partition", "account", "rest_url", "rest_api_version"})

@@ -19,7 +19,7 @@ from nuro_ml.kube.status import JobDeploymentStatus, RayJobInfo
 def _transient(err: BaseException) -> bool:
     # Retry what a moment may fix (network, server overload); a 4xx or a bad kubeconfig will not.
     if isinstance(err, KubeRayJobError):
-        return "(HTTP 5" in str(err) or "(HTTP 429)" in str(err)
+        return err.is_transient
     return isinstance(err, aiohttp.ClientError | asyncio.TimeoutError | ConnectionError)
 
 

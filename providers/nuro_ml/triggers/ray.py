@@ -16,10 +16,11 @@ from nuro_ml.hooks.ray import AsyncRayHook, RayJobInfo, RayJobStatus
 
 
 def _transient(err: BaseException) -> bool:
-    # A missing job stays missing; HTTP 4xx answers will not change on a retry either.
-    if isinstance(err, RayJobNotFoundError):
-        return False
-    return not isinstance(err, RayJobError) or "HTTP 4" not in str(err)
+    # No answer at all, or an overloaded/failing server, may change on a retry; a 4xx answer
+    # (a missing job among them) will not.
+    if isinstance(err, RayJobError):
+        return err.status_code is None or err.is_transient
+    return True
 
 
 def event_status(status: RayJobStatus) -> str:
@@ -34,7 +35,7 @@ class RayJobTrigger(BaseTrigger):
     ``running`` (only with ``yield_running_after``: the job goes on and the task wants to show
     the logs so far) or ``error`` (the API could not be read; with ``stack_trace``). Every event
     carries ``submission_id``, ``message`` and ``log_offset``; all but ``error`` carry ``job`` (a
-    :meth:`~nuro_ml.hooks.ray.RayJobInfo.to_dict`) and ``job_status``.
+    :meth:`~nuro_ml.clients.ray.RayJobInfo.to_dict`) and ``job_status``.
 
     :param submission_id: The Ray job's submission id.
     :param ray_conn_id: Airflow connection of type ``ray`` (headers and TLS settings live there).

@@ -166,3 +166,41 @@ def test_kueue_backend_unknown_queue_is_an_error(kueue_cluster: KubeApiStandIn, 
 def test_backend_config_rejects_typos():
     with pytest.raises(Exception, match="pool_lable"):
         load_backend({"type": "kubernetes", "pool_lable": "x"})
+
+
+class _NoConnections:
+    """A resolver that fails the test if a back end without a connection id asks for one."""
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"resolver.{name} used for a back end configured without a connection")
+
+
+def test_kubernetes_backend_reads_a_kubeconfig_without_airflow_connections(
+    gpu_cluster: KubeApiStandIn, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    from nuro_ml.clients import connections
+
+    kubeconfig = gpu_cluster.write_kubeconfig(tmp_path / "plain-kubeconfig")
+    monkeypatch.setattr(connections, "_resolver", _NoConnections())
+    backend = load_backend(
+        {
+            "type": "kubernetes",
+            "kubernetes_conn_id": None,
+            "config_file": str(kubeconfig),
+            "pool_names": {A100: "a100"},
+        }
+    )
+    sync = by_pool(backend.get_capacity())
+    assert sync == {"a100": (16, 7, A100), H100: (8, 0, H100)}
+    assert by_pool(asyncio.run(backend.aget_capacity())) == sync
+
+
+def test_kubernetes_api_errors_keep_their_status(gpu_cluster: KubeApiStandIn, tmp_path):
+    kubeconfig = gpu_cluster.write_kubeconfig(tmp_path / "wrong-token", token="not-the-token")
+    backend = load_backend({"type": "kubernetes", "kubernetes_conn_id": None, "config_file": str(kubeconfig)})
+    with pytest.raises(CapacityError) as err:
+        backend.get_capacity()
+    assert err.value.status_code == 401
+    with pytest.raises(CapacityError) as aerr:
+        asyncio.run(backend.aget_capacity())
+    assert aerr.value.status_code == 401

@@ -42,6 +42,19 @@ def test_hook_crud_and_errors(kube_api: KubeApiStandIn, conn_id: str):
     assert hook.delete_rayjob(name="train-1", namespace="ml") is False
 
 
+def test_async_delete_removes_only_the_incarnation_it_names(kube_api: KubeApiStandIn, conn_id: str):
+    created = KubeRayHook(conn_id=conn_id).create_rayjob(manifest=manifest("train-2"))
+    hook = AsyncKubeRayHook(conn_id=conn_id)
+    # Another RayJob now holds the name (a different uid): nothing of ours to delete, it stays.
+    assert asyncio.run(hook.delete_rayjob(name="train-2", namespace="ml", uid="someone-else")) is False
+    assert kube_api.rayjob("train-2", "ml") is not None
+    assert asyncio.run(hook.delete_rayjob(name="train-2", namespace="ml", uid=created.uid)) is True
+    KubeRayHook(conn_id=conn_id).wait_rayjob_deleted(
+        name="train-2", namespace="ml", timeout=30, poll_interval=0.02
+    )
+    assert asyncio.run(hook.delete_rayjob(name="train-2", namespace="ml", uid=created.uid)) is False
+
+
 def test_server_side_schema_rejection_names_the_field(kube_api: KubeApiStandIn, conn_id: str):
     bad = manifest()
     bad["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] = 3_000_000_000

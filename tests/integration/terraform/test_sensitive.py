@@ -8,8 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from nuro_ml.hooks.masking import redact_text
 from nuro_ml.operators.terraform import TerraformApplyOperator, TerraformPlanOperator
-from nuro_ml.terraform_support.masking import redact_text
 
 from tests.integration.terraform.conftest import context_for
 

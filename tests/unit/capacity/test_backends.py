@@ -141,3 +141,89 @@ def test_aws_backend_rejects_types_without_gpus(aws) -> None:
     )
     with pytest.raises(CapacityError, match=r"'m5\.large' has no GPUs"):
         backend.get_capacity()
+
+
+class _OneConnection:
+    """A connection resolver outside Airflow (a script or the simulator would install one)."""
+
+    def __init__(self, fields) -> None:
+        self.fields = fields
+        self.asked: list[str] = []
+
+    def connection(self, conn_id: str):
+        self.asked.append(conn_id)
+        return self.fields
+
+
+def test_aws_backend_takes_a_named_connection_from_the_installed_resolver(aws) -> None:
+    from nuro_ml.clients import connections
+    from nuro_ml.clients.aws import AwsSettings
+    from nuro_ml.clients.connections import ConnectionFields
+
+    fields = ConnectionFields(
+        conn_id="fleet",
+        login="AKIDFLEET",
+        password="fleet-secret",
+        extra={"region_name": REGION, "aws_session_token": "tok"},
+    )
+    resolver = _OneConnection(fields)
+    connections.set_resolver(resolver)  # type: ignore[arg-type]
+    try:
+        backend = load_backend(
+            {
+                "type": "aws",
+                "region_name": "eu-west-1",
+                "aws_conn_id": "fleet",
+                "pools": [{"name": "a100", "instance_type": "p4d.24xlarge", "vcpu_quota": 192}],
+            }
+        )
+        credentials = backend.session.get_credentials()
+        # The connection's region beats the back end's; its keys and token are the session's.
+        assert (backend.session.region_name, credentials.access_key, credentials.token) == (
+            REGION,
+            "AKIDFLEET",
+            "tok",
+        )
+        assert [(c.pool, c.total_gpus, c.free_gpus) for c in backend.get_capacity()] == [("a100", 16, 0)]
+        assert resolver.asked == ["fleet"]
+    finally:
+        connections.set_resolver(None)
+    # The same settings give a remote job the same access, secret included only in its environment.
+    env = AwsSettings.from_fields(fields, endpoint_url="http://127.0.0.1:9000").environment()
+    assert env == {
+        "AWS_ACCESS_KEY_ID": "AKIDFLEET",
+        "AWS_SECRET_ACCESS_KEY": "fleet-secret",
+        "AWS_SESSION_TOKEN": "tok",
+        "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9000",
+        "AWS_DEFAULT_REGION": REGION,
+    }
+    assert "fleet-secret" not in repr(AwsSettings.from_fields(fields))
+
+
+def test_airflow_resolver_reads_connections_and_masks_their_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import json
+
+    from airflow.sdk._shared.secrets_masker import redact
+    from nuro_ml.clients import connections
+    from nuro_ml.hooks.connections import AirflowConnections
+
+    secret = "aws-secret-only-in-this-test-91c2"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FLEET_AWS",
+        json.dumps(
+            {"conn_type": "aws", "login": "AKIDFLEET", "password": secret, "extra": {"region_name": REGION}}
+        ),
+    )
+    monkeypatch.setattr(connections, "_resolver", None)
+    # With nothing installed, a named connection is Airflow's.
+    assert isinstance(connections.resolver(), AirflowConnections)
+    assert redact(f"key {secret}") == f"key {secret}"
+    fields = connections.resolver().connection("fleet_aws")
+    assert (fields.login, fields.password, fields.extra_dejson) == (
+        "AKIDFLEET",
+        secret,
+        {"region_name": REGION},
+    )
+    assert redact(f"key {secret}") == "key ***"
+    assert asyncio.run(connections.resolver().aconnection("fleet_aws")) == fields

@@ -166,7 +166,9 @@ def test_malformed_headers_extra_names_the_connection(monkeypatch: pytest.Monkey
 async def test_async_hook_resolves_the_same_settings(ray_conn: str) -> None:
     hook = AsyncRayHook(ray_conn)
     assert await hook.get_address() == "https://ray-head.internal:8265"
-    assert hook._ssl is False
+    client = await hook.jobs_client()
+    assert client.verify is False
+    assert client.headers == {"Authorization": "Bearer s3cr3t-token"}
     explicit = AsyncRayHook(ray_conn, address="http://127.0.0.1:9000")
     assert await explicit.get_address() == "http://127.0.0.1:9000"
 

@@ -8,8 +8,8 @@ import logging
 import pytest
 from nuro_ml import settings
 from nuro_ml.exceptions import TerraformError
+from nuro_ml.hooks.masking import mask_value, redact_text
 from nuro_ml.hooks.terraform import TerraformHook
-from nuro_ml.terraform_support.masking import mask_value, redact_text
 
 LOCAL_ENV = settings.terraform_dir() / "environments" / "local"
 

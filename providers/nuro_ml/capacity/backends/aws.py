@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from nuro_ml.capacity.backends.base import CapacityBackend, CapacityBackendConfig, PoolCapacity
+from nuro_ml.clients import aws
 from nuro_ml.exceptions import CapacityError
 
 #: (quota class, market) -> Service Quotas code for EC2, in vCPUs.
@@ -66,8 +67,8 @@ class AwsBackendConfig(CapacityBackendConfig):
     type: Literal["aws"] = "aws"
     region_name: str = "us-east-1"
     pools: tuple[AwsPoolConfig, ...] = Field(min_length=1)
-    #: Airflow connection with the credentials (login: access key id, password: secret);
-    #: without it, boto3's default credential chain is used.
+    #: Connection with the credentials (login: access key id, password: secret; under Airflow an
+    #: Airflow connection); without it, boto3's default credential chain is used.
     aws_conn_id: str | None = None
     endpoint_url: str | None = None
 
@@ -80,20 +81,7 @@ class AwsBackend(CapacityBackend):
 
     @cached_property
     def session(self) -> Any:
-        import boto3
-
-        if self.config.aws_conn_id is None:
-            return boto3.session.Session(region_name=self.config.region_name)
-        from airflow.sdk import BaseHook
-
-        conn = BaseHook.get_connection(self.config.aws_conn_id)
-        extra = conn.extra_dejson
-        return boto3.session.Session(
-            aws_access_key_id=conn.login or None,
-            aws_secret_access_key=conn.password or None,
-            aws_session_token=extra.get("aws_session_token"),
-            region_name=extra.get("region_name", self.config.region_name),
-        )
+        return aws.settings(self.config.aws_conn_id, region_name=self.config.region_name).session()
 
     @cached_property
     def ec2(self) -> Any:

@@ -12,18 +12,11 @@ devices of the mixed strategy, ``nvidia.com/mig-<g>g.<mem>gb``, each worth ``g``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
-from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-from kubernetes.client import CoreV1Api
-from kubernetes.client.exceptions import ApiException
-from kubernetes.utils.quantity import parse_quantity
-from kubernetes_asyncio.client import CoreV1Api as AsyncCoreV1Api
-from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
 from pydantic import Field
 
 from nuro_ml.capacity.backends.base import (
@@ -32,8 +25,13 @@ from nuro_ml.capacity.backends.base import (
     NodeCapacity,
     PoolCapacity,
 )
-from nuro_ml.exceptions import CapacityError
-from nuro_ml.hooks.kuberay import AsyncKubernetesConfigHook
+from nuro_ml.clients.kubernetes import (
+    AsyncKubernetesClient,
+    KubeAccess,
+    KubernetesClient,
+    parse_quantity_value,
+)
+from nuro_ml.exceptions import CapacityError, KubernetesApiError
 
 #: Pods in these phases hold no resources any more.
 TERMINAL_POD_PHASES = ("Succeeded", "Failed")
@@ -41,7 +39,8 @@ ACTIVE_POD_SELECTOR = ",".join(f"status.phase!={phase}" for phase in TERMINAL_PO
 
 
 class KubeConnectionConfig(CapacityBackendConfig):
-    """How to reach the cluster: an Airflow Kubernetes connection, optionally overridden."""
+    """How to reach the cluster: a Kubernetes connection (resolved by the engine clients'
+    connection resolver: Airflow's under Airflow), optionally overridden."""
 
     kubernetes_conn_id: str | None = "kubernetes_default"
     """Airflow connection of type ``kubernetes`` (kubeconfig path/content or in-cluster)."""
@@ -54,16 +53,9 @@ class KubeConnectionConfig(CapacityBackendConfig):
     gpu_resource: str = "nvidia.com/gpu"
     """Extended resource that counts as a GPU."""
 
-    def sync_hook(self) -> KubernetesHook:
-        return KubernetesHook(
-            conn_id=self.kubernetes_conn_id,
-            config_file=self.config_file,
-            cluster_context=self.cluster_context,
-            in_cluster=self.in_cluster,
-        )
-
-    def async_hook(self) -> AsyncKubernetesConfigHook:
-        return AsyncKubernetesConfigHook(
+    @property
+    def access(self) -> KubeAccess:
+        return KubeAccess(
             conn_id=self.kubernetes_conn_id,
             config_file=self.config_file,
             cluster_context=self.cluster_context,
@@ -112,7 +104,7 @@ def mig_milli(resource: str) -> int:
 def quantity(value: Any) -> Decimal:
     """A Kubernetes quantity (``"4"``, ``2``, ``"500m"``) as a number."""
     try:
-        return Decimal(parse_quantity(value))
+        return Decimal(parse_quantity_value(value))
     except (ValueError, TypeError) as err:
         raise CapacityError(f"not a Kubernetes quantity: {value!r}") from err
 
@@ -205,11 +197,6 @@ def node_pools(
     ]
 
 
-def _decode(raw: bytes | str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(raw)
-    return data
-
-
 class KubernetesBackend(CapacityBackend):
     """Free GPUs per node pool, read from the Kubernetes API (nodes and pods)."""
 
@@ -217,39 +204,19 @@ class KubernetesBackend(CapacityBackend):
     config: KubernetesBackendConfig
 
     def get_capacity(self) -> list[PoolCapacity]:
-        core = CoreV1Api(api_client=self.config.sync_hook().api_client)
+        client = KubernetesClient.connect(self.config.access)
         try:
-            # _preload_content=False skips building thousands of model objects we only read fields from.
-            nodes = _decode(
-                core.list_node(label_selector=self.config.node_selector or "", _preload_content=False).data
-            )
-            pods = _decode(
-                core.list_pod_for_all_namespaces(
-                    field_selector=ACTIVE_POD_SELECTOR, _preload_content=False
-                ).data
-            )
-        except ApiException as err:
-            raise CapacityError(
-                f"kubernetes backend: listing nodes/pods failed (HTTP {err.status}): {err.reason}"
-            ) from err
-        return node_pools(nodes.get("items") or [], pods.get("items") or [], self.config)
+            nodes = client.list_nodes(label_selector=self.config.node_selector or "")
+            pods = client.list_pods(field_selector=ACTIVE_POD_SELECTOR)
+        except KubernetesApiError as err:
+            raise CapacityError(f"kubernetes backend: {err}", status_code=err.status_code) from err
+        return node_pools(nodes, pods, self.config)
 
     async def aget_capacity(self) -> list[PoolCapacity]:
-        hook = self.config.async_hook()
         try:
-            async with hook.get_conn() as api_client:
-                core = AsyncCoreV1Api(api_client)
-                # With _preload_content=False the client returns the raw aiohttp response.
-                node_resp: Any = await core.list_node(
-                    label_selector=self.config.node_selector or "", _preload_content=False
-                )
-                nodes = _decode(await node_resp.read())
-                pod_resp: Any = await core.list_pod_for_all_namespaces(
-                    field_selector=ACTIVE_POD_SELECTOR, _preload_content=False
-                )
-                pods = _decode(await pod_resp.read())
-        except AsyncApiException as err:
-            raise CapacityError(
-                f"kubernetes backend: listing nodes/pods failed (HTTP {err.status}): {err.reason}"
-            ) from err
-        return node_pools(nodes.get("items") or [], pods.get("items") or [], self.config)
+            async with AsyncKubernetesClient.connect(self.config.access) as client:
+                nodes = await client.list_nodes(label_selector=self.config.node_selector or "")
+                pods = await client.list_pods(field_selector=ACTIVE_POD_SELECTOR)
+        except KubernetesApiError as err:
+            raise CapacityError(f"kubernetes backend: {err}", status_code=err.status_code) from err
+        return node_pools(nodes, pods, self.config)

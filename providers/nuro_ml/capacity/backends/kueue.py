@@ -13,15 +13,12 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Literal
 
-from kubernetes.client import CustomObjectsApi
-from kubernetes.client.exceptions import ApiException
-from kubernetes_asyncio.client import CustomObjectsApi as AsyncCustomObjectsApi
-from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
 from pydantic import Field
 
 from nuro_ml.capacity.backends.base import CapacityBackend, PoolCapacity
 from nuro_ml.capacity.backends.kubernetes import KubeConnectionConfig, quantity
-from nuro_ml.exceptions import CapacityError
+from nuro_ml.clients.kubernetes import AsyncKubernetesClient, KubernetesClient
+from nuro_ml.exceptions import CapacityError, KubernetesApiError
 from nuro_ml.kube.crds import KUEUE_GROUP, KUEUE_VERSION
 
 
@@ -115,36 +112,28 @@ class KueueBackend(CapacityBackend):
     config: KueueBackendConfig
 
     def get_capacity(self) -> list[PoolCapacity]:
-        api = CustomObjectsApi(api_client=self.config.sync_hook().api_client)
+        client = KubernetesClient.connect(self.config.access)
         try:
-            queues = api.list_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "clusterqueues")
-        except ApiException as err:
-            raise CapacityError(
-                f"kueue backend: listing ClusterQueues failed (HTTP {err.status}): {err.reason}"
-            ) from err
+            queues = client.list_cluster_custom_objects(KUEUE_GROUP, KUEUE_VERSION, "clusterqueues")
+        except KubernetesApiError as err:
+            raise CapacityError(f"kueue backend: {err}", status_code=err.status_code) from err
         try:
-            flavors = (
-                api.list_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "resourceflavors").get("items")
-                or []
-            )
-        except ApiException:
+            flavors = client.list_cluster_custom_objects(KUEUE_GROUP, KUEUE_VERSION, "resourceflavors")
+        except KubernetesApiError:
             # GPU model names are a nicety: without read access to flavors, report capacity anyway.
             flavors = []
-        return queue_pools(queues.get("items") or [], flavors, self.config)
+        return queue_pools(queues, flavors, self.config)
 
     async def aget_capacity(self) -> list[PoolCapacity]:
-        hook = self.config.async_hook()
-        async with hook.get_conn() as api_client:
-            api = AsyncCustomObjectsApi(api_client)
+        async with AsyncKubernetesClient.connect(self.config.access) as client:
             try:
-                queues = await api.list_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "clusterqueues")
-            except AsyncApiException as err:
-                raise CapacityError(
-                    f"kueue backend: listing ClusterQueues failed (HTTP {err.status}): {err.reason}"
-                ) from err
+                queues = await client.list_cluster_custom_objects(KUEUE_GROUP, KUEUE_VERSION, "clusterqueues")
+            except KubernetesApiError as err:
+                raise CapacityError(f"kueue backend: {err}", status_code=err.status_code) from err
             try:
-                listed = await api.list_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "resourceflavors")
-                flavors = listed.get("items") or []
-            except AsyncApiException:
+                flavors = await client.list_cluster_custom_objects(
+                    KUEUE_GROUP, KUEUE_VERSION, "resourceflavors"
+                )
+            except KubernetesApiError:
                 flavors = []
-        return queue_pools(queues.get("items") or [], flavors, self.config)
+        return queue_pools(queues, flavors, self.config)

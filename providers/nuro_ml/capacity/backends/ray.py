@@ -18,10 +18,7 @@ from the GCS path; the dashboard path reports the pool totals only.
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.error
-import urllib.request
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -31,9 +28,7 @@ from nuro_ml.capacity.backends.base import (
     NodeCapacity,
     PoolCapacity,
 )
-from nuro_ml.exceptions import CapacityError
-
-CLUSTER_STATUS_PATH = "/api/cluster_status?format=0"
+from nuro_ml.clients.ray import cluster_resource_usage, gcs_cluster_status
 
 
 class RayBackendConfig(CapacityBackendConfig):
@@ -94,35 +89,12 @@ class RayBackend(CapacityBackend):
         return await asyncio.to_thread(self.get_capacity)
 
     def _from_dashboard(self) -> tuple[float, float]:
-        url = self.config.address + CLUSTER_STATUS_PATH
-        try:
-            with urllib.request.urlopen(url, timeout=self.config.timeout_seconds) as response:
-                body: dict[str, Any] = json.load(response)
-        except (urllib.error.URLError, TimeoutError, OSError, ValueError) as err:
-            raise CapacityError(f"Ray dashboard {url} did not answer with cluster status: {err}") from err
-        status = (body.get("data") or {}).get("clusterStatus")
-        if not body.get("result") or not status:
-            raise CapacityError(
-                f"Ray dashboard {url} has no cluster status yet ({body.get('msg', 'no message')}); "
-                "the autoscaler monitor may still be starting"
-            )
-        usage = (status.get("loadMetricsReport") or {}).get("usage") or {}
-        used, total = usage.get(self.config.resource, (0.0, 0.0))
-        return float(used), float(total)
+        return cluster_resource_usage(
+            self.config.address, self.config.resource, timeout=self.config.timeout_seconds
+        )
 
     def _from_gcs(self) -> tuple[float, float, tuple[NodeCapacity, ...]]:
-        try:
-            from ray.autoscaler.v2.sdk import get_cluster_status
-        except ImportError as err:  # pragma: no cover - ray is a hard dependency
-            raise CapacityError(
-                f"Ray is not importable for GCS address {self.config.address}: {err}"
-            ) from err
-        try:
-            status = get_cluster_status(self.config.address, timeout=int(self.config.timeout_seconds))
-        except Exception as err:
-            raise CapacityError(
-                f"Ray GCS at {self.config.address} did not return cluster status: {err}"
-            ) from err
+        status = gcs_cluster_status(self.config.address, timeout=self.config.timeout_seconds)
         total = float(status.total_resources().get(self.config.resource, 0.0))
         available = float(status.available_resources().get(self.config.resource, 0.0))
         nodes = []

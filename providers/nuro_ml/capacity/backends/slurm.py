@@ -12,15 +12,19 @@ from collections.abc import Iterable
 from typing import Literal
 
 from nuro_ml.capacity.backends.base import CapacityBackend, CapacityBackendConfig, NodeCapacity, PoolCapacity
+from nuro_ml.clients import connections
 from nuro_ml.exceptions import CapacityError
-from nuro_ml.hooks.slurm import AsyncSlurmHook, SlurmHook, SlurmNodeGres
+from nuro_ml.slurm.connection import SlurmClusterSettings, merge_settings
+from nuro_ml.slurm.models import SlurmNodeGres
+from nuro_ml.slurm.nodes import aread_nodes, read_nodes
 
 
 class SlurmBackendConfig(CapacityBackendConfig):
     """Which Slurm cluster to read and how partitions map to pools."""
 
     type: Literal["slurm"] = "slurm"
-    #: Airflow connection of type ``slurm``; None uses ``slurm_conf`` or the local client config.
+    #: Connection of type ``slurm`` (under Airflow an Airflow connection); None uses ``slurm_conf``
+    #: or the local client config.
     conn_id: str | None = None
     #: slurm.conf of the cluster, overriding the connection's.
     slurm_conf: str | None = None
@@ -30,6 +34,8 @@ class SlurmBackendConfig(CapacityBackendConfig):
     pool_for_partition: dict[str, str] = {}
     #: GRES name counted as GPUs.
     gres_name: str = "gpu"
+    #: Seconds one Slurm command or slurmrestd request may take.
+    timeout_seconds: float = 60.0
     #: Count only this GRES type (``gpu:a100:4``); None counts every type.
     gpu_type: str | None = None
 
@@ -42,17 +48,24 @@ class SlurmBackend(CapacityBackend):
 
     def get_capacity(self) -> list[PoolCapacity]:
         try:
-            nodes = SlurmHook(self.config.conn_id, slurm_conf=self.config.slurm_conf).get_nodes()
+            conn = connections.resolver().connection(self.config.conn_id) if self.config.conn_id else None
+            nodes = read_nodes(self._settings(conn), timeout=self.config.timeout_seconds)
         except Exception as err:
             raise CapacityError(f"slurm backend: reading nodes with sinfo failed: {err}") from err
         return self.pools_from_nodes(nodes)
 
     async def aget_capacity(self) -> list[PoolCapacity]:
         try:
-            nodes = await AsyncSlurmHook(self.config.conn_id, slurm_conf=self.config.slurm_conf).get_nodes()
+            conn = (
+                await connections.resolver().aconnection(self.config.conn_id) if self.config.conn_id else None
+            )
+            nodes = await aread_nodes(self._settings(conn), timeout=self.config.timeout_seconds)
         except Exception as err:
             raise CapacityError(f"slurm backend: reading nodes with sinfo failed: {err}") from err
         return self.pools_from_nodes(nodes)
+
+    def _settings(self, conn: connections.ConnectionFields | None) -> SlurmClusterSettings:
+        return merge_settings(conn, conn_id=self.config.conn_id, slurm_conf=self.config.slurm_conf)
 
     def pools_from_nodes(self, nodes: Iterable[SlurmNodeGres]) -> list[PoolCapacity]:
         """One :class:`PoolCapacity` per partition from ``sinfo`` node rows."""

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from nuro_ml.pipelines.yaml_source import Document, Position
+from nuro_ml.specs.yaml_source import Document, Position
 
 FieldPath = tuple[str | int, ...]
 
