@@ -17,6 +17,7 @@ from nuro_ml.triggers.kuberay import KubeRayJobTrigger
 
 from tests.fixtures.kube_api import JobScript, KubeApiStandIn
 from tests.integration.kuberay.conftest import TaskInstanceStub, first_event, run_task
+from tests.polling import await_for
 
 pytestmark = pytest.mark.integration
 
@@ -287,7 +288,8 @@ def test_kill_while_deferred_deletes_the_rayjob_from_the_trigger(kube_api: KubeA
 
     async def kill_while_waiting() -> None:
         waiting = asyncio.ensure_future(first_event(trigger))
-        await asyncio.sleep(0.2)
+        await await_for(lambda: kube_api.api_requests("GET", name), "the trigger to read the RayJob")
+        assert not waiting.done()
         waiting.cancel()
         await trigger.on_kill()
 
