@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 from nuro_ml.exceptions import SlurmCommandError, SlurmJobError
-from nuro_ml.hooks.slurm import AsyncSlurmHook, SlurmHook, SlurmJobSpec, SlurmJobState
+from nuro_ml.hooks.slurm import AsyncSlurmHook, SlurmHook, SlurmJobSpec
+from nuro_ml.slurm.state import SlurmJobState
 from nuro_ml.triggers.slurm import SlurmJobTrigger
 
 from tests.polling import await_for

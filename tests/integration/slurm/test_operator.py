@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from nuro_ml.exceptions import SlurmJobError
-from nuro_ml.hooks.slurm import SlurmHook, SlurmJobState
+from nuro_ml.hooks.slurm import SlurmHook
 from nuro_ml.operators.slurm import XCOM_JOB_ID, SlurmJobOperator
+from nuro_ml.slurm.state import SlurmJobState
 from nuro_ml.triggers.slurm import SlurmJobTrigger
 
 from tests.fixtures.slurm import SlurmCluster, task_context
