@@ -287,8 +287,11 @@ def test_kill_while_deferred_deletes_the_rayjob_from_the_trigger(kube_api: KubeA
     name = expected_name(ti)
 
     async def kill_while_waiting() -> None:
+        read_before = len(kube_api.api_requests("GET", name))
         waiting = asyncio.ensure_future(first_event(trigger))
-        await await_for(lambda: kube_api.api_requests("GET", name), "the trigger to read the RayJob")
+        await await_for(
+            lambda: len(kube_api.api_requests("GET", name)) > read_before, "the trigger to read the RayJob"
+        )
         assert not waiting.done()
         waiting.cancel()
         await trigger.on_kill()
