@@ -34,6 +34,7 @@ from nuro_ml.capacity.records import LeaseRequest, LeaseState, QueuedRequest, Re
 from nuro_ml.local_cluster import ray_nodes, redis, state
 from nuro_ml.local_cluster.processes import spawn, stop_group
 from ray.job_submission import JobStatus
+from ray.util.state.exception import RayStateApiException
 
 from tests.cluster import checks, faults
 from tests.cluster.conftest import DAG_ID, Cluster
@@ -148,7 +149,7 @@ def _kill_ray_worker(cluster: Cluster, run_id: str, log: FaultLog) -> None:
     joins, so the restarted worker group finds its GPUs at once; the node with workers is killed,
     and the workers on the head go on (SIGCONT) to find their peers gone.
     """
-    ti = cluster.api.wait_for_task(DAG_ID, run_id, "train", RUNNING, timeout=1500)
+    ti = cluster.api.wait_for_task(DAG_ID, run_id, "train", frozenset({"running", "deferred"}), timeout=1500)
     if int(ti["try_number"]) != 1:
         raise AssertionError(f"train is on try {ti['try_number']} before the fault")
     sid = wait_for(
@@ -159,7 +160,10 @@ def _kill_ray_worker(cluster: Cluster, run_id: str, log: FaultLog) -> None:
     def training_on_a_worker_node() -> tuple[list[faults.TrainWorker], ray_nodes.RayNode] | None:
         if "Started training worker group" not in _job_log(ray, sid):
             return None
-        workers = faults.train_workers(ray.dashboard_url, sid)
+        try:
+            workers = faults.train_workers(ray.dashboard_url, sid)
+        except RayStateApiException:  # the state API times out on a loaded machine: read again
+            return None
         hosts = [faults.node_of(ray, w.pid) for w in workers]
         on_worker_nodes = [n for n in hosts if n is not None and any(n is w for w in ray.workers)]
         if len(workers) != FAULT_GPUS or not on_worker_nodes:
@@ -200,7 +204,11 @@ def _xcom_or_none(cluster: Cluster, run_id: str, task_id: str, key: str) -> obje
 
 
 def _job_log(ray: ray_nodes.RayCluster, sid: str) -> str:
-    return str(httpx.get(f"{ray.dashboard_url}/api/jobs/{sid}/logs", timeout=30).json()["logs"])
+    """The job's log so far ("" while the dashboard does not answer)."""
+    try:
+        return str(httpx.get(f"{ray.dashboard_url}/api/jobs/{sid}/logs", timeout=30).json()["logs"])
+    except httpx.HTTPError:
+        return ""
 
 
 def _follow(steps: list[Callable[[], None]], log: FaultLog) -> threading.Thread:
