@@ -18,6 +18,11 @@ export RAY_USAGE_STATS_ENABLED := 0
 unexport PYTHONDONTWRITEBYTECODE
 
 PYTEST_ARGS ?=
+# The unit tier runs in a new random order each time (pytest-randomly), so a test that depends on
+# another's leftovers fails where it is; the seed is printed at the top ("Using --randomly-seed=N")
+# and UNIT_ORDER="-p randomly --randomly-seed=N" repeats that order (UNIT_ORDER= keeps file order).
+# The other tiers keep file order (pyproject's addopts): they share expensive session services.
+UNIT_ORDER ?= -p randomly
 
 .PHONY: setup torch-cpu demo test test-backfill lint docs typecheck unit integration e2e browser bench clean airflow-home \
 	provider-info \
@@ -65,14 +70,15 @@ docs: setup
 
 # tests/cluster run against the cluster of `make cluster-up`, only through `make cluster-test`.
 test: setup torch-cpu lint docs
-	$(BIN)/pytest -p no:cacheprovider --durations=25 --ignore=tests/cluster $(PYTEST_ARGS)
+	$(BIN)/pytest -p no:cacheprovider $(UNIT_ORDER) --durations=10 tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest -p no:cacheprovider --durations=25 --ignore=tests/cluster --ignore=tests/unit $(PYTEST_ARGS)
 
 # Only the scheduler-driven backfill test (also part of `make test`).
 test-backfill: setup
 	$(BIN)/pytest -p no:cacheprovider tests/stack/backfill $(PYTEST_ARGS)
 
 unit: setup torch-cpu
-	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest $(UNIT_ORDER) tests/unit $(PYTEST_ARGS)
 
 integration: setup torch-cpu
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)

@@ -26,10 +26,10 @@ def etl_table(cluster: Cluster, table: str, day: str = DAY) -> Any:
     )
 
 
-def check_etl_rows(cluster: Cluster, day: str = DAY) -> int:
+def check_etl_rows(cluster: Cluster, day: str = DAY, drive_seconds: int = DRIVE_SECONDS) -> int:
     """The interval's ego-pose partition holds every message once; returns rows checked."""
     pose = etl_table(cluster, "ego_pose", day)
-    assert pose.num_rows == DRIVE_SECONDS * POSE_RATE_HZ
+    assert pose.num_rows == drive_seconds * POSE_RATE_HZ
     keys = (
         pc.binary_join_element_wise(
             pc.cast(pose.column("log_time_ns"), "string"), pose.column("drive_id"), "|"
@@ -71,14 +71,14 @@ def check_online_features(cluster: Cluster, day: str = DAY) -> None:
     cluster.figures.rows_checked += len(ids)
 
 
-def check_leases(cluster: Cluster, run_id: str) -> None:
+def check_leases(cluster: Cluster, run_id: str, gpus: int = 2) -> None:
     """The run took exactly one lease, of the GPUs asked for, and released it; nothing is left active."""
     ledger = QuotaLedger(cluster.ledger_url)
     key = lease_key(TaskKey(DAG_ID, run_id, "wait_for_gpus", -1))
     mine = [lease for lease in ledger.leases() if lease.key == key]
     assert len(mine) == 1, f"run {run_id} holds {len(mine)} leases: {mine}"
     assert mine[0].state == LeaseState.RELEASED
-    assert mine[0].gpus == 2
+    assert mine[0].gpus == gpus
     assert ledger.leases(state=LeaseState.ACTIVE) == []
     cluster.figures.leases_audited += len(ledger.leases())
 

@@ -50,7 +50,7 @@ class _Plan:
 
 
 def _string_key_commands(group: _GroupPlan, values: Sequence[Any], parts: list[bytes]) -> None:
-    """Append one HMGET per value to ``parts``, with the key built inline as ``string_entity_keys`` does."""
+    """Append one HMGET per value to ``parts``, with the key built inline as ``entity_keys`` builds it."""
     head, prefix, tail, fixed = (
         group.command_head,
         group.string_key_prefix,

@@ -129,18 +129,6 @@ def string_key_prefix(join_key: str) -> bytes:
     return U32.pack(1) + U32.pack(_VT_STRING) + U32.pack(len(name)) + name + U32.pack(_VT_STRING)
 
 
-def string_entity_keys(join_key: str, values: Sequence[str], project: str) -> list[bytes]:
-    """Redis keys for a single STRING join key, from plain Python strings (online reads)."""
-    prefix = string_key_prefix(join_key)
-    suffix = project.encode("utf-8")
-    pack = U32.pack
-    out = []
-    for v in values:
-        raw = v.encode("utf-8")
-        out.append(b"".join((prefix, pack(len(raw)), raw, suffix)))
-    return out
-
-
 def entity_keys(columns: dict[str, pa.Array], value_types: dict[str, str], project: str) -> list[bytes]:
     """Redis keys for every row: ``serialize_entity_key(..., 3) + project``.
 
@@ -428,14 +416,6 @@ def _generic(raw: bytes) -> Any:
     proto = Value()
     proto.ParseFromString(raw)
     return feast_value_type_to_python_type(proto)
-
-
-def hset_command(key: bytes, fields: Sequence[bytes]) -> bytes:
-    """RESP encoding of ``HSET key f1 v1 f2 v2 ...`` (``fields`` alternates names and values)."""
-    parts = [b"*%d\r\n$4\r\nHSET\r\n$%d\r\n" % (len(fields) + 2, len(key)), key, b"\r\n"]
-    for f in fields:
-        parts += (b"$%d\r\n" % len(f), f, b"\r\n")
-    return b"".join(parts)
 
 
 def resp_command(*args: bytes) -> bytes:

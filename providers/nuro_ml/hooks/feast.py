@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
@@ -70,34 +70,6 @@ if TYPE_CHECKING:
     from nuro_ml.features.online_read import FastOnlineReader
     from nuro_ml.features.repo import ApplyResult
     from nuro_ml.features.writers import OnlineWriter
-
-
-class FeastHookProtocol(Protocol):
-    """What the Feast operators need from a hook (lets a test or remote hook stand in)."""
-
-    def apply(self) -> ApplyResult: ...
-
-    def materialize(
-        self,
-        *,
-        start: datetime,
-        end: datetime,
-        feature_views: Sequence[str] | None = None,
-        use_cache: bool = True,
-        fingerprint: Literal["stat", "content"] = "stat",
-        stop: threading.Event | None = None,
-        data_versions: Mapping[str, str] | None = None,
-    ) -> MaterializeReport: ...
-
-    def describe(self) -> dict[str, str]: ...
-
-    def push(
-        self,
-        push_source_name: str,
-        data: pd.DataFrame | pa.Table,
-        *,
-        to: Literal["online", "offline", "online_and_offline"] = "online",
-    ) -> PushResult: ...
 
 
 class FeastHook(BaseHook):

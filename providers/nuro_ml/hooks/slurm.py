@@ -29,86 +29,34 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 
 from nuro_ml.exceptions import SlurmCommandError, SlurmJobError
 from nuro_ml.slurm import cli
-from nuro_ml.slurm.cli import build_sbatch_args
 from nuro_ml.slurm.connection import SlurmClusterSettings, merge_settings
 from nuro_ml.slurm.errors import is_unknown_job
 from nuro_ml.slurm.models import SlurmJobInfo, SlurmJobSpec, SlurmNodeGres
 from nuro_ml.slurm.nodes import aread_nodes, read_nodes
-from nuro_ml.slurm.output import expand_output_path, tail_lines
+from nuro_ml.slurm.output import tail_lines
 from nuro_ml.slurm.parsing import (
-    SACCT_FIELDS,
-    SINFO_NODE_FORMAT,
-    SQUEUE_LOOKUP_FORMAT,
     job_id_sort_key,
-    job_info_from_scontrol,
-    parse_exit_code,
-    parse_gres,
     parse_sacct_jobs,
     parse_sbatch_parsable,
     parse_scontrol_jobs,
-    parse_scontrol_record,
-    parse_sinfo_nodes,
     parse_squeue_lookup,
 )
 from nuro_ml.slurm.rest import (
-    REST_API_VERSION,
     job_info_from_rest,
-    memory_megabytes,
-    nodes_from_rest,
-    rest_error_text,
-    rest_is_unknown_job,
-    rest_node_state,
     rest_submit_body,
-    rest_wait_status,
-    time_limit_minutes,
 )
 from nuro_ml.slurm.rest_client import SlurmRestClient
-from nuro_ml.slurm.state import SlurmJobState, node_state_accepts_jobs
-from nuro_ml.slurm.submit import PASSTHROUGH_ENV, batch_script_text, format_time_limit, job_environment
+from nuro_ml.slurm.submit import batch_script_text
 
-# The records, parsers and request builders live in nuro_ml.slurm; they stay importable from
-# here because operators, triggers, back ends and DAG authors import them with the hooks.
+# The records of the hooks' own signatures stay importable with them (operators, back ends and DAG
+# authors do); parsers, request builders and the rest are imported from nuro_ml.slurm.
 __all__ = [
-    "PASSTHROUGH_ENV",
-    "REST_API_VERSION",
-    "SACCT_FIELDS",
-    "SINFO_NODE_FORMAT",
-    "SQUEUE_LOOKUP_FORMAT",
     "AsyncSlurmHook",
-    "SlurmClusterSettings",
     "SlurmHook",
     "SlurmHookProtocol",
     "SlurmJobInfo",
     "SlurmJobSpec",
-    "SlurmJobState",
     "SlurmNodeGres",
-    "SlurmRestClient",
-    "batch_script_text",
-    "build_sbatch_args",
-    "expand_output_path",
-    "format_time_limit",
-    "job_environment",
-    "job_id_sort_key",
-    "job_info_from_rest",
-    "job_info_from_scontrol",
-    "memory_megabytes",
-    "node_state_accepts_jobs",
-    "nodes_from_rest",
-    "parse_exit_code",
-    "parse_gres",
-    "parse_sacct_jobs",
-    "parse_sbatch_parsable",
-    "parse_scontrol_jobs",
-    "parse_scontrol_record",
-    "parse_sinfo_nodes",
-    "parse_squeue_lookup",
-    "rest_error_text",
-    "rest_is_unknown_job",
-    "rest_node_state",
-    "rest_submit_body",
-    "rest_wait_status",
-    "tail_lines",
-    "time_limit_minutes",
 ]
 
 

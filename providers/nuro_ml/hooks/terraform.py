@@ -463,14 +463,6 @@ class TerraformHook(BaseHook):
             )
         return outcome
 
-    def fmt_check(self, *, recursive: bool = True) -> list[str]:
-        """Files ``terraform fmt`` would rewrite (empty when everything is formatted)."""
-        self._check_working_dir()
-        result, _ = self._run("fmt", commands.fmt_check_args(recursive=recursive), stream=False)
-        if result.returncode not in (0, 3):
-            self._fail("fmt -check", result)
-        return [line.strip() for line in result.stdout.splitlines() if line.strip()]
-
     def show_plan(self, plan_file: str | Path) -> PlanSummary:
         """Change summary of a saved plan (``terraform show -json``)."""
         result, _ = self._run("show", commands.show_plan_args(Path(plan_file)), stream=False)

@@ -116,13 +116,6 @@ def validate_args() -> list[str]:
     return ["validate", "-json", "-no-color"]
 
 
-def fmt_check_args(*, recursive: bool = True) -> list[str]:
-    args = ["fmt", "-check", "-list=true", "-no-color"]
-    if recursive:
-        args.append("-recursive")
-    return args
-
-
 def plan_args(
     *,
     out: Path,

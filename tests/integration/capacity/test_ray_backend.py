@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from nuro_ml.capacity.backends import load_backend
 from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.triggers.gpu_capacity import GpuCapacityTrigger
+
+from tests.polling import await_for, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,12 +46,10 @@ def _post(url: str, body: dict) -> dict:
         return json.load(response)
 
 
-def _eventually(check: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.5)
+def _waiting(ledger: QuotaLedger, key: str) -> bool:
+    """Whether an admission round with the cluster's numbers has left ``key`` waiting."""
+    requests = ledger.requests(key=key)
+    return bool(requests) and requests[0].wait_reason not in (None, "backend_unreachable")
 
 
 def _free(backend_config: dict) -> tuple[int, int]:
@@ -75,7 +74,7 @@ def two_gpus_held(ray_head, tmp_path: Path) -> Iterator[Path]:
         {"entrypoint": f"{sys.executable} {script} {held} {release}"},
     )
     try:
-        _eventually(held.exists, "the job to hold 2 GPUs")
+        wait_for(held.exists, "the job to hold 2 GPUs")
         yield release
     finally:
         release.write_text("done")
@@ -83,13 +82,15 @@ def two_gpus_held(ray_head, tmp_path: Path) -> Iterator[Path]:
 
 
 def test_reports_total_and_free_gpus(backend_config: dict, ray_head) -> None:
-    _eventually(lambda: _free(backend_config) == (ray_head.gpus, ray_head.gpus), "all 4 GPUs free")
+    wait_for(lambda: _free(backend_config) == (ray_head.gpus, ray_head.gpus), "all 4 GPUs free", interval=0.5)
 
 
 def test_gpus_held_by_a_job_are_not_free(backend_config: dict, two_gpus_held: Path, ray_head) -> None:
-    _eventually(lambda: _free(backend_config) == (ray_head.gpus, ray_head.gpus - 2), "2 GPUs in use")
+    wait_for(
+        lambda: _free(backend_config) == (ray_head.gpus, ray_head.gpus - 2), "2 GPUs in use", interval=0.5
+    )
     two_gpus_held.write_text("done")
-    _eventually(lambda: _free(backend_config) == (ray_head.gpus, ray_head.gpus), "GPUs back")
+    wait_for(lambda: _free(backend_config) == (ray_head.gpus, ray_head.gpus), "GPUs back", interval=0.5)
 
 
 def test_trigger_waits_for_gpus_the_cluster_has_in_use(ray_head, two_gpus_held: Path, tmp_path: Path) -> None:
@@ -98,7 +99,7 @@ def test_trigger_waits_for_gpus_the_cluster_has_in_use(ray_head, two_gpus_held: 
     ledger.upsert_pool("local", capacity=ray_head.gpus)
     ledger.upsert_quota("perception", "local", nominal=ray_head.gpus)
     backend = {"type": "ray", "address": ray_head.gcs_address, "pool": "local"}
-    _eventually(lambda: _free(backend)[1] == ray_head.gpus - 2, "2 GPUs in use")
+    wait_for(lambda: _free(backend)[1] == ray_head.gpus - 2, "2 GPUs in use", interval=0.5)
 
     async def scenario() -> dict:
         trigger = GpuCapacityTrigger(
@@ -111,8 +112,11 @@ def test_trigger_waits_for_gpus_the_cluster_has_in_use(ray_head, two_gpus_held: 
             poll_interval=0.5,
         )
         task = asyncio.ensure_future(trigger.run().asend(None))
-        # The ledger alone would admit 3 of 4 GPUs; the cluster has only 2 free.
-        await asyncio.sleep(3)
+        # The ledger alone would admit 3 of 4 GPUs; the cluster has only 2 free: a round with the
+        # cluster's numbers leaves it waiting.
+        await await_for(
+            lambda: _waiting(ledger, trigger.request_key), "a round that leaves the request waiting"
+        )
         assert not task.done()
         assert ledger.active_lease("train/run/wait_for_gpus/-1") is None
         two_gpus_held.write_text("done")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from nuro_ml.operators.ray import RayJobOperator
 from ray.job_submission import JobSubmissionClient
 
 from tests.fixtures.ray_cluster import RayCluster, ray_cluster  # noqa: F401
+from tests.polling import wait_for
 from tests.unit.ray.stubs import TaskInstanceStub
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -31,14 +30,6 @@ class LeaseTaskInstance(TaskInstanceStub):
     def xcom_pull(self, task_ids: str, key: str) -> Any:
         assert (task_ids, key) == ("wait_for_gpus", "lease")
         return self.lease
-
-
-def _eventually(check: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.5)
 
 
 def test_two_gpu_gang_waits_for_one_node_and_its_job_runs_there(
@@ -65,7 +56,9 @@ def test_two_gpu_gang_waits_for_one_node_and_its_job_runs_there(
         for node_id in ids
     ]
     try:
-        _eventually(lambda: [n.free_gpus for n in capacity().nodes] == [1, 1], "one GPU held per node")
+        wait_for(
+            lambda: [n.free_gpus for n in capacity().nodes] == [1, 1], "one GPU held per node", interval=0.5
+        )
         ledger = QuotaLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
         ledger.upsert_pool("local", capacity=4)
         ledger.upsert_quota("perception", "local", nominal=4)
@@ -73,7 +66,9 @@ def test_two_gpu_gang_waits_for_one_node_and_its_job_runs_there(
         assert ledger.try_acquire(gang, capacity()) is None  # 2 free GPUs, but on two nodes
 
         client.stop_job(holders[1])
-        _eventually(lambda: {n.name: n.free_gpus for n in capacity().nodes}[ids[1]] == 2, "a node freed")
+        wait_for(
+            lambda: {n.name: n.free_gpus for n in capacity().nodes}[ids[1]] == 2, "a node freed", interval=0.5
+        )
         lease = ledger.try_acquire(gang, capacity())
         assert lease is not None and lease.node_names == (ids[1],)
 

@@ -18,6 +18,7 @@ from nuro_ml.triggers.kuberay import KubeRayJobTrigger
 
 from tests.fixtures.kube_api import JobScript, KubeApiStandIn
 from tests.integration.kuberay.conftest import TaskInstanceStub, first_event, run_task
+from tests.polling import await_for
 
 pytestmark = pytest.mark.integration
 
@@ -289,8 +290,12 @@ def test_kill_while_deferred_deletes_the_rayjob_from_the_trigger(kube_api: KubeA
     name = expected_name(ti)
 
     async def kill_while_waiting() -> None:
+        read_before = len(kube_api.api_requests("GET", name))
         waiting = asyncio.ensure_future(first_event(trigger))
-        await asyncio.sleep(0.2)
+        await await_for(
+            lambda: len(kube_api.api_requests("GET", name)) > read_before, "the trigger to read the RayJob"
+        )
+        assert not waiting.done()
         waiting.cancel()
         await trigger.on_kill()
 

@@ -175,9 +175,9 @@ def test_prometheus_sees_the_queue_leases_waits_and_pushed_task_counters(stack: 
     ledger.enqueue(LeaseRequest(key="perc/run_2/gate/-1", team="perception", pool="a100", gpus=2))
     ledger.enqueue(LeaseRequest(key="plan/run_1/gate/-1", team="planning", pool="a100", gpus=6))
     ledger.enqueue(LeaseRequest(key="plan/run_2/gate/-1", team="planning", pool="a100", gpus=3))
+    # mapping was enqueued 1.2 s ago (through a ledger whose clock is that far behind), admitted now.
     mapping = LeaseRequest(key="maps/run_1/gate/-1", team="mapping", pool="local", gpus=1)
-    ledger.enqueue(mapping)
-    time.sleep(1.2)
+    QuotaLedger(ledger.url, clock=lambda: datetime.now(UTC) - timedelta(seconds=1.2)).enqueue(mapping)
     ledger.acquire(mapping)
 
     eventually(
@@ -198,7 +198,7 @@ def test_prometheus_sees_the_queue_leases_waits_and_pushed_task_counters(stack: 
         {("perception", "a100"): 2, ("planning", "a100"): 9},
         ("team", "pool"),
     )
-    # mapping waited about 1.2 s: in the 10 s bucket, and counted once.
+    # mapping waited 1.2 s: in the 10 s bucket, and counted once.
     eventually(
         prom,
         'nuro_ml_capacity_admission_wait_seconds_bucket{team="mapping", le=~"10.0|\\\\+Inf"}',

@@ -15,6 +15,7 @@ from nuro_ml.hooks.ray import AsyncRayHook, RayHook, RayJobStatus
 from nuro_ml.operators.ray import RayJobOperator
 
 from tests.integration.ray.conftest import jobs_of, run_deferrable
+from tests.polling import wait_for
 from tests.unit.ray.stubs import TaskInstanceStub
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -120,10 +121,7 @@ def test_on_kill_stops_the_running_job(ray_cluster, hook: RayHook, ti: TaskInsta
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    deadline = time.monotonic() + 60
-    while "ray_submission_id" not in ti.xcom and time.monotonic() < deadline:
-        time.sleep(0.1)
-    sid = ti.xcom["ray_submission_id"]
+    sid = wait_for(lambda: ti.xcom.get("ray_submission_id"), "the submission id in XCom", timeout=60)
     wait_for_status(hook, sid, {RayJobStatus.RUNNING})
 
     op.on_kill()

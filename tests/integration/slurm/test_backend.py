@@ -6,7 +6,8 @@ import time
 
 import pytest
 from nuro_ml.capacity.backends import load_backend
-from nuro_ml.hooks.slurm import SlurmHook, SlurmJobSpec, SlurmJobState
+from nuro_ml.hooks.slurm import SlurmHook, SlurmJobSpec
+from nuro_ml.slurm.state import SlurmJobState
 
 pytestmark = pytest.mark.integration
 

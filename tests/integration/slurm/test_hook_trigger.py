@@ -6,8 +6,11 @@ import asyncio
 
 import pytest
 from nuro_ml.exceptions import SlurmCommandError, SlurmJobError
-from nuro_ml.hooks.slurm import AsyncSlurmHook, SlurmHook, SlurmJobSpec, SlurmJobState
+from nuro_ml.hooks.slurm import AsyncSlurmHook, SlurmHook, SlurmJobSpec
+from nuro_ml.slurm.state import SlurmJobState
 from nuro_ml.triggers.slurm import SlurmJobTrigger
+
+from tests.polling import await_for
 
 pytestmark = pytest.mark.integration
 
@@ -88,13 +91,21 @@ async def test_trigger_reports_an_unknown_job(slurm, slurm_conn_id):
     }
 
 
-async def test_trigger_on_kill_cancels_the_job(slurm, slurm_conn_id, tmp_path):
+async def test_trigger_on_kill_cancels_the_job(slurm, slurm_conn_id, tmp_path, capsys):
     job_id = await asyncio.to_thread(submit, slurm_conn_id, tmp_path, "sleep 120", name="trig-kill", gpus=1)
     hook = AsyncSlurmHook(slurm_conn_id)
     await wait_running(hook, job_id)
     trigger = SlurmJobTrigger(job_id=job_id, slurm_conn_id=slurm_conn_id, poll_interval=0.2)
     waiting = asyncio.ensure_future(trigger.run().asend(None))
-    await asyncio.sleep(0.3)
+    # Killed while it waits, once it has seen the job running: its log says so (the trigger's
+    # structlog logger writes to stdout).
+    out: list[str] = []
+
+    def saw_running() -> bool:
+        out.append(capsys.readouterr().out)
+        return f"Slurm job {job_id} (trig-kill) is RUNNING" in "".join(out)
+
+    await await_for(saw_running, "the trigger to see the job running")
     assert not waiting.done()
     await trigger.on_kill()
     event = await asyncio.wait_for(waiting, timeout=60)

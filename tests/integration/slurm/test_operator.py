@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from nuro_ml.exceptions import SlurmJobError
-from nuro_ml.hooks.slurm import SlurmHook, SlurmJobState
+from nuro_ml.hooks.slurm import SlurmHook
 from nuro_ml.operators.slurm import XCOM_JOB_ID, SlurmJobOperator
+from nuro_ml.slurm.state import SlurmJobState
 from nuro_ml.triggers.slurm import SlurmJobTrigger
 
 from tests.fixtures.slurm import SlurmCluster, task_context
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -105,10 +107,7 @@ def test_on_kill_cancels_the_running_job(slurm, slurm_conn_id, tmp_path):
     worker = threading.Thread(target=run)
     worker.start()
     hook = SlurmHook(slurm_conn_id)
-    deadline = time.monotonic() + 60
-    while XCOM_JOB_ID not in ctx["ti"].xcoms and time.monotonic() < deadline:
-        time.sleep(0.05)
-    job_id = ctx["ti"].xcoms[XCOM_JOB_ID]
+    job_id = wait_for(lambda: ctx["ti"].xcoms.get(XCOM_JOB_ID), "the job id in XCom", timeout=60)
     wait_for_state(hook, job_id, SlurmJobState.RUNNING)
 
     op.on_kill()

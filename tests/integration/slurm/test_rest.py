@@ -13,8 +13,9 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from nuro_ml.capacity.backends import load_backend
 from nuro_ml.exceptions import SlurmCommandError
-from nuro_ml.hooks.slurm import AsyncSlurmHook, SlurmHook, SlurmJobSpec, SlurmJobState
+from nuro_ml.hooks.slurm import AsyncSlurmHook, SlurmHook, SlurmJobSpec
 from nuro_ml.operators.slurm import XCOM_JOB_ID, SlurmJobOperator
+from nuro_ml.slurm.state import SlurmJobState
 
 from tests.fixtures.slurm import task_context
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import pytest
 from nuro_ml.exceptions import StalePlanError, TerraformError, TerraformStateLockedError
@@ -12,6 +11,7 @@ from nuro_ml.hooks.terraform import TerraformHook
 from nuro_ml.operators.terraform import TerraformApplyOperator, TerraformPlanOperator
 
 from tests.integration.terraform.conftest import context_for, state_of
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -112,9 +112,7 @@ def test_held_lock_fails_clearly_and_changes_nothing(tf_config):
     worker = threading.Thread(target=lambda: outcome.setdefault("first", first.apply()))
     worker.start()
     lock_info = first.layout.root / ".terraform.tfstate.lock.info"
-    deadline = time.monotonic() + 30
-    while not lock_info.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lock_info.exists, "the first apply to hold the state lock", timeout=60)
 
     with pytest.raises(TerraformStateLockedError, match="Error acquiring the state lock"):
         second.apply()
@@ -163,10 +161,7 @@ def test_on_kill_interrupts_terraform_and_releases_the_lock(tf_config, caplog):
     caplog.set_level(logging.INFO, logger="nuro_ml.terraform")
     worker = threading.Thread(target=run)
     worker.start()
-    deadline = time.monotonic() + 60
-    while "sleep 120" not in caplog.text and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "sleep 120" in caplog.text, "the apply never reached its provisioner"
+    wait_for(lambda: "sleep 120" in caplog.text, "the apply to reach its provisioner", timeout=60)
     hook = operator._hook
     assert hook is not None
     lock_info = hook.layout.root / ".terraform.tfstate.lock.info"

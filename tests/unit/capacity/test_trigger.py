@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +13,7 @@ from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.records import LeaseRequest, LeaseState, RequestState
 from nuro_ml.triggers.gpu_capacity import GpuCapacityTrigger, active_pollers
 
+from tests.polling import await_for
 from tests.unit.capacity.stubs import COUNTING_BACKEND, CountingBackend
 
 TRIGGER_PATH = "nuro_ml.triggers.gpu_capacity.GpuCapacityTrigger"
@@ -36,6 +38,23 @@ def hold(ledger: QuotaLedger, gpus: int, key: str = "holder", team: str = "plann
     lease = ledger.try_acquire(LeaseRequest(key=key, team=team, pool="local", gpus=gpus))
     assert lease is not None
     return lease.lease_id
+
+
+def wait_reason(ledger: QuotaLedger, key: str = KEY) -> str | None:
+    """Why the ledger says ``key`` still waits: set by the trigger after an admission round."""
+    requests = ledger.requests(key=key)
+    return requests[0].wait_reason if requests else None
+
+
+async def rounds_after(start: int, more: int) -> int:
+    """Wait until the running loop's only poller has done ``more`` rounds since ``start``."""
+
+    def rounds() -> bool:
+        pollers = active_pollers()
+        return len(pollers) == 1 and next(iter(pollers.values())).rounds >= start + more
+
+    await await_for(rounds, f"{more} admission rounds")
+    return next(iter(active_pollers().values())).rounds
 
 
 def test_serialize_lists_every_constructor_argument(ledger_url: str) -> None:
@@ -91,7 +110,7 @@ async def test_waits_until_gpus_are_released(local_ledger: QuotaLedger, ledger_u
     holder = hold(local_ledger, 3)
     trigger = make_trigger(ledger_url)
     task = asyncio.ensure_future(trigger.run().asend(None))
-    await asyncio.sleep(0.2)
+    await await_for(lambda: wait_reason(local_ledger) == "pool_short", "the request to wait for the pool")
     assert not task.done()
     assert [p.key for p in local_ledger.snapshot().pending] == [KEY]
     local_ledger.release(holder)
@@ -148,11 +167,10 @@ async def test_one_backend_query_per_interval_for_many_waiting_triggers(
         for i in range(25)
     ]
     tasks = [asyncio.ensure_future(t.run().asend(None)) for t in triggers]
-    while True:
-        pollers = active_pollers()
-        if pollers and next(iter(pollers.values())).rounds >= 4:
-            break
-        await asyncio.sleep(0.02)
+    await await_for(
+        lambda: any(p.rounds >= 4 for p in active_pollers().values()), "4 rounds of the shared poller"
+    )
+    pollers = active_pollers()
     assert len(pollers) == 1
     poller = next(iter(pollers.values()))
     # Every round served all 25 waiting triggers with a single back-end query.
@@ -183,7 +201,6 @@ async def test_admitted_triggers_fire_in_policy_order(local_ledger: QuotaLedger,
         assert event.payload["status"] == "success"
         order.append(trigger.request_key)
         lease = QuotaLedger(ledger_url).active_lease(trigger.request_key)
-        await asyncio.sleep(0.1)
         QuotaLedger(ledger_url).release(lease.lease_id)
 
     triggers = [
@@ -191,7 +208,10 @@ async def test_admitted_triggers_fire_in_policy_order(local_ledger: QuotaLedger,
         for p in (1, 5, 3)
     ]
     tasks = [asyncio.ensure_future(wait(t)) for t in triggers]
-    await asyncio.sleep(0.2)
+    # All three must be waiting before the GPUs come free, or the first would win by arrival.
+    await await_for(
+        lambda: all(wait_reason(local_ledger, t.request_key) for t in triggers), "all three requests waiting"
+    )
     local_ledger.release(holder)
     await asyncio.wait_for(asyncio.gather(*tasks), 60)
     assert order == ["k-prio-5", "k-prio-3", "k-prio-1"]
@@ -205,6 +225,11 @@ async def test_ledger_only_and_backend_pollers_are_separate(
     assert event.payload["status"] == "success"
 
 
+def _no_countdown(text: str) -> str:
+    """``text`` with "<n>s from now" countdowns blanked: they tick between two rounds."""
+    return re.sub(r"\d+s from now", "<n>s from now", text)
+
+
 def _reason_lines(capsys: pytest.CaptureFixture[str], seen: list[str]) -> list[str]:
     """The trigger's "Waiting for" task-log lines so far (its structlog logger writes to stdout)."""
     seen.extend(line for line in capsys.readouterr().out.splitlines() if "Waiting for" in line)
@@ -216,19 +241,23 @@ async def test_deferred_wait_logs_the_reason_once_per_change_and_stores_it(
 ) -> None:
     holder = hold(local_ledger, 3)
     task = asyncio.ensure_future(make_trigger(ledger_url).run().asend(None))
-    await asyncio.sleep(0.4)  # about 20 rounds with the same answer
     lines: list[str] = []
+    await await_for(lambda: _reason_lines(capsys, lines), "the first reason in the task log")
+    rounds = await rounds_after(0, 20)  # 20 rounds with the same answer log it once
     [line] = _reason_lines(capsys, lines)
     stored = local_ledger.requests(key=KEY)[0]
     assert stored.wait_reason == "pool_short"
     assert "Waiting for 2 GPUs of pool local [pool_short]: pool 'local' has room for 1 GPUs" in line
-    assert stored.wait_message is not None and stored.wait_message in line
+    # The stored sentence is rewritten every round; only its countdown may have moved since the log.
+    assert stored.wait_message is not None
+    assert _no_countdown(stored.wait_message) in _no_countdown(line)
 
     # Now the team's own limit holds it back instead: logged once more.
     local_ledger.release(holder)
     hold(local_ledger, 1, key="own", team="perception")
     local_ledger.upsert_quota("perception", "local", nominal=2, borrowing_limit=0)
-    await asyncio.sleep(0.4)
+    await await_for(lambda: len(_reason_lines(capsys, lines)) > 1, "the changed reason in the task log")
+    await rounds_after(rounds, 20)
     assert ["[quota_limit]" in line for line in _reason_lines(capsys, lines)] == [False, True]
     assert local_ledger.requests(key=KEY)[0].wait_reason == "quota_limit"
     task.cancel()
@@ -241,17 +270,13 @@ async def test_unreachable_back_end_is_the_stored_and_logged_reason(
     local_ledger.enqueue(LeaseRequest(key=KEY, team="perception", pool="local", gpus=2))
     down = {"type": "ray", "address": "http://127.0.0.1:9", "timeout_seconds": 1}
     task = asyncio.ensure_future(make_trigger(ledger_url, backend=down).run().asend(None))
-    for _ in range(100):
-        await asyncio.sleep(0.05)
-        if local_ledger.requests(key=KEY)[0].wait_reason is not None:
-            break
+    await await_for(lambda: wait_reason(local_ledger), "a stored reason")
     stored = local_ledger.requests(key=KEY)[0]
     assert stored.wait_reason == "backend_unreachable"
     assert "capacity back end of pool 'local' unreachable: Ray dashboard http://127.0.0.1:9" in (
         stored.wait_message or ""
     )
-    await asyncio.sleep(0.1)
-    [line] = _reason_lines(capsys, [])
+    [line] = await await_for(lambda: _reason_lines(capsys, []), "the reason in the task log")
     assert "[backend_unreachable]" in line
     assert not task.done()  # keeps waiting for the back end to come back
     task.cancel()

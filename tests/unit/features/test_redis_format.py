@@ -119,11 +119,3 @@ def test_decoders_return_what_feast_returns() -> None:
 def test_field_hash_is_feasts_mmh3() -> None:
     assert fmt.field_hash("scene_ego_motion", "speed_mean_mps") == _mmh3("scene_ego_motion:speed_mean_mps")
     assert fmt.ts_field("scene_ego_motion") == b"_ts:scene_ego_motion"
-
-
-@given(st.lists(st.text(max_size=20), min_size=1, max_size=10))
-@settings(max_examples=30, deadline=None)
-def test_plain_string_keys_match_arrow_keys(values: list[str]) -> None:
-    assert fmt.string_entity_keys("scene_id", values, "p") == fmt.entity_keys(
-        {"scene_id": pa.array(values, pa.string())}, {"scene_id": "STRING"}, "p"
-    )

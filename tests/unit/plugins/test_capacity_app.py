@@ -43,13 +43,9 @@ def tokens(monkeymodule):
     }
 
 
-@pytest.fixture(scope="module")
-def ledger_url(tmp_path_factory, monkeymodule):
-    """A ledger with two pools, three quotas, two leases held for two hours and two waiting requests."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.db'}"
-    monkeymodule.setenv("NURO_ML_LEDGER_URL", url)
-    monkeymodule.delenv("NURO_ML_GPU_HOUR_PRICES", raising=False)
-    # "Now" is when the module's tests start, not import time: the suite may import it long before.
+def build_ledger(url: str) -> None:
+    """Two pools, three quotas, two leases held for two hours and two waiting requests."""
+    # "Now" is when the ledger is built, not import time: the suite may import it long before.
     now = datetime.now(UTC).replace(microsecond=0)
     two_hours_ago = QuotaLedger(url, clock=lambda: now - timedelta(hours=2))
     two_hours_ago.upsert_pool("a100", capacity=8, gpu_type="A100")
@@ -72,6 +68,24 @@ def ledger_url(tmp_path_factory, monkeymodule):
             key="hd_maps/run_b/wait/-1", team="mapping", pool="a100", gpus=2, priority=5, poll_interval=900
         )
     )
+
+
+@pytest.fixture(scope="module")
+def ledger_url(tmp_path_factory, monkeymodule):
+    """The module's ledger (:func:`build_ledger`), which its tests only read."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.db'}"
+    monkeymodule.setenv("NURO_ML_LEDGER_URL", url)
+    monkeymodule.delenv("NURO_ML_GPU_HOUR_PRICES", raising=False)
+    build_ledger(url)
+    return url
+
+
+@pytest.fixture
+def changed_ledger_url(client, tmp_path, monkeypatch):
+    """A ledger of the test's own, for a test that changes it: the others see the module's unchanged."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    build_ledger(url)
+    monkeypatch.setenv("NURO_ML_LEDGER_URL", url)
     return url
 
 
@@ -231,7 +245,7 @@ def test_anonymous_changes_are_unauthenticated_not_forbidden(client):
     assert client.put("/api/quotas/a100/mapping", json={"nominal": 8}).status_code == 401
 
 
-def test_admin_sets_and_removes_a_quota(client, tokens, ledger_url):
+def test_admin_sets_and_removes_a_quota(client, tokens, changed_ledger_url):
     response = client.put(
         "/api/quotas/a100/planning",
         json={"nominal": 2, "borrowing_limit": 1, "lending_limit": 1},
@@ -248,11 +262,11 @@ def test_admin_sets_and_removes_a_quota(client, tokens, ledger_url):
         "used": 0,
         "borrowed": 0,
     }
-    stored = {q.team: q for q in QuotaLedger(ledger_url).quotas("a100")}["planning"]
+    stored = {q.team: q for q in QuotaLedger(changed_ledger_url).quotas("a100")}["planning"]
     assert (stored.nominal, stored.borrowing_limit, stored.lending_limit) == (2, 1, 1)
 
     assert client.delete("/api/quotas/a100/planning", headers=bearer(tokens["admin"])).status_code == 204
-    assert "planning" not in {q.team for q in QuotaLedger(ledger_url).quotas("a100")}
+    assert "planning" not in {q.team for q in QuotaLedger(changed_ledger_url).quotas("a100")}
     assert client.delete("/api/quotas/a100/planning", headers=bearer(tokens["admin"])).status_code == 404
 
 
@@ -280,14 +294,14 @@ def test_a_quota_in_an_unknown_pool_is_not_found(client, tokens):
     assert response.json()["detail"] == "pool 'h100' is not registered"
 
 
-def test_admin_resizes_a_pool(client, tokens, ledger_url):
+def test_admin_resizes_a_pool(client, tokens, changed_ledger_url):
     response = client.put(
         "/api/pools/local", json={"capacity": 6, "gpu_type": "logical"}, headers=bearer(tokens["admin"])
     )
 
     assert response.status_code == 200
     assert response.json()["capacity"] == 6
-    assert QuotaLedger(ledger_url).pool("local").capacity == 6
+    assert QuotaLedger(changed_ledger_url).pool("local").capacity == 6
 
 
 def test_configured_prices_override_the_defaults(client, tokens, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 from nuro_ml.capacity.backends import load_backend
 from nuro_ml.capacity.backends.slurm import SlurmBackend, SlurmBackendConfig
 from nuro_ml.exceptions import CapacityError
-from nuro_ml.hooks.slurm import parse_sinfo_nodes
+from nuro_ml.slurm.parsing import parse_sinfo_nodes
 from pydantic import ValidationError
 
 DATA = Path(__file__).parent / "data"

@@ -6,8 +6,9 @@ from datetime import timedelta
 import pytest
 from airflow.sdk import DAG
 from nuro_ml.exceptions import SlurmJobError
-from nuro_ml.hooks.slurm import SlurmHook, SlurmJobInfo, SlurmJobState
+from nuro_ml.hooks.slurm import SlurmHook, SlurmJobInfo
 from nuro_ml.operators.slurm import SlurmJobOperator, job_comment, job_name
+from nuro_ml.slurm.state import SlurmJobState
 from nuro_ml.task_key import TaskKey
 
 from tests.fixtures.slurm import task_context

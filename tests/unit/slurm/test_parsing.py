@@ -7,15 +7,11 @@ from pathlib import Path
 
 import pytest
 from nuro_ml.exceptions import SlurmJobError
-from nuro_ml.hooks.slurm import (
-    SlurmJobSpec,
-    SlurmJobState,
-    batch_script_text,
-    build_sbatch_args,
-    format_time_limit,
-    job_environment,
+from nuro_ml.hooks.slurm import SlurmJobSpec
+from nuro_ml.slurm.cli import build_sbatch_args
+from nuro_ml.slurm.output import tail_lines
+from nuro_ml.slurm.parsing import (
     job_id_sort_key,
-    node_state_accepts_jobs,
     parse_exit_code,
     parse_gres,
     parse_sacct_jobs,
@@ -24,8 +20,9 @@ from nuro_ml.hooks.slurm import (
     parse_scontrol_record,
     parse_sinfo_nodes,
     parse_squeue_lookup,
-    tail_lines,
 )
+from nuro_ml.slurm.state import SlurmJobState, node_state_accepts_jobs
+from nuro_ml.slurm.submit import batch_script_text, format_time_limit, job_environment
 
 DATA = Path(__file__).parent / "data"
 

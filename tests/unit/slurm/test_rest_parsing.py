@@ -10,13 +10,10 @@ import jsonschema
 import pytest
 from nuro_ml.capacity.backends.slurm import SlurmBackend, SlurmBackendConfig
 from nuro_ml.exceptions import SlurmJobError
-from nuro_ml.hooks.slurm import (
-    SlurmClusterSettings,
-    SlurmHook,
-    SlurmJobSpec,
-    SlurmJobState,
-    SlurmRestClient,
-    expand_output_path,
+from nuro_ml.hooks.slurm import SlurmHook, SlurmJobSpec
+from nuro_ml.slurm.connection import SlurmClusterSettings
+from nuro_ml.slurm.output import expand_output_path
+from nuro_ml.slurm.rest import (
     job_info_from_rest,
     memory_megabytes,
     nodes_from_rest,
@@ -27,6 +24,8 @@ from nuro_ml.hooks.slurm import (
     rest_wait_status,
     time_limit_minutes,
 )
+from nuro_ml.slurm.rest_client import SlurmRestClient
+from nuro_ml.slurm.state import SlurmJobState
 
 DATA = Path(__file__).parent / "data"
 OPENAPI = json.loads((DATA / "slurmrestd_openapi_v0.0.38.json").read_text())

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 from nuro_ml.exceptions import SlurmJobError
-from nuro_ml.hooks.slurm import SlurmJobState
+from nuro_ml.slurm.state import SlurmJobState
 
 TERMINAL = {
     "COMPLETED",

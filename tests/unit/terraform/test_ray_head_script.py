@@ -12,6 +12,8 @@ from types import ModuleType
 import pytest
 from nuro_ml.settings import REPO_ROOT
 
+from tests.polling import wait_for
+
 SCRIPT = REPO_ROOT / "terraform" / "environments" / "local" / "scripts" / "ray_head.py"
 
 
@@ -36,8 +38,7 @@ def test_head_that_exits_during_start_up_is_noticed_at_once(ray_head: ModuleType
     # Like `ray start` refusing its port settings: the child exits and stays a zombie until reaped.
     child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
     try:
-        while ray_head._pid_running(child.pid):
-            time.sleep(0.05)
+        wait_for(lambda: not ray_head._pid_running(child.pid), "the child to exit")
         ports = ray_head._free_ports(2, ())
         settings = ray_head.HeadSettings(
             runtime_dir=tmp_path,

@@ -6,7 +6,7 @@ lost machine would be. The scheduler notices the missing heartbeat, the try fail
 runs on the surviving worker; the killed worker is started again afterwards. The run must end in
 success with every side effect done once: the day's partitions hold each message once, training
 submitted one Ray job, and the capacity gate took one lease.
-Runs before the other fault tests (file order) and needs ``make cluster-up`` with Celery.
+Stands alone (a run of its own on a day of its own); needs ``make cluster-up`` with Celery.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from nuro_ml.hooks.ray import RayHook
 from nuro_ml.local_cluster import celery, state
 from nuro_ml.local_cluster.airflow import AIRFLOW
 
-from tests.cluster import checks
+from tests.cluster import checks, faults
 from tests.cluster.conftest import DAG_ID, Cluster
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -47,11 +48,17 @@ def _worker_running(cluster: Cluster, task_pid: int) -> str | None:
 def killed_run(cluster: Cluster) -> Iterator[tuple[str, str, str, str | None]]:
     if cluster.state.get("executor", "local") != "celery":
         pytest.skip("the cluster runs the LocalExecutor (make cluster-up EXECUTOR=celery)")
+    cluster.api.wait_for_dag(DAG_ID)
     day = cluster.fresh_day()
     run_id = cluster.api.trigger(DAG_ID, cluster.conf(date_from=day, date_to=day))
     ti = cluster.api.wait_for_task(DAG_ID, run_id, "etl", RUNNING, timeout=900)
-    # Let the ETL get under way (the Spark application runs) before the worker goes.
-    time.sleep(15)
+    # The ETL is under way once the Spark application runs tasks: then the worker goes.
+    wait_for(
+        lambda: any(e.tasks_in_flight() > 0 for e in faults.executors(cluster)),
+        "the ETL's Spark application to run a task",
+        timeout=900,
+        interval=0.2,
+    )
     ti = cluster.api.task_instances(DAG_ID, run_id)["etl"]
     assert ti["state"] == "running", f"etl ended before the worker could be killed: {ti['state']}"
     victim = _worker_running(cluster, int(ti["pid"]))
