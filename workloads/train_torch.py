@@ -125,7 +125,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    # Logical GPUs (a CPU cluster's reservation) are GPUs to Ray but not to torch: train on CPU.
+    device = ray.train.torch.get_device() if config["use_cuda"] else torch.device("cpu")
     manifest = config["manifest"]
     channels = len(manifest["channels"])
     norm = manifest["normalisation"]
@@ -145,7 +146,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         print(
             f"worker {rank}/{world}: resuming after epoch {resumed_from} from {checkpoint.path}", flush=True
         )
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(model, move_to_device=device)
     shard = ray.train.get_dataset_shard("train")
     for epoch in range(start_epoch, config["epochs"]):
         # Ray Data starts an epoch's reads only once every worker has asked for it, and a worker's
@@ -207,13 +208,13 @@ def fit(
     """Run the distributed training; return the final checkpoint and the last reported metrics."""
     import ray
     import ray.train
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     if not ray.is_initialized():
         ray.init(log_to_driver=True)
-    use_gpu = _use_gpu(args)
+    use_cuda = _use_gpu(args)
     resources: dict[str, float] = {"CPU": args.cpus_per_worker}
-    if use_gpu:
+    if use_cuda:
         resources["GPU"] = max(1.0, args.gpus_per_worker)
     elif args.gpus_per_worker > 0:
         # Logical GPUs of a CPU-only cluster: the reservation gates admission and placement.
@@ -233,14 +234,18 @@ def fit(
         train_loop_config={
             "manifest": manifest,
             "counters": counters,
+            "use_cuda": use_cuda,
             "epochs": args.epochs,
             "batch_size": args.batch_size,
             "learning_rate": args.learning_rate,
             "seed": args.seed,
         },
         datasets={"train": train_shards},
+        # Ray Train picks NCCL whenever workers hold GPUs, logical ones included; NCCL needs CUDA.
+        torch_config=TorchConfig(backend="nccl" if use_cuda else "gloo"),
+        # Ray only accepts a GPU reservation with use_gpu set, even for logical GPUs.
         scaling_config=ray.train.ScalingConfig(
-            num_workers=args.num_workers, use_gpu=use_gpu, resources_per_worker=resources
+            num_workers=args.num_workers, use_gpu="GPU" in resources, resources_per_worker=resources
         ),
         run_config=ray.train.RunConfig(
             name=run_name,

@@ -63,7 +63,9 @@ def test_torch_workload_trains_through_cache_and_survives_a_killed_worker(
         ray_conn_id=None,
         entrypoint=(
             f"{sys.executable} train_torch.py --manifest {manifest_uri} --output-dir {out}"
-            f" --cache-dir {tmp_path / 'nvme'} --num-workers 2 --epochs 5 --batch-size 64 --use-gpu no"
+            f" --cache-dir {tmp_path / 'nvme'} --num-workers 2 --epochs 5 --batch-size 64"
+            # The cluster's GPUs are logical: reserved as the DAG does, trained on CPU with gloo.
+            " --gpus-per-worker 1 --use-gpu auto"
         ),
         runtime_env={
             "working_dir": str(settings.workloads_dir()),
