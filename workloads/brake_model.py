@@ -9,7 +9,8 @@ and for triaging hours of logs without decoding CAN.
 Two temporal convolution layers see a few ticks at a time; max and mean pooling over time turn
 "a short, sharp deceleration anywhere in the window" into a feature, which a linear model over
 the flattened window cannot express. That linear model, a logistic regression on the same
-normalised inputs, is the baseline every run reports next to the network.
+normalised inputs, is the baseline every run reports next to the network. Both are scored with
+:func:`nuro_ml.training_data.scoring.binary_metrics`, as the boosted-tree workload is.
 
 Imports torch and numpy only, so it runs on a GPU box without Ray or Airflow.
 """
@@ -17,7 +18,6 @@ Imports torch and numpy only, so it runs on a GPU box without Ray or Airflow.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import numpy as np
 import torch
@@ -116,42 +116,3 @@ def fit_logistic(
 
     optimizer.step(closure)  # type: ignore[no-untyped-call]
     return model
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), np.float64)
-    sorted_vals = values[order]
-    boundaries = np.flatnonzero(np.diff(sorted_vals)) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [len(values)]])
-    for s, e in zip(starts, ends, strict=True):
-        ranks[order[s:e]] = (s + e + 1) / 2.0
-    return ranks
-
-
-def binary_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
-    """AUC (ties averaged), average precision, log loss and accuracy at 0.5."""
-    labels = labels.astype(np.float64)
-    scores = scores.astype(np.float64)
-    clipped = np.clip(scores, 1e-7, 1 - 1e-7)
-    n_pos = int(labels.sum())
-    n_neg = len(labels) - n_pos
-    out: dict[str, Any] = {
-        "rows": len(labels),
-        "positives": n_pos,
-        "logloss": float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
-        if len(labels)
-        else None,
-        "accuracy": float(np.mean((scores >= 0.5) == (labels == 1))) if len(labels) else None,
-        "auc": None,
-        "average_precision": None,
-    }
-    if n_pos and n_neg:
-        ranks = _average_ranks(scores)
-        out["auc"] = float((ranks[labels == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-        order = np.argsort(-scores, kind="mergesort")
-        hits = labels[order]
-        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-        out["average_precision"] = float((precision * hits).sum() / n_pos)
-    return out

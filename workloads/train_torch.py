@@ -8,9 +8,12 @@ hand against any Ray cluster (``RAY_ADDRESS``)::
 The manifest comes from :func:`nuro_ml.training_data.staging.stage_shards` (the
 ``StageTrainingShardsOperator``). ``--num-workers`` workers train one model with
 DistributedDataParallel: NCCL on CUDA when the workers get GPUs (``--use-gpu``), gloo on CPU
-otherwise, from the same code. Every worker reads its shards through the node's NVMe shard cache
-(``--cache-dir``), so from the second epoch on, and for a second job on the same node, reads are
-local. Each epoch ends with a checkpoint under ``--storage-path``; a worker that dies is replaced
+otherwise, from the same code. The train split is a Ray Data dataset
+(:func:`nuro_ml.training_data.ray_data.shard_dataset`) that Ray Train splits among the workers;
+its read tasks open every shard through the NVMe shard cache of their node (``--cache-dir``), so
+from the second epoch on, and for a second job on the same nodes, reads are local. Each epoch's
+cache hits, misses and bytes from object storage go into the reported metrics and
+``metrics.json``. Each epoch ends with a checkpoint under ``--storage-path``; a worker that dies is replaced
 and the group resumes from the latest checkpoint (``--max-failures``), and a run resubmitted under
 the same ``--run-name`` resumes too. The driver then scores the held-out drives with the network
 and with a logistic-regression baseline fitted on the same inputs, writes ``model.pt`` and
@@ -97,51 +100,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def s3_client(endpoint_url: str | None = None) -> Any:
-    import boto3
+def source_config(args: argparse.Namespace) -> Any:
+    """How every process (driver, Ray Data read tasks) opens the shards."""
+    from nuro_ml.training_data.loader import ShardSourceConfig
 
-    # Without an explicit endpoint boto3 reads AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL; credentials
-    # always come from the environment (the operator sets them from an Airflow connection).
-    return boto3.client("s3", endpoint_url=endpoint_url) if endpoint_url else boto3.client("s3")
-
-
-def shard_source(config: dict[str, Any]) -> Any:
-    from nuro_ml.training_data.loader import CachedS3Source, LocalSource
-
-    if config.get("local_shards"):
-        return LocalSource(config["local_shards"])
-    from nuro_ml.features.nvme_cache import ShardCache
-
-    cache = ShardCache(
-        config["cache_dir"],
-        capacity_bytes=config["cache_bytes"],
-        s3_client=s3_client(config.get("s3_endpoint_url")),
-    )
-    return CachedS3Source(cache)
-
-
-def _counters(source: Any) -> np.ndarray:
-    stats = source.stats()
-    return np.array(
-        [stats.get("bytes_from_remote", 0), stats.get("hits", 0), stats.get("misses", 0)], dtype=np.float64
+    return ShardSourceConfig(
+        cache_dir=args.cache_dir,
+        cache_bytes=args.cache_bytes,
+        s3_endpoint_url=args.s3_endpoint_url,
+        local_shards=args.local_shards,
     )
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Runs in every Ray Train worker: DDP over this worker's shards, a checkpoint per epoch."""
+    """Runs in every Ray Train worker: DDP over this worker's split of the shard dataset, a
+    checkpoint per epoch."""
+    import ray
     import ray.train
     import ray.train.torch
     import torch
     import torch.distributed as dist
     from brake_model import BrakeEventNet, train_step
-    from nuro_ml.training_data.loader import ShardLoader
+    from nuro_ml.training_data.ray_data import epoch_input, iter_training_batches
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    # Logical GPUs (a CPU cluster's reservation) are GPUs to Ray but not to torch: train on CPU.
+    device = ray.train.torch.get_device() if config["use_cuda"] else torch.device("cpu")
     manifest = config["manifest"]
     channels = len(manifest["channels"])
     norm = manifest["normalisation"]
+    counters = config["counters"]
     torch.manual_seed(config["seed"])
     model = BrakeEventNet(channels, norm["mean"], norm["std"])
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
@@ -157,38 +146,32 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         print(
             f"worker {rank}/{world}: resuming after epoch {resumed_from} from {checkpoint.path}", flush=True
         )
-    model = ray.train.torch.prepare_model(model)
-    source = shard_source(config)
-    loader = ShardLoader(
-        manifest["splits"]["train"]["shards"],
-        source,
-        channels=channels,
-        batch_size=config["batch_size"],
-        rank=rank,
-        world_size=world,
-        seed=config["seed"],
-    )
+    model = ray.train.torch.prepare_model(model, move_to_device=device)
+    shard = ray.train.get_dataset_shard("train")
     for epoch in range(start_epoch, config["epochs"]):
-        before = _counters(source)
+        # Ray Data starts an epoch's reads only once every worker has asked for it, and a worker's
+        # iterator ends only when all of the epoch's reads are done: snapshots taken between the
+        # all-reduce below and the next epoch's first batch bound exactly one epoch of reads.
+        before = ray.get(counters.totals.remote())
         started = time.monotonic()
-        losses = [train_step(model, optimizer, x, y, device) for x, y in loader.epoch(epoch)]
+        losses = [
+            train_step(model, optimizer, x, y, device)
+            for x, y in iter_training_batches(
+                shard, channels=channels, batch_size=config["batch_size"], seed=None
+            )
+        ]
         elapsed = time.monotonic() - started
-        # Sum the input counters of every worker, so rank 0 reports the whole group's reads.
-        totals = torch.tensor(
-            np.append(_counters(source) - before, len(losses) * config["batch_size"]), device=device
-        )
+        samples = torch.tensor([len(losses) * config["batch_size"]], dtype=torch.float64, device=device)
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(totals)
-        remote_bytes, hits, misses, samples = (float(v) for v in totals.cpu().tolist())
+            dist.all_reduce(samples)
+        reads = epoch_input(before, ray.get(counters.totals.remote()))
+        total = int(samples.item())
         entry = {
             "epoch": epoch,
             "loss": float(np.mean(losses)) if losses else None,
-            "samples": int(samples),
-            "samples_per_s": round(samples / elapsed, 1) if elapsed > 0 else None,
-            "remote_bytes": int(remote_bytes),
-            "cache_hits": int(hits),
-            "cache_misses": int(misses),
-            "cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+            "samples": total,
+            "samples_per_s": round(total / elapsed, 1) if elapsed > 0 else None,
+            **reads,
         }
         history = [*history, entry]
         metrics = {**entry, "history": history, "resumed_from_epoch": resumed_from, "world_size": world}
@@ -225,32 +208,44 @@ def fit(
     """Run the distributed training; return the final checkpoint and the last reported metrics."""
     import ray
     import ray.train
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     if not ray.is_initialized():
         ray.init(log_to_driver=True)
-    use_gpu = _use_gpu(args)
+    use_cuda = _use_gpu(args)
     resources: dict[str, float] = {"CPU": args.cpus_per_worker}
-    if use_gpu:
+    if use_cuda:
         resources["GPU"] = max(1.0, args.gpus_per_worker)
     elif args.gpus_per_worker > 0:
         # Logical GPUs of a CPU-only cluster: the reservation gates admission and placement.
         resources["GPU"] = args.gpus_per_worker
+    from nuro_ml.training_data.ray_data import ShardReadCounters, shard_dataset, window_bytes
+
+    # Read tasks on every node report their cache counters here; the workers diff them per epoch.
+    counters = ShardReadCounters.remote()  # type: ignore[attr-defined]
+    train_shards = shard_dataset(
+        manifest["splits"]["train"]["shards"],
+        source_config(args),
+        window_bytes=window_bytes(manifest),
+        counters=counters,
+    )
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "manifest": manifest,
-            "local_shards": args.local_shards,
-            "cache_dir": args.cache_dir,
-            "cache_bytes": args.cache_bytes,
-            "s3_endpoint_url": args.s3_endpoint_url,
+            "counters": counters,
+            "use_cuda": use_cuda,
             "epochs": args.epochs,
             "batch_size": args.batch_size,
             "learning_rate": args.learning_rate,
             "seed": args.seed,
         },
+        datasets={"train": train_shards},
+        # Ray Train picks NCCL whenever workers hold GPUs, logical ones included; NCCL needs CUDA.
+        torch_config=TorchConfig(backend="nccl" if use_cuda else "gloo"),
+        # Ray only accepts a GPU reservation with use_gpu set, even for logical GPUs.
         scaling_config=ray.train.ScalingConfig(
-            num_workers=args.num_workers, use_gpu=use_gpu, resources_per_worker=resources
+            num_workers=args.num_workers, use_gpu="GPU" in resources, resources_per_worker=resources
         ),
         run_config=ray.train.RunConfig(
             name=run_name,
@@ -287,7 +282,8 @@ def read_split(
 def evaluate(manifest: dict[str, Any], checkpoint: Any, source: Any, seed: int) -> dict[str, Any]:
     """Score the held-out drives with the trained network and the logistic-regression baseline."""
     import torch
-    from brake_model import BrakeEventNet, binary_metrics, fit_logistic, predict
+    from brake_model import BrakeEventNet, fit_logistic, predict
+    from nuro_ml.training_data.scoring import binary_metrics
 
     torch.manual_seed(seed)
     norm = manifest["normalisation"]
@@ -329,16 +325,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         output_dir = (settings.artifacts_dir() / run_name).resolve()
     storage_path = Path(args.storage_path).resolve() if args.storage_path else output_dir / "checkpoints"
-    manifest = load_manifest(args.manifest, None if args.local_shards else s3_client(args.s3_endpoint_url))
+    sources = source_config(args)
+    manifest = load_manifest(args.manifest, None if args.local_shards else sources.s3_client())
     checkpoint, last = fit(args, manifest, run_name=run_name, storage_path=storage_path)
-    source = shard_source(
-        {
-            "local_shards": args.local_shards,
-            "cache_dir": args.cache_dir,
-            "cache_bytes": args.cache_bytes,
-            "s3_endpoint_url": args.s3_endpoint_url,
-        }
-    )
+    # The driver scores the held-out drives through the same cache (the train split is a hit).
+    source = sources.build()
     evaluation = evaluate(manifest, checkpoint, source, args.seed)
     state = evaluation.pop("state")
     history = state["history"]

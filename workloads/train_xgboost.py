@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from nuro_ml.training_data.scoring import binary_metrics
 
 if TYPE_CHECKING:
     import xgboost
@@ -193,23 +194,6 @@ def split_holdout(
         test_index.extend(rng.permutation(group.index.to_numpy())[:n_test].tolist())
     is_test = frame.index.isin(test_index)
     return frame[~is_test].reset_index(drop=True), frame[is_test].reset_index(drop=True)
-
-
-def binary_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
-    """AUC (rank statistic, ties averaged), log loss and accuracy at 0.5; AUC is None for one class."""
-    labels = labels.astype(np.float64)
-    scores = scores.astype(np.float64)
-    eps = 1e-15
-    clipped = np.clip(scores, eps, 1 - eps)
-    logloss = float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
-    accuracy = float(np.mean((scores >= 0.5) == (labels == 1)))
-    n_pos = int(labels.sum())
-    n_neg = len(labels) - n_pos
-    auc: float | None = None
-    if n_pos and n_neg:
-        ranks = pd.Series(scores).rank(method="average").to_numpy()
-        auc = float((ranks[labels == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-    return {"auc": auc, "logloss": logloss, "accuracy": accuracy}
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

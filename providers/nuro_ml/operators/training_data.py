@@ -26,8 +26,9 @@ class StageTrainingShardsOperator(BaseOperator):
     generalisation to drives the model has not seen.
 
     .. seealso::
-        :func:`nuro_ml.training_data.staging.stage_shards` and
-        :class:`nuro_ml.training_data.loader.ShardLoader`, which reads the shards back.
+        :func:`nuro_ml.training_data.staging.stage_shards`, and
+        :func:`nuro_ml.training_data.ray_data.shard_dataset` (Ray Data) and
+        :class:`nuro_ml.training_data.loader.ShardLoader` (one process), which read the shards back.
 
     :param destination: ``s3://bucket/prefix`` the shards and manifests go under; empty stages
         nothing and returns None (a pipeline whose model does not train on shards). (templated)

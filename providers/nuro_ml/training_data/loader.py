@@ -8,8 +8,12 @@ operations such as DDP's all-reduce never wait on a rank that ran out of data.
 
 Sources: :class:`CachedS3Source` (through the node's NVMe :class:`~nuro_ml.features.nvme_cache.ShardCache`,
 the production path), :class:`S3Source` (straight from object storage) and :class:`LocalSource`
-(shards already on local disk, the path a bare GPU box uses). This module imports numpy and
-pyarrow only.
+(shards already on local disk, the path a bare GPU box uses); :class:`ShardSourceConfig` is the
+picklable recipe other processes (Ray Data read tasks) build their source from. This module
+imports numpy and pyarrow only (boto3 when a source for S3 is built).
+
+Ray Train workloads read the same shards through Ray Data instead
+(:mod:`nuro_ml.training_data.ray_data`), with the same sources.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -88,6 +93,50 @@ class CachedS3Source:
             "cache_capacity_bytes": self.cache.capacity_bytes,
             "cache_used_bytes": self.cache.used_bytes(),
         }
+
+
+@dataclass(frozen=True)
+class ShardSourceConfig:
+    """How a process on any node opens the shards: a picklable recipe for a :class:`ShardSource`.
+
+    :param cache_dir: the NVMe shard cache directory, the same path on every node (None with
+        ``local_shards``).
+    :param cache_bytes: cache capacity per node.
+    :param s3_endpoint_url: S3 API endpoint (MinIO, Ceph, a test server); None: boto3's defaults
+        (``AWS_ENDPOINT_URL_S3``, then AWS). Credentials always come from the environment.
+    :param local_shards: read the shards from this local directory instead (a bare box, a test).
+    :param direct: read every shard straight from object storage, bypassing the cache (the
+        reference a cache is measured against).
+    """
+
+    cache_dir: str | None = None
+    cache_bytes: int = 8 << 30
+    s3_endpoint_url: str | None = None
+    local_shards: str | None = None
+    direct: bool = False
+
+    def __post_init__(self) -> None:
+        if self.local_shards is None and self.cache_dir is None and not self.direct:
+            raise ValueError("ShardSourceConfig: give cache_dir, local_shards or direct=True")
+        if self.cache_bytes <= 0:
+            raise ValueError(f"ShardSourceConfig: cache_bytes must be positive, got {self.cache_bytes}")
+
+    def s3_client(self) -> Any:
+        from nuro_ml.clients.aws import AwsSettings
+
+        return AwsSettings(endpoint_url=self.s3_endpoint_url).client("s3")
+
+    def build(self) -> ShardSource:
+        if self.local_shards is not None:
+            return LocalSource(self.local_shards)
+        if self.direct:
+            return S3Source(self.s3_client())
+        from nuro_ml.features.nvme_cache import ShardCache
+
+        assert self.cache_dir is not None  # checked in __post_init__
+        return CachedS3Source(
+            ShardCache(self.cache_dir, capacity_bytes=self.cache_bytes, s3_client=self.s3_client())
+        )
 
 
 def read_shard(source: ShardSource, uri: str, channels: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,12 +1,10 @@
-"""The training workload's pure parts: data checks, hold-out split, metrics, result line, CLI."""
+"""The training workload's pure parts: data checks, hold-out split, result line, CLI."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 from nuro_ml.operators.ray import parse_result_line
 
@@ -14,7 +12,6 @@ from tests.unit.ray.training_data import FEATURES, make_training_frame
 from workloads.train_xgboost import (
     LABEL,
     TrainingDataError,
-    binary_metrics,
     feature_columns,
     main,
     parse_args,
@@ -22,22 +19,6 @@ from workloads.train_xgboost import (
     split_holdout,
     validate_frame,
 )
-
-
-def test_metrics_match_hand_computed_values() -> None:
-    labels = np.array([0, 0, 1, 1])
-    scores = np.array([0.1, 0.4, 0.35, 0.8])
-    metrics = binary_metrics(labels, scores)
-    # Of the 4 positive/negative pairs, 3 are ordered correctly.
-    assert metrics["auc"] == pytest.approx(0.75)
-    expected_logloss = -(math.log(0.9) + math.log(0.6) + math.log(0.35) + math.log(0.8)) / 4
-    assert metrics["logloss"] == pytest.approx(expected_logloss)
-    assert metrics["accuracy"] == pytest.approx(0.75)
-
-
-def test_tied_scores_give_chance_auc_and_one_class_gives_none() -> None:
-    assert binary_metrics(np.array([0, 1, 0, 1]), np.full(4, 0.5))["auc"] == pytest.approx(0.5)
-    assert binary_metrics(np.array([1, 1]), np.array([0.2, 0.9]))["auc"] is None
 
 
 def test_features_exclude_ids_timestamps_label_and_the_label_source() -> None:

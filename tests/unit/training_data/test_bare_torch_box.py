@@ -20,9 +20,11 @@ SCRIPT = textwrap.dedent(
     sys.path[:0] = [sys.argv[1] + "/providers", sys.argv[1] + "/workloads"]
     from datetime import date
     import torch
-    from brake_model import BrakeEventNet, binary_metrics, fit_logistic, predict, train_step
+    from brake_model import BrakeEventNet, fit_logistic, predict, train_step
     from nuro_ml.features.nvme_cache import ShardCache
     from nuro_ml.training_data.loader import CachedS3Source, ShardLoader
+    from nuro_ml.training_data.scoring import binary_metrics
+    assert "pandas" not in sys.modules, "scoring on a bare box must not need pandas"
     from nuro_ml.training_data.object_store import DirectoryObjectStore
     from nuro_ml.training_data.spec import DatasetSpec
     from nuro_ml.training_data.staging import stage_shards

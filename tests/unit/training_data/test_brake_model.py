@@ -1,4 +1,4 @@
-"""The plain-PyTorch model, training step and metrics (no Ray)."""
+"""The plain-PyTorch model and training step (no Ray)."""
 
 from __future__ import annotations
 
@@ -18,24 +18,11 @@ def _torch() -> None:
     require_torch()
 
 
-def test_metrics_match_hand_computed_values() -> None:
-    from brake_model import binary_metrics
-
-    labels = np.array([0, 0, 1, 1, 0, 1])
-    scores = np.array([0.1, 0.4, 0.35, 0.8, 0.4, 0.9])
-    m = binary_metrics(labels, scores)
-    # Positive/negative pairs ordered correctly: 0.35 beats only 0.1 -> 1 of 3; 0.8, 0.9 beat all.
-    assert m["auc"] == pytest.approx(7 / 9)
-    # Ranked: 0.9(+) 0.8(+) 0.4(-) 0.4(-) 0.35(+) 0.1(-): precision at hits 1, 1, 3/5.
-    assert m["average_precision"] == pytest.approx((1 + 1 + 0.6) / 3)
-    assert m["accuracy"] == pytest.approx(5 / 6)
-    assert binary_metrics(np.zeros(3), np.array([0.2, 0.5, 0.9]))["auc"] is None
-
-
 def test_network_learns_what_the_linear_baseline_cannot() -> None:
     """Label: a short dip below a threshold anywhere in the window (a hard brake), as in the data."""
     import torch
-    from brake_model import BrakeEventNet, binary_metrics, fit_logistic, predict, train_step
+    from brake_model import BrakeEventNet, fit_logistic, predict, train_step
+    from nuro_ml.training_data.scoring import binary_metrics
 
     rng = np.random.default_rng(0)
     n, ticks, channels = 800, 20, 2
