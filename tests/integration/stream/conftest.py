@@ -1,0 +1,78 @@
+"""Fixtures of the telemetry stream tests: Spark, Redis and a Feast repository on that Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+import redis
+
+from tests.fixtures.services import RedisServer
+from tests.fixtures.spark import spark_session  # noqa: F401
+
+__all__ = ["StreamEnv", "count_rows", "stream_env"]
+
+_DB = 11  # a database of its own on the shared session server
+
+
+@dataclass
+class StreamEnv:
+    root: Path
+    landing: Path
+    output: Path
+    checkpoint: Path
+    state: Path
+    repo: Path
+    redis_url: str
+    client: redis.Redis
+
+
+def count_rows(table_dir: Path) -> int:
+    """Rows of every Parquet file under ``table_dir``, as pyarrow sees the folder (no Spark log)."""
+    if not table_dir.is_dir():
+        return 0
+    return ds.dataset(table_dir, format="parquet", exclude_invalid_files=True).count_rows()
+
+
+@pytest.fixture
+def stream_env(
+    tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[StreamEnv]:
+    monkeypatch.setenv("NURO_ML_DATA_DIR", str(tmp_path / "data"))
+    for name in ("ONLINE_STORE", "REDIS_CONNECTION_STRING", "REGISTRY_URL", "CACHE_URL"):
+        monkeypatch.delenv(f"NURO_ML_FEAST_{name}", raising=False)
+    client = redis.Redis(host=redis_server.host, port=redis_server.port, db=_DB, decode_responses=True)
+    client.flushdb()
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "feature_store.yaml").write_text(
+        "project: stream_test\n"
+        "provider: local\n"
+        "registry:\n  registry_type: file\n  path: registry.db\n  cache_ttl_seconds: 0\n"
+        "online_store:\n  type: redis\n"
+        f"  connection_string: {redis_server.host}:{redis_server.port},db={_DB}\n"
+        "offline_store:\n  type: file\n"
+        "entity_key_serialization_version: 3\n"
+    )
+    (repo / "live.py").write_text("from nuro_ml.features.stream_views import *  # noqa: F403\n")
+    from feast import FeatureStore
+    from nuro_ml.features import stream_views
+
+    FeatureStore(repo_path=str(repo)).apply(
+        [stream_views.vehicle, stream_views.vehicle_live_push, stream_views.vehicle_live_state]
+    )
+    yield StreamEnv(
+        root=tmp_path,
+        landing=tmp_path / "landing",
+        output=tmp_path / "out",
+        checkpoint=tmp_path / "checkpoint",
+        state=tmp_path / "state",
+        repo=repo,
+        redis_url=f"redis://{redis_server.host}:{redis_server.port}/{_DB}",
+        client=client,
+    )
+    client.flushdb()
+    client.close()
