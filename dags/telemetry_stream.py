@@ -22,7 +22,7 @@ from nuro_ml.operators.stream import StartTelemetryStreamOperator, StopTelemetry
 from nuro_ml.sensors.stream import StreamHealthSensor
 
 DAG_ID = "telemetry_stream"
-ROOT = settings.data_dir() / "stream"
+ROOT = settings.stream_dir()
 STATE_DIR = str(ROOT / "state")
 WATCH = timedelta(hours=1)
 
