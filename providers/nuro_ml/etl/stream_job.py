@@ -68,7 +68,7 @@ _START_ATTEMPTS = 3
 _STARTUP_SECONDS = 300.0
 _CONNECT_BACK = "Python worker failed to connect back"
 #: Freshness samples kept for the rolling p95.
-_FRESHNESS_WINDOW = 20_000
+_FRESHNESS_WINDOW = 100_000
 
 
 def segment_query(table: str) -> str:
@@ -196,6 +196,7 @@ def online_rows(spark: SparkSession, cfg: StreamJobConfig, schemas: dict[str, An
                 "brake_pressure_bar",
                 "steering_angle_rad",
                 F.col("landed_at").alias("arrived_at"),
+                F.lit("segment").alias("origin"),
             )
         )
     if cfg.redis_url:
@@ -208,6 +209,7 @@ def online_rows(spark: SparkSession, cfg: StreamJobConfig, schemas: dict[str, An
                 "brake_pressure_bar",
                 "steering_angle_rad",
                 F.col("added_at").alias("arrived_at"),
+                F.lit("record").alias("origin"),
             )
         )
     if not parts:
@@ -234,6 +236,9 @@ class ProgressRecorder:
             pid=pid, started_at=now_iso(), checkpoint=cfg.checkpoint_path, output=cfg.output_path
         )
         self.samples: deque[float] = deque(maxlen=_FRESHNESS_WINDOW)
+        self.by_origin: dict[str, deque[float]] = {
+            origin: deque(maxlen=_FRESHNESS_WINDOW) for origin in ("segment", "record")
+        }
 
     def _save(self) -> None:
         self.record.write(self.cfg.state_dir)
@@ -274,20 +279,26 @@ class ProgressRecorder:
                 q.terminated = error or ""
                 self._save()
 
-    def freshness(self, seconds: np.ndarray) -> dict[str, float]:
-        """Add a pushed batch's per-row freshness; returns the figures now in the record."""
+    def freshness(self, seconds: np.ndarray, origins: np.ndarray) -> dict[str, float]:
+        """Add a pushed batch's per-row freshness (and each row's origin); returns the figures."""
         if not len(seconds):
             return dict(self.record.freshness)
         with self.lock:
             self.samples.extend(seconds.tolist())
-            self.record.freshness = {
+            for origin in ("segment", "record"):
+                self.by_origin[origin].extend(seconds[origins == origin].tolist())
+            figures = {
                 "batch_p95_seconds": float(np.percentile(seconds, 95)),
                 "batch_max_seconds": float(seconds.max()),
                 "p95_seconds": float(np.percentile(np.fromiter(self.samples, float), 95)),
                 "samples": float(len(self.samples)),
             }
+            for origin, window in self.by_origin.items():
+                if window:
+                    figures[f"{origin}_p95_seconds"] = float(np.percentile(np.fromiter(window, float), 95))
+            self.record.freshness = figures
             self._save()
-            return dict(self.record.freshness)
+            return dict(figures)
 
 
 def progress_listener(recorder: ProgressRecorder) -> Any:
@@ -335,7 +346,9 @@ class FeastPusher:
         latest = latest_per_vehicle(frame)
         self.store.push(self.push_source, latest[list(ONLINE_COLUMNS)], to=PushMode.ONLINE)
         readable = time.time()
-        figures = self.recorder.freshness(np.maximum(readable - _epoch_seconds(frame["arrived_at"]), 0.0))
+        figures = self.recorder.freshness(
+            np.maximum(readable - _epoch_seconds(frame["arrived_at"]), 0.0), frame["origin"].to_numpy()
+        )
         log.info(
             "Online batch %d: %d rows, %d vehicles pushed; freshness p95 %.2f s (window p95 %.2f s)",
             batch_id,

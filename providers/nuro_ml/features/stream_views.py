@@ -9,6 +9,7 @@ batch source is the stream's own ``telemetry`` table (``<etl output>/stream/tele
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Float64, String
@@ -51,3 +52,26 @@ vehicle_live_state = FeatureView(
     online=True,
     description="What a vehicle is doing now, seconds behind the fleet.",
 )
+
+
+def write_repo(path: Path, *, project: str, redis_connection_string: str) -> Path:
+    """A Feast repository at ``path`` serving these objects from a Redis online store.
+
+    The repository's module imports this one, so ``feast apply`` in it registers exactly the
+    stream's entity, push source and view; the registry is a file inside the repository.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "feature_store.yaml").write_text(
+        f"project: {project}\n"
+        "provider: local\n"
+        "registry:\n  registry_type: file\n  path: registry.db\n  cache_ttl_seconds: 0\n"
+        "online_store:\n  type: redis\n"
+        f"  connection_string: {redis_connection_string}\n"
+        "offline_store:\n  type: file\n"
+        "entity_key_serialization_version: 3\n"
+    )
+    (path / "live.py").write_text("from nuro_ml.features.stream_views import *  # noqa: F403\n")
+    from feast import FeatureStore
+
+    FeatureStore(repo_path=str(path)).apply([vehicle, vehicle_live_push, vehicle_live_state])
+    return path

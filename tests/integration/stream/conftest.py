@@ -46,23 +46,12 @@ def stream_env(
         monkeypatch.delenv(f"NURO_ML_FEAST_{name}", raising=False)
     client = redis.Redis(host=redis_server.host, port=redis_server.port, db=_DB, decode_responses=True)
     client.flushdb()
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "feature_store.yaml").write_text(
-        "project: stream_test\n"
-        "provider: local\n"
-        "registry:\n  registry_type: file\n  path: registry.db\n  cache_ttl_seconds: 0\n"
-        "online_store:\n  type: redis\n"
-        f"  connection_string: {redis_server.host}:{redis_server.port},db={_DB}\n"
-        "offline_store:\n  type: file\n"
-        "entity_key_serialization_version: 3\n"
-    )
-    (repo / "live.py").write_text("from nuro_ml.features.stream_views import *  # noqa: F403\n")
-    from feast import FeatureStore
-    from nuro_ml.features import stream_views
+    from nuro_ml.features.stream_views import write_repo
 
-    FeatureStore(repo_path=str(repo)).apply(
-        [stream_views.vehicle, stream_views.vehicle_live_push, stream_views.vehicle_live_state]
+    repo = write_repo(
+        tmp_path / "repo",
+        project="stream_test",
+        redis_connection_string=f"{redis_server.host}:{redis_server.port},db={_DB}",
     )
     yield StreamEnv(
         root=tmp_path,
