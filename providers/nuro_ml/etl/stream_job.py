@@ -1,7 +1,7 @@
 """The telemetry stream: MCAP segments and live records to stream tables and online features.
 
 A long-lived Spark Structured Streaming application (``python -m nuro_ml.etl.stream_job``),
-the streaming sibling of the batch job :mod:`nuro_ml.etl.job`. Its queries:
+the streaming sibling of the batch job ``nuro_ml.etl.job``. Its queries:
 
 * ``segments_<table>``: segments landing in a folder (:mod:`.stream_sources.mcap_landing`, decoded
   by the batch ETL's per-file pass and topic mapping) to ``<output>/stream/<table>``;

@@ -28,6 +28,10 @@ class StartTelemetryStreamOperator(BaseOperator):
     """
     Make sure the telemetry stream runs: start it unless it already does.
 
+    .. seealso::
+        For more information on how to use it, take a look at the guide:
+        :ref:`howto/operator:StartTelemetryStreamOperator`
+
     The stream (:mod:`nuro_ml.etl.stream_job`) runs as its own long-lived Spark application, by
     default a detached local driver process (``master`` ``local[2]``), or with
     ``spark_submit`` set, submitted through ``spark-submit`` to the master in
@@ -115,6 +119,10 @@ class StartTelemetryStreamOperator(BaseOperator):
 class StopTelemetryStreamOperator(BaseOperator):
     """
     Stop the telemetry stream: SIGTERM lets the driver stop its queries, SIGKILL after ``grace``.
+
+    .. seealso::
+        For more information on how to use it, take a look at the guide:
+        :ref:`howto/operator:StopTelemetryStreamOperator`
 
     Idempotent: a stream that does not run is left as it is. The checkpoint stays, so the next
     start resumes where this one stopped.

@@ -27,6 +27,10 @@ class StreamWatermarkSensor(BaseSensorOperator):
     """
     Hold a batch run until the stream has committed data through the run's interval end.
 
+    .. seealso::
+        For more information on how to use it, take a look at the guide:
+        :ref:`howto/sensor:StreamWatermarkSensor`
+
     The stream's committed event-time watermark (the lowest over ``queries``, from its progress
     record) must reach ``target``: from then on the stream accepts no row older than
     ``target``, so the run never reads a half-landed interval. Deferrable by default.
@@ -95,6 +99,10 @@ class StreamWatermarkSensor(BaseSensorOperator):
 class StreamHealthSensor(BaseSensorOperator):
     """
     Watch the telemetry stream and finish when it stalls or dies, so the DAG can restart it.
+
+    .. seealso::
+        For more information on how to use it, take a look at the guide:
+        :ref:`howto/sensor:StreamHealthSensor`
 
     The XCom return value is the trigger's event (``status`` ``dead`` or ``stalled`` and a
     ``message``). A healthy stream keeps the sensor waiting until its ``timeout`` (use
