@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import redis
 from nuro_ml.etl.arrivals import Arrivals
+from nuro_ml.etl.sink_log import committed_files
 from nuro_ml.etl.stream_job import StreamJobConfig
 from nuro_ml.etl.stream_progress import StreamProgress, pid_alive
 from nuro_ml.operators.stream import StartTelemetryStreamOperator, StopTelemetryStreamOperator
@@ -37,6 +38,11 @@ def _committed_rows(state: Path, query: str) -> int:
     progress = StreamProgress.read(state)
     q = progress.queries.get(query) if progress else None
     return q.batch_id if q is not None else -1
+
+
+def _committed_rows_in(table: Path) -> int:
+    files = committed_files(table) or set()
+    return ds.dataset(sorted(str(f) for f in files), format="parquet").count_rows() if files else 0
 
 
 def test_sigkill_mid_batch_then_restart_from_checkpoint_loses_and_duplicates_nothing(
@@ -109,8 +115,9 @@ def test_sigkill_mid_batch_then_restart_from_checkpoint_loses_and_duplicates_not
         messages = can_messages(arrivals.landed)
         deadline = time.monotonic() + 400
         while True:
-            tel = ds.dataset(tmp_path / "out" / "stream" / "telemetry", format="parquet").count_rows()
-            can = ds.dataset(tmp_path / "out" / "stream" / "vehicle_can", format="parquet").count_rows()
+            # While the stream writes, only committed files are whole: count those.
+            tel = _committed_rows_in(tmp_path / "out" / "stream" / "telemetry")
+            can = _committed_rows_in(tmp_path / "out" / "stream" / "vehicle_can")
             if tel >= RECORDS and can >= messages:
                 break
             assert time.monotonic() < deadline, (

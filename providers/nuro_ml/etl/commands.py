@@ -54,8 +54,7 @@ def _gen_arrivals(args: argparse.Namespace) -> int:
     )
     arrivals.run()
     print(
-        f"{len(arrivals.landed)} segments landed under {args.landing}, "
-        f"{arrivals.published} records published"
+        f"{len(arrivals.landed)} segments landed under {args.landing}, {arrivals.published} records published"
     )
     return 0
 

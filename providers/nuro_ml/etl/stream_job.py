@@ -399,11 +399,13 @@ class StreamJob:
             source = online_rows(self.spark, cfg, schemas)
             self._start(
                 ONLINE_QUERY,
-                lambda: source.writeStream.queryName(ONLINE_QUERY)
-                .option("checkpointLocation", cfg.checkpoint(ONLINE_QUERY))
-                .trigger(processingTime=trigger)
-                .foreachBatch(pusher)
-                .start(),
+                lambda: (
+                    source.writeStream.queryName(ONLINE_QUERY)
+                    .option("checkpointLocation", cfg.checkpoint(ONLINE_QUERY))
+                    .trigger(processingTime=trigger)
+                    .foreachBatch(pusher)
+                    .start()
+                ),
             )
         return self.queries
 
@@ -437,13 +439,15 @@ class StreamJob:
         remove_uncommitted(self.cfg.table_path(table))
         self._start(
             name,
-            lambda: rows.writeStream.queryName(name)
-            .format("parquet")
-            .option("path", str(self.cfg.table_path(table)))
-            .option("checkpointLocation", self.cfg.checkpoint(name))
-            .outputMode("append")
-            .trigger(processingTime=trigger)
-            .start(),
+            lambda: (
+                rows.writeStream.queryName(name)
+                .format("parquet")
+                .option("path", str(self.cfg.table_path(table)))
+                .option("checkpointLocation", self.cfg.checkpoint(name))
+                .outputMode("append")
+                .trigger(processingTime=trigger)
+                .start()
+            ),
         )
         # The online query reads this table through the sink's metadata log, which must exist
         # before that reader first lists the folder (or it would take every file as committed).

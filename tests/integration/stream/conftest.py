@@ -13,7 +13,7 @@ import redis
 from tests.fixtures.services import RedisServer
 from tests.fixtures.spark import spark_session  # noqa: F401
 
-__all__ = ["StreamEnv", "count_rows", "stream_env"]
+__all__ = ["StreamEnv", "committed", "count_rows", "stream_env"]
 
 _DB = 11  # a database of its own on the shared session server
 
@@ -30,11 +30,19 @@ class StreamEnv:
     client: redis.Redis
 
 
+def committed(table_dir: Path) -> ds.Dataset | None:
+    """The files Spark's sink committed under ``table_dir`` (while the stream writes, others may be
+    half written)."""
+    from nuro_ml.etl.sink_log import committed_files
+
+    files = committed_files(table_dir)
+    return ds.dataset(sorted(str(f) for f in files), format="parquet") if files else None
+
+
 def count_rows(table_dir: Path) -> int:
-    """Rows of every Parquet file under ``table_dir``, as pyarrow sees the folder (no Spark log)."""
-    if not table_dir.is_dir():
-        return 0
-    return ds.dataset(table_dir, format="parquet", exclude_invalid_files=True).count_rows()
+    """Committed rows under ``table_dir``."""
+    data = committed(table_dir)
+    return data.count_rows() if data is not None else 0
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from nuro_ml.etl.schemas import TOPIC_CAN
 from nuro_ml.etl.stream_job import StreamJob, StreamJobConfig
 from nuro_ml.etl.stream_progress import StreamProgress
 
-from tests.integration.stream.conftest import StreamEnv, count_rows
+from tests.integration.stream.conftest import StreamEnv, committed, count_rows
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,9 @@ def expected_latest(env: StreamEnv) -> dict[str, tuple[float, float, float]]:
     """Latest (by event time) speed, brake, steering per vehicle over both stream tables."""
     rows = []
     for table, ts in (("vehicle_can", "log_time"), ("telemetry", "event_time")):
-        data = ds.dataset(env.output / "stream" / table, format="parquet").to_table(
+        dataset = committed(env.output / "stream" / table)
+        assert dataset is not None
+        data = dataset.to_table(
             columns=["vehicle_id", ts, "speed_mps", "brake_pressure_bar", "steering_angle_rad"]
         )
         rows.extend(data.rename_columns(["vehicle_id", "t", "s", "b", "a"]).to_pylist())
@@ -118,10 +120,12 @@ def test_segments_and_live_records_land_exactly_once_and_online_holds_the_latest
         # Let the duplicates' batches commit too, then check nothing more arrived.
         wait_for(
             "the duplicates' batches",
-            lambda: (p := StreamProgress.read(env.state)) is not None
-            and p.queries["telemetry"].num_input_rows >= 0
-            and env.client.xlen("telemetry") == 3025
-            and _committed_entries(env) == 3025,
+            lambda: (
+                (p := StreamProgress.read(env.state)) is not None
+                and p.queries["telemetry"].num_input_rows >= 0
+                and env.client.xlen("telemetry") == 3025
+                and _committed_entries(env) == 3025
+            ),
             env.state,
         )
         latest = expected_latest(env)
