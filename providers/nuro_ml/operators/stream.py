@@ -77,7 +77,11 @@ class StartTelemetryStreamOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from datetime import UTC, datetime
 
-        cfg = _config(self.config)
+        config = dict(self.config)
+        if self.spark_submit:
+            # spark-submit's --master (or spark-defaults) decides; a master in the session would win.
+            config.setdefault("master", None)
+        cfg = _config(config)
         current = stream_launch.running(cfg.state_dir)
         if current is not None:
             progress = StreamProgress.read(cfg.state_dir)
