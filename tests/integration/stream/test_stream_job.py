@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -117,17 +118,21 @@ def test_segments_and_live_records_land_exactly_once_and_online_holds_the_latest
         wait_for(
             "segment rows", lambda: count_rows(env.output / "stream" / "vehicle_can") >= messages, env.state
         )
-        # Let the duplicates' batches commit too, then check nothing more arrived.
-        wait_for(
-            "the duplicates' batches",
-            lambda: (
-                (p := StreamProgress.read(env.state)) is not None
-                and p.queries["telemetry"].num_input_rows >= 0
-                and env.client.xlen("telemetry") == 3025
-                and _committed_entries(env) == 3025
-            ),
-            env.state,
+        # A record an hour late, once the watermark stands near now: dropped as late.
+        wait_for("a telemetry watermark", lambda: _watermark(env) is not None, env.state)
+        env.client.xadd(
+            "telemetry",
+            {
+                "vehicle_id": VEHICLES[0],
+                "record_id": "late-1",
+                "event_time_ns": str(time.time_ns() - 3600 * 10**9),
+                "speed_mps": "99",
+                "brake_pressure_bar": "99",
+                "steering_angle_rad": "0",
+            },
         )
+        # Let the duplicates' and the late record's batches commit too.
+        wait_for("the duplicates' batches", lambda: _committed_entries(env) == 3026, env.state)
         latest = expected_latest(env)
         wait_for("online features", lambda: online(env) == latest, env.state)
     finally:
@@ -136,6 +141,7 @@ def test_segments_and_live_records_land_exactly_once_and_online_holds_the_latest
     telemetry = ds.dataset(env.output / "stream" / "telemetry", format="parquet").to_table()
     assert telemetry.num_rows == 3000
     assert pc.count_distinct(telemetry.column("record_id")).as_py() == 3000
+    assert "late-1" not in set(telemetry.column("record_id").to_pylist())
     can = ds.dataset(env.output / "stream" / "vehicle_can", format="parquet").to_table()
     assert can.num_rows == messages
     assert set(can.column("vehicle_id").to_pylist()) == set(VEHICLES)
@@ -147,6 +153,13 @@ def test_segments_and_live_records_land_exactly_once_and_online_holds_the_latest
     assert progress.queries["telemetry"].watermark is not None
     assert progress.freshness["samples"] > 0
     assert 0 <= progress.freshness["p95_seconds"] < 120
+
+
+def _watermark(env: StreamEnv) -> datetime | None:
+    """The telemetry query's watermark once it is within the hour (not the epoch default)."""
+    progress = StreamProgress.read(env.state)
+    mark = progress.watermark(["telemetry"]) if progress is not None else None
+    return mark if mark is not None and mark > datetime.now(tz=UTC) - timedelta(minutes=30) else None
 
 
 def _committed_entries(env: StreamEnv) -> int:
