@@ -13,7 +13,10 @@ from nuro_ml.etl.stream_sources.mcap_landing import Manifest, McapLandingDataSou
 from nuro_ml.etl.stream_sources.redis_stream import RedisStreamDataSource
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxFiles, ReadMaxRows
 
+from tests.fixtures.s3 import moto_endpoint, s3_client, s3_env
 from tests.fixtures.services import RedisServer
+
+__all__ = ["moto_endpoint"]
 
 pytestmark = pytest.mark.integration
 DB = 13
@@ -114,3 +117,29 @@ def test_landing_source_rejects_a_table_it_cannot_stream(tmp_path: Path) -> None
         McapLandingDataSource(
             {"path": str(tmp_path), "manifest": str(tmp_path / "m"), "table": "lidar_payload"}
         )
+
+
+def test_landing_on_s3_lists_new_objects_once_and_decodes_them(
+    tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in s3_env(moto_endpoint).items():
+        monkeypatch.setenv(key, value)
+    s3 = s3_client(moto_endpoint)
+    s3.create_bucket(Bucket="fleet")
+    local = tmp_path / "segments"
+    first = land_segment(local, segment_spec("veh-001", 0, seconds=2.0))
+    second = land_segment(local, segment_spec("veh-002", 0, seconds=2.0))
+    assert first is not None and second is not None
+    s3.upload_file(str(first), "fleet", f"landing/{first.relative_to(local).as_posix()}")
+    options = {"path": "s3://fleet/landing", "manifest": str(tmp_path / "m.jsonl"), "table": "vehicle_can"}
+    reader = McapLandingDataSource(options).streamReader(None)
+    start = reader.initialOffset()
+    end = reader.latestOffset(start, ReadAllAvailable())
+    assert end == {"files": 1}
+    s3.upload_file(str(second), "fleet", f"landing/{second.relative_to(local).as_posix()}")
+    later = reader.latestOffset(end, ReadAllAvailable())
+    assert later == {"files": 2}
+    rows = [b for p in reader.partitions(start, later) for b in reader.read(p)]
+    table = pa.Table.from_batches(rows, schema=table_schema("vehicle_can"))
+    assert set(table.column("vehicle_id").to_pylist()) == {"veh-001", "veh-002"}
+    assert table.num_rows > 0

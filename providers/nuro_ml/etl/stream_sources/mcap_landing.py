@@ -14,7 +14,9 @@ therefore reads the same segments, and a segment is never read by two batches.
 
 Options:
 
-* ``path`` (or ``load(path)``): the landing folder (required).
+* ``path`` (or ``load(path)``): the landing folder, or ``s3://bucket/prefix`` (required). S3 is
+  reached with boto3's default credentials and endpoint (``AWS_ENDPOINT_URL_S3``); an object is
+  complete once listed, and its ``LastModified`` is its landing time.
 * ``manifest``: the manifest file (required; the stream job puts it under the checkpoint).
 * ``table``: the mapped table to emit (one of :data:`STREAM_TABLES`; default ``vehicle_can``).
 * ``mapping``: a topic mapping file; default the built-in mapping.
@@ -132,6 +134,42 @@ def landed(root: Path) -> list[str]:
     return [name for _, name in sorted(found)]
 
 
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` as (bucket, prefix ending in ``/`` or empty)."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise ValueError(f"{uri!r} names no bucket; use s3://bucket/prefix")
+    return bucket, (prefix.rstrip("/") + "/") if prefix else ""
+
+
+def _s3_client() -> Any:
+    import boto3
+
+    # boto3's default chain: credentials and endpoint (AWS_ENDPOINT_URL_S3) from the environment
+    # or the instance role, never from options that Spark would log with the plan.
+    return boto3.client("s3")
+
+
+def landed_s3(uri: str) -> list[str]:
+    """Complete segments under ``s3://bucket/prefix``, oldest first (S3 writes objects whole)."""
+    bucket, prefix = split_s3(uri)
+    found = []
+    for page in _s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            name = obj["Key"][len(prefix) :]
+            if name.endswith(".mcap") and not any(p.startswith((".", "_")) for p in name.split("/")):
+                found.append((obj["LastModified"], name))
+    return [name for _, name in sorted(found)]
+
+
+def landed_any(root: str) -> list[str]:
+    """Complete segments under a landing folder or ``s3://`` prefix."""
+    if root.startswith("s3://"):
+        return landed_s3(root)
+    path = Path(root)
+    return landed(path) if path.is_dir() else []
+
+
 class Segments(InputPartition):
     """Segments (relative paths) read by one task."""
 
@@ -203,9 +241,7 @@ class McapLandingReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self._target = self._refresh()
 
     def _refresh(self) -> int:
-        root = Path(self.root)
-        if root.is_dir():
-            self.manifest.add(landed(root))
+        self.manifest.add(landed_any(self.root))
         return len(self.manifest.entries)
 
     def latestOffset(self, start: dict[str, Any], limit: Any) -> dict[str, Any]:
@@ -228,23 +264,39 @@ class McapLandingReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         schema = table_schema(self.table)
         loaded = topic_mapping.load(self.mapping_path)
         for name in partition.names:
-            yield from decode_segment(Path(self.root), name, self.table, loaded, schema)
+            if not self.root.startswith("s3://"):
+                path = Path(self.root) / name
+                landed_at = datetime.fromtimestamp(path.stat().st_mtime_ns / 1e9, tz=UTC)
+                yield from decode_segment(path, name, landed_at, self.table, loaded, schema)
+                continue
+            bucket, prefix = split_s3(self.root)
+            with tempfile.TemporaryDirectory(prefix="nuro-stream-s3-") as tmp:
+                # Keep the key's date=/vehicle= folders: they carry the segment's partition keys.
+                path = Path(tmp) / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                client = _s3_client()
+                client.download_file(bucket, prefix + name, str(path))
+                head = client.head_object(Bucket=bucket, Key=prefix + name)
+                yield from decode_segment(path, name, head["LastModified"], self.table, loaded, schema)
 
 
 def decode_segment(
-    root: Path, name: str, table: str, loaded: topic_mapping.LoadedMapping, schema: pa.Schema
+    path: Path,
+    name: str,
+    landed_at: datetime,
+    table: str,
+    loaded: topic_mapping.LoadedMapping,
+    schema: pa.Schema,
 ) -> Iterator[pa.RecordBatch]:
     """The rows of ``table`` in one landed segment, decoded by the batch ETL's per-file pass."""
     from nuro_ml.etl.job import path_keys
     from nuro_ml.etl.process import FileTask, process_file
 
-    path = root / name
     try:
         day, vehicle, drive = path_keys(path.as_posix())
     except ValueError as err:
         log.warning("Skipping landed segment %s: %s", name, err)
         return
-    stat = path.stat()
     staging = tempfile.mkdtemp(prefix="nuro-stream-segment-")
     try:
         task = FileTask(
@@ -255,7 +307,7 @@ def decode_segment(
             staging=staging,
             mapping=loaded,
             transform=TransformConfig(),
-            created_us=stat.st_mtime_ns // 1000,
+            created_us=int(landed_at.timestamp() * 1_000_000),
         )
         result = process_file(task)
         if not result.ok:
@@ -270,7 +322,6 @@ def decode_segment(
             return
         rows = pq.read_table(parquet)
         n = rows.num_rows
-        landed_at = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, tz=UTC)
         keys = {
             "vehicle_id": pa.array([vehicle] * n, pa.string()),
             "drive_id": pa.array([drive] * n, pa.string()),
