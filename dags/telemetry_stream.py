@@ -58,7 +58,9 @@ with DAG(
     params={
         "redis_url": Param("", type="string", title="Redis URL of the live-record stream (empty: none)"),
         "feature_repo": Param(
-            str(settings.feature_repo_dir()), type="string", title="Feast repository for online features"
+            "",
+            type="string",
+            title="Feast repository with the stream views (nuro_ml.features.stream_views); empty: none",
         ),
         "stop": Param(False, type="boolean", title="Stop the stream instead of supervising it"),
     },

@@ -330,12 +330,24 @@ class FeastPusher:
     """``foreachBatch`` function of the online query: push the latest row per vehicle."""
 
     def __init__(self, cfg: StreamJobConfig, recorder: ProgressRecorder) -> None:
+        from nuro_ml.exceptions import FeatureStoreError
         from nuro_ml.features.config import FeastSettings
 
         assert cfg.feature_repo
         self.push_source = cfg.push_source
         self.recorder = recorder
         self.store = FeastSettings.from_env().resolve(Path(cfg.feature_repo)).feature_store()
+        # Fail when the stream starts, not at its first push, if the repository cannot take it.
+        pushed = [
+            v.name
+            for v in self.store.list_feature_views()
+            if v.stream_source is not None and v.stream_source.name == self.push_source
+        ]
+        if not pushed:
+            raise FeatureStoreError(
+                f"feature repository {cfg.feature_repo} has no feature view fed by push source "
+                f"{self.push_source!r}; add nuro_ml.features.stream_views to it and run feast apply"
+            )
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         from feast.data_source import PushMode
