@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for name, config in configs.items()
             }
+
             def epoch(dataset: Any) -> float:
                 return _samples_per_s(dataset, channels, args.batch_size, args.shuffle_buffer_batches)
 

@@ -169,3 +169,7 @@ class ShardCacheError(FeatureStoreError):
 
 class TrainingDataError(NuroMLException):
     """Training shards could not be staged or read; the message names the spec field or partition."""
+
+
+class StreamError(ETLError):
+    """The telemetry stream could not be started, stopped or watched; names its state folder."""

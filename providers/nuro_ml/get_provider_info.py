@@ -69,6 +69,13 @@ def get_provider_info() -> dict[str, Any]:
                     'software',
                 ],
             },
+            {
+                'integration-name': 'Telemetry stream',
+                'external-doc-url': 'https://spark.apache.org/docs/latest/streaming/index.html',
+                'tags': [
+                    'software',
+                ],
+            },
         ],
         'operators': [
             {
@@ -119,12 +126,24 @@ def get_provider_info() -> dict[str, Any]:
                     'nuro_ml.operators.training_data',
                 ],
             },
+            {
+                'integration-name': 'Telemetry stream',
+                'python-modules': [
+                    'nuro_ml.operators.stream',
+                ],
+            },
         ],
         'sensors': [
             {
                 'integration-name': 'GPU capacity',
                 'python-modules': [
                     'nuro_ml.sensors.gpu_capacity',
+                ],
+            },
+            {
+                'integration-name': 'Telemetry stream',
+                'python-modules': [
+                    'nuro_ml.sensors.stream',
                 ],
             },
         ],
@@ -189,6 +208,12 @@ def get_provider_info() -> dict[str, Any]:
                 'integration-name': 'Slurm',
                 'python-modules': [
                     'nuro_ml.triggers.slurm',
+                ],
+            },
+            {
+                'integration-name': 'Telemetry stream',
+                'python-modules': [
+                    'nuro_ml.triggers.stream',
                 ],
             },
         ],

@@ -19,6 +19,11 @@ def data_dir() -> Path:
     return Path(os.environ.get("NURO_ML_DATA_DIR", REPO_ROOT / ".nuro")).resolve()
 
 
+def stream_dir() -> Path:
+    """The telemetry stream's landing area, checkpoint and state (progress record) live here."""
+    return data_dir() / "stream"
+
+
 def raw_logs_dir() -> Path:
     """Where drive logs (MCAP) land, one directory per date and vehicle."""
     return data_dir() / "raw"

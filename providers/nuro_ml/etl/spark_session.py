@@ -27,6 +27,9 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.hadoop.parquet.enable.summary-metadata": "false",
     "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+    # Python workers (UDFs, Python data sources, streaming source runners) must connect back
+    # within this time; the 15 s default fails queries on a loaded two-core machine.
+    "spark.python.authenticate.socketTimeout": "120s",
 }
 
 

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
 
-
 def _parse_headers(raw: Any, *, conn_id: str | None) -> dict[str, str]:
     if raw in (None, ""):
         return {}

@@ -113,6 +113,31 @@ SCRAPED: tuple[Series, ...] = (
     SCRAPE_SECONDS,
 )
 
+# -- scraped from the telemetry stream's progress record ----------------------------------
+
+STREAM_FRESHNESS = Series(
+    f"{PREFIX}_stream_freshness_seconds",
+    "gauge",
+    "Seconds from a segment landing or a record arriving to its feature being readable online "
+    "(p95 over the recent window, p95 and max of the last pushed batch).",
+    ("statistic",),
+)
+STREAM_COMMIT_AGE = Series(
+    f"{PREFIX}_stream_last_commit_age_seconds",
+    "gauge",
+    "Seconds since the stream query last committed a micro-batch.",
+    ("query",),
+)
+STREAM_WATERMARK = Series(
+    f"{PREFIX}_stream_watermark_timestamp_seconds",
+    "gauge",
+    "The stream query's committed event-time watermark (Unix time).",
+    ("query",),
+)
+STREAM_UP = Series(f"{PREFIX}_stream_up", "gauge", "1 while the stream's driver process runs.")
+
+STREAM_SCRAPED: tuple[Series, ...] = (STREAM_FRESHNESS, STREAM_COMMIT_AGE, STREAM_WATERMARK, STREAM_UP)
+
 # -- pushed by tasks -----------------------------------------------------------------------
 
 ETL_MESSAGES = Series(
@@ -216,7 +241,7 @@ GROUPING_LABELS: tuple[str, ...] = ("job", "dag_id", "task_id")
 
 #: Every label name any of our series may carry; anything else is a bug (unbounded ids).
 ALLOWED_LABELS: frozenset[str] = frozenset(
-    {label for series in SCRAPED + PUSHED for label in series.labels}
+    {label for series in SCRAPED + STREAM_SCRAPED + PUSHED for label in series.labels}
     | set(GROUPING_LABELS)
     | {"le", "instance"}
 )

@@ -1,4 +1,4 @@
-"""``GET /metrics`` (``/nuro-ml/metrics`` as the plugin mounts it): ledger state in OpenMetrics.
+"""``GET /metrics`` (``/nuro-ml/metrics`` as the plugin mounts it): ledger and stream state in OpenMetrics.
 
 Who may scrape: any logged-in Airflow user (the same JWT the capacity page accepts), or a
 Prometheus server sending ``Authorization: Bearer <token>`` where the token is the password
@@ -18,6 +18,7 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST, genera
 from prometheus_client.registry import CollectorRegistry
 
 from nuro_ml.metrics.ledger import LedgerCollector
+from nuro_ml.metrics.stream import StreamCollector
 from nuro_ml.ui import auth
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,12 @@ async def scraper(request: Request) -> Any:
     return await auth.current_user(request)
 
 
-def build_registry(collector: LedgerCollector | None = None) -> CollectorRegistry:
+def build_registry(
+    collector: LedgerCollector | None = None, stream: StreamCollector | None = None
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector or LedgerCollector())
+    registry.register(stream or StreamCollector())
     return registry
 
 

@@ -6,6 +6,7 @@ Routes (relative to where the app is mounted, ``/nuro-ml`` by the plugin):
   GPU-hours and cost, and a usage chart;
 * ``GET /api/capacity?hours=24&buckets=24`` - the same data as JSON;
 * ``GET /api/quotas``, ``GET /api/queue``, ``GET /api/me``;
+* ``GET /api/stream`` - the telemetry stream's progress record (freshness, queries, watermarks);
 * ``PUT /api/quotas/{pool}/{team}``, ``DELETE /api/quotas/{pool}/{team}``,
   ``PUT /api/pools/{pool}`` - changes, for users with the Admin role.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
@@ -154,6 +155,24 @@ def create_app() -> FastAPI:
     @app.get("/api/queue", response_model=list[view.QueueEntry], summary="Requests waiting for GPUs")
     def queue(user: User, policy: Policy = "fair") -> list[view.QueueEntry]:
         return _overview(24.0, 1, policy).queue
+
+    @app.get("/api/stream", summary="The telemetry stream's progress: freshness, queries, watermarks")
+    def stream(user: User) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        from nuro_ml import settings
+        from nuro_ml.etl.stream_progress import StreamProgress, pid_alive
+
+        state = settings.stream_dir() / "state"
+        try:
+            progress = StreamProgress.read(state)
+        except ValueError as err:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(err)) from err
+        if progress is None:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, detail=f"no telemetry stream has run under {state}"
+            )
+        return {**asdict(progress), "running": pid_alive(progress.pid)}
 
     @app.get("/api/me", response_model=Me, summary="The caller and whether they may change quotas")
     def me(user: User) -> Me:
