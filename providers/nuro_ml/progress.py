@@ -17,7 +17,8 @@ reads in the log as::
 
 The rate is the average since the stage started (work done before, such as rounds restored from a
 checkpoint, is counted in ``done`` but not in the rate), so the ETA is steady rather than jumpy.
-Lines are rate-limited by ``every_s``; the first update and :meth:`Progress.finish` always log.
+Lines are rate-limited by ``every_s`` (the first one comes ``every_s`` after the start, so a short
+stage logs one line); :meth:`Progress.finish` and ``force=True`` always log.
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ class Progress:
         self.started = clock()
         self.initial = done
         self.done = done
-        self._last_emit: float | None = None
+        # The first line comes ``every_s`` after the start: a stage shorter than that logs only
+        # its final line.
+        self._last_emit = self.started
         self._details: dict[str, str] = {}
         self.finished = False
 
@@ -179,7 +182,7 @@ class Progress:
 
     def _maybe_emit(self, force: bool) -> None:
         now = self._clock()
-        if force or self._last_emit is None or now - self._last_emit >= self.every_s:
+        if force or now - self._last_emit >= self.every_s:
             self._last_emit = now
             self.emit(self.line(now))
 

@@ -24,23 +24,25 @@ def _progress(total: int | None, **kwargs: object) -> tuple[Progress, list[str],
 def test_lines_show_count_share_rate_and_eta_and_are_rate_limited() -> None:
     progress, lines, clock = _progress(10_000, every_s=5.0)
     clock.now += 2.0
-    progress.update(1_000)  # the first update always logs
+    progress.update(1_000)  # 2 s after the start: not logged, a short stage logs only its end
+    clock.now += 3.0
+    progress.update(2_500)
     clock.now += 2.0
-    progress.update(2_000)  # 2 s after the last line: not logged
+    progress.update(3_500)  # 2 s after the last line: not logged
     clock.now += 3.0
-    progress.update(3_500)
-    clock.now += 3.0
+    progress.update(5_000)
+    clock.now += 2.0
     progress.finish(stale=12)
     assert lines == [
-        "Feature view trips: 1,000/10,000 rows (10%), 500 rows/s, ETA 18s",
-        "Feature view trips: 3,500/10,000 rows (35%), 500 rows/s, ETA 13s",
+        "Feature view trips: 2,500/10,000 rows (25%), 500 rows/s, ETA 15s",
+        "Feature view trips: 5,000/10,000 rows (50%), 500 rows/s, ETA 10s",
         # finish logs whatever the interval, with the elapsed time and no ETA
-        "Feature view trips: 3,500/10,000 rows (35%) in 10s, 350 rows/s, stale 12",
+        "Feature view trips: 5,000/10,000 rows (50%) in 12s, 417 rows/s, stale 12",
     ]
 
 
 def test_unknown_total_has_no_share_and_no_eta() -> None:
-    progress, lines, clock = _progress(None)
+    progress, lines, clock = _progress(None, every_s=1.0)
     clock.now += 4.0
     progress.advance(12)
     progress.advance(8, force=True)
@@ -59,7 +61,7 @@ def test_resumed_work_counts_in_done_but_not_in_the_rate() -> None:
 
 def test_no_rate_yet_gives_an_unknown_eta() -> None:
     progress, lines, _ = _progress(5)
-    progress.update(0)
+    progress.update(0, force=True)
     assert lines == ["Feature view trips: 0/5 rows (0%), ETA ?"]
 
 
@@ -67,7 +69,7 @@ def test_the_total_can_arrive_later() -> None:
     progress, lines, clock = _progress(None)
     progress.set_total(8)
     clock.now += 1.0
-    progress.update(2)
+    progress.update(2, force=True)
     assert lines == ["Feature view trips: 2/8 rows (25%), 2.0 rows/s, ETA 3.0s"]
 
 
@@ -79,7 +81,7 @@ def test_log_done_reports_work_measured_as_a_whole() -> None:
 
 def test_default_emit_goes_to_the_log(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO", logger="nuro_ml.progress")
-    Progress("Terraform apply", 3, unit="resources").update(1)
+    Progress("Terraform apply", 3, unit="resources").update(1, force=True)
     assert caplog.messages[-1].startswith("Terraform apply: 1/3 resources (33%)")
 
 
