@@ -28,15 +28,18 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 # Run as a script from this directory (a Ray job's working_dir), like its sibling workload: the
 # same atomic artifact writes and the same result line the operator parses.
 from train_xgboost import _write_atomically, result_line, training_run_name
+
+if TYPE_CHECKING:
+    from nuro_ml.progress import Progress
 
 log = logging.getLogger("nuro_ml.workloads.train_torch")
 
@@ -134,6 +137,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import torch
     import torch.distributed as dist
     from brake_model import BrakeEventNet, train_step
+    from nuro_ml.progress import Progress
     from nuro_ml.training_data.loader import ShardLoader
 
     context = ray.train.get_context()
@@ -168,10 +172,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         world_size=world,
         seed=config["seed"],
     )
+    # Rank 0 speaks for the group: every rank runs the same steps in lockstep (DDP).
+    epochs = Progress("Epochs", config["epochs"], unit="epochs", done=start_epoch, emit=_print_line)
     for epoch in range(start_epoch, config["epochs"]):
         before = _counters(source)
         started = time.monotonic()
-        losses = [train_step(model, optimizer, x, y, device) for x, y in loader.epoch(epoch)]
+        steps = Progress(
+            f"Epoch {epoch + 1}/{config['epochs']}",
+            loader.batches_per_epoch(epoch) if loader.shuffle else None,
+            unit="steps",
+            emit=_print_line if rank == 0 else _quiet,
+        )
+        losses = run_steps(
+            loader.epoch(epoch), lambda x, y: train_step(model, optimizer, x, y, device), steps
+        )
         elapsed = time.monotonic() - started
         # Sum the input counters of every worker, so rank 0 reports the whole group's reads.
         totals = torch.tensor(
@@ -208,6 +222,33 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             else:
                 ray.train.report(metrics)
         print(f"worker {rank}/{world}: epoch {epoch} {json.dumps(entry)}", flush=True)
+        if rank == 0:
+            loss = "n/a" if entry["loss"] is None else f"{entry['loss']:.4f}"
+            epochs.update(epoch + 1, force=True, loss=loss, samples_per_s=entry["samples_per_s"])
+    if rank == 0:
+        epochs.finish()
+
+
+def run_steps(
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    step: Callable[[np.ndarray, np.ndarray], float],
+    progress: Progress,
+) -> list[float]:
+    """Run ``step`` on every batch; ``progress`` reports steps done, their rate and the latest loss."""
+    losses = []
+    for x, y in batches:
+        losses.append(step(x, y))
+        progress.advance(loss=f"{losses[-1]:.4f}")
+    progress.finish()
+    return losses
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+def _quiet(line: str) -> None:
+    return None
 
 
 def _use_gpu(args: argparse.Namespace) -> bool:
