@@ -290,20 +290,26 @@ class LedgerCollector(Collector):
         self, conn: Connection
     ) -> dict[tuple[str, str], tuple[list[tuple[str, float]], float]]:
         requests = schema.requests
-        wait = seconds_between(conn, requests.c.enqueued_at, requests.c.admitted_at)
+        # Each wait is computed once, in a materialized CTE: inlined, the database would parse
+        # both timestamps again for every bucket bound the CASE below compares against.
+        waits = (
+            select(
+                requests.c.team,
+                requests.c.pool,
+                seconds_between(conn, requests.c.enqueued_at, requests.c.admitted_at).label("wait"),
+            )
+            .where(and_(requests.c.state == RequestState.ADMITTED.value, requests.c.admitted_at.is_not(None)))
+            .cte("waits")
+            .prefix_with("MATERIALIZED")
+        )
         # One row per (team, pool, bucket): the database counts, Python makes them cumulative.
         bucket = case(
-            *((wait <= bound, index) for index, bound in enumerate(cat.WAIT_BUCKETS)),
+            *((waits.c.wait <= bound, index) for index, bound in enumerate(cat.WAIT_BUCKETS)),
             else_=len(cat.WAIT_BUCKETS),
         ).label("bucket")
-        waits = (
-            select(requests.c.team, requests.c.pool, wait.label("wait"), bucket)
-            .where(and_(requests.c.state == RequestState.ADMITTED.value, requests.c.admitted_at.is_not(None)))
-            .subquery("waits")
-        )
         rows = conn.execute(
-            select(waits.c.team, waits.c.pool, waits.c.bucket, func.count(), func.sum(waits.c.wait)).group_by(
-                waits.c.team, waits.c.pool, waits.c.bucket
+            select(waits.c.team, waits.c.pool, bucket, func.count(), func.sum(waits.c.wait)).group_by(
+                waits.c.team, waits.c.pool, bucket
             )
         ).all()
         counts: dict[tuple[str, str], list[float]] = {}
