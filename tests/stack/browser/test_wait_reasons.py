@@ -29,7 +29,8 @@ EXPECTED = {
         "quota_limit",
         "team 'reasons-perception' holds 2 of its limit 2 GPUs in pool 'reasons-a'",
     ),
-    "pool_short": ("pool_short", "pool 'reasons-b'"),
+    "pool_short": ("pool_short", "pool 'reasons-b' has room for 2 GPUs"),
+    "unreachable": ("backend_unreachable", "capacity back end of pool 'reasons-c' unreachable"),
 }
 NURO_ML = Path(sys.executable).with_name("nuro-ml")
 
@@ -43,6 +44,8 @@ def ledger(airflow_stack: AirflowStack) -> Iterator[QuotaLedger]:
     ledger.upsert_pool("reasons-b", capacity=4, gpu_type="H100")
     ledger.upsert_quota("reasons-mapping", "reasons-b", nominal=2)
     ledger.upsert_quota("reasons-prediction", "reasons-b", nominal=2)
+    ledger.upsert_pool("reasons-c", capacity=2, gpu_type="L4")
+    ledger.upsert_quota("reasons-mapping", "reasons-c", nominal=2)
     holders = [
         ledger.acquire(
             LeaseRequest(key="holder/a/gate/-1", team="reasons-perception", pool="reasons-a", gpus=2)
