@@ -12,7 +12,7 @@ the training workloads use it as well as the operators::
 
 reads in the log as::
 
-    Feature view trips -> redis: 40,000/100,000 rows (40%), 8,000 rows/s, ETA 7s
+    Feature view trips -> redis: 40,000/100,000 rows (40%), 8,000 rows/s, ETA 7.5s
     Feature view trips -> redis: 100,000/100,000 rows (100%) in 12s, 8,333 rows/s
 
 The rate is the average since the stage started (work done before, such as rounds restored from a
