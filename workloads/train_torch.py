@@ -224,9 +224,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         print(f"worker {rank}/{world}: epoch {epoch} {json.dumps(entry)}", flush=True)
         if rank == 0:
             loss = "n/a" if entry["loss"] is None else f"{entry['loss']:.4f}"
-            epochs.update(epoch + 1, force=True, loss=loss, samples_per_s=entry["samples_per_s"])
-    if rank == 0:
-        epochs.finish()
+            # One line per epoch (epochs are long); the last one is the final line.
+            if epoch + 1 < config["epochs"]:
+                epochs.update(epoch + 1, force=True, loss=loss, samples_per_s=entry["samples_per_s"])
+            else:
+                epochs.done = epoch + 1
+                epochs.finish(loss=loss, samples_per_s=entry["samples_per_s"])
 
 
 def run_steps(
