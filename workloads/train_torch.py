@@ -31,15 +31,18 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 # Run as a script from this directory (a Ray job's working_dir), like its sibling workload: the
 # same atomic artifact writes and the same result line the operator parses.
 from train_xgboost import _write_atomically, result_line, training_run_name
+
+if TYPE_CHECKING:
+    from nuro_ml.progress import Progress
 
 log = logging.getLogger("nuro_ml.workloads.train_torch")
 
@@ -121,6 +124,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import torch
     import torch.distributed as dist
     from brake_model import BrakeEventNet, train_step
+    from nuro_ml.progress import Progress
     from nuro_ml.training_data.ray_data import epoch_input, iter_training_batches
 
     context = ray.train.get_context()
@@ -148,18 +152,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         )
     model = ray.train.torch.prepare_model(model, move_to_device=device)
     shard = ray.train.get_dataset_shard("train")
+    # Rank 0 speaks for the group: every rank runs the same steps in lockstep (DDP).
+    epochs = Progress("Epochs", config["epochs"], unit="epochs", done=start_epoch, emit=_print_line)
     for epoch in range(start_epoch, config["epochs"]):
         # Ray Data starts an epoch's reads only once every worker has asked for it, and a worker's
         # iterator ends only when all of the epoch's reads are done: snapshots taken between the
         # all-reduce below and the next epoch's first batch bound exactly one epoch of reads.
         before = ray.get(counters.totals.remote())
         started = time.monotonic()
-        losses = [
-            train_step(model, optimizer, x, y, device)
-            for x, y in iter_training_batches(
-                shard, channels=channels, batch_size=config["batch_size"], seed=None
-            )
-        ]
+        # Ray Data hands each worker a share of the epoch's blocks, so the step count is known only
+        # at the end: steps and their rate, no ETA (the epoch line has one).
+        steps = Progress(
+            f"Epoch {epoch + 1}/{config['epochs']}",
+            None,
+            unit="steps",
+            emit=_print_line if rank == 0 else _quiet,
+        )
+        losses = run_steps(
+            iter_training_batches(shard, channels=channels, batch_size=config["batch_size"], seed=None),
+            lambda x, y: train_step(model, optimizer, x, y, device),
+            steps,
+        )
         elapsed = time.monotonic() - started
         samples = torch.tensor([len(losses) * config["batch_size"]], dtype=torch.float64, device=device)
         if dist.is_available() and dist.is_initialized():
@@ -191,6 +204,36 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             else:
                 ray.train.report(metrics)
         print(f"worker {rank}/{world}: epoch {epoch} {json.dumps(entry)}", flush=True)
+        if rank == 0:
+            loss = "n/a" if entry["loss"] is None else f"{entry['loss']:.4f}"
+            # One line per epoch (epochs are long); the last one is the final line.
+            if epoch + 1 < config["epochs"]:
+                epochs.update(epoch + 1, force=True, loss=loss, samples_per_s=entry["samples_per_s"])
+            else:
+                epochs.done = epoch + 1
+                epochs.finish(loss=loss, samples_per_s=entry["samples_per_s"])
+
+
+def run_steps(
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    step: Callable[[np.ndarray, np.ndarray], float],
+    progress: Progress,
+) -> list[float]:
+    """Run ``step`` on every batch; ``progress`` reports steps done, their rate and the latest loss."""
+    losses = []
+    for x, y in batches:
+        losses.append(step(x, y))
+        progress.advance(loss=f"{losses[-1]:.4f}")
+    progress.finish()
+    return losses
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+def _quiet(line: str) -> None:
+    return None
 
 
 def _use_gpu(args: argparse.Namespace) -> bool:

@@ -196,6 +196,45 @@ def split_holdout(
     return frame[~is_test].reset_index(drop=True), frame[is_test].reset_index(drop=True)
 
 
+def round_progress(total: int, done: int = 0, every_s: float = 10.0) -> xgboost.callback.TrainingCallback:
+    """An XGBoost callback printing boosting progress: rounds done/total, rounds/s, ETA, latest metrics.
+
+    :param total: the rounds the model will have at the end (restored rounds included).
+    :param done: rounds restored from a checkpoint before this training started.
+    :param every_s: least seconds between two lines (the last round always prints).
+    """
+    import xgboost as xgb
+    from nuro_ml.progress import Progress
+
+    class RoundProgress(xgb.callback.TrainingCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            # print, not logging: a Ray worker's stdout is what reaches the job log.
+            self.progress = Progress(
+                "Boosting rounds", total, unit="rounds", done=done, every_s=every_s, emit=_print_line
+            )
+
+        def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: dict[str, Any]) -> bool:
+            latest = {
+                f"{data}-{metric}": f"{values[-1]:.4f}"
+                for data, metrics in evals_log.items()
+                for metric, values in metrics.items()
+                if values
+            }
+            self.progress.update(model.num_boosted_rounds(), details=latest)
+            return False
+
+        def after_training(self, model: xgb.Booster) -> xgb.Booster:
+            self.progress.finish()
+            return model
+
+    return RoundProgress()
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs in every Ray Train worker: train on this worker's shard, all workers in one collective."""
     import ray
@@ -237,6 +276,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         xgb_model=booster,
         verbose_eval=False,
         callbacks=[
+            # One worker speaks for the group: every worker runs the same rounds in lockstep.
+            *([round_progress(config["num_boost_round"], done)] if rank == 0 else []),
             ReportAtCheckpoints(
                 metrics={
                     "train_logloss": "train-logloss",
@@ -246,7 +287,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 filename=CHECKPOINT_MODEL_FILENAME,
                 frequency=config["checkpoint_every"],
                 checkpoint_at_end=True,
-            )
+            ),
         ],
     )
 

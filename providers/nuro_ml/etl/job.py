@@ -429,6 +429,7 @@ class ETLRun:
 
     def _process(self, files: list[str]) -> list[Any]:
         """Run :func:`nuro_ml.etl.process.process_file` on every file, one Spark task per file."""
+        from nuro_ml.etl import spark_progress
         from nuro_ml.etl.process import FileTask, process_file
 
         created_us = int(time.time() * 1_000_000)
@@ -442,8 +443,11 @@ class ETLRun:
             )
         # Largest files first, so a big file does not start last and hold up the stage.
         tasks.sort(key=lambda t: -os.path.getsize(t.path))
-        sc = self.spark.sparkContext
-        return sc.parallelize(tasks, len(tasks)).map(process_file).collect()
+        progress = spark_progress.file_progress(len(tasks), self.progress)
+        rdd = self.spark.sparkContext.parallelize(tasks, len(tasks)).map(process_file)
+        reports = spark_progress.collect_with_progress(rdd, progress)
+        spark_progress.report_tables(progress, reports, sum(r.bytes for r in reports))
+        return reports
 
     def _tables(self) -> list[str]:
         """Tables staged by this run, plus the live tables (so a partition a table lost is retired)."""

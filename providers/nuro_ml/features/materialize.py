@@ -49,6 +49,7 @@ from nuro_ml.features.partitions import FingerprintMode, Partition, PartitionedS
 from nuro_ml.features.repo import view_columns
 from nuro_ml.features.schema import PARTITION_EVENT_WINDOW, check_columns
 from nuro_ml.features.writers import CREATED_TS, EVENT_TS, OnlineWriter
+from nuro_ml.progress import Progress
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
@@ -354,6 +355,8 @@ class Materializer:
         for unit in todo:
             by_partition.setdefault((unit.source_path, unit.partition.label), []).append(unit)
         touched: dict[str, FeatureView] = {}
+        progress = Progress(f"Materializing into {self.target}", len(todo), unit="computations")
+        written = 0
         for group in by_partition.values():
             table = self._read(group)
             for batch in _write_groups(group):
@@ -384,6 +387,10 @@ class Materializer:
                         s.rows,
                         s.stale,
                     )
+                written += sum(stats[unit.view.name].rows for unit in batch)
+                progress.advance(len(batch), rows_written=f"{written:,}")
+        if todo:
+            progress.finish(rows_written=f"{written:,}")
         for unit in units:
             if unit.computation.key in done:
                 log.info(

@@ -25,6 +25,7 @@ import pyarrow as pa
 from nuro_ml.exceptions import FeatureStoreError
 from nuro_ml.features import redis_format as fmt
 from nuro_ml.features.resp import RedisEndpoint, RespConnection, RespConnectionError
+from nuro_ml.progress import Progress
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
@@ -63,22 +64,6 @@ class OnlineWriter(Protocol):
 def _micros(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     arr = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
     return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
-class _Progress:
-    def __init__(self, what: str, total: int, every_s: float = 5.0) -> None:
-        self.what = what
-        self.total = total
-        self.every_s = every_s
-        self.started = time.monotonic()
-        self.last = self.started
-
-    def update(self, done: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self.last >= self.every_s:
-            self.last = now
-            rate = done / max(now - self.started, 1e-9)
-            log.info("%s: %d/%d rows (%.0f rows/s)", self.what, done, self.total, rate)
 
 
 @dataclass
@@ -181,7 +166,7 @@ class RedisArrowWriter:
         key_types = {c.name: c.dtype.to_value_type().name for c in views[0].entity_columns}
         layouts = [self._layout(v) for v in views]
         names = ", ".join(v.name for v in views)
-        progress = _Progress(f"Feature views {names} -> Redis {self.endpoint.address}", total)
+        progress = Progress(f"Feature views {names} -> Redis {self.endpoint.address}", total, unit="rows")
         for offset in range(0, total, self.batch_rows):
             batch = table.slice(offset, self.batch_rows).combine_chunks()
             keys = fmt.entity_keys({k: batch.column(k) for k in key_types}, key_types, self.project)
@@ -194,7 +179,7 @@ class RedisArrowWriter:
                 stats[view.name].rows += n
                 stats[view.name].stale += batch.num_rows - n
             progress.update(offset + batch.num_rows)
-        progress.update(total, force=True)
+        progress.finish(stale=sum(s.stale for s in stats.values()))
         return stats
 
     def _view_chunks(self, layout: _ViewLayout, batch: pa.Table, ts_parts: list[bytes]) -> list[bytes]:
@@ -359,7 +344,9 @@ class FeastProviderWriter:
         table = table.rename_columns([renames.get(c, c) for c in table.column_names])
         join_keys = {c.name: c.dtype.to_value_type() for c in view.entity_columns}
         first_feature = [view.features[0].name]
-        progress = _Progress(f"Feature view {view.name} -> {config.online_store.type}", table.num_rows)
+        progress = Progress(
+            f"Feature view {view.name} -> {config.online_store.type}", table.num_rows, unit="rows"
+        )
         try:
             for offset in range(0, table.num_rows, self.batch_rows):
                 batch = table.slice(offset, self.batch_rows).combine_chunks()
@@ -382,7 +369,7 @@ class FeastProviderWriter:
                 f"Writing feature view {view.name!r} to the {config.online_store.type} online store failed "
                 f"after {stats.rows} rows: {exc}"
             ) from exc
-        progress.update(table.num_rows, force=True)
+        progress.finish(stale=stats.stale)
         return stats
 
 

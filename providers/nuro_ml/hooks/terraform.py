@@ -305,7 +305,10 @@ class TerraformHook(BaseHook):
         self, what: str, args: list[str], *, stream: bool
     ) -> tuple[ProcessResult, EventCollector | None]:
         """Run one command; with ``stream`` its output is logged live (JSON events rendered)."""
-        collector = EventCollector()
+        collector = EventCollector(
+            on_progress=lambda text: self._emit(logging.INFO, text),
+            what=f"terraform {what} {self.environment}",
+        )
 
         def on_line(line: str) -> None:
             rendered = collector.feed(line)

@@ -111,57 +111,52 @@ class LedgerCollector(Collector):
 
     def _read(self) -> list[Metric]:
         ledger = self.ledger
-        snapshot = ledger.snapshot()
-        now = snapshot.now
+        pools = {p.name: p for p in ledger.pools()}
+        # Every figure from one read transaction and grouped queries; the policy's snapshot (every
+        # waiting request and active lease as objects) is loaded only to explain rows no
+        # admission round has classified yet.
+        with ledger.engine.connect() as conn, conn.begin():
+            now_dt = ledger.now()
+            queue = self._queue(conn, now_dt)
+            unclassified = self._unclassified_keys(conn, now_dt) if queue.unclassified else set()
+            quota_rows = conn.execute(select(schema.quotas)).all()
+            active = self._active(conn, now_dt)
+            overdue = self._overdue(conn, now_dt)
+            hours = self._gpu_hours(conn, now_dt)
+            wait = self._wait_histogram(conn)
+        now = now_dt.timestamp()
 
         pending_requests = _family(cat.PENDING_REQUESTS)
         pending_gpus = _family(cat.PENDING_GPUS)
         oldest = _family(cat.OLDEST_WAIT)
-        with ledger.engine.connect() as conn, conn.begin():
-            queue = self._queue(conn, ledger.now())
-            unclassified = self._unclassified_keys(conn, ledger.now()) if queue.unclassified else set()
         counts = queue.counts
         if unclassified:
             # Rows no admission round has classified yet (enqueued, not polled; or written by
             # an older release): replay the policy for just those.
-            for labels in self._replayed(snapshot, unclassified):
+            for labels in self._replayed(ledger.snapshot(), unclassified):
                 counts[labels] = counts.get(labels, 0) + 1
         for labels, count in sorted(counts.items()):
             pending_requests.add_metric(list(labels), count)
         for team_pool, total in sorted(queue.gpus.items()):
             pending_gpus.add_metric(list(team_pool), total)
             oldest.add_metric(list(team_pool), max(0.0, now - queue.first[team_pool]))
-        # The snapshot counts in 1/unit GPUs (milli-GPUs from the ledger); series are in GPUs.
-        unit = float(snapshot.unit)
 
         quota_nominal = _family(cat.QUOTA_NOMINAL)
         quota_borrowing = _family(cat.QUOTA_BORROWING)
-        for (team, pool_name), quota in sorted(snapshot.quotas.items()):
-            quota_nominal.add_metric([team, pool_name], quota.nominal / unit)
-            if quota.borrowing_limit is not None:
-                quota_borrowing.add_metric([team, pool_name], quota.borrowing_limit / unit)
+        for row in sorted(quota_rows, key=lambda r: (r.team, r.pool)):
+            quota_nominal.add_metric([row.team, row.pool], float(row.nominal))
+            if row.borrowing_limit is not None:
+                quota_borrowing.add_metric([row.team, row.pool], float(row.borrowing_limit))
 
-        pools = {p.name: p for p in ledger.pools()}
         capacity = _family(cat.POOL_CAPACITY)
         for pool in pools.values():
             capacity.add_metric([pool.name, pool.gpu_type or ""], pool.capacity)
 
         leases_active = _family(cat.LEASES_ACTIVE)
         leased_gpus = _family(cat.LEASED_GPUS)
-        active: dict[tuple[str, str], list[float]] = {}
-        for lease in snapshot.running:
-            entry = active.setdefault((lease.team, lease.pool), [0, 0.0])
-            entry[0] += 1
-            entry[1] += lease.gpus / unit
         for team_pool, (held, total) in sorted(active.items()):
             leases_active.add_metric(list(team_pool), held)
             leased_gpus.add_metric(list(team_pool), total)
-
-        with ledger.engine.connect() as conn, conn.begin():
-            now_dt = ledger.now()
-            overdue = self._overdue(conn, now_dt)
-            hours = self._gpu_hours(conn, now_dt)
-            wait = self._wait_histogram(conn)
 
         past_expiry = _family(cat.LEASES_PAST_EXPIRY)
         for team_pool, count in sorted(overdue.items()):
@@ -258,6 +253,17 @@ class LedgerCollector(Collector):
             out.append((request.team, request.pool, reason))
         return out
 
+    def _active(self, conn: Connection, now: datetime) -> dict[tuple[str, str], tuple[int, float]]:
+        """(leases, GPUs) held per team and pool: active and not past expiry, as the policy counts."""
+        leases = schema.leases
+        milli = func.coalesce(leases.c.gpu_milli, leases.c.gpus * 1000)
+        rows = conn.execute(
+            select(leases.c.team, leases.c.pool, func.count(), func.sum(milli))
+            .where(and_(leases.c.state == LeaseState.ACTIVE.value, leases.c.expires_at > now))
+            .group_by(leases.c.team, leases.c.pool)
+        ).all()
+        return {(r[0], r[1]): (int(r[2]), float(r[3] or 0) / 1000.0) for r in rows}
+
     def _overdue(self, conn: Connection, now: datetime) -> dict[tuple[str, str], int]:
         leases = schema.leases
         rows = conn.execute(
@@ -290,20 +296,26 @@ class LedgerCollector(Collector):
         self, conn: Connection
     ) -> dict[tuple[str, str], tuple[list[tuple[str, float]], float]]:
         requests = schema.requests
-        wait = seconds_between(conn, requests.c.enqueued_at, requests.c.admitted_at)
+        # Each wait is computed once, in a materialized CTE: inlined, the database would parse
+        # both timestamps again for every bucket bound the CASE below compares against.
+        waits = (
+            select(
+                requests.c.team,
+                requests.c.pool,
+                seconds_between(conn, requests.c.enqueued_at, requests.c.admitted_at).label("wait"),
+            )
+            .where(and_(requests.c.state == RequestState.ADMITTED.value, requests.c.admitted_at.is_not(None)))
+            .cte("waits")
+            .prefix_with("MATERIALIZED")
+        )
         # One row per (team, pool, bucket): the database counts, Python makes them cumulative.
         bucket = case(
-            *((wait <= bound, index) for index, bound in enumerate(cat.WAIT_BUCKETS)),
+            *((waits.c.wait <= bound, index) for index, bound in enumerate(cat.WAIT_BUCKETS)),
             else_=len(cat.WAIT_BUCKETS),
         ).label("bucket")
-        waits = (
-            select(requests.c.team, requests.c.pool, wait.label("wait"), bucket)
-            .where(and_(requests.c.state == RequestState.ADMITTED.value, requests.c.admitted_at.is_not(None)))
-            .subquery("waits")
-        )
         rows = conn.execute(
-            select(waits.c.team, waits.c.pool, waits.c.bucket, func.count(), func.sum(waits.c.wait)).group_by(
-                waits.c.team, waits.c.pool, waits.c.bucket
+            select(waits.c.team, waits.c.pool, bucket, func.count(), func.sum(waits.c.wait)).group_by(
+                waits.c.team, waits.c.pool, bucket
             )
         ).all()
         counts: dict[tuple[str, str], list[float]] = {}

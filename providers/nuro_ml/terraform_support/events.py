@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from nuro_ml.progress import Progress
 from nuro_ml.terraform_support.diagnostics import Diagnostic, Severity
 
 _LEVELS = {
@@ -22,6 +25,13 @@ _LEVELS = {
     "warning": logging.WARNING,
     "debug": logging.DEBUG,
 }
+
+#: Planned actions that apply does nothing for (no ``apply_complete`` follows).
+_NO_APPLY = frozenset({"noop", "no-op", "read"})
+#: Events that move the resource count of an apply or destroy.
+_PROGRESS_EVENTS = frozenset(
+    {"apply_start", "apply_progress", "apply_complete", "apply_errored", "change_summary"}
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,17 @@ def _resource_addr(event: Mapping[str, Any]) -> str:
     hook = event.get("hook") or event.get("change") or {}
     resource = hook.get("resource") or {}
     return str(resource.get("addr", ""))
+
+
+def _event_time(event: Mapping[str, Any]) -> float | None:
+    """Seconds since the epoch of an event's ``@timestamp`` (None when absent or unreadable)."""
+    stamp = event.get("@timestamp")
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None
 
 
 def _format_outputs(outputs: Mapping[str, Any]) -> str:
@@ -91,6 +112,15 @@ class EventCollector:
     #: Address -> action for objects Terraform found changed outside Terraform while refreshing.
     drifted: dict[str, str] = field(default_factory=dict)
     non_json: list[str] = field(default_factory=list)
+    #: Where resource progress lines go (``<what>: 3/5 resources (60%), ...``); None: not reported.
+    on_progress: Callable[[str], None] | None = None
+    #: Names the run in progress lines, e.g. ``terraform apply local``.
+    what: str = "terraform"
+    progress: Progress | None = field(default=None, init=False)
+    #: Completion events each planned resource needs (a replacement is a delete and a create).
+    _needed: dict[str, int] = field(default_factory=dict, init=False)
+    _completed: dict[str, int] = field(default_factory=dict, init=False)
+    _now: float = field(default_factory=time.time, init=False)
 
     def feed(self, raw: str) -> LogLine | None:
         """Record one stdout line and return how to log it."""
@@ -115,11 +145,54 @@ class EventCollector:
             self.outputs = dict(event.get("outputs") or {})
         elif kind == "planned_change":
             change = event.get("change") or {}
-            self.planned_changes[_resource_addr(event)] = str(change.get("action", ""))
+            action = str(change.get("action", ""))
+            self.planned_changes[_resource_addr(event)] = action
+            if action not in _NO_APPLY:
+                self._needed[_resource_addr(event)] = 2 if action == "replace" else 1
         elif kind == "resource_drift":
             change = event.get("change") or {}
             self.drifted[_resource_addr(event)] = str(change.get("action", ""))
+        if kind in _PROGRESS_EVENTS:
+            self._track(kind, event)
         return format_event(event)
+
+    def _track(self, kind: str, event: Mapping[str, Any]) -> None:
+        """Count resources whose every planned step finished (or failed), for the progress line.
+
+        Time is Terraform's own event time, so rate and ETA describe Terraform's work, not how fast
+        its output reached us.
+        """
+        if self.on_progress is None:
+            return
+        stamp = _event_time(event)
+        if stamp is not None:
+            self._now = stamp
+        if self.progress is None:
+            if kind not in ("apply_start", "apply_progress"):
+                return
+            self.progress = Progress(
+                self.what,
+                len(self._needed) or None,
+                unit="resources",
+                emit=self.on_progress,
+                clock=lambda: self._now,
+            )
+        if kind == "change_summary":
+            if (event.get("changes") or {}).get("operation") != "plan":
+                self.progress.finish()
+            return
+        if kind in ("apply_start", "apply_progress"):
+            # A long create prints "Still creating..." every 10 s: a chance to refresh rate and ETA.
+            if kind == "apply_progress":
+                self.progress.update(self.progress.done)
+            return
+        addr = _resource_addr(event)
+        self._completed[addr] = self._completed.get(addr, 0) + 1
+        done = sum(1 for a, n in self._completed.items() if n >= self._needed.get(a, 1))
+        if kind == "apply_errored":
+            self.progress.update(done, force=True, failed=addr)
+        else:
+            self.progress.update(done)
 
     @property
     def errors(self) -> list[Diagnostic]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -78,7 +80,8 @@ def head_settings():
             os.kill(pid, signal.SIGKILL)
 
 
-def test_plan_apply_check_destroy_round_trip(head_settings):
+def test_plan_apply_check_destroy_round_trip(head_settings, caplog):
+    caplog.set_level(logging.INFO, logger="nuro_ml.terraform")
     common = {"working_dir": str(LOCAL_ENV), "environment": ENVIRONMENT, "variables": head_settings}
     ray_port, dashboard_port = head_settings["ray_port"], head_settings["dashboard_port"]
 
@@ -90,6 +93,11 @@ def test_plan_apply_check_destroy_round_trip(head_settings):
         context_for("apply")
     )
 
+    # The task log counts the resources as Terraform's -json stream reports them done.
+    assert any(
+        re.fullmatch(rf"terraform apply {ENVIRONMENT}: 1/1 resources \(100%\) in \S+, \S+ resources/\w+", m)
+        for m in caplog.messages
+    ), caplog.messages
     assert outputs["ray_address"] == f"127.0.0.1:{ray_port}"
     assert outputs["dashboard_url"] == f"http://127.0.0.1:{dashboard_port}"
     assert outputs["gpu_count"] == 3
@@ -120,6 +128,10 @@ def test_plan_apply_check_destroy_round_trip(head_settings):
     destroyed = TerraformDestroyOperator(task_id="destroy", **common).execute(context_for("destroy"))
 
     assert destroyed == {"destroyed": ["null_resource.ray_head"], "count": 1}
+    assert any(
+        re.fullmatch(rf"terraform destroy {ENVIRONMENT}: 1/1 resources \(100%\) in \S+, \S+ resources/\w+", m)
+        for m in caplog.messages
+    ), caplog.messages
     assert session_members(record["pid"]) == []
     assert not port_open(ray_port) and not port_open(dashboard_port)
     state = state_of(ENVIRONMENT)

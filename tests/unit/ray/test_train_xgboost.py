@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from workloads.train_xgboost import (
     main,
     parse_args,
     result_line,
+    round_progress,
     split_holdout,
     validate_frame,
 )
@@ -97,3 +99,39 @@ def test_bad_training_data_fails_before_touching_earlier_outputs(tmp_path: Path,
 def test_missing_training_file_is_named(tmp_path: Path, capsys) -> None:
     assert main(["--training-data", str(tmp_path / "nope.parquet"), "--output-dir", str(tmp_path)]) == 2
     assert "nope.parquet: no such file or directory" in capsys.readouterr().err
+
+
+def test_boosting_rounds_print_progress_with_rate_eta_and_latest_metrics(capsys) -> None:
+    import xgboost as xgb
+
+    frame = make_training_frame(300)
+    train, test = split_holdout(frame, test_fraction=0.25, seed=1)
+    dtrain = xgb.DMatrix(train[FEATURES].astype("float64"), label=train[LABEL].to_numpy())
+    dvalid = xgb.DMatrix(test[FEATURES].astype("float64"), label=test[LABEL].to_numpy())
+    params = {"objective": "binary:logistic", "eval_metric": ["logloss", "auc"], "nthread": 1, "max_depth": 2}
+    evals = [(dtrain, "train"), (dvalid, "valid")]
+    first = xgb.train(params, dtrain, num_boost_round=2, evals=evals, verbose_eval=False)
+    capsys.readouterr()
+
+    # Resumed after 2 of 6 rounds, as a restarted Ray Train worker does from its checkpoint.
+    xgb.train(
+        params,
+        dtrain,
+        num_boost_round=4,
+        evals=evals,
+        xgb_model=first,
+        verbose_eval=False,
+        callbacks=[round_progress(6, done=2, every_s=0.0)],
+    )
+    lines = capsys.readouterr().out.splitlines()
+    metric = r"train-logloss 0\.\d{4}, train-auc 0\.\d{4}, valid-logloss 0\.\d{4}, valid-auc 0\.\d{4}"
+    for n, line in zip((3, 4, 5), lines, strict=False):
+        share = round(100 * n / 6)
+        assert re.fullmatch(
+            rf"Boosting rounds: {n}/6 rounds \({share}%\), [\d.,]+ rounds/\w+, ETA [\d.hms]+, {metric}", line
+        ), line
+    assert re.fullmatch(rf"Boosting rounds: 6/6 rounds \(100%\), [\d.,]+ rounds/\w+, {metric}", lines[3])
+    assert re.fullmatch(
+        rf"Boosting rounds: 6/6 rounds \(100%\) in [\d.hms]+, [\d.,]+ rounds/\w+, {metric}", lines[4]
+    )
+    assert len(lines) == 5

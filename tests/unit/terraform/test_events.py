@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from nuro_ml.terraform_support.events import EventCollector, format_event
@@ -90,3 +91,43 @@ def test_outputs_not_known_until_apply():
     )
 
     assert line is not None and line.text == "Outputs: id = (known after apply)"
+
+
+def _progress(name: str, spacing_s: float | None = None) -> list[str]:
+    """Progress lines of a recorded run; with ``spacing_s`` its events are replayed that far apart."""
+    lines: list[str] = []
+    collector = EventCollector(on_progress=lines.append, what="terraform apply local")
+    for i, raw in enumerate(load_events(name)):
+        if spacing_s is not None:
+            event = json.loads(raw)
+            event["@timestamp"] = (
+                f"2026-11-25T17:{int(i * spacing_s) // 60:02d}:{int(i * spacing_s) % 60:02d}Z"
+            )
+            raw = json.dumps(event)
+        collector.feed(raw)
+    return lines
+
+
+def test_apply_reports_resources_done_with_rate_and_eta_from_terraform_time():
+    # Recorded as it ran: 4 resources to change (a replacement counts once, when its create ends).
+    assert _progress("apply_changes_events.jsonl") == [
+        "terraform apply local: 4/4 resources (100%) in 0.0s, 150 resources/s",
+    ]
+    # The same events 20 s apart: each completion is a line, the ETA follows the pace; the
+    # replaced resource is done only when its create ends.
+    assert _progress("apply_changes_events.jsonl", spacing_s=20) == [
+        "terraform apply local: 1/4 resources (25%), 1.5 resources/min, ETA 2m00s",
+        "terraform apply local: 1/4 resources (25%), 0.6 resources/min, ETA 5m00s",
+        "terraform apply local: 2/4 resources (50%), 1.0 resources/min, ETA 2m00s",
+        "terraform apply local: 3/4 resources (75%), 0.8 resources/min, ETA 1m13s",
+        "terraform apply local: 4/4 resources (100%), 0.9 resources/min",
+        "terraform apply local: 4/4 resources (100%) in 4m40s, 0.9 resources/min",
+    ]
+
+
+def test_plan_alone_reports_no_resource_progress():
+    lines: list[str] = []
+    collector = EventCollector(on_progress=lines.append)
+    for raw in load_events("plan_error_events.jsonl"):
+        collector.feed(raw)
+    assert lines == []
