@@ -3,9 +3,9 @@
 A long-lived Spark Structured Streaming application (``python -m nuro_ml.stream.job``),
 the streaming sibling of the batch job ``nuro_ml.etl.job``. Its queries:
 
-* ``segments_<table>``: segments landing in a folder (:mod:`nuro_ml.etl.stream_sources.mcap_landing`, decoded
+* ``segments_<table>``: segments landing in a folder (``nuro_ml.etl.stream_sources.mcap_landing``, decoded
   by the batch ETL's per-file pass and topic mapping) to ``<output>/stream/<table>``;
-* ``telemetry``: live records on a Redis Stream (:mod:`nuro_ml.etl.stream_sources.redis_stream`) to
+* ``telemetry``: live records on a Redis Stream (``nuro_ml.etl.stream_sources.redis_stream``) to
   ``<output>/stream/telemetry``;
 * ``online``: the committed rows of both tables, latest per vehicle, pushed through Feast's push
   source to the online store (``vehicle_live_state``).
@@ -18,7 +18,7 @@ and dropped. The online query reads the file sink's committed files only (its me
 a feature is never online before its row is durable; pushes are idempotent (the online store
 keeps the newest event per entity).
 
-A :class:`ProgressListener` keeps the progress record (:mod:`nuro_ml.etl.stream_progress`) that the
+A :class:`ProgressListener` keeps the progress record (``nuro_ml.etl.stream_progress``) that the
 Airflow trigger and sensor read; SIGTERM stops the queries cleanly.
 """
 
