@@ -6,6 +6,7 @@ Row counts must equal message counts, and values must equal what the upstream de
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +186,25 @@ def test_foxglove_recording_maps_with_upstream_values(tmp_path, compression):
     lidar = _table(staging, "lidar_points")
     assert lidar.column("point_count").to_pylist() == [len(m.data) // m.point_stride for m in ref["/points"]]
     tf = _table(staging, "frame_transforms")
-    assert [t[0]["child_frame_id"] for t in tf.column("transforms").to_pylist()] == [
-        m.transforms[0].child_frame_id for m in ref["/tf"]
+    assert tf.num_rows == counts["/tf"]
+    # Nested messages inside the repeated transforms are struct fields, flattened by path.
+    assert tf.column("transforms").to_pylist() == [
+        [
+            {
+                "timestamp": t.timestamp.ToDatetime(tzinfo=UTC),
+                "parent_frame_id": t.parent_frame_id,
+                "child_frame_id": t.child_frame_id,
+                "translation_x": t.translation.x,
+                "translation_y": t.translation.y,
+                "translation_z": t.translation.z,
+                "rotation_x": t.rotation.x,
+                "rotation_y": t.rotation.y,
+                "rotation_z": t.rotation.z,
+                "rotation_w": t.rotation.w,
+            }
+            for t in m.transforms
+        ]
+        for m in ref["/tf"]
     ]
 
 
