@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nuro_ml.etl import mcap_io
+from nuro_ml.etl.arrays import one_array
 from nuro_ml.etl.mapping import LoadedMapping, Route, UnmappedTopicError, field_columns
 from nuro_ml.etl.mcap_io import ChannelInfo, McapFormatError, MessageBatch, SchemaInfo
 from nuro_ml.etl.reader import UnsupportedSchemaError, decoder_for
@@ -417,7 +418,7 @@ def _rows(h: _Channel, sub: MessageBatch, decoded: pa.Table) -> pa.Table:
         stamp_ns = log_ns
     else:
         stamp = decoded.column(source.time.replace(".", "_"))
-        stamp_ns = pc.multiply(stamp.cast(pa.int64()), 1000).combine_chunks()
+        stamp_ns = one_array(pc.multiply(stamp.cast(pa.int64()), 1000))
     cols: dict[str, Any] = {
         "topic": pa.array([h.topic] * n, pa.string()),
         "log_time": pa.array(sub.log_time // 1000, _TS),
@@ -454,7 +455,7 @@ def _finish_pose(rows: pa.Table) -> pa.Table:
 
 
 def _finish_gnss(rows: pa.Table) -> pa.Table:
-    cov = rows.column("position_covariance").combine_chunks()
+    cov = one_array(rows.column("position_covariance"))
     first = pc.list_element(cov, 0).to_numpy(zero_copy_only=False).astype(np.float64)
     fifth = pc.list_element(cov, 4).to_numpy(zero_copy_only=False).astype(np.float64)
     rows = _set(rows, "covariance_type", rows.column("covariance_type").cast(pa.int32()))
@@ -474,10 +475,8 @@ def _finish_can(rows: pa.Table) -> pa.Table:
 
 def _finish_lidar(rows: pa.Table) -> pa.Table:
     rows = _set(rows, "point_stride", rows.column("point_stride").cast(pa.int64()))
-    data = rows.column("data").combine_chunks()
-    stats = lidar_stats(
-        data, rows.column("point_stride").combine_chunks(), rows.column("fields").combine_chunks()
-    )
+    data = one_array(rows.column("data"))
+    stats = lidar_stats(data, one_array(rows.column("point_stride")), one_array(rows.column("fields")))
     rows = rows.drop_columns(["data"])
     for name, _ in LIDAR_STATS_FIELDS:
         rows = _set(rows, name, stats[name])

@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nuro_ml.etl.arrays import one_array
+
 #: Source codes of the narrow union the job feeds to the grouped transforms.
 SRC_POSE, SRC_CAN, SRC_IMU, SRC_GNSS, SRC_LIDAR, SRC_CAMERA = range(6)
 
@@ -262,7 +264,7 @@ def lidar_stats(data: pa.Array, stride: pa.Array, fields: pa.Array) -> dict[str,
     Clouds with the same point layout (stride and float32 field offsets) are computed together:
     their points are joined into one array and reduced per cloud, not cloud by cloud.
     """
-    data = data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
+    data = one_array(data)
     n_rows = len(data)
     strides = np.nan_to_num(stride.to_numpy(zero_copy_only=False).astype(np.float64)).astype(np.int64)
     lengths = pc.fill_null(pc.binary_length(data), 0).to_numpy(zero_copy_only=False).astype(np.int64)
