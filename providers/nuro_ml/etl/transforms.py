@@ -286,15 +286,16 @@ def lidar_stats(data: pa.Array, stride: pa.Array, fields: pa.Array) -> dict[str,
         n = counts[idx]
         pts = _points(data, idx, n, step).reshape(-1, step // 4)
         bounds = np.concatenate([[0], np.cumsum(n)[:-1]])
-        x, y, z = (pts[:, offsets[k] // 4].astype(np.float64) for k in ("x", "y", "z"))
+        # Ranges in float32, as precise as the float32 points; sums accumulate in float64.
+        x, y, z = (pts[:, offsets[k] // 4] for k in ("x", "y", "z"))
         rng = np.sqrt(x * x + y * y + z * z)
-        out["range_mean_m"][idx] = np.add.reduceat(rng, bounds) / n
+        out["range_mean_m"][idx] = np.add.reduceat(rng, bounds, dtype=np.float64) / n
         out["range_max_m"][idx] = np.maximum.reduceat(rng, bounds)
         out["z_min_m"][idx] = np.minimum.reduceat(z, bounds)
         out["z_max_m"][idx] = np.maximum.reduceat(z, bounds)
         if "intensity" in offsets:
-            inten = pts[:, offsets["intensity"] // 4].astype(np.float64)
-            out["intensity_mean"][idx] = np.add.reduceat(inten, bounds) / n
+            inten = pts[:, offsets["intensity"] // 4]
+            out["intensity_mean"][idx] = np.add.reduceat(inten, bounds, dtype=np.float64) / n
     result = {"point_count": pa.array(counts, pa.int64())}
     for name, typ in LIDAR_STATS_FIELDS[1:]:
         result[name] = pa.array(out[name], typ)
