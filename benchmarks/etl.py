@@ -12,7 +12,9 @@ interleaved 1 MiB zstd chunks (how recorders write). It measures:
 * ``etl_job_throughput`` (interleaved input): the whole job (:func:`nuro_ml.etl.job.run_etl`,
   ``local[2]``: check, decode, map, Parquet per table, derived tables, publish) against a one-pass
   script (upstream reader and decoders, messages flattened into dicts, pyarrow Parquet per topic)
-  in 2 processes; MB/s per core of input.
+  in 2 processes; MB/s per core of input. The line also gives MB per CPU-second of each side (all
+  their processes: driver, Spark JVM and Python workers; the script's pool), which a machine
+  shared with other work does not distort the way it distorts wall time.
 * ``etl_scaling`` (interleaved input): the job on ``local[1]`` against ``local[2]``.
 * ``etl_memory`` (interleaved input): peak RSS of this process and its children (Spark JVM, Python
   workers) while the job runs on the input and on 4x the input.
@@ -184,13 +186,14 @@ def script_one_file(args: tuple[str, str]) -> int:
     return sum(len(v) for v in rows.values())
 
 
-def run_script(paths: list[str], out: Path, workers: int) -> tuple[int, float]:
+def run_script(paths: list[str], out: Path, workers: int) -> tuple[int, float, float]:
+    """The reference script on ``paths`` in ``workers`` processes: (messages, seconds, CPU seconds)."""
     shutil.rmtree(out, ignore_errors=True)
     with ProcessPoolExecutor(max_workers=workers) as pool:
         list(pool.map(_noop, range(workers)))  # processes started before the clock
-        t0 = time.perf_counter()
+        cpu0, t0 = _tree_cpu(), time.perf_counter()
         n = sum(pool.map(script_one_file, [(p, str(out)) for p in paths]))
-        return n, time.perf_counter() - t0
+        return n, time.perf_counter() - t0, _tree_cpu() - cpu0
 
 
 def _noop(_: int) -> None:
@@ -225,17 +228,27 @@ def _compare(name: str, ours_fn: Any, paths: list[str], repeat: int, note: str) 
     print(f"{name}: ours {o:.0f} msg/s, reference {r:.0f} msg/s, ratio {o / r:.2f} ({note})", flush=True)
 
 
-def _tree_rss() -> int:
+def _tree_sum(measure: Any) -> float:
+    """``measure(process)`` summed over this process and its children (Spark JVM, workers, pools)."""
     import psutil
 
     me = psutil.Process()
-    total = 0
+    total = 0.0
     for proc in [me, *me.children(recursive=True)]:
         try:
-            total += proc.memory_info().rss
+            total += measure(proc)
         except psutil.Error:
             continue
     return total
+
+
+def _tree_rss() -> int:
+    return int(_tree_sum(lambda proc: proc.memory_info().rss))
+
+
+def _tree_cpu() -> float:
+    """CPU seconds used so far by this process and its children."""
+    return _tree_sum(lambda proc: sum(proc.cpu_times()[:2]))
 
 
 def _import_job(_: int) -> int:
@@ -244,8 +257,9 @@ def _import_job(_: int) -> int:
     return 0
 
 
-def run_job(raw: Path, out: Path, master: str) -> tuple[dict[str, Any], float, int]:
-    """The whole ETL job on ``raw`` with a fresh session; (result, seconds without start-up, peak RSS)."""
+def run_job(raw: Path, out: Path, master: str) -> tuple[dict[str, Any], float, int, float]:
+    """The whole ETL job on ``raw`` with a fresh session; (result, seconds without start-up, peak RSS,
+    CPU seconds of the driver, the JVM and the Python workers)."""
     from nuro_ml.etl.job import ETLJobConfig, run_etl
     from nuro_ml.etl.spark_session import build_session
 
@@ -276,16 +290,17 @@ def run_job(raw: Path, out: Path, master: str) -> tuple[dict[str, Any], float, i
             run_key="bench",
             reprocess=True,
         )
-        t0 = time.perf_counter()
+        cpu0, t0 = _tree_cpu(), time.perf_counter()
         result = run_etl(spark, cfg, progress=lambda _msg: None)
         seconds = time.perf_counter() - t0
+        cpu = _tree_cpu() - cpu0
     finally:
         done.set()
         sampler.join()
         spark.stop()
         # Each run's output is only needed for its timing; keep the disk for the next run.
         shutil.rmtree(out, ignore_errors=True)
-    return result, seconds, peak
+    return result, seconds, peak, cpu
 
 
 def _gb(paths: list[str]) -> float:
@@ -350,8 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{size / 1e9:.2f} GB; messages: {mix}",
             )
         if "job" in wanted:
-            result, seconds, _ = run_job(work / "interleaved", work / "job", "local[2]")
-            n_ref, t_ref = run_script(interleaved, work / "script", 2)
+            result, seconds, _, cpu = run_job(work / "interleaved", work / "job", "local[2]")
+            n_ref, t_ref, cpu_ref = run_script(interleaved, work / "script", 2)
             n = sum(result["messages"].values())
             if n != n_ref:
                 raise SystemExit(f"etl_job_throughput: message counts differ: job {n}, script {n_ref}")
@@ -360,20 +375,22 @@ def main(argv: list[str] | None = None) -> int:
                 f"etl_job_throughput: ours {ours:.1f} MB/s per core, reference {ref:.1f} MB/s per core, "
                 f"ratio {ours / ref:.2f} (2 cores; interleaved layout, {len(interleaved)} files, "
                 f"{size / 1e9:.2f} GB, {n} messages; ours {n / seconds:.0f} msg/s, "
-                f"reference {n_ref / t_ref:.0f} msg/s; messages: {mix})",
+                f"reference {n_ref / t_ref:.0f} msg/s; CPU time: ours {size / 1e6 / cpu:.1f} MB per "
+                f"CPU-second, reference {size / 1e6 / cpu_ref:.1f}, ratio {cpu_ref / cpu:.2f}; "
+                f"messages: {mix})",
                 flush=True,
             )
         if "scaling" in wanted:
-            _, one, _ = run_job(work / "interleaved", work / "job1", "local[1]")
-            _, two, _ = run_job(work / "interleaved", work / "job2", "local[2]")
+            _, one, _, cpu_one = run_job(work / "interleaved", work / "job1", "local[1]")
+            _, two, _, cpu_two = run_job(work / "interleaved", work / "job2", "local[2]")
             print(
                 f"etl_scaling: 1 core {size / 1e6 / one:.1f} MB/s, 2 cores {size / 1e6 / two:.1f} MB/s, "
                 f"efficiency {one / (2 * two):.2f} (the job, local[1] against local[2]; interleaved layout, "
-                f"{size / 1e9:.2f} GB)",
+                f"{size / 1e9:.2f} GB; CPU seconds {cpu_one:.1f} on 1 core, {cpu_two:.1f} on 2)",
                 flush=True,
             )
         if "memory" in wanted:
-            _, _, peak1 = run_job(work / "interleaved", work / "mem1", "local[2]")
+            _, _, peak1, _ = run_job(work / "interleaved", work / "mem1", "local[2]")
             big = work / "interleaved4"
             for k in range(4):
                 for p in interleaved:
@@ -382,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     if not dest.exists():
                         os.link(p, dest)
-            _, _, peak4 = run_job(big, work / "mem4", "local[2]")
+            _, _, peak4, _ = run_job(big, work / "mem4", "local[2]")
             print(
                 f"etl_memory: input {size / 1e9:.2f} GB peak RSS {peak1 / 1e6:.0f} MB, "
                 f"4x input {4 * size / 1e9:.2f} GB peak RSS {peak4 / 1e6:.0f} MB, ratio {peak4 / peak1:.2f} "

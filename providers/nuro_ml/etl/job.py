@@ -55,7 +55,6 @@ DERIVED_TABLES = mapping.DERIVED_TABLES
 TABLES = (*TOPIC_TABLES, *DERIVED_TABLES)
 STAGING_DIR = "_staging"
 RUNS_DIR = "_runs"
-_PATH_RE = re.compile(r"date=(\d{4}-\d{2}-\d{2})/vehicle=([^/]+)/([^/]+)\.mcap$")
 
 
 def parse_when(value: str | date | datetime) -> datetime:
@@ -203,14 +202,6 @@ def discover(cfg: ETLJobConfig) -> list[layout.Placed]:
         )
     days = set(interval_dates(parse_when(cfg.start), parse_when(cfg.end)))
     return layout.PathTemplate.of(cfg.path_template).discover(root, days, set(cfg.vehicles or []) or None)
-
-
-def path_keys(path: str) -> tuple[str, str, str]:
-    """(date, vehicle_id, drive_id) from a path in the raw layout."""
-    m = _PATH_RE.search(path.replace(os.sep, "/"))
-    if not m:
-        raise ValueError(f"{path} is not under date=YYYY-MM-DD/vehicle=<id>/<drive_id>.mcap")
-    return m.group(1), m.group(2), m.group(3)
 
 
 class ETLRun:

@@ -22,7 +22,10 @@ field, as for pipeline specs. Example::
 
 A topic is routed to the first source (overrides first, then the mapping, then the built-in
 mapping) whose schema and topic globs match. A topic that matches none lands in the generic
-table ``topic_<name>`` with every decoded field, unless ``unmapped: fail``. Tables named in
+table ``topic_<name>`` with every decoded field, unless ``unmapped: fail``. Decoded fields are
+flat: nested fields are joined with ``_`` (``pose.position.x`` is ``pose_position_x``), and
+repeated messages are lists of structs whose fields are flattened the same way (a Foxglove
+``FrameTransforms`` row holds ``transforms`` with ``translation_x`` ... ``rotation_w``). Tables named in
 :data:`CANONICAL_COLUMNS` feed the derived tables and must map their required columns.
 """
 

@@ -510,21 +510,3 @@ def scan(buf: Any) -> ScanResult:
         pos = start + length
     result.damage = McapFormatError("truncated: no data end record", pos)
     return result
-
-
-def iter_message_batches(
-    buf: Any,
-    chunks: list[RawChunk],
-    wanted: set[int] | None,
-    schemas: dict[int, SchemaInfo],
-    channels: dict[int, ChannelInfo],
-    *,
-    verify_crc: bool = False,
-) -> Iterator[tuple[RawChunk, MessageBatch]]:
-    """Decompress and frame each chunk, keeping messages of ``wanted`` channels (all if ``None``)."""
-    for chunk in chunks:
-        data = load_chunk(buf, chunk, verify_crc=verify_crc)
-        batch = frame_records(data, chunk.offset, schemas, channels)
-        if wanted is not None and len(batch):
-            batch = batch.select(np.isin(batch.channel_ids, list(wanted)))
-        yield chunk, batch

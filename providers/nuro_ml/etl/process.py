@@ -1,8 +1,9 @@
 """One pass over one drive log: check, decode, map to tables and write Parquet, chunk by chunk.
 
-Each chunk is decompressed once; its messages are checked (declared channel, monotonic log times,
-payloads that decode) and decoded once per channel with the columns the mapping needs, then
-routed to their table. Rows are written from the worker to
+Each chunk is decompressed once; the messages of consecutive chunks (about 8 MiB of them) are
+checked together (declared channel, monotonic log times, payloads that decode; an error names the
+chunk that holds the bad message) and decoded once per channel with the columns the mapping
+needs, then routed to their table. Rows are written from the worker to
 ``<staging>/<table>/date=D/vehicle=V/part-<drive>.parquet``; the drive's derived tables
 (``ego_motion``, ``scene_stats``) are computed from the mapped pose, CAN, IMU, GNSS, lidar and
 camera rows at the end. When the file turns out bad, everything it wrote is removed, except for a
@@ -12,6 +13,7 @@ the report lists them as ``salvaged``.
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Callable
@@ -25,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nuro_ml.etl import mcap_io
+from nuro_ml.etl.arrays import one_array
 from nuro_ml.etl.mapping import LoadedMapping, Route, UnmappedTopicError, field_columns
 from nuro_ml.etl.mcap_io import ChannelInfo, McapFormatError, MessageBatch, SchemaInfo
 from nuro_ml.etl.reader import UnsupportedSchemaError, decoder_for
@@ -49,6 +52,8 @@ _TS = pa.timestamp("us", tz="UTC")
 #: Rows are buffered per table up to these limits before a row group is written.
 _FLUSH_ROWS = 65_536
 _FLUSH_BYTES = 32 << 20
+#: Decompressed chunk bytes decoded together (see ``_process``).
+_GROUP_BYTES = 8 << 20
 #: Payload tables and the reference tables derived from them (the same rows without ``data``).
 PAYLOAD_REFS = {"lidar_payload": "lidar_points", "camera_payload": "camera_frames"}
 
@@ -128,7 +133,7 @@ class _Tables:
             path = self.path(table)
             path.parent.mkdir(parents=True, exist_ok=True)
             self.paths.append(path)
-            writer = self.writers[table] = pq.ParquetWriter(path, schema, compression="zstd")
+            writer = self.writers[table] = pq.ParquetWriter(path, schema, **_write_options(schema))
         writer.write_table(data)
 
     def close(self) -> None:
@@ -146,6 +151,29 @@ class _Tables:
         for path in self.paths:
             path.unlink(missing_ok=True)
         self.rows.clear()
+
+
+def _write_options(schema: pa.Schema) -> dict[str, Any]:
+    """Parquet settings: zstd, except for binary columns (payloads) stored as they are.
+
+    Payloads are compressed images or point clouds of float noise: zstd saves about a tenth of
+    them at twice the cost of writing them, and dictionaries and min/max statistics of
+    kilobyte-long unique values only cost time.
+    """
+    binary = {f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)}
+    if not binary:
+        return {"compression": "zstd"}
+    # Per-column settings name leaf columns by their Parquet path (``fields.list.element.name``).
+    sink = io.BytesIO()
+    pq.write_table(schema.empty_table(), sink)
+    parquet_schema = pq.ParquetFile(io.BytesIO(sink.getvalue())).schema
+    paths = [parquet_schema.column(i).path for i in range(len(parquet_schema))]
+    rest = [path for path in paths if path not in binary]
+    return {
+        "compression": {path: "none" if path in binary else "zstd" for path in paths},
+        "use_dictionary": rest,
+        "write_statistics": rest,
+    }
 
 
 def _conform(rows: pa.Table, schema: pa.Schema, table: str) -> pa.Table:
@@ -242,12 +270,24 @@ def _process(task: FileTask, buf: Any, result: FileResult, tables: _Tables, sign
     result.chunks = len(scan.chunks)
     state = _State(task, scan.schemas, scan.channels, result, tables, signals)
     if scan.loose_messages:
-        loose = scan.loose_messages
-        state.batch(loose[0], mcap_io.envelopes(buf, np.asarray(loose, dtype=np.int64)))
+        loose = np.asarray(scan.loose_messages, dtype=np.int64)
+        state.batch(loose, mcap_io.envelopes(buf, loose))
+    # Chunks are decoded in groups: a recorder's chunks are small and hold every channel, so one
+    # chunk gives each channel only a few messages, and the per-call cost of decoding, mapping and
+    # buffering them would outweigh the work on them.
+    group: list[mcap_io.MessageBatch] = []
+    group_bytes = 0
     for chunk in scan.chunks:
         data = mcap_io.load_chunk(buf, chunk, verify_crc=True)
         result.chunks_decompressed += 1
-        state.batch(chunk.offset, mcap_io.frame_records(data, chunk.offset, scan.schemas, scan.channels))
+        group.append(mcap_io.frame_records(data, chunk.offset, scan.schemas, scan.channels))
+        group_bytes += len(data)
+        state.offsets.append((chunk.offset, len(group[-1])))
+        if group_bytes >= _GROUP_BYTES:
+            state.batch(state.take_offsets(), mcap_io.concat_batches(group))
+            group, group_bytes = [], 0
+    if group:
+        state.batch(state.take_offsets(), mcap_io.concat_batches(group))
     if state.unmapped:
         raise UnmappedTopicError(" | ".join(state.unmapped))
     counts = {state.channels[cid].topic: n for cid, n in sorted(state.counts.items()) if n}
@@ -283,6 +323,17 @@ class _State:
         self.counts: dict[int, int] = {}
         self.handlers: dict[int, _Channel | None] = {}
         self.unmapped: list[str] = []
+        #: (file offset, messages) of the chunks read since the last batch.
+        self.offsets: list[tuple[int, int]] = []
+
+    def take_offsets(self) -> np.ndarray:
+        """The file offset of the chunk holding each message of the chunks read since the last batch."""
+        where = np.repeat(
+            np.array([o for o, _ in self.offsets], dtype=np.int64),
+            np.array([n for _, n in self.offsets], dtype=np.int64),
+        )
+        self.offsets.clear()
+        return where
 
     def handler(self, cid: int, offset: int) -> _Channel | None:
         if cid in self.handlers:
@@ -305,29 +356,34 @@ class _State:
             self.result.schemas[h.topic] = h.schema_name
         return h
 
-    def batch(self, offset: int, batch: MessageBatch) -> None:
+    def batch(self, where: np.ndarray, batch: MessageBatch) -> None:
+        """Check, decode and route messages; ``where[i]``: file offset of the record holding message i."""
         if not len(batch):
             return
         ids = batch.channel_ids
         first = int(ids[0])
         subs = (
-            [(first, batch)]
+            [(first, batch, where)]
             if (ids == first).all()
-            else [(cid, batch.select(ids == cid)) for cid in np.unique(ids).tolist()]
+            else [(cid, batch.select(ids == cid), where[ids == cid]) for cid in np.unique(ids).tolist()]
         )
-        for cid, sub in subs:
-            h = self.handler(cid, offset)
+        for cid, sub, at in subs:
+            h = self.handler(cid, int(at[0]))
             times = sub.log_time
             prev = self.last_time.get(cid)
-            if (prev is not None and times[0] < prev) or bool(np.any(np.diff(times) < 0)):
+            back = np.flatnonzero(np.diff(times) < 0)
+            if (prev is not None and times[0] < prev) or back.shape[0]:
+                offset = int(at[0] if prev is not None and times[0] < prev else at[back[0] + 1])
                 raise _Bad(f"non-monotonic log times on topic {self.channels[cid].topic}", offset)
             self.last_time[cid] = int(times[-1])
             self.counts[cid] = self.counts.get(cid, 0) + len(sub)
             if h is None or h.decoder is None:
                 continue  # excluded and not decodable: counted only
+            columns = h.columns if h.route.table else []
             try:
-                decoded = h.decoder.decode(sub.buf, sub.starts, sub.ends, h.columns if h.route.table else [])
+                decoded = h.decoder.decode(sub.buf, sub.starts, sub.ends, columns)
             except Exception as err:
+                offset = _failing_record(h, sub, at, columns)
                 raise _Bad(f"payload on topic {h.topic} does not decode: {err}", offset) from err
             if h.route.table is None:
                 continue
@@ -342,6 +398,17 @@ class _State:
                 self.signals.append(sig)
 
 
+def _failing_record(h: _Channel, sub: MessageBatch, at: np.ndarray, columns: list[str] | None) -> int:
+    """The offset of the first chunk (or record) whose messages do not decode on their own."""
+    for offset in dict.fromkeys(at.tolist()):
+        part = sub.select(at == offset)
+        try:
+            h.decoder.decode(part.buf, part.starts, part.ends, columns)
+        except Exception:
+            return int(offset)
+    return int(at[0])
+
+
 def _rows(h: _Channel, sub: MessageBatch, decoded: pa.Table) -> pa.Table:
     """Envelope columns plus the mapped columns of one channel's messages."""
     n = len(sub)
@@ -351,7 +418,7 @@ def _rows(h: _Channel, sub: MessageBatch, decoded: pa.Table) -> pa.Table:
         stamp_ns = log_ns
     else:
         stamp = decoded.column(source.time.replace(".", "_"))
-        stamp_ns = pc.multiply(stamp.cast(pa.int64()), 1000).combine_chunks()
+        stamp_ns = one_array(pc.multiply(stamp.cast(pa.int64()), 1000))
     cols: dict[str, Any] = {
         "topic": pa.array([h.topic] * n, pa.string()),
         "log_time": pa.array(sub.log_time // 1000, _TS),
@@ -388,7 +455,7 @@ def _finish_pose(rows: pa.Table) -> pa.Table:
 
 
 def _finish_gnss(rows: pa.Table) -> pa.Table:
-    cov = rows.column("position_covariance").combine_chunks()
+    cov = one_array(rows.column("position_covariance"))
     first = pc.list_element(cov, 0).to_numpy(zero_copy_only=False).astype(np.float64)
     fifth = pc.list_element(cov, 4).to_numpy(zero_copy_only=False).astype(np.float64)
     rows = _set(rows, "covariance_type", rows.column("covariance_type").cast(pa.int32()))
@@ -408,10 +475,8 @@ def _finish_can(rows: pa.Table) -> pa.Table:
 
 def _finish_lidar(rows: pa.Table) -> pa.Table:
     rows = _set(rows, "point_stride", rows.column("point_stride").cast(pa.int64()))
-    data = rows.column("data").combine_chunks()
-    stats = lidar_stats(
-        data, rows.column("point_stride").combine_chunks(), rows.column("fields").combine_chunks()
-    )
+    data = one_array(rows.column("data"))
+    stats = lidar_stats(data, one_array(rows.column("point_stride")), one_array(rows.column("fields")))
     rows = rows.drop_columns(["data"])
     for name, _ in LIDAR_STATS_FIELDS:
         rows = _set(rows, name, stats[name])

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from nuro_ml.etl import mcap_io
+from nuro_ml.etl.arrays import one_array
 from nuro_ml.etl.mcap_io import ChannelInfo, McapFormatError, MessageBatch, SchemaInfo
 from nuro_ml.etl.proto_decode import ProtobufDecoder
 from nuro_ml.etl.ros2_decode import Ros2Decoder
@@ -326,8 +327,7 @@ class McapTableReader:
                             f"{path}: topic {channel.topic} (schema {schema.name}) has no column {name!r}"
                         )
                     column = decoded.column(name)
-                    # combine_chunks copies even a single chunk.
-                    cols[name] = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+                    cols[name] = one_array(column)
             arrays = [
                 cols[f.name].cast(f.type) if cols[f.name].type != f.type else cols[f.name]
                 for f in self.schema

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from nuro_ml.etl.arrays import one_array
 
 #: Source codes of the narrow union the job feeds to the grouped transforms.
 SRC_POSE, SRC_CAN, SRC_IMU, SRC_GNSS, SRC_LIDAR, SRC_CAMERA = range(6)
@@ -256,24 +259,65 @@ LIDAR_STATS_FIELDS = (
 
 
 def lidar_stats(data: pa.Array, stride: pa.Array, fields: pa.Array) -> dict[str, pa.Array]:
-    """Per-cloud statistics from packed float32 points (x, y, z and optional intensity)."""
-    out: dict[str, list[float | int]] = {name: [] for name, _ in LIDAR_STATS_FIELDS}
-    for blob, step, flds in zip(data.to_pylist(), stride.to_pylist(), fields.to_pylist(), strict=True):
+    """Per-cloud statistics from packed float32 points (x, y, z and optional intensity).
+
+    Clouds with the same point layout (stride and float32 field offsets) are computed together:
+    their points are joined into one array and reduced per cloud, not cloud by cloud.
+    """
+    data = one_array(data)
+    n_rows = len(data)
+    strides = np.nan_to_num(stride.to_numpy(zero_copy_only=False).astype(np.float64)).astype(np.int64)
+    lengths = pc.fill_null(pc.binary_length(data), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    counts = np.where(strides > 0, lengths // np.maximum(strides, 1), 0)
+    out = {name: np.full(n_rows, np.nan) for name, _ in LIDAR_STATS_FIELDS[1:]}
+    groups: dict[tuple[int, tuple[tuple[str, int], ...]], list[int]] = {}
+    for i, (step, flds) in enumerate(zip(strides.tolist(), fields.to_pylist(), strict=True)):
         # FLOAT32 is 7 both in Foxglove PackedElementField.type and ROS 2 PointField.datatype.
         offsets = {f["name"]: f["offset"] for f in (flds or []) if f.get("type", f.get("datatype")) == 7}
-        n = len(blob) // step if step else 0
-        out["point_count"].append(n)
-        if n == 0 or not {"x", "y", "z"} <= offsets.keys() or step % 4:
-            for name, _ in LIDAR_STATS_FIELDS[1:]:
-                out[name].append(float("nan"))
-            continue
-        pts = np.frombuffer(blob, dtype=np.float32, count=n * step // 4).reshape(n, step // 4)
-        x, y, z = (pts[:, offsets[k] // 4].astype(np.float64) for k in ("x", "y", "z"))
+        if counts[i] and {"x", "y", "z"} <= offsets.keys() and step % 4 == 0:
+            key = (
+                step,
+                tuple(sorted((k, v) for k, v in offsets.items() if k in ("x", "y", "z", "intensity"))),
+            )
+            groups.setdefault(key, []).append(i)
+    for (step, layout), rows in groups.items():
+        offsets = dict(layout)
+        idx = np.array(rows, dtype=np.int64)
+        n = counts[idx]
+        pts = _points(data, idx, n, step).reshape(-1, step // 4)
+        bounds = np.concatenate([[0], np.cumsum(n)[:-1]])
+        # Ranges in float32, as precise as the float32 points; sums accumulate in float64.
+        x, y, z = (pts[:, offsets[k] // 4] for k in ("x", "y", "z"))
         rng = np.sqrt(x * x + y * y + z * z)
-        out["range_mean_m"].append(float(rng.mean()))
-        out["range_max_m"].append(float(rng.max()))
-        out["z_min_m"].append(float(z.min()))
-        out["z_max_m"].append(float(z.max()))
-        inten = pts[:, offsets["intensity"] // 4] if "intensity" in offsets else None
-        out["intensity_mean"].append(float(inten.mean()) if inten is not None else float("nan"))
-    return {name: pa.array(out[name], typ) for name, typ in LIDAR_STATS_FIELDS}
+        out["range_mean_m"][idx] = np.add.reduceat(rng, bounds, dtype=np.float64) / n
+        out["range_max_m"][idx] = np.maximum.reduceat(rng, bounds)
+        out["z_min_m"][idx] = np.minimum.reduceat(z, bounds)
+        out["z_max_m"][idx] = np.maximum.reduceat(z, bounds)
+        if "intensity" in offsets:
+            inten = pts[:, offsets["intensity"] // 4]
+            out["intensity_mean"][idx] = np.add.reduceat(inten, bounds, dtype=np.float64) / n
+    result = {"point_count": pa.array(counts, pa.int64())}
+    for name, typ in LIDAR_STATS_FIELDS[1:]:
+        result[name] = pa.array(out[name], typ)
+    return result
+
+
+def _points(data: pa.Array, rows: np.ndarray, counts: np.ndarray, step: int) -> np.ndarray:
+    """The whole points of clouds ``rows`` of a binary array, joined, as float32 values.
+
+    Clouds that lie back to back in the array's data and hold whole points only (the usual case)
+    are read in place; otherwise their points are copied together.
+    """
+    kind = np.int64 if pa.types.is_large_binary(data.type) else np.int32
+    _, offsets_buf, values = data.buffers()
+    bounds = np.frombuffer(offsets_buf, dtype=kind, count=len(data) + 1, offset=data.offset * kind().itemsize)
+    starts, ends = bounds[rows].astype(np.int64), bounds[rows + 1].astype(np.int64)
+    if np.array_equal(ends - starts, counts * step) and np.array_equal(starts[1:], ends[:-1]):
+        return np.frombuffer(
+            values, dtype=np.float32, count=int(counts.sum()) * step // 4, offset=int(starts[0])
+        )
+    view = memoryview(values)
+    return np.frombuffer(
+        b"".join(view[s : s + k * step] for s, k in zip(starts.tolist(), counts.tolist(), strict=True)),
+        dtype=np.float32,
+    )

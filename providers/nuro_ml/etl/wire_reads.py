@@ -1,7 +1,7 @@
 """Vectorised reads of Protobuf wire data: tags, varints of any width, fixed-width values and
 byte strings at many per-message positions of one buffer at once (numpy, no Python per message).
 
-Used by :mod:`nuro_ml.etl.proto_decode` to check and gather the fields of many messages that
+Used by :mod:`nuro_ml.etl.proto_execute` to check and gather the fields of many messages that
 share a field sequence.
 """
 

@@ -253,9 +253,11 @@ def write_foxglove(path: Path, *, seconds: float = 4.0, compression: str = "zstd
                 msg = RawImage(frame_id="cam", width=4, height=2, encoding="mono8", step=4, data=bytes(8))
             else:
                 msg = FrameTransforms()
-                tf = msg.transforms.add(parent_frame_id="map", child_frame_id="base_link")
-                tf.translation.x = float(i)
-                tf.rotation.w = 1.0
+                for k, child in enumerate(("base_link", "lidar")):
+                    tf = msg.transforms.add(parent_frame_id="map", child_frame_id=child)
+                    tf.timestamp.FromNanoseconds(t + k * 1000)
+                    tf.translation.x, tf.translation.y, tf.translation.z = float(i), -0.5 * k, 1.25
+                    tf.rotation.z, tf.rotation.w = math.sin(0.01 * i), math.cos(0.01 * i)
             msg_time = getattr(msg, "timestamp", None)
             if msg_time is not None:
                 msg_time.FromNanoseconds(t)

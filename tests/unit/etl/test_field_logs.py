@@ -6,6 +6,7 @@ Row counts must equal message counts, and values must equal what the upstream de
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,7 @@ def test_rows_are_written_in_several_row_groups(tmp_path, monkeypatch):
     path = tmp_path / "drive.mcap"
     counts = field_logs.write_ros2(path)
     monkeypatch.setattr(process, "_FLUSH_ROWS", 16)
+    monkeypatch.setattr(process, "_GROUP_BYTES", 16 << 10)  # chunks decoded a few at a time
     result = _process(path, tmp_path / "staging")
     assert result.ok and result.rows["imu"] == counts["/sensing/imu/tamagawa/imu_raw"]
     imu = tmp_path / "staging" / "imu" / f"date={DAY}" / f"vehicle={VEHICLE}" / f"part-{DRIVE}.parquet"
@@ -185,8 +187,25 @@ def test_foxglove_recording_maps_with_upstream_values(tmp_path, compression):
     lidar = _table(staging, "lidar_points")
     assert lidar.column("point_count").to_pylist() == [len(m.data) // m.point_stride for m in ref["/points"]]
     tf = _table(staging, "frame_transforms")
-    assert [t[0]["child_frame_id"] for t in tf.column("transforms").to_pylist()] == [
-        m.transforms[0].child_frame_id for m in ref["/tf"]
+    assert tf.num_rows == counts["/tf"]
+    # Nested messages inside the repeated transforms are struct fields, flattened by path.
+    assert tf.column("transforms").to_pylist() == [
+        [
+            {
+                "timestamp": t.timestamp.ToDatetime(tzinfo=UTC),
+                "parent_frame_id": t.parent_frame_id,
+                "child_frame_id": t.child_frame_id,
+                "translation_x": t.translation.x,
+                "translation_y": t.translation.y,
+                "translation_z": t.translation.z,
+                "rotation_x": t.rotation.x,
+                "rotation_y": t.rotation.y,
+                "rotation_z": t.rotation.z,
+                "rotation_w": t.rotation.w,
+            }
+            for t in m.transforms
+        ]
+        for m in ref["/tf"]
     ]
 
 
@@ -275,3 +294,48 @@ overrides:
     assert spec.route("veh-901", "/vehicle/status/twist", "geometry_msgs/msg/TwistStamped").table is None
     assert spec.digest_for("veh-1") != spec.digest_for("veh-901")
     assert spec.digest_for("veh-1") == spec.digest_for("veh-2")
+
+
+def _pose_file(path: Path, payload: Any, log_time: Any) -> list[int]:
+    """A Foxglove pose recording in chunks of a few messages; returns each message's chunk offset."""
+    from foxglove_schemas_protobuf.PoseInFrame_pb2 import PoseInFrame
+    from mcap.writer import CompressionType, Writer
+    from nuro_ml.etl import schemas
+
+    with open(path, "wb") as fh:
+        writer = Writer(fh, chunk_size=256, compression=CompressionType.ZSTD)
+        writer.start()
+        sid = writer.register_schema(
+            "foxglove.PoseInFrame", "protobuf", schemas.file_descriptor_set(PoseInFrame)
+        )
+        cid = writer.register_channel("/pose", "protobuf", sid)
+        for i in range(40):
+            writer.add_message(cid, log_time(i), payload(i, PoseInFrame), log_time(i), i)
+        writer.finish()
+    holders: list[int] = []
+    with mcap_io.mapped(path) as buf:
+        for chunk in mcap_io.scan(buf).chunks:
+            batch = mcap_io.frame_records(mcap_io.load_chunk(buf, chunk))
+            holders += [chunk.offset] * len(batch)
+    return holders
+
+
+def test_a_bad_message_is_named_by_its_own_chunk(tmp_path):
+    def payload(i: int, cls: Any) -> bytes:
+        return b"\x0a\xff" if i == 23 else cls(frame_id="map").SerializeToString()
+
+    path = tmp_path / "bad_payload.mcap"
+    holders = _pose_file(path, payload, lambda i: field_logs.T0_NS + i * 10_000_000)
+    assert len(set(holders)) > 5  # chunks are decoded together, errors still name one chunk
+    result = _process(path, tmp_path / "staging")
+    assert not result.ok and result.reason.startswith("payload on topic /pose does not decode")
+    assert result.offset == holders[23]
+    assert not any((tmp_path / "staging").rglob("*.parquet"))  # nothing of a bad file is kept
+
+    path = tmp_path / "backwards.mcap"
+    times = [field_logs.T0_NS + k * 10_000_000 for k in range(40)]
+    times[31] = times[2]
+    holders = _pose_file(path, lambda i, cls: cls(frame_id="map").SerializeToString(), times.__getitem__)
+    result = _process(path, tmp_path / "staging2")
+    assert not result.ok and result.reason == "non-monotonic log times on topic /pose"
+    assert result.offset == holders[31]

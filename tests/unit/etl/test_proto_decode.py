@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcap.reader import make_reader
 from mcap_protobuf.decoder import DecoderFactory
-from nuro_ml.etl import proto_decode, schemas
+from nuro_ml.etl import proto_execute, proto_schema, schemas
 from nuro_ml.etl.generator import generate_interval
 from nuro_ml.etl.proto_decode import ProtobufDecoder
 from nuro_ml.etl.reader import McapTableReader, infer_schema, plan
@@ -126,7 +126,7 @@ def _leaf_value(msg: Any, leaf: Any) -> Any:
     if leaf.kind == "repeated_scalar":
         return list(obj)
     if leaf.kind == "repeated_message":
-        return [{n: getattr(item, n) for n, *_ in leaf.sub_fields} for item in obj]
+        return [{sub.name: _leaf_value(item, sub) for sub in leaf.sub_fields} for item in obj]
     if isinstance(obj, int) and leaf.arrow_type == pa.int64() and obj >= 2**63:
         return obj - 2**64  # uint64 / fixed64 columns are int64
     return obj
@@ -203,7 +203,7 @@ def slow(monkeypatch):
 def decoder(request, monkeypatch, slow):
     """The decoder, run by layouts (the default) or forced to run programs step by step."""
     if request.param == "steps":
-        monkeypatch.setattr(proto_decode, "_run_layouts", lambda *args: None)
+        monkeypatch.setattr(proto_execute, "run_layouts", lambda *args: None)
     return ProtobufDecoder("t.Msg", DATA)
 
 
@@ -460,7 +460,7 @@ def test_every_column_of_generated_topics_equals_upstream(protobuf_drive, topic)
         ]
     assert table.num_rows == len(ref) > 0
     assert table.column("log_time_ns").to_pylist() == [t for t, _ in ref]
-    leaves = proto_decode._leaves(ref[0][1].DESCRIPTOR)
+    leaves = proto_schema.leaves(ref[0][1].DESCRIPTOR)
     for leaf in leaves:
         expected = [_leaf_value(msg, leaf) for _, msg in ref]
         column = table.column(leaf.name)
