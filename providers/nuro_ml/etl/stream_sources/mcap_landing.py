@@ -289,14 +289,15 @@ def decode_segment(
     schema: pa.Schema,
 ) -> Iterator[pa.RecordBatch]:
     """The rows of ``table`` in one landed segment, decoded by the batch ETL's per-file pass."""
-    from nuro_ml.etl.job import path_keys
+    from nuro_ml.etl.layout import PathTemplate
     from nuro_ml.etl.process import FileTask, process_file
 
-    try:
-        day, vehicle, drive = path_keys(path.as_posix())
-    except ValueError as err:
-        log.warning("Skipping landed segment %s: %s", name, err)
+    # Segments land in the batch's default (hive) layout, named relative to the landing root.
+    keys = PathTemplate.of("hive").match(name)
+    if keys is None:
+        log.warning("Skipping landed segment %s: not under date=YYYY-MM-DD/vehicle=<id>/<segment>.mcap", name)
         return
+    day, vehicle, drive = keys["date"], keys["vehicle"], keys["drive"]
     staging = tempfile.mkdtemp(prefix="nuro-stream-segment-")
     try:
         task = FileTask(
