@@ -44,21 +44,18 @@ def quota_from_row(row: Row[Any]) -> Quota:
     The milli-GPU columns count while they were written with the row's ``updated_at``: rows
     from before version 4, and rows a release before it changed since, read as whole GPUs.
     """
+    names = ("nominal", "borrowing_limit", "lending_limit")
     written_at = getattr(row, "milli_updated_at", None)
-    if written_at is None or written_at != row.updated_at or row.nominal_milli is None:
-        return Quota(
-            team=row.team,
-            pool=row.pool,
-            nominal=row.nominal,
-            borrowing_limit=row.borrowing_limit,
-            lending_limit=row.lending_limit,
-        )
+    if written_at is not None and written_at == row.updated_at and row.nominal_milli is not None:
+        milli = [getattr(row, f"{name}_milli") for name in names]
+    else:
+        milli = [None if getattr(row, name) is None else getattr(row, name) * MILLI for name in names]
     return Quota(
         team=row.team,
         pool=row.pool,
-        nominal=gpus_from_milli(row.nominal_milli),
-        borrowing_limit=_gpus(row.borrowing_limit_milli),
-        lending_limit=_gpus(row.lending_limit_milli),
+        nominal=gpus_from_milli(milli[0]),
+        borrowing_limit=_gpus(milli[1]),
+        lending_limit=_gpus(milli[2]),
     )
 
 

@@ -123,14 +123,19 @@ def test_version_2_ledger_gains_the_wait_reason_columns(postgres) -> None:
         _drop_milli_quota_columns(conn)
         conn.execute(text("DELETE FROM capacity_schema_version WHERE version >= 3"))
     engine.dispose()
-    dispose_all()
-    ledger_store.MIGRATED.discard(url)
-    ledger = QuotaLedger(url)
+    ledger = _reopened(url)
     assert ledger.migrate() == [3, 4]
     assert ledger.waiting_request(request.key).wait_reason is None
     ledger.record_wait_reasons({request.key: WaitRecord(WaitReason.POOL_SHORT, "pool is short", 2)})
     stored = ledger.waiting_request(request.key)
     assert (stored.wait_reason, stored.wait_message, stored.gpus_ahead) == ("pool_short", "pool is short", 2)
+
+
+def _reopened(url: str) -> QuotaLedger:
+    """The ledger as a new process opens it: fresh engines, migrations not yet checked."""
+    dispose_all()
+    ledger_store.MIGRATED.discard(url)
+    return QuotaLedger(url)
 
 
 def _drop_milli_quota_columns(conn) -> None:
@@ -150,9 +155,7 @@ def test_version_3_ledger_gains_fractional_quotas(postgres) -> None:
         _drop_milli_quota_columns(conn)
         conn.execute(text("DELETE FROM capacity_schema_version WHERE version = 4"))
     engine.dispose()
-    dispose_all()
-    ledger_store.MIGRATED.discard(url)
-    ledger = QuotaLedger(url)
+    ledger = _reopened(url)
     assert ledger.migrate() == [4]
     quota = ledger.quotas("pg-local")[0]
     assert (quota.nominal, quota.borrowing_limit) == (3, 1) and isinstance(quota.nominal, int)
