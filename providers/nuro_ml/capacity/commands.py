@@ -79,13 +79,16 @@ def _register_quota(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     set_quota.add_argument("team")
     set_quota.add_argument("--pool", required=True)
     set_quota.add_argument(
-        "--nominal", type=non_negative_int, required=True, help="GPUs the team owns in the pool"
+        "--nominal",
+        type=_gpu_amount_arg,
+        required=True,
+        help="GPUs the team owns in the pool: whole (4), fractional (2.5) or milli-GPUs (2500m)",
     )
     set_quota.add_argument(
-        "--borrowing-limit", type=non_negative_int, default=None, help="most GPUs it may borrow"
+        "--borrowing-limit", type=_gpu_amount_arg, default=None, help="most GPUs it may borrow"
     )
     set_quota.add_argument(
-        "--lending-limit", type=non_negative_int, default=None, help="most idle GPUs it lends out"
+        "--lending-limit", type=_gpu_amount_arg, default=None, help="most idle GPUs it lends out"
     )
     set_quota.set_defaults(func=_quota_set_quota)
 
@@ -177,6 +180,18 @@ def _table(rows: list[list[str]]) -> str:
     lines.append("  " + "  ".join("-" * w for w in widths))
     lines.extend("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows[1:])
     return "\n".join(lines)
+
+
+def _gpu_amount_arg(value: str) -> int | float:
+    from nuro_ml.capacity.records import gpu_quantity
+
+    try:
+        return gpu_quantity(value, what="GPU amount")
+    except CapacityError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+_gpu_amount_arg.__name__ = "GPU amount"
 
 
 def _fmt(value: object) -> str:

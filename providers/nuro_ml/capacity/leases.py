@@ -177,7 +177,7 @@ class LeaseBook:
     ) -> Lease:
         """Write the lease and the GPU shares it holds."""
         # Borrowed GPUs are recorded in GPUs (a borrowed share counts as the GPU it is on).
-        borrowed = -(-fit.borrowed // MILLI)
+        borrowed = int(-(-fit.borrowed // MILLI))
         lease_id = f"lease-{uuid.uuid4().hex}"
         expires_at = now + timedelta(seconds=request.ttl_seconds)
         conn.execute(

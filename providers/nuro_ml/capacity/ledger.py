@@ -129,11 +129,14 @@ class QuotaLedger:
         team: str,
         pool: str,
         *,
-        nominal: int,
-        borrowing_limit: int | None = None,
-        lending_limit: int | None = None,
+        nominal: float | str,
+        borrowing_limit: float | str | None = None,
+        lending_limit: float | str | None = None,
     ) -> Quota:
-        """Set a team's quota in a pool (idempotent). The pool must be registered first."""
+        """Set a team's quota in a pool (idempotent). The pool must be registered first.
+
+        Amounts are GPUs, fractional ones included (``2.5``), or milli-GPUs (``"2500m"``).
+        """
         return self._pools.upsert_quota(
             team, pool, nominal=nominal, borrowing_limit=borrowing_limit, lending_limit=lending_limit
         )

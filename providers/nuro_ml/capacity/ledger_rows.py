@@ -7,6 +7,7 @@ as their whole GPUs (:func:`row_milli`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -22,6 +23,8 @@ from nuro_ml.capacity.records import (
     QueuedRequest,
     Quota,
     RequestState,
+    gpus_from_milli,
+    milli_of,
 )
 
 
@@ -31,14 +34,40 @@ def row_milli(row: Any) -> int:
     return int(row.gpus) * MILLI if milli is None else int(milli)
 
 
+def _gpus(milli: int | None) -> int | float | None:
+    return None if milli is None else gpus_from_milli(milli)
+
+
 def quota_from_row(row: Row[Any]) -> Quota:
+    """A quota row as GPUs: fractional from the milli-GPU columns, whole where they do not count.
+
+    The milli-GPU columns count while they were written with the row's ``updated_at``: rows
+    from before version 4, and rows a release before it changed since, read as whole GPUs.
+    """
+    names = ("nominal", "borrowing_limit", "lending_limit")
+    written_at = getattr(row, "milli_updated_at", None)
+    if written_at is not None and written_at == row.updated_at and row.nominal_milli is not None:
+        milli = [getattr(row, f"{name}_milli") for name in names]
+    else:
+        milli = [None if getattr(row, name) is None else getattr(row, name) * MILLI for name in names]
     return Quota(
         team=row.team,
         pool=row.pool,
-        nominal=row.nominal,
-        borrowing_limit=row.borrowing_limit,
-        lending_limit=row.lending_limit,
+        nominal=gpus_from_milli(milli[0]),
+        borrowing_limit=_gpus(milli[1]),
+        lending_limit=_gpus(milli[2]),
     )
+
+
+def quota_columns(quota: Quota, updated_at: datetime) -> dict[str, Any]:
+    """The quota's row values: milli-GPUs, and whole GPUs rounded down for older releases."""
+    columns: dict[str, Any] = {"updated_at": updated_at, "milli_updated_at": updated_at}
+    for name in ("nominal", "borrowing_limit", "lending_limit"):
+        value = getattr(quota, name)
+        milli = None if value is None else milli_of(value)
+        columns[f"{name}_milli"] = milli
+        columns[name] = None if milli is None else milli // MILLI
+    return columns
 
 
 def milli_quota(quota: Quota) -> Quota:
@@ -46,9 +75,9 @@ def milli_quota(quota: Quota) -> Quota:
     return Quota(
         team=quota.team,
         pool=quota.pool,
-        nominal=quota.nominal * MILLI,
-        borrowing_limit=None if quota.borrowing_limit is None else quota.borrowing_limit * MILLI,
-        lending_limit=None if quota.lending_limit is None else quota.lending_limit * MILLI,
+        nominal=milli_of(quota.nominal),
+        borrowing_limit=None if quota.borrowing_limit is None else milli_of(quota.borrowing_limit),
+        lending_limit=None if quota.lending_limit is None else milli_of(quota.lending_limit),
     )
 
 

@@ -171,7 +171,8 @@ class Fit(StrEnum):
 class FitResult:
     fit: Fit
     reason: str = ""
-    borrowed: int = 0
+    #: Borrowed amount (in the usage's unit; fractional with fractional quotas in GPUs).
+    borrowed: int | float = 0
 
 
 @dataclass
@@ -206,7 +207,7 @@ class PoolUsage:
         if self.observed_left is not None:
             self.observed_left -= gpus
 
-    def room_for(self, team: str, quotas: Mapping[str, Quota]) -> int:
+    def room_for(self, team: str, quotas: Mapping[str, Quota]) -> int | float:
         """GPUs ``team`` could take now: free capacity minus other teams' idle guaranteed quota."""
         reserved = sum(
             max(0, quota.guaranteed - self.by_team.get(other, 0))
@@ -241,7 +242,7 @@ def check_fit(
     ceiling = min(limit, usage.capacity - guaranteed_elsewhere)
     unit = usage.unit
 
-    def g(amount: int) -> str:
+    def g(amount: float) -> str:
         return gpu_amount(amount, unit)
 
     if gpus > ceiling:
@@ -277,7 +278,7 @@ class Admission:
     team: str
     pool: str
     gpus: int
-    borrowed: int
+    borrowed: int | float
     kind: str
 
 
@@ -314,7 +315,7 @@ def dominant_shares(
     is the largest of those, divided by its entitlement (its nominal GPUs over all capacity).
     """
     total_capacity = sum(p.capacity for p in snapshot.pools.values()) or 1
-    nominal: dict[str, int] = {}
+    nominal: dict[str, float] = {}
     for (team, _pool), quota in snapshot.quotas.items():
         nominal[team] = nominal.get(team, 0) + quota.nominal
     shares: dict[str, float] = {}

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, and_, select, update
 
 from nuro_ml.capacity import schema
-from nuro_ml.capacity.ledger_rows import quota_from_row
+from nuro_ml.capacity.ledger_rows import quota_columns, quota_from_row
 from nuro_ml.capacity.ledger_store import LedgerStore, chunks, lock_pool, upsert
 from nuro_ml.capacity.placement import NodeSpec, NodeState, Share, node_states
-from nuro_ml.capacity.records import LeaseState, Pool, Quota
+from nuro_ml.capacity.records import LeaseState, Pool, Quota, gpu_quantity
 from nuro_ml.exceptions import CapacityError
 
 
@@ -46,18 +46,24 @@ class PoolRegistry:
         team: str,
         pool: str,
         *,
-        nominal: int,
-        borrowing_limit: int | None = None,
-        lending_limit: int | None = None,
+        nominal: float | str,
+        borrowing_limit: float | str | None = None,
+        lending_limit: float | str | None = None,
     ) -> Quota:
+        """Create or change a team's quota; amounts in GPUs (``2.5``) or milli-GPUs (``"2500m"``)."""
         if not team:
             raise CapacityError("team name must not be empty")
+        where = f"quota {team!r}/{pool!r}"
         quota = Quota(
             team=team,
             pool=pool,
-            nominal=int(nominal),
-            borrowing_limit=None if borrowing_limit is None else int(borrowing_limit),
-            lending_limit=None if lending_limit is None else int(lending_limit),
+            nominal=gpu_quantity(nominal, what=f"{where}: nominal"),
+            borrowing_limit=None
+            if borrowing_limit is None
+            else gpu_quantity(borrowing_limit, what=f"{where}: borrowing_limit"),
+            lending_limit=None
+            if lending_limit is None
+            else gpu_quantity(lending_limit, what=f"{where}: lending_limit"),
         )
         with self.store.write() as conn:
             if lock_pool(conn, pool) is None:
@@ -68,14 +74,7 @@ class PoolRegistry:
             upsert(
                 conn,
                 schema.quotas,
-                {
-                    "team": team,
-                    "pool": pool,
-                    "nominal": quota.nominal,
-                    "borrowing_limit": quota.borrowing_limit,
-                    "lending_limit": quota.lending_limit,
-                    "updated_at": self.store.now(),
-                },
+                {"team": team, "pool": pool, **quota_columns(quota, self.store.now())},
                 ["team", "pool"],
             )
         return quota

@@ -41,6 +41,42 @@ class RequestState(StrEnum):
         return self is not RequestState.WAITING
 
 
+def gpus_from_milli(milli: int) -> int | float:
+    """Milli-GPUs as GPUs: whole amounts stay integers (2), shares do not (2.5)."""
+    return milli // MILLI if milli % MILLI == 0 else milli / MILLI
+
+
+def gpu_quantity(value: object, *, what: str) -> int | float:
+    """A GPU amount as users write it: GPUs (``4``, ``2.5``, ``"2.5"``) or milli-GPUs (``"2500m"``).
+
+    Whole amounts come back as ``int``. The ledger counts milli-GPUs, so anything finer than
+    one milli-GPU, negative, or not a number is refused with ``what`` in the message.
+    """
+    if isinstance(value, bool):
+        raise CapacityError(f"{what}: expected a number of GPUs, got {value!r}")
+    text = value.strip() if isinstance(value, str) else value
+    try:
+        if isinstance(text, str) and text.endswith("m"):
+            milli = float(text[:-1])
+        elif isinstance(text, (int, float, str)):
+            milli = float(text) * MILLI
+        else:
+            raise TypeError(text)
+    except (TypeError, ValueError):
+        raise CapacityError(f"{what}: expected GPUs (4, 2.5) or milli-GPUs (2500m), got {value!r}") from None
+    if not math.isfinite(milli) or milli < 0:
+        raise CapacityError(f"{what}: must be a non-negative number of GPUs, got {value!r}")
+    whole_milli = round(milli)
+    if abs(milli - whole_milli) > 1e-6:
+        raise CapacityError(f"{what}: GPU amounts are counted in milli-GPUs (0.001 GPU), got {value!r}")
+    return gpus_from_milli(whole_milli)
+
+
+def milli_of(gpus: float) -> int:
+    """GPUs (whole or fractional) as milli-GPUs."""
+    return round(gpus * MILLI)
+
+
 def lease_key(key: TaskKey) -> str:
     """Idempotency key of a task instance's lease: a retry of the same task gets the same key."""
     return key.format()
@@ -71,13 +107,14 @@ class Quota:
     ``nominal`` GPUs are the team's own; up to ``borrowing_limit`` more may be borrowed from
     other teams' idle nominal quota (``None``: no limit beyond the pool); at most
     ``lending_limit`` of the team's idle nominal quota may be lent out (``None``: all of it).
+    Amounts may be fractional (2.5 GPUs): the ledger stores them in milli-GPUs.
     """
 
     team: str
     pool: str
-    nominal: int
-    borrowing_limit: int | None = None
-    lending_limit: int | None = None
+    nominal: int | float
+    borrowing_limit: int | float | None = None
+    lending_limit: int | float | None = None
 
     def __post_init__(self) -> None:
         if self.nominal < 0:
@@ -95,11 +132,11 @@ class Quota:
             )
 
     @property
-    def guaranteed(self) -> int:
+    def guaranteed(self) -> int | float:
         """GPUs of the nominal quota that are never lent to other teams."""
         return 0 if self.lending_limit is None else self.nominal - self.lending_limit
 
-    def limit(self, pool_capacity: int) -> int:
+    def limit(self, pool_capacity: float) -> int | float:
         """Most GPUs the team may hold in the pool at once, borrowing included."""
         if self.borrowing_limit is None:
             return max(self.nominal, pool_capacity)

@@ -75,10 +75,19 @@ quotas = Table(
     metadata,
     Column("team", String(128), primary_key=True),
     Column("pool", String(128), ForeignKey("capacity_pools.name"), primary_key=True),
+    # Whole GPUs, rounded down: what releases before version 4 read.
     Column("nominal", Integer, nullable=False),
     Column("borrowing_limit", Integer, nullable=True),
     Column("lending_limit", Integer, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Since version 4: the same amounts in milli-GPUs (quotas of 2.5 GPUs), and the
+    # ``updated_at`` they were written with. A release before version 4 that changes the row
+    # writes the whole-GPU columns and ``updated_at`` alone: the milli values then no longer
+    # match and are not read (nuro_ml.capacity.ledger_rows.quota_from_row).
+    Column("nominal_milli", Integer, nullable=True),
+    Column("borrowing_limit_milli", Integer, nullable=True),
+    Column("lending_limit_milli", Integer, nullable=True),
+    Column("milli_updated_at", UTCDateTime, nullable=True),
 )
 
 leases = Table(
@@ -184,6 +193,18 @@ _V3_COLUMNS = {
 }
 
 
+_V4_COLUMNS = {
+    "capacity_quotas": (
+        "nominal_milli INTEGER",
+        "borrowing_limit_milli INTEGER",
+        "lending_limit_milli INTEGER",
+        # TIMESTAMP: PostgreSQL's name; SQLite takes any type name and SQLAlchemy reads the
+        # column by the table's definition above.
+        "milli_updated_at TIMESTAMP",
+    ),
+}
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -220,11 +241,24 @@ def _wait_reasons(conn: Connection) -> None:
     _add_columns(conn, _V3_COLUMNS)
 
 
+def _milli_quotas(conn: Connection) -> None:
+    """Version 4: quotas in milli-GPUs (existing quotas: their whole GPUs)."""
+    _add_columns(conn, _V4_COLUMNS)
+    conn.execute(
+        text(
+            "UPDATE capacity_quotas SET nominal_milli = nominal * 1000, "
+            "borrowing_limit_milli = borrowing_limit * 1000, lending_limit_milli = lending_limit * 1000, "
+            "milli_updated_at = updated_at WHERE nominal_milli IS NULL"
+        )
+    )
+
+
 #: Append-only: never edit an applied migration, add the next version instead.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "pools, quotas, leases, requests", _initial),
     Migration(2, "nodes, lease shares, milli-GPU amounts", _nodes_and_milli),
     Migration(3, "wait reason, message and GPUs ahead of waiting requests", _wait_reasons),
+    Migration(4, "quotas in milli-GPUs", _milli_quotas),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

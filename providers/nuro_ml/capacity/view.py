@@ -28,7 +28,16 @@ from pydantic import BaseModel
 
 from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.policy import PolicyConfig, decide, get_policy
-from nuro_ml.capacity.records import MILLI, Lease, LeaseState, Pool, QueuedRequest, Quota, RequestState
+from nuro_ml.capacity.records import (
+    MILLI,
+    Lease,
+    LeaseState,
+    Pool,
+    QueuedRequest,
+    Quota,
+    RequestState,
+    gpus_from_milli,
+)
 from nuro_ml.capacity.stats import percentile
 from nuro_ml.task_key import TaskKey
 
@@ -62,12 +71,14 @@ class PoolView(BaseModel):
 
 
 class QuotaView(BaseModel):
+    """A team's quota in a pool and its use, in GPUs (fractional where they are: 2.5)."""
+
     team: str
     pool: str
-    nominal: int
-    borrowing_limit: int | None
-    lending_limit: int | None
-    limit: int
+    nominal: int | float
+    borrowing_limit: int | float | None
+    lending_limit: int | float | None
+    limit: int | float
     used: int | float
     borrowed: int
 
@@ -264,9 +275,8 @@ def _recent_leases(source: QuotaLedger, window_start: datetime, active: Iterable
     return list(leases.values())
 
 
-def gpu_amount(milli: int) -> int | float:
-    """Milli-GPUs as GPUs for display: whole numbers stay integers (2), shares do not (0.25)."""
-    return milli // MILLI if milli % MILLI == 0 else milli / MILLI
+#: Milli-GPUs as GPUs for display: whole numbers stay integers (2), shares do not (0.25).
+gpu_amount = gpus_from_milli
 
 
 def _pool_view(

@@ -8,6 +8,7 @@ from typing import Any
 from nuro_ml.exceptions import RayJobSpecInvalidError
 from nuro_ml.kube.crds import RAYJOB_KIND, rayjob_crd
 from nuro_ml.kube.schema import SchemaViolation, schema_for
+from nuro_ml.kube.topology import validate_kueue_topology
 from nuro_ml.kube.validation import (
     validate_kueue_constraints,
     validate_object_meta,
@@ -43,6 +44,7 @@ def rayjob_violations(
     found.extend(validate_object_meta(normalized.get("metadata") or {}))
     found.extend(validate_rayjob_semantics(normalized))
     found.extend(validate_kueue_constraints(normalized))
+    found.extend(validate_kueue_topology(normalized))
     unique = {(v.path, v.message): v for v in found}
     return normalized, sorted(unique.values(), key=lambda v: (v.path, v.message))
 

@@ -42,7 +42,7 @@ def is_dns1123_subdomain(value: str) -> bool:
     return len(value) <= 253 and bool(_DNS1123_SUBDOMAIN.match(value))
 
 
-def _label_key_problem(key: str) -> str | None:
+def label_key_problem(key: str) -> str | None:
     prefix, _, name = key.rpartition("/")
     if prefix and not is_dns1123_subdomain(prefix):
         return "prefix must be a DNS-1123 subdomain"
@@ -67,7 +67,7 @@ def validate_object_meta(metadata: Mapping[str, Any], *, path: str = "metadata")
             _v(f"{path}.namespace", f"Invalid value: {namespace!r}: must be a lowercase RFC 1123 label")
         )
     for key, value in (metadata.get("labels") or {}).items():
-        problem = _label_key_problem(str(key))
+        problem = label_key_problem(str(key))
         if problem:
             found.append(_v(f"{path}.labels", f"Invalid value: {key!r}: {problem}"))
         if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
@@ -79,7 +79,7 @@ def validate_object_meta(metadata: Mapping[str, Any], *, path: str = "metadata")
                 )
             )
     for key, value in (metadata.get("annotations") or {}).items():
-        problem = _label_key_problem(str(key))
+        problem = label_key_problem(str(key))
         if problem:
             found.append(_v(f"{path}.annotations", f"Invalid value: {key!r}: {problem}"))
         if not isinstance(value, str):

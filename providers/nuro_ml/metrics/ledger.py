@@ -32,6 +32,7 @@ from sqlalchemy import ColumnElement, Connection, and_, case, func, literal, or_
 
 from nuro_ml.capacity import schema
 from nuro_ml.capacity.ledger import QuotaLedger
+from nuro_ml.capacity.ledger_rows import quota_from_row
 from nuro_ml.capacity.policy import PolicyConfig, Snapshot, decide
 from nuro_ml.capacity.reasons import WaitReason, classify
 from nuro_ml.capacity.records import LeaseState, RequestState
@@ -143,10 +144,10 @@ class LedgerCollector(Collector):
 
         quota_nominal = _family(cat.QUOTA_NOMINAL)
         quota_borrowing = _family(cat.QUOTA_BORROWING)
-        for row in sorted(quota_rows, key=lambda r: (r.team, r.pool)):
-            quota_nominal.add_metric([row.team, row.pool], float(row.nominal))
-            if row.borrowing_limit is not None:
-                quota_borrowing.add_metric([row.team, row.pool], float(row.borrowing_limit))
+        for quota in sorted(map(quota_from_row, quota_rows), key=lambda q: (q.team, q.pool)):
+            quota_nominal.add_metric([quota.team, quota.pool], float(quota.nominal))
+            if quota.borrowing_limit is not None:
+                quota_borrowing.add_metric([quota.team, quota.pool], float(quota.borrowing_limit))
 
         capacity = _family(cat.POOL_CAPACITY)
         for pool in pools.values():

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from nuro_ml.capacity.ledger import QuotaLedger
-from nuro_ml.capacity.records import lease_key
+from nuro_ml.capacity.records import gpu_quantity, lease_key
 from nuro_ml.exceptions import CapacityError
 from nuro_ml.task_key import TaskKey
 
@@ -31,6 +31,12 @@ def _int_or_none(where: str, field: str, value: Any) -> int | None:
     return int(number)
 
 
+def _gpus_or_none(where: str, field: str, value: Any) -> int | float | None:
+    if value is None or value == "":
+        return None
+    return gpu_quantity(value, what=f"{where}: {field}")
+
+
 class GpuQuotaOperator(BaseOperator):
     """
     Register GPU pools and team quotas in the ledger (idempotent: re-running changes nothing).
@@ -45,7 +51,8 @@ class GpuQuotaOperator(BaseOperator):
     :param pools: Pools to register, each ``{"name": ..., "capacity": ..., "gpu_type": ...}``;
         ``capacity`` may be a template rendering to an integer. (templated)
     :param quotas: Team quotas, each ``{"team": ..., "pool": ..., "nominal": ...,
-        "borrowing_limit": ..., "lending_limit": ...}`` (limits optional). (templated)
+        "borrowing_limit": ..., "lending_limit": ...}`` (limits optional); amounts in GPUs,
+        fractional ones included (``2.5``), or milli-GPUs (``"2500m"``). (templated)
     :param ledger_url: Ledger URL; ``None`` uses ``nuro_ml.settings.ledger_url()``. (templated)
     """
 
@@ -88,9 +95,9 @@ class GpuQuotaOperator(BaseOperator):
                 (
                     str(spec["team"]),
                     str(spec["pool"]),
-                    _int_or_none(where, f"quotas[{index}].nominal", spec["nominal"]) or 0,
-                    _int_or_none(where, f"quotas[{index}].borrowing_limit", spec.get("borrowing_limit")),
-                    _int_or_none(where, f"quotas[{index}].lending_limit", spec.get("lending_limit")),
+                    _gpus_or_none(where, f"quotas[{index}].nominal", spec["nominal"]) or 0,
+                    _gpus_or_none(where, f"quotas[{index}].borrowing_limit", spec.get("borrowing_limit")),
+                    _gpus_or_none(where, f"quotas[{index}].lending_limit", spec.get("lending_limit")),
                 )
             )
         for name, capacity, gpu_type in pools:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from airflow.sdk import BaseOperator
 
-from nuro_ml.capacity.pinning import lease_from_xcom, pin_rayjob_manifest
+from nuro_ml.capacity.pinning import lease_from_xcom, pin_kueue_topology, pin_rayjob_manifest
 from nuro_ml.exceptions import KubeRayJobError, RayJobAlreadyExistsError, RayJobSpecInvalidError
 from nuro_ml.hooks.kuberay import KubeRayHook, KubeRayHookProtocol
 from nuro_ml.kube.manifest import validate_rayjob_manifest
@@ -75,7 +75,11 @@ class KubeRayJobOperator(BaseOperator):
         a RayJob may queue in Kueue and train for hours.
     :param lease_task_id: task id of the GPU-capacity sensor whose lease the job runs under:
         every GPU pod gets a required node affinity on the lease's nodes
-        (``kubernetes.io/hostname``), so it runs where the gate counted it. (templated)
+        (``kubernetes.io/hostname``), so it runs where the gate counted it. With a Kueue queue
+        (``queue_name`` or the ``kueue.x-k8s.io/queue-name`` label), each GPU pod set also gets
+        Kueue's topology-aware scheduling request at the level the lease was placed at: one
+        host for a one-node lease, one host per node's slice of pods for an even multi-node
+        lease. A topology request already on a pod template is kept. (templated)
     """
 
     template_fields: Sequence[str] = (
@@ -158,7 +162,8 @@ class KubeRayJobOperator(BaseOperator):
     def build_manifest(self, context: Context) -> dict[str, Any]:
         """The validated RayJob for this task instance (raises before any API call if invalid).
 
-        Under a GPU lease (``lease_task_id``) every GPU pod requires the lease's nodes.
+        Under a GPU lease (``lease_task_id``) every GPU pod requires the lease's nodes and, in a
+        Kueue queue, every GPU pod set carries the lease's topology request.
         """
         manifest = self._build_manifest(context)
         if not self.lease_task_id:
@@ -169,7 +174,10 @@ class KubeRayJobOperator(BaseOperator):
         if placement is None:
             return manifest
         self.log.info("Pinning GPU pods to lease %s nodes %s", placement.lease_id, ",".join(placement.nodes))
-        return validate_rayjob_manifest(pin_rayjob_manifest(manifest, placement.nodes))
+        pinned = pin_rayjob_manifest(manifest, placement.nodes)
+        for pod_set, request in pin_kueue_topology(pinned, placement).items():
+            self.log.info("Kueue topology request of pod set %s: %s", pod_set, request.annotations())
+        return validate_rayjob_manifest(pinned)
 
     def _build_manifest(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]

@@ -25,10 +25,11 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from nuro_ml.capacity import view
 from nuro_ml.capacity.policy import POLICIES
+from nuro_ml.capacity.records import gpu_quantity
 from nuro_ml.exceptions import CapacityError
 from nuro_ml.metrics.endpoint import create_router as metrics_router
 from nuro_ml.ui import auth, capacity_data
@@ -63,16 +64,31 @@ class QuotaBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    nominal: int = Field(ge=0, le=100_000, description="GPUs the team is entitled to.")
-    borrowing_limit: int | None = Field(
+    nominal: int | float = Field(
+        ge=0,
+        le=100_000,
+        description='GPUs the team is entitled to: whole (4), fractional (2.5) or milli-GPUs ("2500m").',
+    )
+    borrowing_limit: int | float | None = Field(
         default=None,
         ge=0,
         le=100_000,
         description="Extra GPUs it may borrow from idle quota (null: no limit).",
     )
-    lending_limit: int | None = Field(
+    lending_limit: int | float | None = Field(
         default=None, ge=0, le=100_000, description="Idle GPUs of its quota others may borrow (null: all)."
     )
+
+    @field_validator("nominal", "borrowing_limit", "lending_limit", mode="before")
+    @classmethod
+    def _gpu_amount(cls, value: Any, info: ValidationInfo) -> Any:
+        # The ledger counts milli-GPUs: 2.5 and "2500m" are the same quota, 2.0001 is none.
+        if value is None:
+            return None
+        try:
+            return gpu_quantity(value, what=str(info.field_name))
+        except CapacityError as err:
+            raise ValueError(str(err)) from None
 
     @model_validator(mode="after")
     def _lending_within_nominal(self) -> QuotaBody:

@@ -41,7 +41,12 @@ def overview(
 
 
 def set_quota(
-    team: str, pool: str, *, nominal: int, borrowing_limit: int | None, lending_limit: int | None
+    team: str,
+    pool: str,
+    *,
+    nominal: float,
+    borrowing_limit: float | None,
+    lending_limit: float | None,
 ) -> Quota:
     """Create or change a team's quota in a pool (the pool must exist)."""
     return ledger().upsert_quota(

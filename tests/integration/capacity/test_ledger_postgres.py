@@ -50,7 +50,7 @@ def test_fresh_database_is_migrated_once_by_concurrent_openers(postgres) -> None
     with engine.connect() as conn:
         versions = conn.execute(text("SELECT version FROM capacity_schema_version")).scalars().all()
     engine.dispose()
-    assert versions == [1, 2, 3]
+    assert versions == [1, 2, 3, 4]
 
 
 def test_lease_lifecycle_on_postgres(pg_ledger_url: str) -> None:
@@ -115,18 +115,55 @@ def test_version_2_ledger_gains_the_wait_reason_columns(postgres) -> None:
     ledger.upsert_quota("perception", "pg-local", nominal=4)
     request = LeaseRequest(key="dag/run/task/-1", team="perception", pool="pg-local", gpus=2)
     ledger.enqueue(request)
-    # Back to version 2, as a ledger written by the previous release.
+    # Back to version 2, as a ledger written by an earlier release.
     engine = create_engine(url)
     with engine.begin() as conn:
         for column in ("wait_reason", "wait_message", "gpus_ahead"):
             conn.execute(text(f"ALTER TABLE capacity_requests DROP COLUMN {column}"))
-        conn.execute(text("DELETE FROM capacity_schema_version WHERE version = 3"))
+        _drop_milli_quota_columns(conn)
+        conn.execute(text("DELETE FROM capacity_schema_version WHERE version >= 3"))
     engine.dispose()
-    dispose_all()
-    ledger_store.MIGRATED.discard(url)
-    ledger = QuotaLedger(url)
-    assert ledger.migrate() == [3]
+    ledger = _reopened(url)
+    assert ledger.migrate() == [3, 4]
     assert ledger.waiting_request(request.key).wait_reason is None
     ledger.record_wait_reasons({request.key: WaitRecord(WaitReason.POOL_SHORT, "pool is short", 2)})
     stored = ledger.waiting_request(request.key)
     assert (stored.wait_reason, stored.wait_message, stored.gpus_ahead) == ("pool_short", "pool is short", 2)
+
+
+def _reopened(url: str) -> QuotaLedger:
+    """The ledger as a new process opens it: fresh engines, migrations not yet checked."""
+    dispose_all()
+    ledger_store.MIGRATED.discard(url)
+    return QuotaLedger(url)
+
+
+def _drop_milli_quota_columns(conn) -> None:
+    for column in ("nominal_milli", "borrowing_limit_milli", "lending_limit_milli", "milli_updated_at"):
+        conn.execute(text(f"ALTER TABLE capacity_quotas DROP COLUMN {column}"))
+
+
+def test_version_3_ledger_gains_fractional_quotas(postgres) -> None:
+    url = postgres.create_database("ledger_migrate_v4")
+    dispose_all()
+    ledger = QuotaLedger(url)
+    ledger.upsert_pool("pg-local", capacity=4)
+    ledger.upsert_quota("perception", "pg-local", nominal=3, borrowing_limit=1)
+    # Back to version 3: quotas in whole GPUs only.
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        _drop_milli_quota_columns(conn)
+        conn.execute(text("DELETE FROM capacity_schema_version WHERE version = 4"))
+    engine.dispose()
+    ledger = _reopened(url)
+    assert ledger.migrate() == [4]
+    quota = ledger.quotas("pg-local")[0]
+    assert (quota.nominal, quota.borrowing_limit) == (3, 1) and isinstance(quota.nominal, int)
+    ledger.upsert_quota("perception", "pg-local", nominal="2500m", borrowing_limit=0)
+    assert ledger.quotas("pg-local")[0].nominal == 2.5
+    request = LeaseRequest(key="dag/run/task/-1", team="perception", pool="pg-local", gpus=2)
+    assert ledger.try_acquire(request) is not None
+    share = LeaseRequest(key="dag/run/share/-1", team="perception", pool="pg-local", gpus=1, gpu_share=500)
+    assert ledger.try_acquire(share) is not None
+    more = LeaseRequest(key="dag/run/more/-1", team="perception", pool="pg-local", gpus=1, gpu_share=100)
+    assert ledger.try_acquire(more) is None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import threading
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import yaml
@@ -166,6 +168,46 @@ def test_kueue_admission_observed_by_the_trigger(kube_api: KubeApiStandIn, conn_
     outcome = run_task(make_operator(conn_id, gpu_spec("python queued.py", queue_name="team-perception")), ti)
     assert outcome.error is None
     assert outcome.result["status"]["jobDeploymentStatus"] == "Complete"
+
+
+@dataclass
+class LeasedTaskInstance(TaskInstanceStub):
+    """A task instance downstream of the GPU-capacity sensor: its lease XCom can be pulled."""
+
+    lease: dict[str, Any] | None = None
+
+    def xcom_pull(self, task_ids: str, key: str) -> Any:
+        return self.lease if (task_ids, key) == ("wait_for_gpus", "lease") else None
+
+
+def test_leased_job_in_a_kueue_queue_carries_the_lease_topology(kube_api: KubeApiStandIn, conn_id: str):
+    shares = [["gpu-node-a", gpu, 1000] for gpu in range(8)]
+    ti = LeasedTaskInstance(
+        lease={"lease_id": "lease-1", "gpus": 8, "node_names": ["gpu-node-a"], "shares": shares}
+    )
+    kube_api.script("python queued.py", JobScript(admit_after_s=None))
+    spec = gpu_spec("python queued.py", queue_name="team-perception")
+    op = make_operator(conn_id, spec, lease_task_id="wait_for_gpus")
+    name = expected_name(ti)
+
+    with pytest.raises(TaskDeferred):
+        op.execute({"ti": ti})
+    # As the API server stored it, after checking it against the RayJob CRD.
+    stored = kube_api.rayjob(name, "ml")
+    cluster = stored["spec"]["rayClusterSpec"]
+    workers = cluster["workerGroupSpecs"][0]["template"]
+    assert workers["metadata"]["annotations"] == {
+        "kueue.x-k8s.io/podset-required-topology": "kubernetes.io/hostname"
+    }
+    terms = workers["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchExpressions"] == [
+        {"key": "kubernetes.io/hostname", "operator": "In", "values": ["gpu-node-a"]}
+    ]
+    assert "annotations" not in (cluster["headGroupSpec"]["template"].get("metadata") or {})
+
+    kube_api.admit(name, "ml")
+    outcome = run_task(op, ti)
+    assert outcome.error is None and outcome.result["status"]["jobStatus"] == "SUCCEEDED"
 
 
 def test_invalid_spec_is_rejected_before_any_api_call(kube_api: KubeApiStandIn, conn_id: str, ti):

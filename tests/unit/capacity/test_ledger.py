@@ -52,7 +52,7 @@ def test_quota_needs_a_registered_pool(ledger: QuotaLedger):
 
 
 def test_schema_is_versioned_and_migrates_once(ledger: QuotaLedger):
-    assert ledger.schema_version() == schema.LATEST_VERSION == 3
+    assert ledger.schema_version() == schema.LATEST_VERSION == 4
     assert QuotaLedger(ledger.url).migrate() == []
 
 

@@ -23,6 +23,7 @@ from tests.unit.capacity.node_checks import (
     setup_node_pool,
     steps_strategy,
 )
+from tests.unit.capacity.old_schemas import V1_QUOTAS
 
 
 def ask(key: str, gpus: int, nodes: int = 1, share: int = MILLI, model: str | None = None) -> LeaseRequest:
@@ -106,7 +107,9 @@ def test_lease_shares_survive_reads_and_retries(node_ledger: QuotaLedger) -> Non
 
 
 #: The lease and request tables as schema version 1 created them.
-V1_TABLES = """
+V1_TABLES = (
+    V1_QUOTAS
+    + """;
 CREATE TABLE capacity_leases (
     lease_id VARCHAR(64) PRIMARY KEY, request_key VARCHAR(512) NOT NULL, active_key VARCHAR(512) UNIQUE,
     team VARCHAR(128) NOT NULL, pool VARCHAR(128) NOT NULL, gpus INTEGER NOT NULL, nodes INTEGER NOT NULL,
@@ -120,13 +123,14 @@ CREATE TABLE capacity_requests (
     stale_after_seconds FLOAT NOT NULL, enqueued_at DATETIME NOT NULL, last_seen_at DATETIME NOT NULL,
     deadline DATETIME, admitted_at DATETIME, ended_at DATETIME, lease_id VARCHAR(64))
 """
+)
 
 
 def test_version_1_ledger_migrates_keeping_its_leases(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'v1.db'}"
     engine = create_engine(url)
     with engine.begin() as conn:
-        schema.metadata.create_all(conn, tables=[schema.schema_version, schema.pools, schema.quotas])
+        schema.metadata.create_all(conn, tables=[schema.schema_version, schema.pools])
         for statement in V1_TABLES.split(";"):
             conn.execute(text(statement))
         conn.execute(text("INSERT INTO capacity_schema_version VALUES (1, 'v1', '2026-01-01 00:00:00')"))
@@ -144,7 +148,7 @@ def test_version_1_ledger_migrates_keeping_its_leases(tmp_path: Path) -> None:
     dispose_all()
     ledger_store.MIGRATED.discard(url)
     ledger = QuotaLedger(url)
-    assert ledger.migrate() == [2, 3]
+    assert ledger.migrate() == [2, 3, 4]
     old = ledger.lease("lease-old")
     assert old is not None and (old.gpus, old.milli, old.shares) == (3, 3000, ())
     # The old lease still counts: 1 of 4 GPUs is left.

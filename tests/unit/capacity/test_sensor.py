@@ -232,6 +232,20 @@ def test_quota_operator_registers_idempotently_and_validates_first(ledger_url: s
         bad.execute({"ti": FakeTaskInstance(task_id="register")})
     # Nothing of the bad input was written.
     assert QuotaLedger(ledger_url).pool("local").capacity == 4
+    fractional = GpuQuotaOperator(
+        task_id="register",
+        quotas=[{"team": "planning", "pool": "local", "nominal": "1.5", "lending_limit": "500m"}],
+        ledger_url=ledger_url,
+    )
+    assert fractional.execute({"ti": FakeTaskInstance(task_id="register")})["quotas"][0]["nominal"] == 1.5
+    assert {q.team: q.lending_limit for q in QuotaLedger(ledger_url).quotas("local")}["planning"] == 0.5
+    finer = GpuQuotaOperator(
+        task_id="register",
+        quotas=[{"team": "planning", "pool": "local", "nominal": 1.0001}],
+        ledger_url=ledger_url,
+    )
+    with pytest.raises(CapacityError, match=r"quotas\[0\]\.nominal: GPU amounts are counted in milli-GPUs"):
+        finer.execute({"ti": FakeTaskInstance(task_id="register")})
 
 
 def test_poke_logs_why_it_waits_once_per_change_and_stores_it(

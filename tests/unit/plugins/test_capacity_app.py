@@ -270,11 +270,30 @@ def test_admin_sets_and_removes_a_quota(client, tokens, changed_ledger_url):
     assert client.delete("/api/quotas/a100/planning", headers=bearer(tokens["admin"])).status_code == 404
 
 
+def test_admin_sets_a_fractional_quota_shown_on_the_page(client, tokens, changed_ledger_url):
+    admin = bearer(tokens["admin"])
+    response = client.put(
+        "/api/quotas/a100/planning", json={"nominal": 2.5, "borrowing_limit": "500m"}, headers=admin
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["nominal"], body["borrowing_limit"], body["limit"]) == (2.5, 0.5, 3)
+    assert {q.team: q.nominal for q in QuotaLedger(changed_ledger_url).quotas("a100")}["planning"] == 2.5
+    page = client.get("/capacity", headers=admin).text
+    row = page[page.index('<tr data-team="planning" data-pool="a100">') :]
+    assert '<td class="num">2.5</td>' in row[: row.index("</tr>")]
+    assert 'data-nominal="2.5"' in row
+    # Whole GPUs stay whole numbers in the API.
+    whole = client.put("/api/quotas/a100/planning", json={"nominal": 3}, headers=admin).json()
+    assert whole["nominal"] == 3 and isinstance(whole["nominal"], int)
+
+
 @pytest.mark.parametrize(
     ("path", "body", "where"),
     [
         ("/api/quotas/a100/mapping", {"nominal": -1}, ["body", "nominal"]),
         ("/api/quotas/a100/mapping", {"nominal": "lots"}, ["body", "nominal"]),
+        ("/api/quotas/a100/mapping", {"nominal": 2.0005}, ["body", "nominal"]),
         ("/api/quotas/a100/mapping", {"nominal": 2, "lending_limit": 3}, ["body"]),
         ("/api/quotas/a100/mapping", {"nominal": 2, "borrow": 3}, ["body", "borrow"]),
         ("/api/quotas/a100/Mapping Team", {"nominal": 2}, ["path", "team"]),

@@ -10,6 +10,13 @@
     return value === "" || value === undefined ? null : Number.parseInt(value, 10);
   }
 
+  // GPU amounts: whole or fractional GPUs (2.5); the API also takes milli-GPUs ("2500m").
+  function optionalGpus(value) {
+    if (value === "" || value === undefined || value === null) return null;
+    const text = String(value).trim();
+    return text.endsWith("m") ? text : Number(text);
+  }
+
   async function send(method, path, body) {
     const response = await fetch(api + path, {
       method: method,
@@ -42,9 +49,9 @@
       const data = new FormData(form);
       const path = "/quotas/" + encodeURIComponent(data.get("pool")) + "/" + encodeURIComponent(data.get("team"));
       send("PUT", path, {
-        nominal: optionalInt(data.get("nominal")),
-        borrowing_limit: optionalInt(data.get("borrowing_limit")),
-        lending_limit: optionalInt(data.get("lending_limit")),
+        nominal: optionalGpus(data.get("nominal")),
+        borrowing_limit: optionalGpus(data.get("borrowing_limit")),
+        lending_limit: optionalGpus(data.get("lending_limit")),
       }).then(() => window.location.reload(), report);
     });
   }
