@@ -61,12 +61,19 @@ def _stream_rows(stream_dir: Path) -> pa.Table | None:
     return ds.dataset(sorted(str(f) for f in files), format="parquet").to_table()
 
 
-def read_table(output_path: str | Path, table: str, *, columns: list[str] | None = None) -> pa.Table:
+def read_table(
+    output_path: str | Path,
+    table: str,
+    *,
+    columns: list[str] | None = None,
+    time_column: str = "log_time",
+) -> pa.Table:
     """``table`` from batch and stream by the rule above, with ``date`` and ``vehicle`` columns.
 
     :param output_path: the ETL output root (batch tables and ``stream/``).
-    :param table: a mapped table that both write (e.g. ``vehicle_can``).
+    :param table: a table the stream writes, which the batch may write too (e.g. ``vehicle_can``).
     :param columns: columns to keep besides ``date`` and ``vehicle``; default those both share.
+    :param time_column: the stream rows' event time, which dates them as the batch would.
     """
     root = Path(output_path)
     batch = _batch_rows(root / table)
@@ -76,7 +83,12 @@ def read_table(output_path: str | Path, table: str, *, columns: list[str] | None
     if batch is not None:
         parts.append(batch)
     if stream is not None:
-        day = pc.strftime(stream.column("log_time"), format="%Y-%m-%d")
+        if time_column not in stream.column_names:
+            raise KeyError(
+                f"table {table}: stream rows under {root / STREAM_DIR / table} have no time column "
+                f"{time_column!r} (columns: {stream.column_names})"
+            )
+        day = pc.strftime(stream.column(time_column), format="%Y-%m-%d")
         stream = stream.append_column("date", day).append_column("vehicle", stream.column("vehicle_id"))
         if last is not None:
             stream = stream.filter(pc.greater(stream.column("date"), last.isoformat()))
