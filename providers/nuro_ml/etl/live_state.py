@@ -2,18 +2,21 @@
 
 The stream pushes the newest row per vehicle online; point-in-time joins and ``feast
 materialize`` need the history behind it. That history is the ``vehicle_can`` table (batch
-partitions, then the stream's segment rows after the batch's last date, by
-:func:`nuro_ml.etl.combined.read_table`) plus the live records the stream landed in
-``stream/telemetry`` (which have no batch counterpart), in the push source's columns.
+partitions, then the stream's segment rows after the batch's last date, by the rule of
+:mod:`nuro_ml.etl.combined`) plus the live records the stream landed in ``stream/telemetry``
+(which have no batch counterpart), in the push source's columns.
 
 The table is hive-partitioned by ``date=`` like the batch tables, so the materializer's
-partitioned path and its computation cache apply. :func:`refresh_live_state` rewrites only the
-dates whose rows changed (each file replaced atomically), so unchanged days keep their files
-and their cache entries, and a reader never sees a half-written day.
+partitioned path and its computation cache apply. :func:`refresh_live_state` plans each day's
+input files without reading rows, and reads and rewrites only the days whose inputs changed
+since the last refresh (``_inputs.json`` keeps their fingerprints); each day's file is replaced
+atomically, so a reader never sees a half-written day, and unchanged days keep their files and
+their cache entries.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -23,10 +26,10 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from nuro_ml.etl.combined import batch_dates, read_table
+from nuro_ml.etl.combined import DayInputs, batch_dates, plan_days, read_day
+from nuro_ml.etl.stream_progress import write_json_atomic
 from nuro_ml.etl.stream_tables import LIVE_STATE_INPUTS, LIVE_STATE_TABLE, ONLINE_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -34,14 +37,20 @@ log = logging.getLogger(__name__)
 _FEATURES = [c for c in ONLINE_COLUMNS if c not in ("vehicle_id", "event_timestamp")]
 _TS = pa.timestamp("us", tz="UTC")
 _PART_FILE = "part-0.parquet"
+#: Fingerprints of the inputs each day was built from (underscore: not data for any reader).
+_MANIFEST = "_inputs.json"
+SCHEMA = pa.schema(
+    [("vehicle_id", pa.string()), ("event_timestamp", _TS)] + [(c, pa.float64()) for c in _FEATURES]
+)
 
 
 @dataclass
 class LiveStateReport:
     """What one refresh did."""
 
+    #: Rows of the days rebuilt (unchanged days are not read).
     rows: int = 0
-    #: Rows per input table (after the batch/stream rule).
+    #: Per input table, rows read for the rebuilt days (after the batch/stream rule).
     inputs: dict[str, int] = field(default_factory=dict)
     #: Last date the batch ``vehicle_can`` covers (stream rows count only after it).
     batch_through: str | None = None
@@ -60,36 +69,26 @@ class LiveStateReport:
         }
 
 
-def live_state_rows(output_path: str | Path) -> tuple[pa.Table, dict[str, int]]:
-    """The live view's rows (push source columns plus ``date``), sorted by vehicle and time."""
-    parts: list[pa.Table] = []
-    counts: dict[str, int] = {}
+def _day_rows(day: date, inputs: dict[str, DayInputs], counts: dict[str, int]) -> pa.Table:
+    """One day of the live view, sorted by vehicle and time."""
+    parts = []
     for table, time_column in LIVE_STATE_INPUTS.items():
-        try:
-            rows = read_table(output_path, table, columns=[time_column, *_FEATURES], time_column=time_column)
-        except FileNotFoundError:
-            counts[table] = 0
+        if table not in inputs:
             continue
-        counts[table] = rows.num_rows
+        rows = read_day(inputs[table], columns=[time_column, *_FEATURES], time_column=time_column)
+        counts[table] += rows.num_rows
         parts.append(
             pa.table(
                 {
                     "vehicle_id": rows.column("vehicle").cast(pa.string()),
                     "event_timestamp": rows.column(time_column).cast(_TS),
                     **{c: rows.column(c).cast(pa.float64()) for c in _FEATURES},
-                    "date": rows.column("date").cast(pa.string()),
-                }
+                },
+                schema=SCHEMA,
             )
         )
-    if not parts:
-        schema = pa.schema(
-            [("vehicle_id", pa.string()), ("event_timestamp", _TS)]
-            + [(c, pa.float64()) for c in _FEATURES]
-            + [("date", pa.string())]
-        )
-        return schema.empty_table(), counts
-    combined = pa.concat_tables(parts)
-    return combined.sort_by([("vehicle_id", "ascending"), ("event_timestamp", "ascending")]), counts
+    combined = pa.concat_tables(parts) if parts else SCHEMA.empty_table()
+    return combined.sort_by([("vehicle_id", "ascending"), ("event_timestamp", "ascending")])
 
 
 def _write_atomic(table: pa.Table, target: Path) -> None:
@@ -104,39 +103,60 @@ def _write_atomic(table: pa.Table, target: Path) -> None:
             os.unlink(tmp)
 
 
+def _read_manifest(path: Path) -> dict[str, str]:
+    try:
+        raw = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}  # rebuilt from scratch: every day is compared with what is there
+    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+
 def refresh_live_state(output_path: str | Path) -> LiveStateReport:
-    """Rebuild ``<output_path>/live_state`` from the batch and stream tables (see the module doc)."""
+    """Bring ``<output_path>/live_state`` up to date with the batch and stream tables."""
     root = Path(output_path)
     target = root / LIVE_STATE_TABLE
-    rows, counts = live_state_rows(root)
+    plans = {table: plan_days(root, table, time_column=ts) for table, ts in LIVE_STATE_INPUTS.items()}
     through = batch_dates(root / "vehicle_can")
     report = LiveStateReport(
-        rows=rows.num_rows, inputs=counts, batch_through=through[-1].isoformat() if through else None
+        inputs=dict.fromkeys(LIVE_STATE_INPUTS, 0), batch_through=through[-1].isoformat() if through else None
     )
-    days = sorted(pc.unique(rows.column("date")).to_pylist())
+    manifest_path = target / _MANIFEST
+    built = _read_manifest(manifest_path)
+    fingerprints: dict[str, str] = {}
+    days = sorted(set().union(*(plan.keys() for plan in plans.values())))
     for day in days:
-        date.fromisoformat(day)  # a malformed time would name a bogus partition: fail here
-        part = rows.filter(pc.equal(rows.column("date"), day)).drop_columns(["date"])
-        path = target / f"date={day}" / _PART_FILE
-        if path.is_file() and pq.ParquetFile(path).read().equals(part):
-            report.unchanged.append(day)
+        inputs = {table: plan[day] for table, plan in plans.items() if day in plan}
+        key = day.isoformat()
+        fingerprint = "+".join(inputs[t].fingerprint() for t in sorted(inputs))
+        path = target / f"date={key}" / _PART_FILE
+        if built.get(key) == fingerprint and path.is_file():
+            fingerprints[key] = fingerprint
+            report.unchanged.append(key)
             continue
-        _write_atomic(part, path)
-        report.written.append(day)
+        rows = _day_rows(day, inputs, report.inputs)
+        report.rows += rows.num_rows
+        if rows.num_rows == 0:
+            continue  # e.g. stream files whose rows of this day were all superseded
+        fingerprints[key] = fingerprint
+        if path.is_file() and pq.ParquetFile(path).read().equals(rows):
+            report.unchanged.append(key)
+            continue
+        _write_atomic(rows, path)
+        report.written.append(key)
     if target.is_dir():
-        keep = {f"date={d}" for d in days}
         for entry in sorted(target.iterdir()):
-            if entry.is_dir() and entry.name.startswith("date=") and entry.name not in keep:
+            if entry.is_dir() and entry.name.startswith("date=") and entry.name[5:] not in fingerprints:
                 shutil.rmtree(entry)
                 report.removed.append(entry.name.removeprefix("date="))
+    if fingerprints or manifest_path.exists():
+        write_json_atomic(manifest_path, fingerprints)
     log.info(
-        "Live state under %s: %d rows (%s), batch through %s; %d days written, %d unchanged, %d removed",
+        "Live state under %s: batch through %s; %d days written, %d unchanged, %d removed; rows read %s",
         target,
-        report.rows,
-        ", ".join(f"{t} {n}" for t, n in counts.items()),
         report.batch_through or "-",
         len(report.written),
         len(report.unchanged),
         len(report.removed),
+        ", ".join(f"{t} {n}" for t, n in report.inputs.items()),
     )
     return report

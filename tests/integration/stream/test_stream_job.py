@@ -187,6 +187,7 @@ def _live_view_reads_the_stream_tail_then_the_batch(
 
     tail = refresh_live_state(env.output)
     assert tail.inputs == {"vehicle_can": messages, "telemetry": 3000} and tail.batch_through is None
+    assert tail.rows == messages + 3000
     now = datetime.now(tz=UTC)
     assert _offline(env, now) == latest  # the offline history ends where the online store is
 
@@ -207,9 +208,11 @@ def _live_view_reads_the_stream_tail_then_the_batch(
     assert batch_rows == result["rows"]["vehicle_can"] > 0
     after = refresh_live_state(env.output)
     assert after.batch_through == days[-1]
-    # The stream's rows of those days are superseded, the other vehicle's included; the live
-    # records are not the batch's and all stay.
-    assert after.inputs == {"vehicle_can": batch_rows, "telemetry": 3000}
+    # The segments' days are rebuilt from the batch: the stream's rows of those days are
+    # superseded, the other vehicle's included. The live records (dated today) are not the
+    # batch's; their day's inputs did not change, so it is not even read again.
+    assert after.written == days and tail.written == sorted({*days, *after.unchanged})
+    assert after.inputs == {"vehicle_can": batch_rows, "telemetry": 0}
     live = ds.dataset(env.output / "live_state", format="parquet", partitioning="hive").to_table()
     assert live.num_rows == batch_rows + 3000
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from nuro_ml.etl.live_state import live_state_rows, refresh_live_state
+from nuro_ml.etl.live_state import refresh_live_state
 
 from tests.unit.stream.tables import can_rows, telemetry_rows, write_batch_can, write_sink
 
@@ -57,6 +57,17 @@ def test_a_refresh_rewrites_only_changed_days_and_drops_days_without_rows(tmp_pa
 
     again = refresh_live_state(tmp_path)
     assert (again.written, again.unchanged, again.removed) == ([], ["2026-12-01", "2026-12-02"], [])
+    assert again.inputs == {"vehicle_can": 0, "telemetry": 0}  # unchanged inputs are not read
+
+    # More of the tail day: only that day is read again.
+    write_sink(tmp_path, "vehicle_can", [can_rows([("veh-1", t(2, 10), 2.5)])])
+    tail = refresh_live_state(tmp_path)
+    assert (tail.written, tail.unchanged, tail.inputs["vehicle_can"]) == (["2026-12-02"], ["2026-12-01"], 2)
+
+    # Without its manifest, a refresh reads every day and keeps the files that did not change.
+    (tmp_path / "live_state" / "_inputs.json").unlink()
+    rebuilt = refresh_live_state(tmp_path)
+    assert rebuilt.written == [] and rebuilt.unchanged == ["2026-12-01", "2026-12-02"]
 
     # The batch reaches 12-02 without rows of that vehicle; its tail day moves to 12-03.
     write_batch_can(tmp_path, [("veh-2", t(2, 8), 7.0)])
@@ -70,15 +81,16 @@ def test_a_refresh_rewrites_only_changed_days_and_drops_days_without_rows(tmp_pa
     (tmp_path / "stream").rename(tmp_path / "stream-old")
     fourth = refresh_live_state(tmp_path)
     assert fourth.removed == ["2026-12-03"] and not _day(tmp_path, "2026-12-03").exists()
-    days = sorted(p.name for p in (tmp_path / "live_state").iterdir())
+    days = sorted(p.name for p in (tmp_path / "live_state").glob("date=*"))
     assert days == ["date=2026-12-01", "date=2026-12-02"]
 
 
-def test_no_inputs_yet_is_an_empty_table_and_a_bad_stream_table_is_named(tmp_path: Path) -> None:
-    rows, counts = live_state_rows(tmp_path)
-    assert rows.num_rows == 0 and counts == {"vehicle_can": 0, "telemetry": 0}
-    assert refresh_live_state(tmp_path).written == []
+def test_no_inputs_yet_write_nothing_and_a_bad_stream_table_is_named(tmp_path: Path) -> None:
+    empty = refresh_live_state(tmp_path)
+    assert (empty.rows, empty.written, empty.batch_through) == (0, [], None)
+    assert not (tmp_path / "live_state").exists()
 
     write_sink(tmp_path, "telemetry", [can_rows([("veh-1", t(1, 8), 1.0)])])  # no event_time
-    with pytest.raises(KeyError, match=r"stream rows under .*telemetry have no time column 'event_time'"):
+    bad = r"stream rows in .*telemetry/part-\S+ have no time column 'event_time'"
+    with pytest.raises(KeyError, match=bad):
         refresh_live_state(tmp_path)
