@@ -163,12 +163,12 @@ class RefreshLiveStateOperator(BaseOperator):
 
     ``<output_path>/live_state`` (:mod:`nuro_ml.etl.live_state`) is the batch source of the
     ``vehicle_live_state`` feature view: ``vehicle_can`` batch partitions, the stream's rows
-    dated after the batch's last date, and the stream's live records. Only the days whose rows
-    changed are rewritten, so re-running it is cheap and ``feast materialize`` over unchanged
-    days hits its cache.
+    dated after the batch's last date, and the stream's live records. Only the days whose input
+    files changed since the last refresh are read and rewritten, so re-running it is cheap and
+    ``feast materialize`` over unchanged days hits its cache.
 
     The XCom return value is ``{"rows", "inputs": {table: rows}, "batch_through", "written":
-    [days], "unchanged": n, "removed": [days]}``.
+    [days], "unchanged": n, "removed": [days]}`` (``rows`` and ``inputs``: of the days read).
 
     :param output_path: the ETL output root holding the batch tables and ``stream/``.
         (templated)
