@@ -10,4 +10,6 @@ from nuro_ml import settings
 from nuro_ml.features.stream_views import live_objects
 
 # Built when the repository is read, like scene_features' sources, so NURO_ML_DATA_DIR applies.
-_, vehicle_live_push, vehicle_live_state = live_objects(settings.etl_output_dir())
+# The entity is left out: the repository's modules are scanned for Feast objects, and
+# scene_features declares the same one.
+vehicle_live_push, vehicle_live_state = live_objects(settings.etl_output_dir())[1:]

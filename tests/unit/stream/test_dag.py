@@ -38,6 +38,7 @@ def test_the_dag_pushes_into_the_platform_repository_and_refreshes_the_live_view
     contents = load_repo_contents(settings.feature_repo_dir(), "nuro_ml")
     pushed = [v.name for v in contents.feature_views if v.stream_source is not None]
     assert pushed == ["vehicle_live_state"]
+    assert [e.name for e in contents.entities].count("vehicle") == 1
     push_sources = [s.name for s in contents.data_sources if type(s).__name__ == "PushSource"]
     assert push_sources == ["vehicle_live_push"]
     assert dag.get_task("ensure_stream").upstream_task_ids == {"apply_features"}
