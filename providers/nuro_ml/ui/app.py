@@ -111,17 +111,22 @@ def _overview(hours: float, buckets: int, policy: str = "fair") -> view.Capacity
         ) from err
 
 
-def _progress(*, required: bool) -> StreamProgress | None:
-    """The stream's progress record; 404 when ``required`` and none exists, 503 when unreadable."""
+def _progress() -> StreamProgress | None:
+    """The stream's progress record, ``None`` before any stream ran; 503 when unreadable."""
     from nuro_ml.etl.stream_progress import StreamProgress
 
-    where = stream_data.state_dir()
     try:
-        progress = StreamProgress.read(where)
+        return StreamProgress.read(stream_data.state_dir())
     except ValueError as err:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(err)) from err
-    if progress is None and required:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no telemetry stream has run under {where}")
+
+
+def _progress_or_404() -> StreamProgress:
+    progress = _progress()
+    if progress is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail=f"no telemetry stream has run under {stream_data.state_dir()}"
+        )
     return progress
 
 
@@ -183,8 +188,7 @@ def create_app() -> FastAPI:
 
         from nuro_ml.etl.stream_progress import pid_alive
 
-        progress = _progress(required=True)
-        assert progress is not None
+        progress = _progress_or_404()
         return {**asdict(progress), "running": pid_alive(progress.pid)}
 
     @app.get(
@@ -193,15 +197,13 @@ def create_app() -> FastAPI:
         summary="Everything on the stream page",
     )
     def stream_overview(user: User) -> stream_data.StreamOverview:
-        progress = _progress(required=True)
-        assert progress is not None
-        return stream_data.stream_overview(progress, where=stream_data.state_dir())
+        return stream_data.stream_overview(_progress_or_404(), where=stream_data.state_dir())
 
     @app.get("/stream", response_class=HTMLResponse, summary="The telemetry stream page")
     def stream_page(request: Request, user: User) -> HTMLResponse:
         from datetime import UTC, datetime
 
-        progress = _progress(required=False)
+        progress = _progress()
         where = stream_data.state_dir()
         now = datetime.now(tz=UTC)
         data = stream_data.stream_overview(progress, where=where, now=now) if progress else None
