@@ -7,6 +7,11 @@ watch and the restart skipped, and the next run takes over.
 
 Batch DAGs gate on the stream with ``StreamWatermarkSensor(state_dir=STATE_DIR)``; the stream
 is stopped on purpose with the ``stop_stream`` task (triggered manually with ``stop=true``).
+
+By default the stream pushes online into the platform's own feature repository
+(``feature_repo/``, which carries ``vehicle_live_state``; each run applies it first), and every
+run rebuilds that view's offline table (``refresh_live_state``): batch partitions first, the
+stream's rows after them.
 """
 
 from __future__ import annotations
@@ -18,7 +23,12 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, Param
 from nuro_ml import settings
-from nuro_ml.operators.stream import StartTelemetryStreamOperator, StopTelemetryStreamOperator
+from nuro_ml.operators.feast import FeastApplyOperator
+from nuro_ml.operators.stream import (
+    RefreshLiveStateOperator,
+    StartTelemetryStreamOperator,
+    StopTelemetryStreamOperator,
+)
 from nuro_ml.sensors.stream import StreamHealthSensor
 
 DAG_ID = "telemetry_stream"
@@ -58,9 +68,10 @@ with DAG(
     params={
         "redis_url": Param("", type="string", title="Redis URL of the live-record stream (empty: none)"),
         "feature_repo": Param(
-            "",
+            str(settings.feature_repo_dir()),
             type="string",
             title="Feast repository with the stream views (nuro_ml.features.stream_views); empty: none",
+            description="The platform's feature_repo/ carries them; each run applies the repository.",
         ),
         "stop": Param(False, type="boolean", title="Stop the stream instead of supervising it"),
     },
@@ -76,6 +87,10 @@ with DAG(
         python_callable=_supervise,
         ignore_downstream_trigger_rules=False,
     )
+    # The stream refuses a registry without its push source: apply first (idempotent).
+    apply_features = FeastApplyOperator(
+        task_id="apply_features", repo_path="{{ params.feature_repo or None }}"
+    )
     ensure = StartTelemetryStreamOperator(task_id="ensure_stream", config=STREAM_CONFIG)
     watch = StreamHealthSensor(
         task_id="watch_stream",
@@ -87,7 +102,9 @@ with DAG(
     restart = StartTelemetryStreamOperator(
         task_id="restart_stream", config=STREAM_CONFIG, restart_stalled=True, stall_after=300
     )
+    refresh = RefreshLiveStateOperator(task_id="refresh_live_state", output_path=STREAM_CONFIG["output_path"])
     done = EmptyOperator(task_id="done", trigger_rule="none_failed")
 
     stopping >> stop >> done
-    supervising >> ensure >> watch >> restart >> done
+    supervising >> apply_features >> ensure >> watch >> restart >> done
+    supervising >> refresh >> done

@@ -1,4 +1,5 @@
-"""Airflow plugin: the "GPU capacity" page (pools, quotas, leases, queue, cost) in the UI.
+"""Airflow plugin: the "GPU capacity" page (pools, quotas, leases, queue, cost) in the UI, and the
+"Telemetry stream" page (freshness, rates, last committed batch, watermark).
 
 The page and its JSON API are a FastAPI app from the provider package (``nuro_ml.ui``,
 shipped in the wheel), mounted by Airflow's API server under ``/nuro-ml``; the external
@@ -33,5 +34,12 @@ class NuroMLPlugin(AirflowPlugin):
             "destination": "nav",
             "category": "browse",
             "url_route": "gpu-capacity",
+        },
+        {
+            "name": "Telemetry stream",
+            "href": f"{URL_PREFIX}/stream",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "telemetry-stream",
         },
     ]

@@ -5,7 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from airflow.sdk import DAG
-from nuro_ml.operators.stream import StartTelemetryStreamOperator, StopTelemetryStreamOperator
+from nuro_ml.operators.stream import (
+    RefreshLiveStateOperator,
+    StartTelemetryStreamOperator,
+    StopTelemetryStreamOperator,
+)
 from nuro_ml.sensors.stream import StreamHealthSensor, StreamWatermarkSensor
 
 STATE_DIR = "/data/stream/state"
@@ -43,5 +47,9 @@ with DAG(
     stop = StopTelemetryStreamOperator(task_id="stop_stream", state_dir=STATE_DIR)
     # [END howto_operator_stop_telemetry_stream]
 
+    # [START howto_operator_refresh_live_state]
+    refresh = RefreshLiveStateOperator(task_id="refresh_live_state", output_path="/data/etl")
+    # [END howto_operator_refresh_live_state]
+
     start >> [watch, gate]
-    gate >> stop
+    gate >> [refresh, stop]

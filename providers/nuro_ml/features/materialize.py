@@ -231,9 +231,15 @@ class Materializer:
         kind = type(source).__name__
         if source is None:
             return ViewPlan(view, "feast", None, "the view has no batch source")
-        path, why_not = local_parquet_path(source, self.store.config.repo_path)
+        path, why_not = local_parquet_location(source, self.store.config.repo_path)
         if path is None:
             return ViewPlan(view, "feast", None, f"{kind} {why_not}")
+        if not Path(path).exists():
+            # Local files a pipeline has not produced yet (a new view, a stream not yet run):
+            # nothing to write, as apply treats it; Feast's engine would only fail to open them.
+            log.warning("Feature view %s: no data under %s yet; nothing to materialize", view.name, path)
+            reason = f"{kind} over local Parquet at {path} (no data there yet)"
+            return ViewPlan(view, "partitioned", path, reason)
         return ViewPlan(view, "partitioned", path, f"{kind} over local Parquet at {path}")
 
     def _writer_for(self, view: FeatureView) -> tuple[OnlineWriter, str]:
@@ -581,8 +587,8 @@ def _write_groups(units: list[_Unit]) -> list[list[_Unit]]:
     return [members for _, _, members in groups]
 
 
-def local_parquet_path(source: Any, repo_path: Path | str | None) -> tuple[str | None, str]:
-    """The local Parquet location a batch source reads, or None and why it has none."""
+def local_parquet_location(source: Any, repo_path: Path | str | None) -> tuple[str | None, str]:
+    """Where a batch source reads local Parquet (existing or not), or None and why it does not."""
     from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
     from feast.infra.offline_stores.file_source import FileSource
 
@@ -609,8 +615,6 @@ def local_parquet_path(source: Any, repo_path: Path | str | None) -> tuple[str |
     path = path.removeprefix("file://")
     if "://" in path:
         return None, f"is remote ({path.split('://', 1)[0]}://), not local files"
-    if not Path(path).exists():
-        return None, f"path {path} does not exist here"
     return path, ""
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from nuro_ml.etl.live_state import refresh_live_state
 from nuro_ml.etl.stream_progress import StreamProgress
 from nuro_ml.exceptions import StreamError
 from nuro_ml.stream import launch as stream_launch
@@ -150,3 +151,41 @@ class StopTelemetryStreamOperator(BaseOperator):
         else:
             self.log.info("Telemetry stream under %s does not run; nothing to stop", self.state_dir)
         return result
+
+
+class RefreshLiveStateOperator(BaseOperator):
+    """
+    Rebuild the live view's offline table from the batch history and the stream's tail.
+
+    .. seealso::
+        For more information on how to use it, take a look at the guide:
+        :ref:`howto/operator:RefreshLiveStateOperator`
+
+    ``<output_path>/live_state`` (:mod:`nuro_ml.etl.live_state`) is the batch source of the
+    ``vehicle_live_state`` feature view: ``vehicle_can`` batch partitions, the stream's rows
+    dated after the batch's last date, and the stream's live records. Only the days whose input
+    files changed since the last refresh are read and rewritten, so re-running it is cheap and
+    ``feast materialize`` over unchanged days hits its cache.
+
+    The XCom return value is ``{"rows", "inputs": {table: rows}, "batch_through", "written":
+    [days], "unchanged": n, "removed": [days]}`` (``rows`` and ``inputs``: of the days read).
+
+    :param output_path: the ETL output root holding the batch tables and ``stream/``.
+        (templated)
+    """
+
+    template_fields: Sequence[str] = ("output_path",)
+
+    def __init__(self, *, output_path: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.output_path = output_path
+
+    def execute(self, context: Context) -> dict[str, object]:
+        report = refresh_live_state(self.output_path)
+        self.log.info(
+            "Live state: %d rows, batch through %s; days written %s",
+            report.rows,
+            report.batch_through or "-",
+            report.written or "none",
+        )
+        return report.to_xcom()

@@ -7,6 +7,8 @@ Routes (relative to where the app is mounted, ``/nuro-ml`` by the plugin):
 * ``GET /api/capacity?hours=24&buckets=24`` - the same data as JSON;
 * ``GET /api/quotas``, ``GET /api/queue``, ``GET /api/me``;
 * ``GET /api/stream`` - the telemetry stream's progress record (freshness, queries, watermarks);
+* ``GET /stream`` - the stream page: freshness p95, rates, last committed batch and watermark
+  (``GET /api/stream/overview``: the same data as JSON);
 * ``PUT /api/quotas/{pool}/{team}``, ``DELETE /api/quotas/{pool}/{team}``,
   ``PUT /api/pools/{pool}`` - changes, for users with the Admin role.
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
@@ -32,11 +34,16 @@ from nuro_ml.capacity.policy import POLICIES
 from nuro_ml.capacity.records import gpu_quantity
 from nuro_ml.exceptions import CapacityError
 from nuro_ml.metrics.endpoint import create_router as metrics_router
-from nuro_ml.ui import auth, capacity_data
+from nuro_ml.ui import auth, capacity_data, stream_data
 from nuro_ml.ui.auth import Admin, User
 from nuro_ml.ui.chart import usage_svg
 
+if TYPE_CHECKING:
+    from nuro_ml.etl.stream_progress import StreamProgress
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: The stream page reloads itself this often (its figures change every micro-batch).
+STREAM_PAGE_REFRESH_SECONDS = 10
 TEAM_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 POOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
@@ -120,6 +127,25 @@ def _overview(hours: float, buckets: int, policy: str = "fair") -> view.Capacity
         ) from err
 
 
+def _progress() -> StreamProgress | None:
+    """The stream's progress record, ``None`` before any stream ran; 503 when unreadable."""
+    from nuro_ml.etl.stream_progress import StreamProgress
+
+    try:
+        return StreamProgress.read(stream_data.state_dir())
+    except ValueError as err:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(err)) from err
+
+
+def _progress_or_404() -> StreamProgress:
+    progress = _progress()
+    if progress is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail=f"no telemetry stream has run under {stream_data.state_dir()}"
+        )
+    return progress
+
+
 def create_app() -> FastAPI:
     """Build the app (the plugin mounts it; tests drive it with TestClient)."""
     app = FastAPI(
@@ -136,7 +162,7 @@ def create_app() -> FastAPI:
     async def _http_error(request: Request, exc: HTTPException) -> Response:
         # The page is opened by people, not API clients: offer them the login page.
         endpoint = getattr(request.scope.get("endpoint"), "__name__", "")
-        if exc.status_code == status.HTTP_401_UNAUTHORIZED and endpoint == "capacity_page":
+        if exc.status_code == status.HTTP_401_UNAUTHORIZED and endpoint in ("capacity_page", "stream_page"):
             login = auth.login_url(str(request.url.path))
             body = _templates.get_template("login_required.html").render(login_url=login, detail=exc.detail)
             return HTMLResponse(body, status_code=exc.status_code, headers=exc.headers)
@@ -176,19 +202,36 @@ def create_app() -> FastAPI:
     def stream(user: User) -> dict[str, Any]:
         from dataclasses import asdict
 
-        from nuro_ml import settings
-        from nuro_ml.etl.stream_progress import StreamProgress, pid_alive
+        from nuro_ml.etl.stream_progress import pid_alive
 
-        state = settings.stream_dir() / "state"
-        try:
-            progress = StreamProgress.read(state)
-        except ValueError as err:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(err)) from err
-        if progress is None:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND, detail=f"no telemetry stream has run under {state}"
-            )
+        progress = _progress_or_404()
         return {**asdict(progress), "running": pid_alive(progress.pid)}
+
+    @app.get(
+        "/api/stream/overview",
+        response_model=stream_data.StreamOverview,
+        summary="Everything on the stream page",
+    )
+    def stream_overview(user: User) -> stream_data.StreamOverview:
+        return stream_data.stream_overview(_progress_or_404(), where=stream_data.state_dir())
+
+    @app.get("/stream", response_class=HTMLResponse, summary="The telemetry stream page")
+    def stream_page(request: Request, user: User) -> HTMLResponse:
+        from datetime import UTC, datetime
+
+        progress = _progress()
+        where = stream_data.state_dir()
+        now = datetime.now(tz=UTC)
+        data = stream_data.stream_overview(progress, where=where, now=now) if progress else None
+        body = _templates.get_template("stream.html").render(
+            data=data,
+            generated_at=now,
+            state_dir=str(where),
+            user_name=user.get_name(),
+            refresh_seconds=STREAM_PAGE_REFRESH_SECONDS,
+            root=str(request.scope.get("root_path", "")).rstrip("/"),
+        )
+        return HTMLResponse(body)
 
     @app.get("/api/me", response_model=Me, summary="The caller and whether they may change quotas")
     def me(user: User) -> Me:

@@ -9,7 +9,15 @@ import pytest
 from nuro_ml.operators.feast import FeastApplyOperator, FeastMaterializeOperator
 
 from tests.integration.features.feast_repos import online_features, stock_online_features
-from tests.unit.features.scene_data import DAY0, copy_repo, days, read_source, utc, write_days
+from tests.unit.features.scene_data import (
+    DAY0,
+    copy_repo,
+    days,
+    read_source,
+    utc,
+    write_days,
+    write_live_state,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +44,7 @@ def run_ours(repo: Path, start: Any, end: Any, rows: list[dict[str, Any]]) -> di
 
 def test_own_repository_online_values_equal_stock_feasts(data_dir: Path, tmp_path: Path) -> None:
     write_days(2, scenes=4)
+    write_live_state(2)  # the stream's view is in the repository too
     start, end = utc(DAY0, 6), utc(days(3)[-1])
     rows = scene_rows()
     ours = run_ours(copy_repo(tmp_path / "ours"), start, end, rows)
@@ -55,3 +64,4 @@ def test_own_repository_online_values_equal_stock_feasts(data_dir: Path, tmp_pat
     for name, values in stock.items():
         assert ours["_online"][name] == values, name
     assert any(v is not None for v in stock["scene_ego_motion__speed_mean_mps"])
+    assert any(v is not None for v in stock["vehicle_live_state__speed_mps"])

@@ -15,7 +15,7 @@ from nuro_ml.features.writers import RedisArrowWriter
 from nuro_ml.hooks.feast import FeastHook
 
 from tests.fixtures.services import RedisServer
-from tests.unit.features.scene_data import DAY0, days, read_source, utc, write_days
+from tests.unit.features.scene_data import DAY0, days, read_source, utc, write_days, write_live_state
 
 pytestmark = pytest.mark.integration
 
@@ -51,10 +51,12 @@ def test_fast_write_is_byte_identical_to_feast_and_both_readers_agree(
     redis_hook: FeastHook, redis_db: redis.Redis
 ) -> None:
     write_days(2, scenes=5)
+    write_live_state(2)
     redis_hook.apply()
     start, end = utc(DAY0), utc(days(3)[-1])
     report = redis_hook.materialize(start=start, end=end).to_xcom()
     assert report["rows"]["scene_ego_motion"] == 20
+    assert report["rows"]["vehicle_live_state"] == 4  # the latest per vehicle on each of two days
     ours = _dump(redis_db)
 
     scene_ids = [*read_source().column("scene_id").to_pylist()[::3], "unknown_scene"]

@@ -60,6 +60,7 @@ def stream_env(
         tmp_path / "repo",
         project="stream_test",
         redis_connection_string=f"{redis_server.host}:{redis_server.port},db={_DB}",
+        output_path=tmp_path / "out",
     )
     yield StreamEnv(
         root=tmp_path,

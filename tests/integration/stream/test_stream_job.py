@@ -154,6 +154,68 @@ def test_segments_and_live_records_land_exactly_once_and_online_holds_the_latest
     assert progress.freshness["samples"] > 0
     assert 0 <= progress.freshness["p95_seconds"] < 120
 
+    _live_view_reads_the_stream_tail_then_the_batch(spark_session, env, arrivals.landed, messages, latest)
+
+
+def _offline(env: StreamEnv, at: datetime) -> dict[str, tuple[float, float, float]]:
+    """``vehicle_live_state`` by Feast's point-in-time join at ``at`` (its offline store)."""
+    import pandas as pd
+    from feast import FeatureStore
+
+    entities = pd.DataFrame({"vehicle_id": VEHICLES, "event_timestamp": [at] * len(VEHICLES)})
+    frame = (
+        FeatureStore(repo_path=str(env.repo))
+        .get_historical_features(
+            entity_df=entities,
+            features=[
+                f"vehicle_live_state:{c}" for c in ("speed_mps", "brake_pressure_bar", "steering_angle_rad")
+            ],
+        )
+        .to_df()
+    )
+    return {
+        r.vehicle_id: (r.speed_mps, r.brake_pressure_bar, r.steering_angle_rad) for r in frame.itertuples()
+    }
+
+
+def _live_view_reads_the_stream_tail_then_the_batch(
+    spark: Any, env: StreamEnv, landed: list[Path], messages: int, latest: dict[str, Any]
+) -> None:
+    """The view's offline history over the sinks' own Parquet: stream only, then a batch run."""
+    from nuro_ml.etl.job import ETLJobConfig, run_etl
+    from nuro_ml.etl.live_state import refresh_live_state
+
+    tail = refresh_live_state(env.output)
+    assert tail.inputs == {"vehicle_can": messages, "telemetry": 3000} and tail.batch_through is None
+    assert tail.rows == messages + 3000
+    now = datetime.now(tz=UTC)
+    assert _offline(env, now) == latest  # the offline history ends where the online store is
+
+    # The batch ETL processes one vehicle's segments for their day: that day is the batch's now.
+    days = sorted({p.parent.parent.name.removeprefix("date=") for p in landed})
+    result = run_etl(
+        spark,
+        ETLJobConfig(
+            input_path=str(env.landing),
+            output_path=str(env.output),
+            start=days[0],
+            end=(datetime.fromisoformat(days[-1]) + timedelta(days=1)).date().isoformat(),
+            quarantine_path=str(env.root / "quarantine"),
+            vehicles=[VEHICLES[0]],
+        ),
+    )
+    batch_rows = ds.dataset(env.output / "vehicle_can", format="parquet", partitioning="hive").count_rows()
+    assert batch_rows == result["rows"]["vehicle_can"] > 0
+    after = refresh_live_state(env.output)
+    assert after.batch_through == days[-1]
+    # The segments' days are rebuilt from the batch: the stream's rows of those days are
+    # superseded, the other vehicle's included. The live records (dated today) are not the
+    # batch's; their day's inputs did not change, so it is not even read again.
+    assert after.written == days and tail.written == sorted({*days, *after.unchanged})
+    assert after.inputs == {"vehicle_can": batch_rows, "telemetry": 0}
+    live = ds.dataset(env.output / "live_state", format="parquet", partitioning="hive").to_table()
+    assert live.num_rows == batch_rows + 3000
+
 
 def _watermark(env: StreamEnv) -> datetime | None:
     """The telemetry query's watermark once it is within the hour (not the epoch default)."""

@@ -46,6 +46,31 @@ def write_days(
     )
 
 
+def write_live_state(n_days: int, *, first: date = DAY0) -> None:
+    """History for ``vehicle_live_state``: batch ``vehicle_can`` days, then a stream tail day
+    (segment rows and a live record), built into the view's table as the DAG does."""
+    from nuro_ml.etl.live_state import refresh_live_state
+
+    from tests.unit.stream.tables import can_rows, telemetry_rows, write_batch_can, write_sink
+
+    out = settings.etl_output_dir()
+    *batch_days, tail = days(n_days, first)
+    write_batch_can(
+        out,
+        [
+            (v, utc(d, 8) + timedelta(minutes=i), 10.0 * (n + 1) + i)
+            for d in batch_days
+            for n, v in enumerate(VEHICLES)
+            for i in range(3)
+        ],
+    )
+    segment = can_rows([(v, utc(tail, 9), 20.0 + n) for n, v in enumerate(VEHICLES)])
+    write_sink(out, "vehicle_can", [segment])
+    record = telemetry_rows([(VEHICLES[0], utc(tail, 9) + timedelta(seconds=30), 25.0)])
+    write_sink(out, "telemetry", [record])
+    refresh_live_state(out)
+
+
 def read_source() -> pa.Table:
     files = sorted(p for p in scene_stats_root().rglob("*.parquet") if not p.name.startswith("."))
     return pa.concat_tables([pq.read_table(p) for p in files])

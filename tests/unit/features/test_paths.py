@@ -11,7 +11,7 @@ from feast import Entity, FeatureView, Field, FileSource, ValueType
 from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
 from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 from feast.types import Bytes, Float64, Int64, String
-from nuro_ml.features.materialize import DATA_VERSION_TAG, Materializer, local_parquet_path
+from nuro_ml.features.materialize import DATA_VERSION_TAG, Materializer, local_parquet_location
 from nuro_ml.features.resp import RedisEndpoint
 from nuro_ml.features.writers import FeastProviderWriter, RedisArrowWriter
 
@@ -73,7 +73,6 @@ def test_local_parquet_sources_take_the_partitioned_path(tmp_path: Path) -> None
             "csv files, not Parquet",
         ),
         (FileSource(name="r", path="s3://bucket/things.parquet", timestamp_field="ts"), "is remote (s3://)"),
-        (FileSource(name="m", path="/nowhere/things.parquet", timestamp_field="ts"), "does not exist here"),
     ],
 )
 def test_other_sources_go_through_feasts_engine_with_the_reason(
@@ -81,7 +80,15 @@ def test_other_sources_go_through_feasts_engine_with_the_reason(
 ) -> None:
     plan = _materializer(tmp_path).choose(_view(source))
     assert plan.path == "feast" and reason in plan.reason
-    assert local_parquet_path(source, tmp_path)[0] is None
+    assert local_parquet_location(source, tmp_path)[0] is None
+
+
+def test_local_files_not_written_yet_materialize_nothing_with_the_reason(tmp_path: Path) -> None:
+    source = FileSource(name="m", path=str(tmp_path / "not-yet"), timestamp_field="ts")
+    m = _materializer(tmp_path)
+    plan = m.choose(_view(source))
+    assert plan.path == "partitioned"
+    assert plan.reason == f"FileSource over local Parquet at {tmp_path / 'not-yet'} (no data there yet)"
 
 
 def test_a_view_the_fast_writer_cannot_encode_falls_back_to_feasts_write(tmp_path: Path) -> None:

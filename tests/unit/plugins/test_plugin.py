@@ -32,14 +32,12 @@ def test_plugin_mounts_the_capacity_app_under_nuro_ml():
     assert {"/capacity", "/api/capacity", "/api/quotas/{pool}/{team}", "/api/pools/{pool}"} <= routes
 
 
-def test_plugin_adds_a_gpu_capacity_page_to_the_navigation():
-    [view] = load_plugin().external_views
+def test_plugin_adds_the_capacity_and_stream_pages_to_the_navigation():
+    views = [ExternalViewResponse.model_validate(view) for view in load_plugin().external_views]
 
-    parsed = ExternalViewResponse.model_validate(view)
-
-    assert (parsed.name, parsed.href, parsed.destination, parsed.url_route) == (
-        "GPU capacity",
-        "/nuro-ml/capacity",
-        "nav",
-        "gpu-capacity",
-    )
+    assert [(v.name, v.href, v.destination, v.url_route) for v in views] == [
+        ("GPU capacity", "/nuro-ml/capacity", "nav", "gpu-capacity"),
+        ("Telemetry stream", "/nuro-ml/stream", "nav", "telemetry-stream"),
+    ]
+    app = load_plugin().fastapi_apps[0]["app"]
+    assert {"/stream", "/api/stream/overview"} <= {route.path for route in app.routes}
