@@ -100,7 +100,7 @@ def test_each_reason_is_in_the_sensor_log_the_cli_and_the_page(
             timeout=120,
             check=True,
         )
-        waiting = {w["key"]: w for w in json.loads(shown.stdout)["waiting"]}
+        waiting = {w["key"]: w for w in json.loads(shown.stdout)["queue"]}
         for task, (code, sentence) in EXPECTED.items():
             assert waiting[keys[task]]["reason"] == code
             assert sentence in waiting[keys[task]]["reason_message"]
