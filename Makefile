@@ -66,7 +66,8 @@ typecheck: setup
 # The documentation site: warnings are errors and every reference of ours must resolve (nitpicky).
 # Offline by design: other projects are plain links, no intersphinx inventory is fetched.
 docs: setup
-	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+	@# -E: read every page afresh, or an incremental build would not repeat unchanged pages' warnings.
+	$(BIN)/sphinx-build -E -W --keep-going -n -q -b html docs docs/_build/html
 
 # tests/cluster run against the cluster of `make cluster-up`, only through `make cluster-test`.
 test: setup torch-cpu lint docs
