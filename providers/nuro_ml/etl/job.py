@@ -32,7 +32,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import time
@@ -44,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from nuro_ml.etl import inputs, layout, mapping, publish
 from nuro_ml.etl.transforms import TransformConfig
+from nuro_ml.task_key import FILE_NAME, slug
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -222,7 +222,7 @@ class ETLRun:
         self.cfg = cfg
         self.progress = progress or (lambda msg: log.info("%s", msg))
         self.output = Path(cfg.output_path)
-        self.staging = self.output / STAGING_DIR / re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.run_key)
+        self.staging = self.output / STAGING_DIR / slug(cfg.run_key, FILE_NAME)
         #: Recordings of the interval by path, with their partition keys.
         self.placed: dict[str, layout.Placed] = {}
         #: The topic mapping; loaded before anything is read, so a bad file fails the run at once.
@@ -497,7 +497,7 @@ def run_etl(
 
 
 def result_path(output_path: str, run_key: str) -> Path:
-    return Path(output_path) / RUNS_DIR / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', run_key)}.json"
+    return Path(output_path) / RUNS_DIR / f"{slug(run_key, FILE_NAME)}.json"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
