@@ -23,3 +23,16 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
 
 pytest_plugins = ["tests.fixtures.services"]
+
+
+def pytest_sessionfinish(session: object, exitstatus: int) -> None:
+    """Kill multiprocessing children a failed test left behind.
+
+    At interpreter exit multiprocessing joins every non-daemon child it started, so one child
+    stuck after its test failed would keep pytest from ever exiting.
+    """
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(timeout=10)

@@ -90,16 +90,24 @@ def _reader(endpoint: str, root: str, rounds: int, queue: multiprocessing.Queue)
 
 
 def test_concurrent_readers_never_see_partial_shards(s3_endpoint: str, tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("fork")
+    # Spawned, not forked: a fork of this multi-threaded test process (moto's server thread,
+    # logging locks) can leave a child deadlocked before it reads a single shard.
+    ctx = multiprocessing.get_context("spawn")
     queue: multiprocessing.Queue = ctx.Queue()
     root = str(tmp_path / "nvme")
-    procs = [ctx.Process(target=_reader, args=(s3_endpoint, root, 3, queue)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    results = [queue.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
+    procs = [ctx.Process(target=_reader, args=(s3_endpoint, root, 3, queue), daemon=True) for _ in range(4)]
+    try:
+        for p in procs:
+            p.start()
+        results = [queue.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(timeout=30)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=10)
     assert all(bad == [] for bad, _ in results)
     assert sum(stats["hits"] + stats["misses"] for _, stats in results) == 4 * 3 * 6
     assert sum(stats["evictions"] for _, stats in results) > 0  # capacity forced evictions under readers
