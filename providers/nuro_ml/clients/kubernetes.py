@@ -267,6 +267,20 @@ class AsyncKubernetesClient:
             raise _api_error(err, f"listing {plural}.{group}") from err
         return list(listed.get("items") or [])
 
+    async def list_namespaced_custom_objects(
+        self, group: str, version: str, namespace: str, plural: str, *, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        """The objects of ``plural`` in ``namespace`` matching ``label_selector``."""
+        from kubernetes_asyncio.client import CustomObjectsApi
+
+        try:
+            listed = await CustomObjectsApi(self.api_client).list_namespaced_custom_object(
+                group, version, namespace, plural, label_selector=label_selector
+            )
+        except AsyncApiException as err:
+            raise _api_error(err, f"listing {plural}.{group} in {namespace}") from err
+        return list(listed.get("items") or [])
+
     async def get_namespaced_custom_object(
         self, group: str, version: str, namespace: str, plural: str, name: str
     ) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHo
 
 from nuro_ml.clients.kubernetes import AsyncKubernetesClient, KubernetesClient
 from nuro_ml.kube.client import AsyncKubeRayClient, KubeRayClient
+from nuro_ml.kube.kueue_workload import KueueWorkloadInfo
 from nuro_ml.kube.status import RayJobInfo
 
 
@@ -102,6 +103,11 @@ class AsyncKubeRayHook(AsyncKubernetesConfigHook):
             return await AsyncKubeRayClient(AsyncKubernetesClient(api_client)).get_rayjob(
                 name=name, namespace=namespace
             )
+
+    async def get_kueue_workload(self, rayjob: RayJobInfo) -> KueueWorkloadInfo | None:
+        """Kueue's Workload for ``rayjob``: why a queued job still waits (None without one)."""
+        async with self.get_conn() as api_client:
+            return await AsyncKubeRayClient(AsyncKubernetesClient(api_client)).get_kueue_workload(rayjob)
 
     async def delete_rayjob(self, *, name: str, namespace: str, uid: str | None = None) -> bool:
         """Async :meth:`KubeRayHook.delete_rayjob`: False if there was nothing (of ours) to delete."""

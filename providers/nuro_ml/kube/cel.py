@@ -2,10 +2,10 @@
 
 Kubernetes evaluates these rules server-side with the full CEL language. The CRDs this
 provider ships use a small part of it: field selection, ``has()``, boolean and comparison
-operators, ``in`` on list literals, the ternary operator, ``size()`` and the ``all`` /
-``exists`` macros. This module implements exactly that part (plus a few string helpers),
-and refuses anything else at parse time, so an unsupported rule is a loud error rather
-than a rule that silently passes.
+operators, ``in`` on list literals, the ternary operator, ``size()`` and the ``all``,
+``exists``, ``exists_one`` and ``filter`` macros. This module implements exactly that part
+(plus a few string helpers), and refuses anything else at parse time, so an unsupported rule
+is a loud error rather than a rule that silently passes.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _tokenize(rule: str) -> list[_Tok]:
 # macro, index, not, neg, and, or, cond, binop.
 Node = tuple[Any, ...]
 
-_MACROS = {"all", "exists", "exists_one"}
+_MACROS = {"all", "exists", "exists_one", "filter"}
 _METHODS = {"size", "startsWith", "endsWith", "contains", "matches"}
 _FUNCTIONS = {"size", "has", "int", "string"}
 
@@ -331,6 +331,8 @@ def _evaluate(node: Node, env: Mapping[str, Any]) -> Any:
         if not isinstance(items, list):
             raise CelError(f"{name}() on {type(target).__name__}")
         results = [_truth(_evaluate(body, {**env, var: item})) for item in items]
+        if name == "filter":
+            return [item for item, keep in zip(items, results, strict=True) if keep]
         if name == "all":
             return all(results)
         if name == "exists":

@@ -16,7 +16,14 @@ from nuro_ml.exceptions import (
     RayJobAlreadyExistsError,
     RayJobSpecInvalidError,
 )
-from nuro_ml.kube.crds import RAY_GROUP, RAY_VERSION, RAYJOB_PLURAL
+from nuro_ml.kube.crds import KUEUE_GROUP, RAY_GROUP, RAY_VERSION, RAYJOB_PLURAL
+from nuro_ml.kube.kueue_workload import (
+    WORKLOAD_PLURAL,
+    WORKLOAD_VERSION,
+    KueueWorkloadInfo,
+    current_workload,
+    workload_selector,
+)
 from nuro_ml.kube.status import RayJobInfo
 
 
@@ -134,6 +141,32 @@ class AsyncKubeRayClient:
         except KubernetesApiError as err:
             raise rayjob_error(err, action="get", name=name, namespace=namespace) from err
         return RayJobInfo.from_object(obj) if obj is not None else None
+
+    async def get_kueue_workload(self, rayjob: RayJobInfo) -> KueueWorkloadInfo | None:
+        """The Workload through which Kueue admits ``rayjob``; None if Kueue has made none.
+
+        A cluster without Kueue (no ``workloads.kueue.x-k8s.io``, HTTP 404) has none either.
+
+        :raises KubeRayJobError: the API refused the list, e.g. HTTP 403 when the connection's
+            role may not list ``workloads.kueue.x-k8s.io``.
+        """
+        try:
+            objects = await self.kubernetes.list_namespaced_custom_objects(
+                KUEUE_GROUP,
+                WORKLOAD_VERSION,
+                rayjob.namespace,
+                WORKLOAD_PLURAL,
+                label_selector=workload_selector(rayjob.uid),
+            )
+        except KubernetesApiError as err:
+            if err.status_code == 404:
+                return None
+            raise KubeRayJobError(
+                f"cannot read the Kueue workload of RayJob {rayjob.namespace}/{rayjob.name}: {err}; "
+                "let the Kubernetes connection's role list workloads.kueue.x-k8s.io",
+                status_code=err.status_code,
+            ) from err
+        return current_workload(objects, rayjob.uid)
 
     async def delete_rayjob(self, *, name: str, namespace: str, uid: str | None = None) -> bool:
         """Async :meth:`KubeRayClient.delete_rayjob`: False if there was nothing (of ours) to delete."""

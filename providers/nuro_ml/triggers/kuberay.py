@@ -13,6 +13,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from nuro_ml.exceptions import KubeRayJobError
 from nuro_ml.hooks.kuberay import AsyncKubeRayHook
+from nuro_ml.kube.crds import KUEUE_QUEUE_LABEL
 from nuro_ml.kube.status import JobDeploymentStatus, RayJobInfo
 
 
@@ -25,6 +26,9 @@ def _transient(err: BaseException) -> bool:
 
 class KubeRayJobTrigger(BaseTrigger):
     """Poll a RayJob and yield one event when it finishes, fails, disappears or shows its dashboard.
+
+    While Kueue holds a queued RayJob suspended, the log gives its Workload's reason each time
+    it changes (quota it waits for, an eviction), as ``kubectl describe workload`` shows it.
 
     Event payload: ``status`` is ``success`` (Complete and SUCCEEDED), ``failed`` (Failed,
     ValidationFailed, or Complete with the Ray job STOPPED/FAILED), ``deleted`` (the object is
@@ -71,6 +75,7 @@ class KubeRayJobTrigger(BaseTrigger):
         self.report_dashboard = report_dashboard
         self.poll_interval = poll_interval
         self.delete_on_kill = delete_on_kill
+        self._workloads_readable = True
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -106,6 +111,20 @@ class KubeRayJobTrigger(BaseTrigger):
     async def _read(self, hook: AsyncKubeRayHook) -> RayJobInfo | None:
         return await hook.get_rayjob(name=self.name, namespace=self.namespace)
 
+    async def _kueue_wait(self, hook: AsyncKubeRayHook, info: RayJobInfo) -> str | None:
+        """Why Kueue holds ``info`` back; None when unknown (no Workload yet, or unreadable)."""
+        try:
+            workload = await hook.get_kueue_workload(info)
+        except KubeRayJobError as err:
+            if not err.is_transient:
+                # A role that may not list Workloads stays so: say it once, then stop asking.
+                self.log.warning("%s; the wait reason will not be shown", err)
+                self._workloads_readable = False
+            return None
+        except (TimeoutError, aiohttp.ClientError, ConnectionError):
+            return None  # only the reason is missing this time; the next poll asks again
+        return workload.describe() if workload is not None else None
+
     def _event(self, status: str, message: str, info: RayJobInfo | None) -> TriggerEvent:
         payload: dict[str, Any] = {
             "status": status,
@@ -123,6 +142,8 @@ class KubeRayJobTrigger(BaseTrigger):
         try:
             hook = self._hook()
             seen: tuple[str, str, bool] | None = None
+            self._workloads_readable = True
+            kueue_said: str | None = None
             while True:
                 info = await self._read(hook)
                 if info is None:
@@ -141,6 +162,11 @@ class KubeRayJobTrigger(BaseTrigger):
                     if info.deployment_status == JobDeploymentStatus.SUSPENDED and info.suspended:
                         self.log.info("%s is suspended, waiting for Kueue to admit it", where)
                     seen = state
+                if info.suspended and KUEUE_QUEUE_LABEL in info.labels and self._workloads_readable:
+                    said = await self._kueue_wait(hook, info)
+                    if said is not None and said != kueue_said:
+                        self.log.info("%s", said)
+                        kueue_said = said
                 if info.is_terminal:
                     status = "success" if info.succeeded_outcome else "failed"
                     yield self._event(status, info.describe(), info)

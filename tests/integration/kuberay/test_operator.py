@@ -163,11 +163,28 @@ def test_kueue_suspended_job_runs_after_admission(kube_api: KubeApiStandIn, conn
     assert outcome.result["status"]["startTime"] >= held["status"]["startTime"]
 
 
-def test_kueue_admission_observed_by_the_trigger(kube_api: KubeApiStandIn, conn_id: str, ti):
-    kube_api.script("python queued.py", JobScript(admit_after_s=3))
-    outcome = run_task(make_operator(conn_id, gpu_spec("python queued.py", queue_name="team-perception")), ti)
+def test_kueue_admission_observed_by_the_trigger_with_the_workloads_reason(
+    kube_api: KubeApiStandIn, conn_id: str, ti, capsys: pytest.CaptureFixture[str]
+):
+    waiting = (
+        "couldn't assign flavors to pod set a100: insufficient unused quota for nvidia.com/gpu "
+        "in flavor a100, 8 more needed"
+    )
+    kube_api.script("python queued.py", JobScript(admit_after_s=30, kueue_pending_message=waiting))
+    spec = gpu_spec("python queued.py", queue_name="team-perception")
+    outcome = run_task(make_operator(conn_id, spec), ti)
     assert outcome.error is None
     assert outcome.result["status"]["jobDeploymentStatus"] == "Complete"
+    name = expected_name(ti)
+    said = [line for line in capsys.readouterr().out.splitlines() if "Kueue workload" in line]
+    assert said, "the trigger never gave Kueue's reason"
+    assert f"Kueue workload ml/rayjob-{name}-" in said[0]
+    assert f"waits in LocalQueue team-perception (Pending): {waiting}" in said[0]
+    # Kueue's Workload, as the stand-in stored it after checking it against the Workload CRD.
+    (workload,) = kube_api.workloads()
+    assert [p["name"] for p in workload["spec"]["podSets"]] == ["head", "a100"]
+    assert workload["spec"]["podSets"][1]["count"] == 2
+    assert {c["type"] for c in workload["status"]["conditions"]} == {"QuotaReserved", "Admitted"}
 
 
 @dataclass
@@ -204,6 +221,10 @@ def test_leased_job_in_a_kueue_queue_carries_the_lease_topology(kube_api: KubeAp
         {"key": "kubernetes.io/hostname", "operator": "In", "values": ["gpu-node-a"]}
     ]
     assert "annotations" not in (cluster["headGroupSpec"]["template"].get("metadata") or {})
+    # Kueue reads the annotation into the Workload's topology request (checked against its CRD).
+    (workload,) = kube_api.workloads()
+    requests = {p["name"]: p.get("topologyRequest") for p in workload["spec"]["podSets"]}
+    assert requests == {"head": None, "a100": {"required": "kubernetes.io/hostname"}}
 
     kube_api.admit(name, "ml")
     outcome = run_task(op, ti)

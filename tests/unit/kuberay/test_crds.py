@@ -54,6 +54,7 @@ def _rules(node):
         "kueue.x-k8s.io_clusterqueues.yaml",
         "kueue.x-k8s.io_resourceflavors.yaml",
         "kueue.x-k8s.io_localqueues.yaml",
+        "kueue.x-k8s.io_workloads.yaml",
     ],
 )
 def test_every_cel_rule_in_the_shipped_crds_is_supported(name):

@@ -27,6 +27,10 @@ from nuro_ml.kube.schema import StructuralSchema, field_path, schema_for
         ),
         ("self.nodeLabels.size() >= 1", {"nodeLabels": {}}, False),
         ("self.name.startsWith('gpu-') && self.n > 2", {"name": "gpu-a", "n": 3}, True),
+        # Kueue's Workload: exactly one of two fields (a list literal filtered, then counted).
+        ("[has(self.universal),has(self.individual)].filter(x,x==true).size() == 1", {"universal": 1}, True),
+        ("[has(self.universal),has(self.individual)].filter(x,x==true).size() == 1", {}, False),
+        ("self.filter(p, p.count > 1).all(p, has(p.slice))", [{"count": 1}, {"count": 2, "slice": 1}], True),
     ],
 )
 def test_cel_subset(rule, value, expected):
