@@ -11,16 +11,13 @@ baseline on held-out drives, and the later epochs read no shard from object stor
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from nuro_ml.airflow_home import ensure_airflow_home
 
-from tests.e2e.test_main_dag import DAG_ID, DAY, _airflow
+from tests.e2e.main_dag_run import DAG_ID, migrated_env, run_conf, run_main_dag
 from tests.fixtures.s3 import moto_endpoint, s3_client  # noqa: F401
-from tests.fixtures.services import free_port
 from tests.fixtures.torch_support import require_torch
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
@@ -36,13 +33,10 @@ def torch_run(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> d
     require_torch()
     root = tmp_path_factory.mktemp("e2e-torch")
     data_dir = root / "data"
-    home = ensure_airflow_home(root / "airflow")
     s3_client(moto_endpoint).create_bucket(Bucket="training")
-    env = dict(os.environ)
-    env.update(
-        AIRFLOW_HOME=str(home),
-        NURO_ML_DATA_DIR=str(data_dir),
-        RAY_USAGE_STATS_ENABLED="0",
+    env = migrated_env(
+        root,
+        data_dir,
         AIRFLOW_CONN_SHARDS_S3=json.dumps(
             {
                 "conn_type": "aws",
@@ -54,24 +48,17 @@ def torch_run(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> d
         # Each Ray node caches shards here (one machine: head and workers share it).
         NURO_ML_SHARD_CACHE=str(root / "nvme"),
     )
-    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
-    migrate = _airflow(env, "db", "migrate")
-    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
-    conf = {
-        "date_from": DAY,
-        "date_to": DAY,
-        "vehicles": VEHICLES,
-        "drive_seconds": DRIVE_SECONDS,
-        "ray_port": free_port(),
-        "dashboard_port": free_port(),
-        "model": "torch",
-        "shards_uri": "s3://training/brake",
-        "aws_conn_id": "shards_s3",
-        "epochs": EPOCHS,
-    }
-    result = _airflow(env, "dags", "test", DAG_ID, DAY, "-c", json.dumps(conf))
+    conf = run_conf(
+        VEHICLES,
+        DRIVE_SECONDS,
+        model="torch",
+        shards_uri="s3://training/brake",
+        aws_conn_id="shards_s3",
+        epochs=EPOCHS,
+    )
+    result = run_main_dag(env, conf)
     if result.returncode != 0:
-        train_logs = sorted(home.rglob("task_id=train/**/*.log"))
+        train_logs = sorted(Path(env["AIRFLOW_HOME"]).rglob("task_id=train/**/*.log"))
         detail = "\n".join(f"--- {p}\n{p.read_text()[-6000:]}" for p in train_logs)
         raise AssertionError((result.stdout + result.stderr)[-4000:] + "\n" + detail)
     summaries = sorted((data_dir / "summaries" / DAG_ID).glob("*.json"))

@@ -8,7 +8,6 @@ place, the lease is released and nothing of the cluster is left.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,14 +18,11 @@ from typing import Any
 import psutil
 import pyarrow.dataset as ds
 import pytest
-from nuro_ml.airflow_home import ensure_airflow_home
 
-from tests.fixtures.services import free_port
+from tests.e2e.main_dag_run import DAG_ID, DAY, migrated_env, run_conf, run_main_dag
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
-DAG_ID = "av_training_pipeline"
-DAY = "2026-11-24"
 VEHICLES = ["veh-001", "veh-002"]
 DRIVE_SECONDS = 60
 
@@ -43,11 +39,6 @@ class DemoRun:
         files = sorted((self.data_dir / "summaries" / DAG_ID).glob("*.json"))
         assert files, f"no run summary written under {self.data_dir / 'summaries'}"
         return dict(json.loads(files[-1].read_text()))
-
-
-def _airflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    return subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=1200)
 
 
 def _table_rows(root: Path, table: str) -> int:
@@ -67,13 +58,10 @@ def _ray_processes(temp_marker: str) -> list[psutil.Process]:
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
     root = tmp_path_factory.mktemp("e2e")
     data_dir = root / "data"
-    home = ensure_airflow_home(root / "airflow")
-    env = dict(os.environ)
     lineage_file = root / "openlineage.jsonl"
-    env.update(
-        AIRFLOW_HOME=str(home),
-        NURO_ML_DATA_DIR=str(data_dir),
-        RAY_USAGE_STATS_ENABLED="0",
+    env = migrated_env(
+        root,
+        data_dir,
         # The OpenLineage provider's file transport: one JSON event per line.
         AIRFLOW__OPENLINEAGE__TRANSPORT=json.dumps(
             {"type": "file", "log_file_path": str(lineage_file), "append": True}
@@ -82,19 +70,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
         # Training lineage reads the Feast registry; on two shared cores that can pass the 10 s default.
         AIRFLOW__OPENLINEAGE__EXECUTION_TIMEOUT="60",
     )
-    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
-    migrate = _airflow(env, "db", "migrate")
-    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
-    conf = {
-        "date_from": DAY,
-        "date_to": DAY,
-        "vehicles": VEHICLES,
-        "drive_seconds": DRIVE_SECONDS,
-        "ray_port": free_port(),
-        "dashboard_port": free_port(),
-        "num_boost_round": 10,
-    }
-    result = _airflow(env, "dags", "test", DAG_ID, DAY, "-c", json.dumps(conf))
+    conf = run_conf(VEHICLES, DRIVE_SECONDS, num_boost_round=10)
+    result = run_main_dag(env, conf)
     assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]
     yield DemoRun(env, data_dir, conf, [result], lineage_file)
 
