@@ -18,12 +18,13 @@ from nuro_ml.capacity.ledger import QuotaLedger
 from nuro_ml.capacity.records import LeaseRequest, lease_key
 from nuro_ml.etl.job import result_path
 from nuro_ml.hooks.ray import RayJobStatus
-from nuro_ml.hooks.slurm import SlurmHook, SlurmJobInfo
+from nuro_ml.hooks.slurm import SlurmJobInfo
 from nuro_ml.kube.naming import IDENTITY_ANNOTATION, identity_annotations, owned_by, rayjob_name
 from nuro_ml.operators.ray import RayJobOperator
 from nuro_ml.operators.slurm import SlurmJobOperator, job_comment, job_name
 from nuro_ml.operators.spark import MCAPToParquetOperator
 from nuro_ml.operators.terraform import TerraformPlanOperator
+from nuro_ml.slurm.client import jobs_named
 from nuro_ml.task_key import TaskKey, TaskKeyError
 from nuro_ml.terraform_support.layout import EnvironmentLayout
 from nuro_ml.ui.capacity_data import overview
@@ -167,7 +168,7 @@ class SlurmctldReply:
         self.jobs = jobs
 
     def find_jobs_by_name(self, name: str, comment: str | None = None) -> list[SlurmJobInfo]:
-        return SlurmHook._matching(self.jobs, name, comment)
+        return jobs_named(self.jobs, name, comment)
 
 
 @pytest.mark.parametrize("stored", STORED, ids=IDS)

@@ -9,44 +9,23 @@ Two ways to reach a cluster, chosen by the ``slurm`` connection:
 
 :class:`SlurmHook` is blocking and used by operators and the capacity back end;
 :class:`AsyncSlurmHook` runs the same calls as asyncio subprocesses or async HTTP requests so a
-trigger never blocks the triggerer's event loop.
-
-Live jobs are read with ``scontrol show job -o`` (or ``GET /job/{id}``), which is
-authoritative while slurmctld remembers the job (``MinJobAge``). With the commands, older jobs
-are read from ``sacct`` when the cluster has accounting storage; otherwise a forgotten job is
-reported as not found.
+trigger never blocks the triggerer's event loop. Both read the connection and hand the calls to
+the Airflow-free clients of :mod:`nuro_ml.slurm.client`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Protocol
 
-import tenacity
 from airflow.sdk import BaseHook, Connection
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from nuro_ml.exceptions import SlurmCommandError, SlurmJobError
-from nuro_ml.slurm import cli
+from nuro_ml.slurm.client import AsyncSlurmClient, SlurmClient, output_tail
 from nuro_ml.slurm.connection import SlurmClusterSettings, merge_settings
-from nuro_ml.slurm.errors import is_unknown_job
 from nuro_ml.slurm.models import SlurmJobInfo, SlurmJobSpec, SlurmNodeGres
-from nuro_ml.slurm.nodes import aread_nodes, read_nodes
-from nuro_ml.slurm.output import tail_lines
-from nuro_ml.slurm.parsing import (
-    job_id_sort_key,
-    parse_sacct_jobs,
-    parse_sbatch_parsable,
-    parse_scontrol_jobs,
-    parse_squeue_lookup,
-)
-from nuro_ml.slurm.rest import (
-    job_info_from_rest,
-    rest_submit_body,
-)
 from nuro_ml.slurm.rest_client import SlurmRestClient
-from nuro_ml.slurm.submit import batch_script_text
 
 # The records of the hooks' own signatures stay importable with them (operators, back ends and DAG
 # authors do); parsers, request builders and the rest are imported from nuro_ml.slurm.
@@ -110,22 +89,6 @@ class _SlurmHookBase(BaseHook):
             account=self._account,
         )
 
-    @staticmethod
-    def _pick(jobs: list[SlurmJobInfo], job_id: str) -> SlurmJobInfo | None:
-        for job in jobs:
-            if job.job_id == job_id:
-                return job
-        return jobs[0] if jobs else None
-
-    @staticmethod
-    def _matching(jobs: Sequence[Mapping[str, Any]], name: str, comment: str | None) -> list[SlurmJobInfo]:
-        infos = [
-            job_info_from_rest(job)
-            for job in jobs
-            if job.get("name") == name and (comment is None or (job.get("comment") or None) == comment)
-        ]
-        return sorted(infos, key=lambda info: job_id_sort_key(info.job_id))
-
 
 class SlurmHook(_SlurmHookBase):
     """
@@ -162,9 +125,14 @@ class SlurmHook(_SlurmHookBase):
         return self._merge(self.connection)
 
     @cached_property
+    def client(self) -> SlurmClient:
+        """The Airflow-free client for this connection."""
+        return SlurmClient(self.settings, timeout=self.command_timeout)
+
+    @property
     def rest(self) -> SlurmRestClient | None:
         """The slurmrestd client, or None when this hook uses the Slurm commands."""
-        return self.settings.rest_client(self.command_timeout)
+        return self.client.rest
 
     @property
     def slurm_conf(self) -> str | None:
@@ -178,107 +146,50 @@ class SlurmHook(_SlurmHookBase):
     def account(self) -> str | None:
         return self.settings.account
 
-    def get_conn(self) -> SlurmRestClient | None:
-        return self.rest
+    def get_conn(self) -> SlurmClient:
+        return self.client
 
     def run_command(
         self, argv: Sequence[str], *, stdin: str | None = None, environment: Mapping[str, str] | None = None
     ) -> str:
         """Run one Slurm command with this cluster's configuration; return stdout."""
-        return cli.run_command(
-            argv,
-            slurm_conf=self.slurm_conf,
-            timeout=self.command_timeout,
-            stdin=stdin,
-            environment=environment,
-        )
+        return self.client.run_command(argv, stdin=stdin, environment=environment)
 
     def submit_job(self, spec: SlurmJobSpec) -> str:
         """Submit ``spec`` and return the new job id."""
-        partition, account = spec.partition or self.partition, spec.account or self.account
-        if self.rest is not None:
-            reply = self.rest.request(
-                "POST", "job/submit", rest_submit_body(spec, partition=partition, account=account)
-            )
-            job_id = str(reply["job_id"])
-        else:
-            script = batch_script_text(spec)
-            argv = cli.sbatch_argv(spec, partition, account)
-            job_id = parse_sbatch_parsable(self.run_command(argv, stdin=script, environment=spec.environment))
+        job_id = self.client.submit_job(spec)
         self.log.info("Submitted Slurm job %s (%s)", job_id, spec.name)
         return job_id
 
-    @cached_property
+    @property
     def accounting_enabled(self) -> bool:
         """Whether the cluster stores jobs in slurmdbd, so ``sacct`` knows finished jobs."""
-        if self.rest is not None:
-            return False
-        return cli.accounting_from_config(self.run_command(cli.SHOW_CONFIG_ARGV))
+        return self.client.accounting_enabled
 
     def find_job(self, job_id: str) -> SlurmJobInfo | None:
         """The job's current record, or None when neither slurmctld nor accounting knows it."""
-        try:
-            if self.rest is not None:
-                reply = self.rest.request("GET", f"job/{job_id}")
-                return self._pick([job_info_from_rest(j) for j in reply.get("jobs") or []], job_id)
-            return self._pick(parse_scontrol_jobs(self.run_command(cli.scontrol_job_argv(job_id))), job_id)
-        except SlurmCommandError as err:
-            if not is_unknown_job(err):
-                raise
-        if not self.accounting_enabled:
-            return None
-        return self._pick(parse_sacct_jobs(self.run_command(cli.sacct_job_argv(job_id))), job_id)
+        return self.client.find_job(job_id)
 
     def get_job(self, job_id: str) -> SlurmJobInfo:
         """Like :meth:`find_job`, but an unknown job is an error."""
-        info = self.find_job(job_id)
-        if info is None:
-            where = self.settings.rest_url or f"slurm.conf {self.slurm_conf or 'default'}"
-            raise SlurmJobError(f"Slurm job {job_id} is not known to slurmctld ({where})")
-        return info
+        return self.client.get_job(job_id)
 
     def find_jobs_by_name(self, name: str, comment: str | None = None) -> list[SlurmJobInfo]:
         """Jobs slurmctld still remembers with this name (and comment, if given), oldest first."""
-        if self.rest is not None:
-            return self._matching(self.rest.request("GET", "jobs").get("jobs") or [], name, comment)
-        rows = parse_squeue_lookup(self.run_command(cli.squeue_lookup_argv(name)))
-        matching = {job_id for job_id, c in rows if comment is None or c == comment}
-        jobs = [self.find_job(job_id) for job_id in sorted(matching, key=job_id_sort_key)]
-        return [job for job in jobs if job is not None]
+        return self.client.find_jobs_by_name(name, comment)
 
     def cancel_job(self, job_id: str) -> None:
         """Cancel the job; cancelling a finished or unknown job is not an error."""
-        if self.rest is not None:
-            try:
-                self.rest.request("DELETE", f"job/{job_id}")
-            except SlurmCommandError as err:
-                if not is_unknown_job(err):
-                    raise
-        else:
-            self.run_command(cli.scancel_argv(job_id))
+        self.client.cancel_job(job_id)
         self.log.info("Requested cancellation of Slurm job %s", job_id)
 
     def get_nodes(self) -> list[SlurmNodeGres]:
         """Every (node, partition) pair with its GRES configured and in use."""
-        return read_nodes(self.settings, timeout=self.command_timeout)
+        return self.client.get_nodes()
 
     def read_output_tail(self, info: SlurmJobInfo, lines: int = 20) -> list[str] | None:
         """Last lines of the job's stdout file, when this machine can read it."""
-        if not info.stdout_path:
-            return None
-        return tail_lines(info.stdout_path, lines)
-
-
-def _retry_transient() -> Any:
-    # slurmctld can be briefly unreachable (restart, failover); a job lookup is safe to repeat.
-    return tenacity.retry(
-        stop=tenacity.stop_after_attempt(3),
-        wait=tenacity.wait_exponential(multiplier=0.5, max=5),
-        retry=tenacity.retry_if_exception(
-            lambda e: isinstance(e, SlurmCommandError) and not is_unknown_job(e)
-        ),
-        reraise=True,
-    )
+        return output_tail(info, lines)
 
 
 class AsyncSlurmHook(_SlurmHookBase):
@@ -294,7 +205,7 @@ class AsyncSlurmHook(_SlurmHookBase):
     """
 
     _settings: SlurmClusterSettings | None = None
-    _accounting: bool | None = None
+    _client: AsyncSlurmClient | None = None
 
     async def get_settings(self) -> SlurmClusterSettings:
         if self._settings is None:
@@ -307,57 +218,29 @@ class AsyncSlurmHook(_SlurmHookBase):
             self._settings = self._merge(conn)
         return self._settings
 
-    async def _rest(self) -> SlurmRestClient | None:
-        return (await self.get_settings()).rest_client(self.command_timeout)
+    async def get_client(self) -> AsyncSlurmClient:
+        """The Airflow-free client for this connection."""
+        if self._client is None:
+            self._client = AsyncSlurmClient(await self.get_settings(), timeout=self.command_timeout)
+        return self._client
 
     async def run_command(self, argv: Sequence[str]) -> str:
         """Run one Slurm command without blocking the event loop; return stdout."""
-        settings = await self.get_settings()
-        return await cli.arun_command(argv, slurm_conf=settings.slurm_conf, timeout=self.command_timeout)
+        return await (await self.get_client()).run_command(argv)
 
     async def accounting_enabled(self) -> bool:
-        if self._accounting is None:
-            if await self._rest() is not None:
-                self._accounting = False
-            else:
-                self._accounting = cli.accounting_from_config(await self.run_command(cli.SHOW_CONFIG_ARGV))
-        return self._accounting
+        return await (await self.get_client()).accounting_enabled()
 
-    @_retry_transient()
     async def find_job(self, job_id: str) -> SlurmJobInfo | None:
         """The job's current record, or None when neither slurmctld nor accounting knows it."""
-        rest = await self._rest()
-        try:
-            if rest is not None:
-                reply = await rest.arequest("GET", f"job/{job_id}")
-                return self._pick([job_info_from_rest(j) for j in reply.get("jobs") or []], job_id)
-            output = await self.run_command(cli.scontrol_job_argv(job_id))
-            return self._pick(parse_scontrol_jobs(output), job_id)
-        except SlurmCommandError as err:
-            if not is_unknown_job(err):
-                raise
-        if not await self.accounting_enabled():
-            return None
-        return self._pick(parse_sacct_jobs(await self.run_command(cli.sacct_job_argv(job_id))), job_id)
+        return await (await self.get_client()).find_job(job_id)
 
     async def get_job(self, job_id: str) -> SlurmJobInfo:
-        info = await self.find_job(job_id)
-        if info is None:
-            raise SlurmJobError(f"Slurm job {job_id} is not known to slurmctld")
-        return info
+        return await (await self.get_client()).get_job(job_id)
 
     async def cancel_job(self, job_id: str) -> None:
-        rest = await self._rest()
-        if rest is not None:
-            try:
-                await rest.arequest("DELETE", f"job/{job_id}")
-            except SlurmCommandError as err:
-                if not is_unknown_job(err):
-                    raise
-        else:
-            await self.run_command(cli.scancel_argv(job_id))
+        await (await self.get_client()).cancel_job(job_id)
         self.log.info("Requested cancellation of Slurm job %s", job_id)
 
-    @_retry_transient()
     async def get_nodes(self) -> list[SlurmNodeGres]:
-        return await aread_nodes(await self.get_settings(), timeout=self.command_timeout)
+        return await (await self.get_client()).get_nodes()

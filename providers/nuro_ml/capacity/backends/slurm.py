@@ -14,9 +14,9 @@ from typing import Literal
 from nuro_ml.capacity.backends.base import CapacityBackend, CapacityBackendConfig, NodeCapacity, PoolCapacity
 from nuro_ml.clients import connections
 from nuro_ml.exceptions import CapacityError
+from nuro_ml.slurm.client import AsyncSlurmClient, SlurmClient
 from nuro_ml.slurm.connection import SlurmClusterSettings, merge_settings
 from nuro_ml.slurm.models import SlurmNodeGres
-from nuro_ml.slurm.nodes import aread_nodes, read_nodes
 
 
 class SlurmBackendConfig(CapacityBackendConfig):
@@ -49,7 +49,7 @@ class SlurmBackend(CapacityBackend):
     def get_capacity(self) -> list[PoolCapacity]:
         try:
             conn = connections.resolver().connection(self.config.conn_id) if self.config.conn_id else None
-            nodes = read_nodes(self._settings(conn), timeout=self.config.timeout_seconds)
+            nodes = SlurmClient(self._settings(conn), timeout=self.config.timeout_seconds).get_nodes()
         except Exception as err:
             raise CapacityError(f"slurm backend: reading nodes with sinfo failed: {err}") from err
         return self.pools_from_nodes(nodes)
@@ -59,7 +59,9 @@ class SlurmBackend(CapacityBackend):
             conn = (
                 await connections.resolver().aconnection(self.config.conn_id) if self.config.conn_id else None
             )
-            nodes = await aread_nodes(self._settings(conn), timeout=self.config.timeout_seconds)
+            nodes = await AsyncSlurmClient(
+                self._settings(conn), timeout=self.config.timeout_seconds
+            ).get_nodes()
         except Exception as err:
             raise CapacityError(f"slurm backend: reading nodes with sinfo failed: {err}") from err
         return self.pools_from_nodes(nodes)
