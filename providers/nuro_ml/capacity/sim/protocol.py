@@ -105,7 +105,7 @@ def run_protocol(
     if not gpu_pods:
         raise CapacityError("the pod list has no GPU pods")
     workload = workload if workload is not None else typical_workload(p.demand for p in pods)
-    chooser = get_placement_policy(policy, workload, seed=seed)
+    chooser = get_placement_policy(policy, workload)
     frag = FragmentationCache(workload)
     states = [NodeState.empty(spec) for spec in nodes]
     rng = random.Random(seed)
