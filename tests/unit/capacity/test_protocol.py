@@ -106,3 +106,22 @@ def test_timed_replay_reads_the_node_list_and_states_the_time_scale(
     out = capsys.readouterr().out
     assert f"capacity {{'gpu': {gpus * 1000}}} milli-GPUs, time scale 20x" in out
     assert "BE wait p50/p95/max" in out
+
+
+def test_timed_replay_quotas_read_gpus_fractions_and_milli_gpus(
+    openb_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node_path, pod_path = openb_files
+    argv = ["sim", str(pod_path), "--limit", "50", "--no-plots", "--out", str(tmp_path)]
+    quotas = ["--quota", "BE=2500m", "--quota", "LS=1.5", "--quota", "Burstable=4"]
+    assert main([*argv, "--nodes", str(node_path), *quotas]) == 0
+    assert "quotas: BE@gpu 2.5 GPUs, LS@gpu 1.5 GPUs, Burstable@gpu 4 GPUs" in capsys.readouterr().out
+    # Counted in whole GPUs (--gpus), a share of a GPU cannot be a quota.
+    assert main([*argv, "--gpus", "8", "--quota", "BE=2500m"]) == 2
+    assert "--quota 'BE=2500m': a fraction of a GPU needs the cluster counted in milli-GPUs" in (
+        capsys.readouterr().err
+    )
+    assert main([*argv, "--gpus", "8", "--quota", "BE=2000m"]) == 0
+    assert "quotas: BE@gpu 2 GPUs" in capsys.readouterr().out
+    assert main([*argv, "--gpus", "8", "--quota", "BE=lots"]) == 2
+    assert "expected GPUs (4, 2.5) or milli-GPUs (2500m), got 'lots'" in capsys.readouterr().err
