@@ -20,8 +20,8 @@ Policies choose the node (and, for a sharing worker, the GPU) for each worker:
   target workload, grows least, scored as the paper's simulator scores it
   (:func:`fgd_score`), equal best scores settled by the smallest node name, as the
   simulator's scheduler settles them;
-* ``ours``: FGD's score, with equal best scores settled by best-fit's score (the node the
-  worker fills most), then by node order.
+* ``ours``: FGD's score, with equal best scores settled by node order (the earliest node),
+  whatever the nodes are called.
 
 Fragmentation follows the paper and its simulator (``pkg/utils/frag.go``): for a node ``n``
 and a task ``m``, if ``m`` cannot run on ``n`` (GPU model, CPU, or not enough GPUs with a
@@ -524,12 +524,12 @@ class FragmentationGradient:
 
 
 class Ours(FragmentationGradient):
-    """FGD's score; equal best scores settled by best-fit's score, then by node order.
+    """FGD's score, with equal best scores settled by node order (the earliest node).
 
-    Among equally fragmenting choices, the node the worker fills most (least CPU and GPU
-    left, best-fit's measure) keeps the other nodes' room whole for later large tasks and
-    gangs; the earliest node then settles what is still equal. Node order is the pool's
-    declared order (or the back end's), whatever the nodes are called.
+    Filling the earliest nodes first among equally fragmenting choices keeps the later
+    nodes whole, which is what multi-GPU gangs need. This is the simulator's rule when node
+    names sort in node order (as openb's do); ours keeps to the pool's declared order (or
+    the back end's) whatever the nodes are called.
     """
 
     name = "ours"
@@ -541,9 +541,8 @@ class Ours(FragmentationGradient):
         demand: Demand,
         groups: Mapping[int, Sequence[int]],
     ) -> tuple[int, tuple[int, ...]]:
-        # Members of a group score alike and the first is the earliest node: the
-        # earliest representative stands for its group.
-        return min(ties, key=lambda t: (best_fit_score(nodes[t[0]], demand), t[0]))
+        # A group's first member is its earliest node, so the earliest representative wins.
+        return min(ties, key=lambda t: t[0])
 
 
 PLACEMENT_POLICIES: tuple[str, ...] = ("first-fit", "best-fit", "fgd", "ours")

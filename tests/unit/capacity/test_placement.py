@@ -209,9 +209,9 @@ def test_fgd_settles_equal_scores_by_smallest_node_name_as_the_simulator_does() 
         # "a" itself, on its own first whole GPU (GPU 0 of "a" is the half-used one).
         assert placement is not None and [(s.node, s.gpu) for s in placement.shares] == [("a", 1)]
     assert place(cluster(), task, get_placement_policy("fgd", workload)) == placement
-    # Ours settles the same tie by best-fit's measure: the partly used node "b" is filled.
+    # Ours settles the same tie by node order, whatever the names: "z", listed first.
     placement = place(cluster(), task, Ours(workload))
-    assert placement is not None and placement.nodes == ("b",)
+    assert placement is not None and [(s.node, s.gpu) for s in placement.shares] == [("z", 0)]
 
 
 def test_ours_fills_the_earliest_node_among_equal_fits() -> None:
@@ -220,7 +220,7 @@ def test_ours_fills_the_earliest_node_among_equal_fits() -> None:
     placement = place(nodes, Demand(MILLI, 1, 1, 0, 0, None), Ours(workload), commit=True)
     assert placement is not None and placement.nodes == ("c",)
     placement = place(nodes, Demand(MILLI, 1, 1, 0, 0, None), Ours(workload), commit=True)
-    assert placement is not None and placement.nodes == ("c",)  # now the fullest
+    assert placement is not None and placement.nodes == ("c",)  # still the earliest
     # Every node still scores alike for FGD, which goes by name.
     placement = place(nodes, Demand(MILLI, 1, 1, 0, 0, None), FragmentationGradient(workload))
     assert placement is not None and placement.nodes == ("a",)
