@@ -487,7 +487,8 @@ def _register_sim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         action="append",
         default=[],
         metavar="TEAM=GPUS[@POOL]",
-        help="a team's nominal quota (repeatable; default: capacity split evenly)",
+        help="a team's nominal quota: whole GPUs (4), fractional (2.5) or milli-GPUs (2500m); fractions "
+        "need a cluster counted in milli-GPUs (--nodes) (repeatable; default: capacity split evenly)",
     )
     parser.add_argument("--policies", default="fifo,fair", help="comma-separated policies to compare")
     parser.add_argument(
@@ -548,10 +549,31 @@ def _pairs(specs: list[str], flag: str) -> list[tuple[str, int, str | None]]:
         name, sep, rest = spec.partition("=")
         value, _, pool = rest.partition("@")
         if not sep or not name or not value.isdigit():
-            raise UsageError(
-                f"{flag} {spec!r}: expected NAME=INTEGER" + ("[@POOL]" if flag == "--quota" else "")
-            )
+            raise UsageError(f"{flag} {spec!r}: expected NAME=INTEGER")
         out.append((name, int(value), pool or None))
+    return out
+
+
+def _quota_specs(specs: list[str]) -> list[tuple[str, int, str | None]]:
+    """``TEAM=GPUS[@POOL]`` flags as (team, milli-GPUs, pool).
+
+    Amounts read as ``quota set-quota --nominal`` reads them: 4, 2.5 or 2500m.
+    """
+    from nuro_ml.capacity.records import gpu_quantity, milli_of
+
+    out = []
+    for spec in specs:
+        team, sep, rest = spec.partition("=")
+        value, _, pool = rest.partition("@")
+        if not sep or not team or not value:
+            raise UsageError(
+                f"--quota {spec!r}: expected TEAM=GPUS[@POOL], e.g. perception=4 or perception=2500m"
+            )
+        try:
+            milli = milli_of(gpu_quantity(value, what=f"--quota {spec!r}"))
+        except CapacityError as err:
+            raise UsageError(str(err)) from None
+        out.append((team, milli, pool or None))
     return out
 
 
@@ -601,6 +623,7 @@ def _sim_fgd(args: argparse.Namespace) -> int:
 
 def _sim_timed(args: argparse.Namespace) -> int:
     from nuro_ml import settings
+    from nuro_ml.capacity.policy import gpu_amount
     from nuro_ml.capacity.records import Quota
     from nuro_ml.capacity.sim.engine import simulate
     from nuro_ml.capacity.sim.report import format_table, plot, summarize, write_json
@@ -655,13 +678,18 @@ def _sim_timed(args: argparse.Namespace) -> int:
     quotas = None
     if args.quota:
         quotas = []
-        for team, gpus, pool in _pairs(args.quota, "--quota"):
+        for (team, quota_milli, pool), spec in zip(_quota_specs(args.quota), args.quota, strict=True):
             target = pool or default_pool
             if target is None:
+                raise UsageError(f"--quota {spec!r}: name the pool (TEAM=GPUS@POOL) when there are several")
+            if not milli and quota_milli % 1000:
                 raise UsageError(
-                    f"--quota {team}={gpus}: name the pool (TEAM=GPUS@POOL) when there are several"
+                    f"--quota {spec!r}: a fraction of a GPU needs the cluster counted in milli-GPUs; "
+                    "give it as --nodes NODE_LIST, or quote whole GPUs"
                 )
-            quotas.append(Quota(team=team, pool=target, nominal=gpus * 1000 if milli else gpus))
+            quotas.append(
+                Quota(team=team, pool=target, nominal=quota_milli if milli else quota_milli // 1000)
+            )
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not policies:
@@ -677,6 +705,10 @@ def _sim_timed(args: argparse.Namespace) -> int:
         f"trace {trace.source}: {len(trace.jobs)} jobs ({trace.skipped} skipped), "
         f"teams {', '.join(trace.teams)}, capacity {capacity} {unit}, time scale {args.time_scale:g}x"
     )
+    if quotas:
+        per_gpu = 1000 if milli else 1
+        listed = (f"{q.team}@{q.pool} {gpu_amount(q.nominal, per_gpu)} GPUs" for q in quotas)
+        print("quotas: " + ", ".join(listed))
     print(format_table(summaries))
     out = args.out or settings.data_dir() / "sim" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     write_json(summaries, Path(out) / "summary.json")

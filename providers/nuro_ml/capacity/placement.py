@@ -12,12 +12,16 @@ Policies choose the node (and, for a sharing worker, the GPU) for each worker:
 * ``best-fit``: as the FGD paper's simulator defines it
   (kubernetes-scheduler-simulator ``best_fit_score.go``): the node minimising
   ``0.5 * (cpu_free - cpu_req) / 128000 + 0.5 * (gpu_free - gpu_req) / 8000`` (milli units),
-  and on that node the sharing worker goes to the fitting GPU with the least free share;
+  scored on the scheduler's integer 0..100 scale (:func:`best_fit_points`), equal best
+  scores settled by the smallest node name; on that node the sharing worker goes to the
+  fitting GPU with the least free share;
 * ``fgd``: Fragmentation Gradient Descent (Weng et al., "Beware of Fragmentation",
   USENIX ATC '23): the node (and GPU) whose expected fragmentation, measured against the
   target workload, grows least, scored as the paper's simulator scores it
-  (:func:`fgd_score`), equal best scores settled at random as kube-scheduler does;
-* ``ours``: FGD's score, with equal best scores settled by node order instead.
+  (:func:`fgd_score`), equal best scores settled by the smallest node name, as the
+  simulator's scheduler settles them;
+* ``ours``: FGD's score, with equal best scores settled by node order (the earliest node),
+  whatever the nodes are called.
 
 Fragmentation follows the paper and its simulator (``pkg/utils/frag.go``): for a node ``n``
 and a task ``m``, if ``m`` cannot run on ``n`` (GPU model, CPU, or not enough GPUs with a
@@ -30,7 +34,6 @@ fragmentation against a workload ``M`` is ``sum_m p_m * F_n(m)``.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -333,6 +336,29 @@ def best_fit_score(node: NodeState, demand: Demand) -> float:
     return 0.5 * cpu_left / BEST_FIT_MAX_CPU_MILLI + 0.5 * gpu_left / BEST_FIT_MAX_GPU_MILLI
 
 
+def best_fit_points(node: NodeState, demand: Demand) -> int:
+    """The simulator's best-fit node score: ``int64((1 - score) * 100)``, higher is better.
+
+    Its min-max normalisation afterwards keeps exactly the nodes of the highest raw score at
+    the top, so the choice is among the nodes with the most points.
+    """
+    return int((1.0 - best_fit_score(node, demand)) * 100)
+
+
+def smallest_name(
+    nodes: Sequence[NodeState], tied: Iterable[int], groups: Mapping[int, Sequence[int]]
+) -> int:
+    """The node with the smallest name among the tied candidates' groups.
+
+    The FGD paper's simulator runs a kube-scheduler whose ``selectHost`` was changed, "for
+    reproducibility", to keep the lexicographically smallest node name among equal best
+    scores rather than draw one at random; the policies that follow the simulator settle
+    ties the same way.
+    """
+    members = (member for rep in tied for member in groups.get(rep, (rep,)))
+    return min(members, key=lambda member: (nodes[member].name, member))
+
+
 @dataclass(frozen=True)
 class Choice:
     """One worker's placement: node index in the node list and the GPUs it uses there."""
@@ -351,9 +377,11 @@ class PlacementPolicy(Protocol):
         nodes: Sequence[NodeState],
         candidates: Sequence[int],
         demand: Demand,
-        sizes: Mapping[int, int] | None = None,
+        groups: Mapping[int, Sequence[int]] | None = None,
     ) -> Choice | None:
-        """``candidates`` stand for groups of interchangeable nodes of ``sizes`` nodes each."""
+        """``candidates`` stand for groups of interchangeable nodes: ``groups[c]`` lists the
+        indexes of ``c``'s group, ``c`` first (a candidate absent from ``groups`` stands alone).
+        The choice may name any member of a chosen group."""
         ...
 
 
@@ -380,7 +408,7 @@ class FirstFit:
         nodes: Sequence[NodeState],
         candidates: Sequence[int],
         demand: Demand,
-        sizes: Mapping[int, int] | None = None,
+        groups: Mapping[int, Sequence[int]] | None = None,
     ) -> Choice | None:
         if not candidates:
             return None
@@ -396,11 +424,13 @@ class BestFit:
         nodes: Sequence[NodeState],
         candidates: Sequence[int],
         demand: Demand,
-        sizes: Mapping[int, int] | None = None,
+        groups: Mapping[int, Sequence[int]] | None = None,
     ) -> Choice | None:
         if not candidates:
             return None
-        index = min(candidates, key=lambda i: (best_fit_score(nodes[i], demand), i))
+        points = {index: best_fit_points(nodes[index], demand) for index in candidates}
+        top = max(points.values())
+        index = smallest_name(nodes, (i for i in candidates if points[i] == top), groups or {})
         return Choice(index, _best_fit_gpus(nodes[index], demand))
 
 
@@ -408,8 +438,8 @@ def fgd_score(delta: float) -> int:
     """The FGD simulator's node score for a fragmentation change of ``delta`` milli-GPUs.
 
     ``fgd_score.go``: ``int64(sigmoid((before - after) / 1000) * 100)``; higher is better.
-    The truncation makes choices within a few tens of milli-GPUs equal, and the scheduler
-    picks among equal best scores at random.
+    The truncation makes choices within a few tens of milli-GPUs equal; how equal best
+    scores are settled is up to the policy.
     """
     return int(100.0 / (1.0 + math.exp(delta / 1000.0)))
 
@@ -417,17 +447,19 @@ def fgd_score(delta: float) -> int:
 class FragmentationGradient:
     """FGD: the choice whose expected fragmentation grows least, scored as the simulator does.
 
-    Among the choices with the best (integer) score, one is drawn at random, each node equally
-    likely, as kube-scheduler's ``selectHost`` does; ``seed`` makes the draw reproducible.
+    Among the nodes with the best (integer) score, the one with the smallest name is chosen,
+    as the simulator's scheduler does (:func:`smallest_name`). With node names in node-list
+    order this fills the earliest nodes first among equally fragmenting choices, which the
+    published FGD results rest on: a random draw spreads pods over every tied node and
+    leaves about twice as many GPUs unallocated on the openb trace.
     """
 
     name = "fgd"
 
-    def __init__(self, workload: Workload, *, seed: int = 0) -> None:
+    def __init__(self, workload: Workload) -> None:
         if not workload:
             raise CapacityError("FGD needs a target workload (typical tasks with popularities)")
         self.frag = FragmentationCache(workload)
-        self.rng = random.Random(seed)
 
     def options(self, node: NodeState, demand: Demand) -> list[tuple[float, tuple[int, ...]]]:
         """(fragmentation increase, GPUs) for every way one worker can go on ``node``."""
@@ -442,6 +474,12 @@ class FragmentationGradient:
             out.append((self.frag(after) - before, gpus))
         return out
 
+    def best_on(self, node: NodeState, demand: Demand) -> tuple[int, tuple[int, ...]]:
+        """The node's score and the GPUs the simulator picks there (the first best-scored)."""
+        scored = [(fgd_score(delta), gpus) for delta, gpus in self.options(node, demand)]
+        top = max(score for score, _gpus in scored)
+        return top, next(gpus for score, gpus in scored if score == top)
+
     def best_options(
         self, nodes: Sequence[NodeState], candidates: Sequence[int], demand: Demand
     ) -> list[tuple[int, tuple[int, ...]]]:
@@ -449,10 +487,7 @@ class FragmentationGradient:
         best: int | None = None
         ties: list[tuple[int, tuple[int, ...]]] = []
         for index in candidates:
-            scored = [(fgd_score(delta), gpus) for delta, gpus in self.options(nodes[index], demand)]
-            top = max(score for score, _gpus in scored)
-            # The simulator picks the GPU on the chosen node by the same score (first best).
-            gpus = next(g for score, g in scored if score == top)
+            top, gpus = self.best_on(nodes[index], demand)
             if best is None or top > best:
                 best, ties = top, [(index, gpus)]
             elif top == best:
@@ -464,30 +499,37 @@ class FragmentationGradient:
         nodes: Sequence[NodeState],
         ties: Sequence[tuple[int, tuple[int, ...]]],
         demand: Demand,
-        sizes: Mapping[int, int],
+        groups: Mapping[int, Sequence[int]],
     ) -> tuple[int, tuple[int, ...]]:
-        weights = [sizes.get(index, 1) for index, _gpus in ties]
-        return self.rng.choices(list(ties), weights)[0]
+        """The tied node with the smallest name, over every member of the tied groups."""
+        gpus_of = dict(ties)
+        index = smallest_name(nodes, gpus_of, groups)
+        if index in gpus_of:
+            return index, gpus_of[index]
+        # Interchangeable, but its GPUs may be in another order: pick them on the node itself.
+        return index, self.best_on(nodes[index], demand)[1]
 
     def choose(
         self,
         nodes: Sequence[NodeState],
         candidates: Sequence[int],
         demand: Demand,
-        sizes: Mapping[int, int] | None = None,
+        groups: Mapping[int, Sequence[int]] | None = None,
     ) -> Choice | None:
         ties = self.best_options(nodes, candidates, demand)
         if not ties:
             return None
-        index, gpus = ties[0] if len(ties) == 1 else self.settle(nodes, ties, demand, sizes or {})
+        index, gpus = self.settle(nodes, ties, demand, groups or {})
         return Choice(index, gpus)
 
 
 class Ours(FragmentationGradient):
-    """FGD's score, with equal best scores settled by node order instead of at random.
+    """FGD's score, with equal best scores settled by node order (the earliest node).
 
     Filling the earliest nodes first among equally fragmenting choices keeps the later
-    nodes whole, which is what multi-GPU gangs need.
+    nodes whole, which is what multi-GPU gangs need. This is the simulator's rule when node
+    names sort in node order (as openb's do); ours keeps to the pool's declared order (or
+    the back end's) whatever the nodes are called.
     """
 
     name = "ours"
@@ -497,24 +539,25 @@ class Ours(FragmentationGradient):
         nodes: Sequence[NodeState],
         ties: Sequence[tuple[int, tuple[int, ...]]],
         demand: Demand,
-        sizes: Mapping[int, int],
+        groups: Mapping[int, Sequence[int]],
     ) -> tuple[int, tuple[int, ...]]:
+        # A group's first member is its earliest node, so the earliest representative wins.
         return min(ties, key=lambda t: t[0])
 
 
 PLACEMENT_POLICIES: tuple[str, ...] = ("first-fit", "best-fit", "fgd", "ours")
 
 
-def get_placement_policy(name: str, workload: Workload = (), *, seed: int = 0) -> PlacementPolicy:
+def get_placement_policy(name: str, workload: Workload = ()) -> PlacementPolicy:
     """A placement policy by name; ``fgd`` and ``ours`` need the target workload."""
     if name == "first-fit":
         return FirstFit()
     if name == "best-fit":
         return BestFit()
     if name == "fgd":
-        return FragmentationGradient(workload, seed=seed)
+        return FragmentationGradient(workload)
     if name == "ours":
-        return Ours(workload, seed=seed)
+        return Ours(workload)
     raise CapacityError(f"unknown placement policy {name!r}; choose one of {list(PLACEMENT_POLICIES)}")
 
 
@@ -530,22 +573,21 @@ def place(
 
     With ``commit`` the nodes' free resources are updated; otherwise they are left as given.
     Interchangeable nodes (same model and free resources) are offered to the policy once,
-    the first of them standing for the rest, which keeps large clusters fast without
-    changing any choice.
+    the first of them standing for the rest (the policy sees the whole group and may take
+    any member), which keeps large clusters fast without changing any choice.
     """
     work = list(nodes) if commit else [n.copy() for n in nodes]
     used: set[int] = set()
     shares: list[Share] = []
     for _worker in range(demand.workers):
         first_of: dict[tuple[str | None, int, int, tuple[int, ...]], int] = {}
-        sizes: dict[int, int] = {}
+        groups: dict[int, list[int]] = {}
         for index, node in enumerate(work):
             if index in used or not node.fits(demand) or (allowed is not None and not allowed(node)):
                 continue
-            key = node.group_key()
-            rep = first_of.setdefault(key, index)
-            sizes[rep] = sizes.get(rep, 0) + 1
-        choice = policy.choose(work, list(sizes), demand, sizes)
+            rep = first_of.setdefault(node.group_key(), index)
+            groups.setdefault(rep, []).append(index)
+        choice = policy.choose(work, list(groups), demand, groups)
         if choice is None:
             if commit:
                 _undo(work, shares, demand)

@@ -122,7 +122,9 @@ def test_sim_synthetic_with_quotas_and_bad_arguments(
     assert main(["sim", str(DATA / "openb_pod_list_sample.csv"), "--out", str(tmp_path)]) == 2
     assert "give the cluster with --nodes NODE_LIST" in capsys.readouterr().err
     assert main(["sim", "--synthetic", "--hours", "1", "--quota", "x=lots", "--out", str(tmp_path)]) == 2
-    assert "--quota 'x=lots': expected NAME=INTEGER" in capsys.readouterr().err
+    assert "--quota 'x=lots': expected GPUs (4, 2.5) or milli-GPUs (2500m)" in capsys.readouterr().err
+    assert main(["sim", "--synthetic", "--hours", "1", "--quota", "x", "--out", str(tmp_path)]) == 2
+    assert "--quota 'x': expected TEAM=GPUS[@POOL]" in capsys.readouterr().err
 
 
 def test_quota_set_nodes_reads_a_node_list(ledger_url: str, tmp_path: Path, capsys) -> None:

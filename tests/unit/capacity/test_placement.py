@@ -18,6 +18,7 @@ from nuro_ml.capacity.placement import (
     NodeState,
     Ours,
     TypicalTask,
+    best_fit_points,
     fgd_score,
     get_placement_policy,
     node_fragmentation,
@@ -184,26 +185,58 @@ def test_typical_workload_keeps_the_popular_shapes() -> None:
     assert [t.popularity for t in workload] == pytest.approx([6 / 9, 3 / 9])
 
 
-def test_fgd_scores_like_the_simulator_and_ours_settles_ties_by_node_order() -> None:
+def test_fgd_settles_equal_scores_by_smallest_node_name_as_the_simulator_does() -> None:
+    # The simulator's kube-scheduler keeps the smallest node name among equal best scores
+    # (its patched selectHost), it does not draw one at random.
     assert fgd_score(-250) == 56 and fgd_score(0) == 50 and fgd_score(250) == 43
     workload = (TypicalTask(Demand(MILLI, 1, 1, 0, 0, None), 1.0),)
     task = Demand(MILLI, 1, 1, 0, 0, None)
 
     def cluster() -> list[NodeState]:
+        # Listed out of name order. "a" is interchangeable with "z" (same free shares in
+        # another GPU order), so "z", listed first, stands for both when grouped.
         return [
-            node([1000] * 4, cpu_free=64000, name="a"),
+            node([1000, 1000, 1000, 500], cpu_free=64000, name="z"),
             node([1000, 1000, 0, 0], cpu_free=64000, name="b"),
-            node([1000] * 4, cpu_free=64000, name="c"),
+            node([500, 1000, 1000, 1000], cpu_free=64000, name="a"),
         ]
 
-    # A whole-GPU workload: no whole-GPU placement adds fragmentation, every node ties.
-    chosen_by_fgd = set()
-    for seed in range(20):
-        placement = place(cluster(), task, FragmentationGradient(workload, seed=seed))
-        assert placement is not None
-        chosen_by_fgd.update(placement.nodes)
-    # Random among equal best scores; c is interchangeable with a, which stands for both.
-    assert chosen_by_fgd == {"a", "b"}
-    for seed in range(5):
-        placement = place(cluster(), task, Ours(workload, seed=seed))
-        assert placement is not None and placement.nodes == ("a",)
+    # A whole-GPU workload: no whole-GPU placement changes fragmentation, every node ties.
+    fgd = FragmentationGradient(workload)
+    assert {fgd.best_on(n, task)[0] for n in cluster()} == {fgd_score(0)}
+    for _ in range(3):
+        placement = place(cluster(), task, FragmentationGradient(workload))
+        # "a" itself, on its own first whole GPU (GPU 0 of "a" is the half-used one).
+        assert placement is not None and [(s.node, s.gpu) for s in placement.shares] == [("a", 1)]
+    assert place(cluster(), task, get_placement_policy("fgd", workload)) == placement
+    # Ours settles the same tie by node order, whatever the names: "z", listed first.
+    placement = place(cluster(), task, Ours(workload))
+    assert placement is not None and [(s.node, s.gpu) for s in placement.shares] == [("z", 0)]
+
+
+def test_ours_fills_the_earliest_node_among_equal_fits() -> None:
+    workload = (TypicalTask(Demand(MILLI, 1, 1, 0, 0, None), 1.0),)
+    nodes = [node([1000] * 4, cpu_free=64000, name=name) for name in ("c", "a", "b")]
+    placement = place(nodes, Demand(MILLI, 1, 1, 0, 0, None), Ours(workload), commit=True)
+    assert placement is not None and placement.nodes == ("c",)
+    placement = place(nodes, Demand(MILLI, 1, 1, 0, 0, None), Ours(workload), commit=True)
+    assert placement is not None and placement.nodes == ("c",)  # still the earliest
+    # Every node still scores alike for FGD, which goes by name.
+    placement = place(nodes, Demand(MILLI, 1, 1, 0, 0, None), FragmentationGradient(workload))
+    assert placement is not None and placement.nodes == ("a",)
+
+
+def test_best_fit_scores_on_the_schedulers_integer_scale_and_settles_by_name() -> None:
+    # Float scores: b 0.5*64000/128000 + 0.5*1000/8000 = 0.3125, a 0.3164 (a is worse), but
+    # both are worth int((1 - s) * 100) = 68 points to the simulator: the smallest name wins.
+    nodes = [
+        node([1000, 1000], cpu_free=64000, cpu=96000, name="b"),
+        node([1000, 1000], cpu_free=65000, cpu=96000, name="a"),
+    ]
+    task = Demand(MILLI, 1, 1, 0, 0, None)
+    assert [best_fit_points(n, task) for n in nodes] == [68, 68]
+    chosen = place(nodes, task, BestFit())
+    assert chosen is not None and chosen.nodes == ("a",)
+    nodes[1].cpu_free = 72000  # 0.3437: 65 points, b wins outright
+    chosen = place(nodes, task, BestFit())
+    assert chosen is not None and chosen.nodes == ("b",)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from nuro_ml.capacity.placement import MILLI
+from nuro_ml.capacity.placement import MILLI, NodeSpec
 from nuro_ml.capacity.sim.openb import (
     generate_openb_like,
     load_node_list,
@@ -106,3 +106,43 @@ def test_timed_replay_reads_the_node_list_and_states_the_time_scale(
     out = capsys.readouterr().out
     assert f"capacity {{'gpu': {gpus * 1000}}} milli-GPUs, time scale 20x" in out
     assert "BE wait p50/p95/max" in out
+
+
+def test_timed_replay_quotas_read_gpus_fractions_and_milli_gpus(
+    openb_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node_path, pod_path = openb_files
+    argv = ["sim", str(pod_path), "--limit", "50", "--no-plots", "--out", str(tmp_path)]
+    quotas = ["--quota", "BE=2500m", "--quota", "LS=1.5", "--quota", "Burstable=4"]
+    assert main([*argv, "--nodes", str(node_path), *quotas]) == 0
+    assert "quotas: BE@gpu 2.5 GPUs, LS@gpu 1.5 GPUs, Burstable@gpu 4 GPUs" in capsys.readouterr().out
+    # Counted in whole GPUs (--gpus), a share of a GPU cannot be a quota.
+    assert main([*argv, "--gpus", "8", "--quota", "BE=2500m"]) == 2
+    assert "--quota 'BE=2500m': a fraction of a GPU needs the cluster counted in milli-GPUs" in (
+        capsys.readouterr().err
+    )
+    assert main([*argv, "--gpus", "8", "--quota", "BE=2000m"]) == 0
+    assert "quotas: BE@gpu 2 GPUs" in capsys.readouterr().out
+    assert main([*argv, "--gpus", "8", "--quota", "BE=lots"]) == 2
+    assert "expected GPUs (4, 2.5) or milli-GPUs (2500m), got 'lots'" in capsys.readouterr().err
+
+
+def test_fgd_is_deterministic_and_matches_ours_when_names_follow_node_order(
+    openb_files: tuple[Path, Path],
+) -> None:
+    # Generated node names sort in node order, as openb's do: the simulator's tie rule
+    # (smallest name) and ours (earliest node) then place every pod alike.
+    nodes, pods = load_node_list(openb_files[0]), load_pods(openb_files[1])
+    assert [n.name for n in nodes] == sorted(n.name for n in nodes)
+    fgd = run_protocol(nodes, pods, "fgd", seed=2, step=0.5)
+    assert fgd.points == run_protocol(nodes, pods, "ours", seed=2, step=0.5).points
+    # Listed in reverse, the earliest node is the largest name: the rules part ways, and
+    # fgd still places by name (sums over nodes differ only in rounding).
+    backwards = tuple(reversed(nodes))
+
+    def outcome(policy: str, listed: tuple[NodeSpec, ...]) -> list[tuple[float, float, int]]:
+        run = run_protocol(listed, pods, policy, seed=2, step=0.5)
+        return [(p.unallocated, round(p.fragmented, 9), p.failed_pods) for p in run.points]
+
+    assert outcome("fgd", backwards) == outcome("fgd", nodes)
+    assert outcome("ours", backwards) != outcome("fgd", nodes)

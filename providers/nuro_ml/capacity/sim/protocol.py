@@ -88,9 +88,10 @@ def run_protocol(
     """One seed of the protocol for ``policy``; points every ``step`` of arrived workload.
 
     ``order="random"`` draws the pods in a random order (the trace reshuffled whenever it
-    runs out); ``"submission"`` replays them in creation order first and then draws at
-    random, as the FGD simulator's experiments do (``shufflePod: false`` plus workload
-    tuning).
+    runs out), as the published FGD runs do (``--shuffle-pod=true``, then workload tuning
+    adds random pods of the trace); ``"submission"`` replays them in creation order first
+    and then draws at random, the simulator's default without shuffling
+    (``shufflePod: false``).
     """
     if order not in ("random", "submission"):
         raise CapacityError(f"arrival order must be 'random' or 'submission', got {order!r}")
@@ -105,7 +106,7 @@ def run_protocol(
     if not gpu_pods:
         raise CapacityError("the pod list has no GPU pods")
     workload = workload if workload is not None else typical_workload(p.demand for p in pods)
-    chooser = get_placement_policy(policy, workload, seed=seed)
+    chooser = get_placement_policy(policy, workload)
     frag = FragmentationCache(workload)
     states = [NodeState.empty(spec) for spec in nodes]
     rng = random.Random(seed)
