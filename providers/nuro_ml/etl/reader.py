@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from nuro_ml.etl import mcap_io
 from nuro_ml.etl.arrays import one_array
+from nuro_ml.etl.batching import ChannelBatcher
 from nuro_ml.etl.mcap_io import ChannelInfo, McapFormatError, MessageBatch, SchemaInfo
 from nuro_ml.etl.proto_decode import ProtobufDecoder
 from nuro_ml.etl.ros2_decode import Ros2Decoder
@@ -49,6 +50,8 @@ DEFAULT_PART_BYTES = 128 << 20
 #: The joined buffer stays below 8 MiB: larger allocations are slow to fault in on some VMs.
 _GROUP_MESSAGES = 2048
 _GROUP_BYTES = 6 << 20
+#: Consecutive chunks decompressed into one buffer by :func:`decode_file`.
+_LOAD_BYTES = 8 << 20
 _TIMESTAMP_US = pa.timestamp("us", tz="UTC")
 
 
@@ -444,29 +447,33 @@ def parse_list_option(value: str | None) -> list[str] | None:
 
 
 def decode_file(path: str, *, verify_crc: bool = True) -> Iterator[tuple[str, pa.Table]]:
-    """Every message of a file, decoded to typed columns, in one pass: ``(topic, table)`` per group.
+    """Every message of a file, decoded to typed columns, in one pass: ``(topic, table)`` per batch.
 
-    Each chunk is decompressed once whatever the layout; consecutive small chunks are decoded
-    together (as in :class:`McapTableReader`), one decoder call per channel and group.
+    Each chunk is decompressed once whatever the layout, consecutive chunks into one buffer
+    (:func:`~nuro_ml.etl.mcap_io.load_chunks`); each channel's messages are collected across
+    chunks into batches worth one decoder call (:class:`~nuro_ml.etl.batching.ChannelBatcher`).
+    A topic's tables come in the order of its messages.
     """
     with mcap_io.mapped(path) as buf:
         scan = mcap_io.scan(buf)
         if scan.damage is not None:
             raise scan.damage
+        batcher = ChannelBatcher()
 
-        def batches() -> Iterator[MessageBatch | McapFormatError]:
+        def batches() -> Iterator[tuple[MessageBatch, np.ndarray]]:
             if scan.loose_messages:
-                yield mcap_io.envelopes(buf, np.asarray(scan.loose_messages, dtype=np.int64))
-            for chunk in scan.chunks:
-                data = mcap_io.load_chunk(buf, chunk, verify_crc=verify_crc)
-                yield mcap_io.frame_records(data, chunk.offset, scan.schemas, scan.channels)
+                loose = np.asarray(scan.loose_messages, dtype=np.int64)
+                yield mcap_io.envelopes(buf, loose), loose
+            for group in mcap_io.chunk_groups(scan.chunks, _LOAD_BYTES):
+                yield mcap_io.load_chunks(buf, group, scan.schemas, scan.channels, verify_crc=verify_crc)
 
-        for item in _grouped(batches()):
-            if isinstance(item, McapFormatError):
-                raise item
-            ids = item.channel_ids
-            for cid in np.unique(ids).tolist():
-                channel = scan.channels[cid]
-                sub = item.select(ids == cid)
-                decoder = decoder_for(scan.schemas[channel.schema_id], channel.message_encoding)
-                yield channel.topic, decoder.decode(sub.buf, sub.starts, sub.ends)
+        def decode(cid: int, sub: MessageBatch) -> tuple[str, pa.Table]:
+            channel = scan.channels[cid]
+            decoder = decoder_for(scan.schemas[channel.schema_id], channel.message_encoding)
+            return channel.topic, decoder.decode(sub.buf, sub.starts, sub.ends)
+
+        for batch, where in batches():
+            for cid, sub, _ in batcher.add(batch, where):
+                yield decode(cid, sub)
+        for cid, sub, _ in batcher.flush():
+            yield decode(cid, sub)

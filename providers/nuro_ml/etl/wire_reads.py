@@ -12,9 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-#: Mean payload length from which bytes are gathered with one ``join`` instead of numpy indexing.
-_JOIN_MIN = 256
-
+from nuro_ml.etl.arrays import gather_bytes
 
 U64 = np.uint64
 _HI_BITS = U64(0x8080_8080_8080_8080)
@@ -119,19 +117,7 @@ class WireReads:
 
     def gather_bytes(self, pos: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, Any]:
         """Arrow-style offsets (int64, n + 1) and the concatenated bytes of ``buf[pos:pos+len]``."""
-        n = int(pos.shape[0])
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        total = int(offsets[-1])
-        if total == 0:
-            return offsets, b""
-        if total >= _JOIN_MIN * n:
-            view = memoryview(self.buf)
-            return offsets, b"".join(
-                [view[p : p + ln] for p, ln in zip(pos.tolist(), lengths.tolist(), strict=True)]
-            )
-        idx = np.repeat(pos - offsets[:-1], lengths) + np.arange(total)
-        return offsets, self.arr[idx]
+        return gather_bytes(self.buf, pos, lengths)
 
     def binary(self, pos: np.ndarray, lengths: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
         offsets, data = self.gather_bytes(pos, lengths)
