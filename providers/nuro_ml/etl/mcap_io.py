@@ -11,7 +11,6 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from isal.isal_zlib import crc32
 
 from nuro_ml.etl.arrays import gather_bytes
 
@@ -331,7 +331,7 @@ def load_chunk_into(buf: Any, chunk: RawChunk, dest: memoryview, *, verify_crc: 
         raise McapFormatError(
             f"chunk decompressed to {found} bytes, header says {chunk.uncompressed_size}", chunk.offset
         )
-    if verify_crc and chunk.crc and zlib.crc32(dest) != chunk.crc:
+    if verify_crc and chunk.crc and crc32(dest) != chunk.crc:
         raise McapFormatError("chunk CRC mismatch", chunk.offset)
 
 
