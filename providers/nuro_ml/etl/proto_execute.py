@@ -358,6 +358,11 @@ def _repeated_message(
         if not k:
             children.append(pa.array([], child.type))
             continue
+        if sub.kind in ("repeated_scalar", "repeated_message"):
+            # The program has no occurrence of it (see ``Deriver.bind``): empty in every element.
+            empty = pa.array(np.zeros(m * k + 1, dtype=np.int32))
+            children.append(pa.ListArray.from_arrays(empty, pa.array([], child.type.value_type)))
+            continue
         if sub.kind == "timestamp":
             slot = ("elem_ts", leaf.name)
             pieces = [

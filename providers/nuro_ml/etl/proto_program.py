@@ -211,6 +211,11 @@ class Program:
 _Ctx = tuple[Any, ...] | None
 
 
+def _listed(ctx: tuple[Any, ...], name: str) -> bool:
+    """Whether field ``name`` at an element walk's position is one of the element's struct fields."""
+    return (*ctx[3], name) in ctx[1].sub_by_path
+
+
 class Deriver:
     """Derive a :class:`Program` from one message (scalar Python walk)."""
 
@@ -296,6 +301,10 @@ class Deriver:
     ) -> None:
         ftype = fd.type
         step.ftype = ftype
+        if fd.is_repeated and ctx is not None and ctx[0] == "elem" and _listed(ctx, fd.name):
+            # A repeated field inside an element (a list in a list) is left to upb; messages where
+            # it is empty in every element run vectorised (their list fields are empty lists).
+            raise Reject
         leaf = self.by_path.get((*ctx[1], fd.name)) if ctx is not None and ctx[0] == "path" else None
         if ftype == FD.TYPE_MESSAGE:
             if step.wire != 2 or fd.message_type.GetOptions().map_entry:
