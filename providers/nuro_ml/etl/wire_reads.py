@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from numpy.lib.stride_tricks import as_strided
 
 from nuro_ml.etl.arrays import gather_bytes
 
@@ -80,6 +81,13 @@ class WireReads:
                 i = np.flatnonzero(over)
                 x[i] = self.tail[np.minimum(pos[i] - self.tail_base, self.tail.shape[0] - 1)]
         return x
+
+    def rows(self, pos: np.ndarray, span: int) -> np.ndarray | None:
+        """The ``span`` bytes from each position as the rows of a new array (``None`` when one
+        of them runs past the buffer)."""
+        if not pos.shape[0] or int(pos.max()) + span > self.arr.shape[0] or int(pos.min()) < 0:
+            return None
+        return as_strided(self.arr, shape=(self.arr.shape[0] - span + 1, span), strides=(1, 1))[pos]
 
     def fixed(self, pos: np.ndarray, dtype: str) -> np.ndarray:
         view = self._views.get(dtype)
