@@ -49,7 +49,7 @@ def _upstream(path: str) -> dict[str, list]:
 
 def test_decode_file_equals_upstream_decoders(interleaved, monkeypatch):
     # Small loads and batches: channels are held across several loads and passed on in parts.
-    monkeypatch.setattr(reader, "_LOAD_BYTES", 48 << 10)
+    monkeypatch.setattr(reader, "_GROUP_BYTES", 48 << 10)
     monkeypatch.setattr(batching, "MIN_MESSAGES", 50)
     monkeypatch.setattr(batching, "MIN_BYTES", 24 << 10)
     tables: dict[str, list[pa.Table]] = {}
