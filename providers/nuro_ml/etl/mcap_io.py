@@ -306,12 +306,23 @@ def chunk_at(buf: Any, offset: int) -> RawChunk:
     return RawChunk(offset, t0, t1, usize, crc, compression, pos, pos + data_len, offset + 9 + length)
 
 
-def load_chunk(buf: Any, chunk: RawChunk, *, verify_crc: bool = False) -> bytearray:
+def load_chunk(buf: Any, chunk: RawChunk, *, verify_crc: bool = False) -> memoryview:
     """Decompress a chunk's records; optionally check the uncompressed CRC."""
-    out = bytearray(chunk.uncompressed_size)
-    with memoryview(out) as dest:
-        load_chunk_into(buf, chunk, dest, verify_crc=verify_crc)
+    out = _buffer([chunk])
+    load_chunk_into(buf, chunk, out, verify_crc=verify_crc)
     return out
+
+
+def _buffer(chunks: Sequence[RawChunk]) -> memoryview:
+    """Room for the chunks' uncompressed bytes; a size no buffer can have is the file's error."""
+    try:
+        # Not a bytearray, which is zero-filled first: the decompression writes every byte.
+        return memoryview(np.empty(sum(c.uncompressed_size for c in chunks), dtype=np.uint8).data)
+    except (MemoryError, ValueError) as err:
+        biggest = max(chunks, key=lambda c: c.uncompressed_size)
+        raise McapFormatError(
+            f"chunk header claims {biggest.uncompressed_size} uncompressed bytes ({err})", biggest.offset
+        ) from err
 
 
 def load_chunk_into(buf: Any, chunk: RawChunk, dest: memoryview, *, verify_crc: bool = False) -> None:
@@ -365,8 +376,7 @@ def load_chunks(
     :func:`frame_records`). The first chunk that does not load raises :class:`McapFormatError`
     naming it.
     """
-    # Not a bytearray, which is zero-filled first: every byte is written by the decompression.
-    out = memoryview(np.empty(sum(c.uncompressed_size for c in chunks), dtype=np.uint8).data)
+    out = _buffer(chunks)
     positions: list[np.ndarray] = []
     counts: list[int] = []
     base = 0

@@ -103,9 +103,9 @@ def test_load_chunks_names_the_damaged_chunk(interleaved, tmp_path):
 def test_load_chunks_rejects_a_wrong_uncompressed_size(interleaved):
     with mcap_io.mapped(interleaved) as buf:
         chunk = mcap_io.scan(buf).chunks[0]
-        for size in (chunk.uncompressed_size - 1, chunk.uncompressed_size + 1):
+        for size in (chunk.uncompressed_size - 1, chunk.uncompressed_size + 1, 2**62):
             wrong = mcap_io.RawChunk(**{**chunk.__dict__, "uncompressed_size": size})
-            with pytest.raises(mcap_io.McapFormatError, match=r"decompressed to .* header says") as err:
+            with pytest.raises(mcap_io.McapFormatError, match=r"header (says|claims)") as err:
                 mcap_io.load_chunks(buf, [wrong])
             assert err.value.offset == chunk.offset
 
