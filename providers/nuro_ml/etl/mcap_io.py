@@ -130,7 +130,7 @@ class MessageBatch:
         """The same messages over a new buffer holding only their payloads."""
         offsets, data = gather_bytes(self.buf, self.starts, self.ends - self.starts)
         return MessageBatch(
-            data.tobytes() if isinstance(data, np.ndarray) else data,
+            data.data if isinstance(data, np.ndarray) else data,
             self.channel_ids,
             self.sequence,
             self.log_time,
