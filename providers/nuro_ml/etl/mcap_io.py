@@ -11,14 +11,16 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from isal.isal_zlib import crc32
+
+from nuro_ml.etl.arrays import gather_bytes
 
 MAGIC = b"\x89MCAP0\r\n"
 OP_HEADER = 0x01
@@ -107,7 +109,11 @@ class MessageBatch:
         payload = int((self.ends - self.starts).sum())
         return payload if 2 * payload < len(self.buf) else len(self.buf)
 
+    def payload_bytes(self) -> int:
+        return int((self.ends - self.starts).sum())
+
     def select(self, mask: np.ndarray) -> MessageBatch:
+        """The messages where ``mask`` is true (or at the indexes ``mask``), over the same buffer."""
         return MessageBatch(
             self.buf,
             self.channel_ids[mask],
@@ -116,6 +122,21 @@ class MessageBatch:
             self.publish_time[mask],
             self.starts[mask],
             self.ends[mask],
+        )
+
+    take = select
+
+    def compact(self) -> MessageBatch:
+        """The same messages over a new buffer holding only their payloads."""
+        offsets, data = gather_bytes(self.buf, self.starts, self.ends - self.starts)
+        return MessageBatch(
+            data.data if isinstance(data, np.ndarray) else data,
+            self.channel_ids,
+            self.sequence,
+            self.log_time,
+            self.publish_time,
+            offsets[:-1],
+            offsets[1:],
         )
 
 
@@ -225,6 +246,30 @@ def decompress(compression: str, data: Any, uncompressed_size: int) -> bytes:
     raise ValueError(f"unsupported chunk compression {compression!r}")
 
 
+def _decompress_into(compression: str, data: Any, dest: memoryview) -> int:
+    """Decompress ``data`` into ``dest``; the size it decompresses to (``len(dest) + 1`` if larger)."""
+    if compression == "zstd":
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
+        size = len(dest)
+        got = 0
+        while got < size:
+            n = reader.readinto(dest[got:])
+            if not n:
+                return got
+            got += n
+        return size + 1 if reader.read(1) else size
+    if compression == "":
+        out: Any = data
+    else:
+        out = decompress(compression, data, len(dest))
+    n = len(out)
+    if n <= len(dest):
+        dest[:n] = out
+    return n
+
+
 @dataclass(frozen=True)
 class RawChunk:
     """A chunk record located in the file, not yet decompressed."""
@@ -261,25 +306,90 @@ def chunk_at(buf: Any, offset: int) -> RawChunk:
     return RawChunk(offset, t0, t1, usize, crc, compression, pos, pos + data_len, offset + 9 + length)
 
 
-def load_chunk(buf: Any, chunk: RawChunk, *, verify_crc: bool = False) -> bytes:
+def load_chunk(buf: Any, chunk: RawChunk, *, verify_crc: bool = False) -> memoryview:
     """Decompress a chunk's records; optionally check the uncompressed CRC."""
+    out = _buffer([chunk])
+    load_chunk_into(buf, chunk, out, verify_crc=verify_crc)
+    return out
+
+
+def _buffer(chunks: Sequence[RawChunk]) -> memoryview:
+    """Room for the chunks' uncompressed bytes; a size no buffer can have is the file's error."""
+    try:
+        # Not a bytearray, which is zero-filled first: the decompression writes every byte.
+        return memoryview(np.empty(sum(c.uncompressed_size for c in chunks), dtype=np.uint8).data)
+    except (MemoryError, ValueError) as err:
+        biggest = max(chunks, key=lambda c: c.uncompressed_size)
+        raise McapFormatError(
+            f"chunk header claims {biggest.uncompressed_size} uncompressed bytes ({err})", biggest.offset
+        ) from err
+
+
+def load_chunk_into(buf: Any, chunk: RawChunk, dest: memoryview, *, verify_crc: bool = False) -> None:
+    """Decompress a chunk's records into ``dest`` (``chunk.uncompressed_size`` bytes); optionally
+    check the uncompressed CRC. Decompressing in place spares a copy per chunk when several chunks
+    are read into one buffer (:func:`load_chunks`)."""
     try:
         # A view, not a slice: slicing a memory map copies the compressed bytes.
         with memoryview(buf) as view:
-            data = decompress(
-                chunk.compression, view[chunk.data_start : chunk.data_end], chunk.uncompressed_size
-            )
+            size = _decompress_into(chunk.compression, view[chunk.data_start : chunk.data_end], dest)
     except ValueError as err:
         raise McapFormatError(f"chunk does not decompress: {err}", chunk.offset) from err
     except Exception as err:  # zstd/lz4 raise their own error types for corrupt frames
         raise McapFormatError(f"chunk does not decompress: {err}", chunk.offset) from err
-    if len(data) != chunk.uncompressed_size:
+    if size != chunk.uncompressed_size:
+        found = f"more than {chunk.uncompressed_size}" if size > chunk.uncompressed_size else str(size)
         raise McapFormatError(
-            f"chunk decompressed to {len(data)} bytes, header says {chunk.uncompressed_size}", chunk.offset
+            f"chunk decompressed to {found} bytes, header says {chunk.uncompressed_size}", chunk.offset
         )
-    if verify_crc and chunk.crc and zlib.crc32(data) != chunk.crc:
+    if verify_crc and chunk.crc and crc32(dest) != chunk.crc:
         raise McapFormatError("chunk CRC mismatch", chunk.offset)
-    return data
+
+
+def chunk_groups(chunks: Sequence[RawChunk], max_bytes: int) -> Iterator[list[RawChunk]]:
+    """Consecutive chunks of together at most ``max_bytes`` uncompressed bytes (a larger one alone)."""
+    group: list[RawChunk] = []
+    size = 0
+    for chunk in chunks:
+        if group and size + chunk.uncompressed_size > max_bytes:
+            yield group
+            group, size = [], 0
+        group.append(chunk)
+        size += chunk.uncompressed_size
+    if group:
+        yield group
+
+
+def load_chunks(
+    buf: Any,
+    chunks: Sequence[RawChunk],
+    schemas: dict[int, SchemaInfo] | None = None,
+    channels: dict[int, ChannelInfo] | None = None,
+    *,
+    verify_crc: bool = False,
+) -> tuple[MessageBatch, np.ndarray]:
+    """The messages of consecutive chunks as one batch over one buffer, and the file offset of
+    the chunk holding each message.
+
+    The chunks are decompressed straight into that buffer, so joining them costs no copy; records
+    are framed with the message indexes that follow each chunk as hints (see
+    :func:`frame_records`). The first chunk that does not load raises :class:`McapFormatError`
+    naming it.
+    """
+    out = _buffer(chunks)
+    positions: list[np.ndarray] = []
+    counts: list[int] = []
+    base = 0
+    for chunk in chunks:
+        end = base + chunk.uncompressed_size
+        with out[base:end] as region:
+            load_chunk_into(buf, chunk, region, verify_crc=verify_crc)
+            found = _positions(region, chunk.offset, schemas, channels, message_offsets(buf, chunk))
+        positions.append(found + base)
+        counts.append(int(found.shape[0]))
+        base = end
+    where = np.repeat(np.array([c.offset for c in chunks], dtype=np.int64), counts)
+    return envelopes(out, np.concatenate(positions) if positions else np.empty(0, np.int64)), where
 
 
 def _uints(arr: np.ndarray, pos: np.ndarray, dtype: str) -> np.ndarray:
@@ -395,13 +505,24 @@ def frame_records(
     (from :func:`message_offsets`) lets the vectorised check of the message records replace
     walking them one by one; the result is the same with or without it.
     """
+    return envelopes(data, _positions(data, base, schemas, channels, hint))
+
+
+def _positions(
+    data: Any,
+    base: int,
+    schemas: dict[int, SchemaInfo] | None,
+    channels: dict[int, ChannelInfo] | None,
+    hint: np.ndarray | None,
+) -> np.ndarray:
+    """Where the message records of ``data`` start (see :func:`frame_records`)."""
     if hint is not None:
         positions = _walk_hinted(data, base, schemas, channels, hint)
         if positions is not None:
-            return envelopes(data, positions)
+            return positions
     found: list[int] = []
     _walk(data, 0, len(data), base, schemas, channels, found)
-    return envelopes(data, np.asarray(found, dtype=np.int64))
+    return np.asarray(found, dtype=np.int64)
 
 
 def concat_batches(batches: list[MessageBatch]) -> MessageBatch:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from nuro_ml.etl import mcap_io
 from nuro_ml.etl.arrays import one_array
+from nuro_ml.etl.batching import ChannelBatcher
 from nuro_ml.etl.mapping import LoadedMapping, Route, UnmappedTopicError, field_columns
 from nuro_ml.etl.mcap_io import ChannelInfo, McapFormatError, MessageBatch, SchemaInfo
 from nuro_ml.etl.reader import UnsupportedSchemaError, decoder_for
@@ -52,7 +53,7 @@ _TS = pa.timestamp("us", tz="UTC")
 #: Rows are buffered per table up to these limits before a row group is written.
 _FLUSH_ROWS = 65_536
 _FLUSH_BYTES = 32 << 20
-#: Decompressed chunk bytes decoded together (see ``_process``).
+#: Decompressed chunk bytes loaded into one buffer (see ``_process``).
 _GROUP_BYTES = 8 << 20
 #: Payload tables and the reference tables derived from them (the same rows without ``data``).
 PAYLOAD_REFS = {"lidar_payload": "lidar_points", "camera_payload": "camera_frames"}
@@ -269,25 +270,19 @@ def _process(task: FileTask, buf: Any, result: FileResult, tables: _Tables, sign
             raise _Bad("chunk index points at no chunk", missing[0])
     result.chunks = len(scan.chunks)
     state = _State(task, scan.schemas, scan.channels, result, tables, signals)
+    batcher = ChannelBatcher()
     if scan.loose_messages:
         loose = np.asarray(scan.loose_messages, dtype=np.int64)
-        state.batch(loose, mcap_io.envelopes(buf, loose))
-    # Chunks are decoded in groups: a recorder's chunks are small and hold every channel, so one
-    # chunk gives each channel only a few messages, and the per-call cost of decoding, mapping and
-    # buffering them would outweigh the work on them.
-    group: list[mcap_io.MessageBatch] = []
-    group_bytes = 0
-    for chunk in scan.chunks:
-        data = mcap_io.load_chunk(buf, chunk, verify_crc=True)
-        result.chunks_decompressed += 1
-        group.append(mcap_io.frame_records(data, chunk.offset, scan.schemas, scan.channels))
-        group_bytes += len(data)
-        state.offsets.append((chunk.offset, len(group[-1])))
-        if group_bytes >= _GROUP_BYTES:
-            state.batch(state.take_offsets(), mcap_io.concat_batches(group))
-            group, group_bytes = [], 0
-    if group:
-        state.batch(state.take_offsets(), mcap_io.concat_batches(group))
+        state.batch(batcher.add(mcap_io.envelopes(buf, loose), loose))
+    # Chunks are loaded in groups into one buffer, and each channel's messages are collected across
+    # groups: a recorder's chunks are small and hold every channel, so one chunk gives a channel
+    # only a few messages, and the per-call cost of decoding, mapping and buffering them would
+    # outweigh the work on them.
+    for group in mcap_io.chunk_groups(scan.chunks, _GROUP_BYTES):
+        batch, where = mcap_io.load_chunks(buf, group, scan.schemas, scan.channels, verify_crc=True)
+        result.chunks_decompressed += len(group)
+        state.batch(batcher.add(batch, where))
+    state.batch(batcher.flush())
     if state.unmapped:
         raise UnmappedTopicError(" | ".join(state.unmapped))
     counts = {state.channels[cid].topic: n for cid, n in sorted(state.counts.items()) if n}
@@ -323,17 +318,6 @@ class _State:
         self.counts: dict[int, int] = {}
         self.handlers: dict[int, _Channel | None] = {}
         self.unmapped: list[str] = []
-        #: (file offset, messages) of the chunks read since the last batch.
-        self.offsets: list[tuple[int, int]] = []
-
-    def take_offsets(self) -> np.ndarray:
-        """The file offset of the chunk holding each message of the chunks read since the last batch."""
-        where = np.repeat(
-            np.array([o for o, _ in self.offsets], dtype=np.int64),
-            np.array([n for _, n in self.offsets], dtype=np.int64),
-        )
-        self.offsets.clear()
-        return where
 
     def handler(self, cid: int, offset: int) -> _Channel | None:
         if cid in self.handlers:
@@ -356,18 +340,10 @@ class _State:
             self.result.schemas[h.topic] = h.schema_name
         return h
 
-    def batch(self, where: np.ndarray, batch: MessageBatch) -> None:
-        """Check, decode and route messages; ``where[i]``: file offset of the record holding message i."""
-        if not len(batch):
-            return
-        ids = batch.channel_ids
-        first = int(ids[0])
-        subs = (
-            [(first, batch, where)]
-            if (ids == first).all()
-            else [(cid, batch.select(ids == cid), where[ids == cid]) for cid in np.unique(ids).tolist()]
-        )
-        for cid, sub, at in subs:
+    def batch(self, parts: Iterable[tuple[int, MessageBatch, np.ndarray]]) -> None:
+        """Check, decode and route each channel's messages: ``(channel id, messages, where)``,
+        ``where[i]``: file offset of the record holding message ``i``."""
+        for cid, sub, at in parts:
             h = self.handler(cid, int(at[0]))
             times = sub.log_time
             prev = self.last_time.get(cid)

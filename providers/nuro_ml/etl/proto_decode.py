@@ -182,10 +182,7 @@ class ProtobufDecoder:
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             msg = cls.FromString(bytes(buf[s:e]))
             for leaf in leaves:
-                obj = _value(msg, leaf)
-                if leaf.kind == "repeated_message":
-                    obj = [{sub.name: _value(item, sub) for sub in leaf.sub_fields} for item in obj]
-                values[leaf.name].append(obj)
+                values[leaf.name].append(_value(msg, leaf))
         out: dict[str, Piece] = {}
         for leaf in leaves:
             out[leaf.name] = ("arrow", pa.array(values[leaf.name], leaf.arrow_type))
@@ -193,10 +190,12 @@ class ProtobufDecoder:
 
 
 def _value(msg: Any, leaf: Leaf) -> Any:
-    """A leaf's value in a parsed message (elements of a repeated message: the message objects)."""
+    """A leaf's value in a parsed message, in the column's Arrow form."""
     obj: Any = msg
     for name in leaf.path:
         obj = getattr(obj, name)
+    if leaf.kind == "repeated_message":
+        return [{sub.name: _value(item, sub) for sub in leaf.sub_fields} for item in obj]
     if leaf.kind == "timestamp":
         return obj.seconds * 1_000_000 + obj.nanos // 1000
     if leaf.kind == "repeated_scalar":

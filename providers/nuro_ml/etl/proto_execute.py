@@ -25,6 +25,10 @@ NEW_LAYOUTS = 6
 LAYOUT_RETRY = 16
 
 
+#: Marks a fixed-width slot whose values are already read (not positions to read them at).
+GATHERED = "gathered"
+
+
 @dataclass
 class Run:
     """Per-message state of running a program over candidate messages."""
@@ -142,12 +146,26 @@ def run_layouts(wire: WireReads, program: Program, starts: np.ndarray, ends: np.
         pos, size = column(st)
         return pos, np.full(n, size, dtype=np.int64) if isinstance(size, int) else size
 
+    # Fixed-width values at the same offset in every layout are cut from one copy of the
+    # messages' leading bytes (a strided column each) instead of read one by one.
+    constant = [
+        int(offsets[0, program.column[id(st)]]) + st.size
+        for st in program.slots
+        if st.action == "fixed" and same_offset[program.column[id(st)]]
+    ]
+    block = wire.rows(starts, max(constant)) if constant else None
     for st in program.slots:
         assert st.slot is not None
         if st.action == "varint":
             run.values[st.slot] = (st, varint(st), None)
         elif st.action == "fixed":
-            run.values[st.slot] = (st, column(st)[0], None)
+            j = program.column[id(st)]
+            if block is not None and same_offset[j]:
+                off = int(offsets[0, j])
+                cut = np.ascontiguousarray(block[:, off : off + st.size]).view(st.dtype).reshape(-1)
+                run.values[st.slot] = (st, cut, GATHERED)
+            else:
+                run.values[st.slot] = (st, column(st)[0], None)
         else:
             run.values[st.slot] = (st, *lengths_of(st))
     for st in program.enums:
@@ -295,7 +313,7 @@ def assemble(
         if st.action == "varint":
             values = convert_varint(sel(a), st.ftype)
         elif st.action == "fixed":
-            values = wire.fixed(sel(a), st.dtype)
+            values = sel(a) if b is GATHERED else wire.fixed(sel(a), st.dtype)
         else:
             return ("bin", sel(a), sel(b))
         return ("num", values if dtype is None else values.astype(dtype, copy=False))
@@ -357,6 +375,11 @@ def _repeated_message(
     for sub, child in zip(leaf.sub_fields, struct_type, strict=True):
         if not k:
             children.append(pa.array([], child.type))
+            continue
+        if sub.kind in ("repeated_scalar", "repeated_message"):
+            # The program has no occurrence of it (see ``Deriver.bind``): empty in every element.
+            empty = pa.array(np.zeros(m * k + 1, dtype=np.int32))
+            children.append(pa.ListArray.from_arrays(empty, pa.array([], child.type.value_type)))
             continue
         if sub.kind == "timestamp":
             slot = ("elem_ts", leaf.name)

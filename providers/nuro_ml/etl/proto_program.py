@@ -85,6 +85,18 @@ class Layout:
     sizes: np.ndarray  # per tracked step: varint width, or data length (-1: to the message end)
     # (length prefix offset, its width, data offset, element size) of an open-ended last field
     tail: tuple[int, int, int, int] | None
+    _dense_words: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _dense(self) -> tuple[np.ndarray, np.ndarray]:
+        """Masks and values of every word up to the last checked one (zero where unchecked)."""
+        if self._dense_words is None:
+            width = int(self.word_offsets[-1]) // 8 + 1
+            masks = np.zeros(width, dtype=np.uint64)
+            values = np.zeros(width, dtype=np.uint64)
+            masks[self.word_offsets // 8] = self.word_masks
+            values[self.word_offsets // 8] = self.word_values
+            self._dense_words = (masks, values)
+        return self._dense_words
 
     def match(self, wire: WireReads, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Which of the messages have this layout."""
@@ -103,10 +115,18 @@ class Layout:
         if rows is not None and not rows.shape[0]:
             return ok
         candidates = starts if rows is None else starts[rows]
-        words = wire.window((candidates[:, None] + self.word_offsets).ravel()).reshape(
-            candidates.shape[0], -1
-        )
-        fits = ((words & self.word_masks) == self.word_values).all(axis=1)
+        span = int(self.word_offsets[-1]) + 8
+        block = wire.rows(candidates, span)
+        if block is not None:
+            # Each message's first ``span`` bytes as 8-byte words: one copy per message instead
+            # of one read per word. Words without structural bytes have a zero mask.
+            masks, values = self._dense()
+            fits = ((block.view("<u8") & masks) == values).all(axis=1)
+        else:
+            words = wire.window((candidates[:, None] + self.word_offsets).ravel()).reshape(
+                candidates.shape[0], -1
+            )
+            fits = ((words & self.word_masks) == self.word_values).all(axis=1)
         if rows is None:
             return fits
         ok[rows] = fits
@@ -211,6 +231,11 @@ class Program:
 _Ctx = tuple[Any, ...] | None
 
 
+def _listed(ctx: tuple[Any, ...], name: str) -> bool:
+    """Whether field ``name`` at an element walk's position is one of the element's struct fields."""
+    return (*ctx[3], name) in ctx[1].sub_by_path
+
+
 class Deriver:
     """Derive a :class:`Program` from one message (scalar Python walk)."""
 
@@ -296,6 +321,10 @@ class Deriver:
     ) -> None:
         ftype = fd.type
         step.ftype = ftype
+        if fd.is_repeated and ctx is not None and ctx[0] == "elem" and _listed(ctx, fd.name):
+            # A repeated field inside an element (a list in a list) is left to upb; messages where
+            # it is empty in every element run vectorised (their list fields are empty lists).
+            raise Reject
         leaf = self.by_path.get((*ctx[1], fd.name)) if ctx is not None and ctx[0] == "path" else None
         if ftype == FD.TYPE_MESSAGE:
             if step.wire != 2 or fd.message_type.GetOptions().map_entry:

@@ -5,7 +5,8 @@ Singular nested messages are flattened into columns named by their field path jo
 timestamp column; repeated scalars become list columns; repeated messages become
 ``list<struct>`` columns whose struct fields are the element's scalar fields, timestamps and
 singular nested messages, flattened the same way (``transforms[].translation.x`` ->
-``transforms[].translation_x``). Repeated fields inside repeated messages are not columns.
+``transforms[].translation_x``), and its own repeated fields, as list fields of the struct
+(``list<struct<..., values: list<double>, parts: list<struct<...>>>>``).
 """
 
 from __future__ import annotations
@@ -83,8 +84,7 @@ class Leaf:
     """One output column: a path of field names from the root message.
 
     ``default`` is the value of an absent scalar field; ``sub_fields`` are the struct fields of the
-    elements of a ``repeated_message`` column, each a ``scalar`` or ``timestamp`` leaf whose path
-    starts at the element.
+    elements of a ``repeated_message`` column, leaves of any kind whose path starts at the element.
     """
 
     name: str
@@ -108,10 +108,10 @@ class Leaf:
 
 def leaves(desc: Descriptor) -> list[Leaf]:
     """The columns of messages of type ``desc``, in field order."""
-    return _leaves(desc, (), 0, element=False)
+    return _leaves(desc, (), 0)
 
 
-def _leaves(desc: Descriptor, prefix: tuple[str, ...], depth: int, *, element: bool) -> list[Leaf]:
+def _leaves(desc: Descriptor, prefix: tuple[str, ...], depth: int) -> list[Leaf]:
     out: list[Leaf] = []
     for fd in desc.fields:
         path = (*prefix, fd.name)
@@ -120,19 +120,18 @@ def _leaves(desc: Descriptor, prefix: tuple[str, ...], depth: int, *, element: b
         if fd.type == FD.TYPE_MESSAGE:
             sub = fd.message_type
             if repeated:
-                if element:
+                if depth >= MAX_DEPTH:
                     continue
-                fields = tuple(_leaves(sub, (), depth + 1, element=True))
+                fields = tuple(_leaves(sub, (), depth + 1))
                 struct = pa.struct([pa.field(f.name, f.arrow_type) for f in fields])
                 out.append(Leaf(name, path, "repeated_message", fd.type, pa.list_(struct), fields))
             elif sub.full_name == TIMESTAMP:
                 out.append(Leaf(name, path, "timestamp", fd.type, TIMESTAMP_ARROW, default=0))
             elif depth < MAX_DEPTH:
-                out.extend(_leaves(sub, path, depth + 1, element=element))
+                out.extend(_leaves(sub, path, depth + 1))
         elif fd.type in SCALAR_ARROW:
             if repeated:
-                if not element:
-                    out.append(Leaf(name, path, "repeated_scalar", fd.type, pa.list_(SCALAR_ARROW[fd.type])))
+                out.append(Leaf(name, path, "repeated_scalar", fd.type, pa.list_(SCALAR_ARROW[fd.type])))
             else:
                 out.append(
                     Leaf(name, path, "scalar", fd.type, SCALAR_ARROW[fd.type], default=fd.default_value)

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from nuro_ml.etl import mcap_io
 from nuro_ml.etl.arrays import one_array
+from nuro_ml.etl.batching import ChannelBatcher
 from nuro_ml.etl.mcap_io import ChannelInfo, McapFormatError, MessageBatch, SchemaInfo
 from nuro_ml.etl.proto_decode import ProtobufDecoder
 from nuro_ml.etl.ros2_decode import Ros2Decoder
@@ -45,10 +46,9 @@ RAW_SCHEMA = pa.schema(
     ]
 )
 DEFAULT_PART_BYTES = 128 << 20
-#: Chunks are decoded together while they hold at most this many wanted messages and bytes.
-#: The joined buffer stays below 8 MiB: larger allocations are slow to fault in on some VMs.
-_GROUP_MESSAGES = 2048
-_GROUP_BYTES = 6 << 20
+#: Consecutive chunks decompressed into one buffer (uncompressed bytes) by
+#: :class:`McapTableReader` and :func:`decode_file`.
+_GROUP_BYTES = 8 << 20
 _TIMESTAMP_US = pa.timestamp("us", tz="UTC")
 
 
@@ -230,7 +230,7 @@ class McapTableReader:
             yield from self._emit(
                 part.path, mcap_io.envelopes(buf, np.asarray(loose, dtype=np.int64)), schemas, channels
             )
-        for item in _grouped(self._chunk_batches(buf, raw_chunks, schemas, channels)):
+        for item in self._chunk_batches(buf, raw_chunks, schemas, channels):
             if isinstance(item, McapFormatError):
                 self._damage(part.path, item)
                 return
@@ -246,19 +246,33 @@ class McapTableReader:
         schemas: dict[int, SchemaInfo],
         channels: dict[int, ChannelInfo],
     ) -> Iterator[MessageBatch | McapFormatError]:
-        """Wanted messages of each chunk; the first damaged chunk ends the run with its error."""
-        for chunk in raw_chunks:
-            self.stats.bytes_read += chunk.data_end - chunk.offset
+        """Wanted messages of each group of chunks (loaded into one buffer); the first damaged
+        chunk ends the run with its error, after the messages of the chunks before it."""
+        for group in mcap_io.chunk_groups(raw_chunks, _GROUP_BYTES):
             try:
-                data = mcap_io.load_chunk(buf, chunk, verify_crc=self.verify_crc)
-                self.stats.bytes_decompressed += len(data)
-                self.stats.chunks_read += 1
-                hint = mcap_io.message_offsets(buf, chunk)
-                batch = mcap_io.frame_records(data, chunk.offset, schemas, channels, hint)
+                batch, _ = mcap_io.load_chunks(buf, group, schemas, channels, verify_crc=self.verify_crc)
             except McapFormatError as err:
-                yield err
+                # Rare: load the group's chunks one by one to keep those before the damage.
+                for chunk in group:
+                    try:
+                        batch, _ = mcap_io.load_chunks(
+                            buf, [chunk], schemas, channels, verify_crc=self.verify_crc
+                        )
+                    except McapFormatError as damage:
+                        yield damage
+                        return
+                    self._count([chunk])
+                    yield self._wanted(batch, channels)
+                yield err  # the group's error stands should its chunks load one by one
                 return
+            self._count(group)
             yield self._wanted(batch, channels)
+
+    def _count(self, chunks: Sequence[mcap_io.RawChunk]) -> None:
+        for chunk in chunks:
+            self.stats.bytes_read += chunk.data_end - chunk.offset
+            self.stats.bytes_decompressed += chunk.uncompressed_size
+            self.stats.chunks_read += 1
 
     def _wanted(self, batch: MessageBatch, channels: dict[int, ChannelInfo]) -> MessageBatch:
         """The messages of wanted topics (and of unknown channels, which :meth:`_emit` reports)."""
@@ -361,35 +375,6 @@ def _repeated_string(value: str, n: int) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)], 0)
 
 
-def _grouped(items: Iterable[MessageBatch | McapFormatError]) -> Iterator[MessageBatch | McapFormatError]:
-    """Join consecutive batches of few messages (up to ``_GROUP_MESSAGES`` / ``_GROUP_BYTES``).
-
-    Decoding has a cost per call that would otherwise dominate chunks of a few large messages
-    (point clouds, images). An error is passed on after the batches before it.
-    """
-    pending: list[MessageBatch] = []
-    count = size = 0
-    for item in items:
-        if isinstance(item, McapFormatError):
-            if pending:
-                yield mcap_io.concat_batches(pending)
-                pending, count, size = [], 0, 0
-            yield item
-            continue
-        n, copied = len(item), item.copy_size()
-        if pending and (count + n > _GROUP_MESSAGES or size + copied > _GROUP_BYTES):
-            yield mcap_io.concat_batches(pending)
-            pending, count, size = [], 0, 0
-        if n >= _GROUP_MESSAGES:
-            yield item
-        elif n:
-            pending.append(item)
-            count += n
-            size += copied
-    if pending:
-        yield mcap_io.concat_batches(pending)
-
-
 def infer_schema(
     paths: Sequence[str], topics: set[str] | None, columns: Sequence[str] | None = None
 ) -> pa.Schema:
@@ -444,29 +429,33 @@ def parse_list_option(value: str | None) -> list[str] | None:
 
 
 def decode_file(path: str, *, verify_crc: bool = True) -> Iterator[tuple[str, pa.Table]]:
-    """Every message of a file, decoded to typed columns, in one pass: ``(topic, table)`` per group.
+    """Every message of a file, decoded to typed columns, in one pass: ``(topic, table)`` per batch.
 
-    Each chunk is decompressed once whatever the layout; consecutive small chunks are decoded
-    together (as in :class:`McapTableReader`), one decoder call per channel and group.
+    Each chunk is decompressed once whatever the layout, consecutive chunks into one buffer
+    (:func:`~nuro_ml.etl.mcap_io.load_chunks`); each channel's messages are collected across
+    chunks into batches worth one decoder call (:class:`~nuro_ml.etl.batching.ChannelBatcher`).
+    A topic's tables come in the order of its messages.
     """
     with mcap_io.mapped(path) as buf:
         scan = mcap_io.scan(buf)
         if scan.damage is not None:
             raise scan.damage
+        batcher = ChannelBatcher()
 
-        def batches() -> Iterator[MessageBatch | McapFormatError]:
+        def batches() -> Iterator[tuple[MessageBatch, np.ndarray]]:
             if scan.loose_messages:
-                yield mcap_io.envelopes(buf, np.asarray(scan.loose_messages, dtype=np.int64))
-            for chunk in scan.chunks:
-                data = mcap_io.load_chunk(buf, chunk, verify_crc=verify_crc)
-                yield mcap_io.frame_records(data, chunk.offset, scan.schemas, scan.channels)
+                loose = np.asarray(scan.loose_messages, dtype=np.int64)
+                yield mcap_io.envelopes(buf, loose), loose
+            for group in mcap_io.chunk_groups(scan.chunks, _GROUP_BYTES):
+                yield mcap_io.load_chunks(buf, group, scan.schemas, scan.channels, verify_crc=verify_crc)
 
-        for item in _grouped(batches()):
-            if isinstance(item, McapFormatError):
-                raise item
-            ids = item.channel_ids
-            for cid in np.unique(ids).tolist():
-                channel = scan.channels[cid]
-                sub = item.select(ids == cid)
-                decoder = decoder_for(scan.schemas[channel.schema_id], channel.message_encoding)
-                yield channel.topic, decoder.decode(sub.buf, sub.starts, sub.ends)
+        def decode(cid: int, sub: MessageBatch) -> tuple[str, pa.Table]:
+            channel = scan.channels[cid]
+            decoder = decoder_for(scan.schemas[channel.schema_id], channel.message_encoding)
+            return channel.topic, decoder.decode(sub.buf, sub.starts, sub.ends)
+
+        for batch, where in batches():
+            for cid, sub, _ in batcher.add(batch, where):
+                yield decode(cid, sub)
+        for cid, sub, _ in batcher.flush():
+            yield decode(cid, sub)

@@ -123,6 +123,9 @@ def _leaf_value(values: dict[tuple[str, ...], Any], leaf: Leaf) -> Any:
     """The value of one leaf from a walker's values (times as microseconds)."""
     if leaf.kind == "timestamp":
         return values[(*leaf.path, "sec")] * 1_000_000 + values[(*leaf.path, "nanosec")] // 1000
+    if leaf.kind == "structs":
+        # Elements are walked into their own value dicts, arrays of messages inside them too.
+        return [{el.name: _leaf_value(item, el) for el in leaf.inner} for item in values[leaf.path]]
     return values[leaf.path]
 
 
@@ -205,7 +208,10 @@ class _Walker:
             if f.ftype in _PRIMS:
                 dtype = _PRIMS[f.ftype][0]
                 size = int(dtype[1]) if dtype != "?" else 1
-                pos = self._align(pos, size)
+                if count:
+                    # Elements are aligned, not the array: an empty one adds no padding (as CDR
+                    # writers and readers do, upstream's and Fast-CDR).
+                    pos = self._align(pos, size)
                 if pos + size * count > self.end:
                     raise ValueError("field past end of message")
                 kind = "scalar" if f.array is None else "array"
@@ -383,12 +389,7 @@ class Ros2Decoder:
             except (ValueError, struct.error) as err:
                 raise ValueError(f"CDR message does not match {self.root}: {err}") from err
             for leaf in leaves:
-                if leaf.kind == "structs":
-                    cols[leaf.name].append(
-                        [{el.name: _leaf_value(item, el) for el in leaf.inner} for item in values[leaf.path]]
-                    )
-                else:
-                    cols[leaf.name].append(_leaf_value(values, leaf))
+                cols[leaf.name].append(_leaf_value(values, leaf))
         out: dict[str, pa.Array] = {}
         for leaf in leaves:
             if leaf.kind == "timestamp":

@@ -11,10 +11,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from numpy.lib.stride_tricks import as_strided
 
-#: Mean payload length from which bytes are gathered with one ``join`` instead of numpy indexing.
-_JOIN_MIN = 256
-
+from nuro_ml.etl.arrays import gather_bytes
 
 U64 = np.uint64
 _HI_BITS = U64(0x8080_8080_8080_8080)
@@ -83,6 +82,13 @@ class WireReads:
                 x[i] = self.tail[np.minimum(pos[i] - self.tail_base, self.tail.shape[0] - 1)]
         return x
 
+    def rows(self, pos: np.ndarray, span: int) -> np.ndarray | None:
+        """The ``span`` bytes from each position as the rows of a new array (``None`` when one
+        of them runs past the buffer)."""
+        if not pos.shape[0] or int(pos.max()) + span > self.arr.shape[0] or int(pos.min()) < 0:
+            return None
+        return as_strided(self.arr, shape=(self.arr.shape[0] - span + 1, span), strides=(1, 1))[pos]
+
     def fixed(self, pos: np.ndarray, dtype: str) -> np.ndarray:
         view = self._views.get(dtype)
         if view is None:
@@ -119,19 +125,7 @@ class WireReads:
 
     def gather_bytes(self, pos: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, Any]:
         """Arrow-style offsets (int64, n + 1) and the concatenated bytes of ``buf[pos:pos+len]``."""
-        n = int(pos.shape[0])
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        total = int(offsets[-1])
-        if total == 0:
-            return offsets, b""
-        if total >= _JOIN_MIN * n:
-            view = memoryview(self.buf)
-            return offsets, b"".join(
-                [view[p : p + ln] for p, ln in zip(pos.tolist(), lengths.tolist(), strict=True)]
-            )
-        idx = np.repeat(pos - offsets[:-1], lengths) + np.arange(total)
-        return offsets, self.arr[idx]
+        return gather_bytes(self.buf, pos, lengths)
 
     def binary(self, pos: np.ndarray, lengths: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
         offsets, data = self.gather_bytes(pos, lengths)

@@ -17,7 +17,7 @@ import pytest
 from mcap.reader import make_reader
 from mcap_protobuf.decoder import DecoderFactory as ProtobufDecoderFactory
 from mcap_ros2.decoder import DecoderFactory as Ros2DecoderFactory
-from nuro_ml.etl import mapping, mcap_io
+from nuro_ml.etl import batching, mapping, mcap_io
 from nuro_ml.etl.process import FileTask, process_file
 from nuro_ml.etl.transforms import TransformConfig
 
@@ -130,6 +130,7 @@ def test_rows_are_written_in_several_row_groups(tmp_path, monkeypatch):
     counts = field_logs.write_ros2(path)
     monkeypatch.setattr(process, "_FLUSH_ROWS", 16)
     monkeypatch.setattr(process, "_GROUP_BYTES", 16 << 10)  # chunks decoded a few at a time
+    monkeypatch.setattr(batching, "MIN_MESSAGES", 16)  # and channels passed on in small batches
     result = _process(path, tmp_path / "staging")
     assert result.ok and result.rows["imu"] == counts["/sensing/imu/tamagawa/imu_raw"]
     imu = tmp_path / "staging" / "imu" / f"date={DAY}" / f"vehicle={VEHICLE}" / f"part-{DRIVE}.parquet"
@@ -141,13 +142,13 @@ def test_each_chunk_is_decompressed_once(tmp_path, monkeypatch):
     path = tmp_path / "interleaved.mcap"
     field_logs.write_ros2(path, chunk_size=8 << 10)
     loaded: list[int] = []
-    original = mcap_io.load_chunk
+    original = mcap_io.load_chunk_into
 
-    def counting(buf: Any, chunk: Any, **kwargs: Any) -> bytes:
+    def counting(buf: Any, chunk: Any, dest: Any, **kwargs: Any) -> None:
         loaded.append(chunk.offset)
-        return original(buf, chunk, **kwargs)
+        original(buf, chunk, dest, **kwargs)
 
-    monkeypatch.setattr(mcap_io, "load_chunk", counting)
+    monkeypatch.setattr(mcap_io, "load_chunk_into", counting)
     result = _process(path, tmp_path / "staging")
     with mcap_io.mapped(path) as buf:
         summary = mcap_io.read_summary(buf)

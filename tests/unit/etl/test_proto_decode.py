@@ -76,6 +76,7 @@ def _schema_files() -> descriptor_pb2.FileDescriptorSet:
     _field(item, "kind", 3, F.TYPE_ENUM, type_name=".t.Kind")
     _field(item, "delta", 4, F.TYPE_SINT64)
     _field(item, "inner", 5, F.TYPE_MESSAGE, type_name=".t.Inner")
+    _field(item, "parts", 6, F.TYPE_MESSAGE, REP, type_name=".t.Inner")
     msg = f3.message_type.add(name="Msg")
     _field(msg, "stamp", 1, F.TYPE_MESSAGE, type_name=".google.protobuf.Timestamp")
     for i, (name, ftype) in enumerate(_SCALARS):
@@ -284,6 +285,38 @@ def test_varied_messages_equal_upb(decoder, slow):
     _check(decoder, payloads)
     _check(decoder, payloads[::-1], seed=1)
     _check(decoder, payloads[:40], seed=2, columns=["frame_id", "items", "stamp", "covariance"])
+
+
+def test_lists_inside_repeated_messages_are_list_fields(decoder, slow):
+    assert ProtobufDecoder("t.Msg", DATA).schema.field("items").type.value_type.field("parts").type == (
+        pa.list_(
+            pa.struct(
+                [
+                    ("x", pa.float64()),
+                    ("s", pa.int32()),
+                    ("label", pa.string()),
+                    ("vals", pa.list_(pa.float64())),
+                ]
+            )
+        )
+    )
+    payloads = [_full(i) for i in range(30)]
+    nested = []
+    for i in range(9):
+        m = Msg(frame_id=f"n{i}")
+        for k in range(i % 3 + 1):
+            item = m.items.add(name=f"it{k}")
+            item.inner.vals.extend([float(j) for j in range((i + k) % 3)])
+            for j in range(i % 2 + k % 2):
+                item.parts.add(x=float(j), label=f"p{j}", vals=[1.5] * j)
+        nested.append(m.SerializeToString())
+    payloads[5:5] = nested
+    _check(decoder, payloads)
+    # Messages with a non-empty list inside an element go to upb; the others run vectorised.
+    assert 0 < slow[0] < len(payloads)
+    table = _check(decoder, payloads, seed=4, columns=["items"])
+    assert table.column("items")[5].as_py()[0]["inner_vals"] == []
+    assert any(row["parts"] for row in table.column("items")[6].as_py())
 
 
 def test_many_messages_of_few_layouts(decoder, slow):

@@ -40,7 +40,7 @@ def _read(path, topic, on_damage="stop"):
 def test_grouped_read_equals_chunk_by_chunk_read(drive, topic, monkeypatch):
     grouped, stats = _read(drive, topic)
     assert len(grouped) < stats.chunks_read  # chunks were decoded together
-    monkeypatch.setattr(reader, "_GROUP_MESSAGES", 1)
+    monkeypatch.setattr(reader, "_GROUP_BYTES", 1)  # each chunk alone
     single, _ = _read(drive, topic)
     assert len(single) == stats.chunks_read
     assert pa.Table.from_batches(grouped).equals(pa.Table.from_batches(single))
