@@ -29,8 +29,10 @@ Prints::
     etl_scaling: 1 core X MB/s, 2 cores Y MB/s, efficiency Z (...)
     etl_memory: input G GB peak RSS M MB, 4x input G GB peak RSS M MB, ratio Z
 
-Run: ``python -m benchmarks.etl [--gb G] [--repeat R] [--metrics ...]``; the targets are stated
-for ``--gb 1`` and more.
+Run: ``python -m benchmarks.etl [--gb G] [--repeat R] [--metrics ...] [--output-dir DIR]``; the
+targets are stated for ``--gb 1`` and more. The job writes about as many bytes as it reads, so
+the job and scaling lines name the file system their output went to: on a disk slower than the
+job's two cores, both core counts wait on it and the scaling line measures the disk.
 """
 
 from __future__ import annotations
@@ -340,6 +342,19 @@ def _mix(paths: list[str]) -> str:
     return " ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(counts.items()))
 
 
+def _filesystem(path: Path) -> str:
+    """The type and mount point of the file system holding ``path`` (``tmpfs /dev/shm``)."""
+    best = ("?", "/")
+    target = str(path.resolve())
+    with open("/proc/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            _device, mount, kind, *_rest = line.split()
+            inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+            if inside and len(mount) >= len(best[1]):
+                best = (kind, mount)
+    return f"{best[0]} {best[1]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -347,6 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gb", type=float, default=0.15, help="input size in GB")
     parser.add_argument("--repeat", type=int, default=3, help="decode runs per side (median counts)")
     parser.add_argument("--keep", help="directory to generate into and keep (default: a temp dir)")
+    parser.add_argument(
+        "--output-dir",
+        help="where the job and the reference script write their tables (default: beside the input); "
+        "on a machine whose disk, not its CPU, limits the writes, a fast disk such as /dev/shm",
+    )
     parser.add_argument(
         "--metrics",
         nargs="+",
@@ -358,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(args.metrics)
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="nuro-bench-etl-"))
+    out = (
+        Path(tempfile.mkdtemp(prefix="nuro-bench-etl-out-", dir=args.output_dir)) if args.output_dir else work
+    )
+    where = f"output on {_filesystem(out)}"
     try:
         per_channel = _generate(work / "raw", args.gb)
         interleaved = _interleave(per_channel, work / "raw", work / "interleaved")
@@ -383,15 +407,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"{size / 1e9:.2f} GB; messages: {mix}",
             )
         if "job" in wanted:
-            result, seconds, _, cpu = run_job(work / "interleaved", work / "job", "local[2]")
-            n_ref, t_ref, cpu_ref = run_script(interleaved, work / "script", 2)
+            result, seconds, _, cpu = run_job(work / "interleaved", out / "job", "local[2]")
+            n_ref, t_ref, cpu_ref = run_script(interleaved, out / "script", 2)
             n = sum(result["messages"].values())
             if n != n_ref:
                 raise SystemExit(f"etl_job_throughput: message counts differ: job {n}, script {n_ref}")
             ours, ref = size / 1e6 / seconds / 2, size / 1e6 / t_ref / 2
             print(
                 f"etl_job_throughput: ours {ours:.1f} MB/s per core, reference {ref:.1f} MB/s per core, "
-                f"ratio {ours / ref:.2f} (2 cores; interleaved layout, {len(interleaved)} files, "
+                f"ratio {ours / ref:.2f} (2 cores; interleaved layout, {len(interleaved)} files, {where}, "
                 f"{size / 1e9:.2f} GB, {n} messages; ours {n / seconds:.0f} msg/s, "
                 f"reference {n_ref / t_ref:.0f} msg/s; CPU time: ours {size / 1e6 / cpu:.1f} MB per "
                 f"CPU-second, reference {size / 1e6 / cpu_ref:.1f}, ratio {cpu_ref / cpu:.2f}; "
@@ -399,16 +423,17 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         if "scaling" in wanted:
-            _, one, _, cpu_one = run_job(work / "interleaved", work / "job1", "local[1]")
-            _, two, _, cpu_two = run_job(work / "interleaved", work / "job2", "local[2]")
+            _, one, _, cpu_one = run_job(work / "interleaved", out / "job1", "local[1]")
+            _, two, _, cpu_two = run_job(work / "interleaved", out / "job2", "local[2]")
             print(
                 f"etl_scaling: 1 core {size / 1e6 / one:.1f} MB/s, 2 cores {size / 1e6 / two:.1f} MB/s, "
-                f"efficiency {one / (2 * two):.2f} (the job, local[1] against local[2]; interleaved layout, "
+                f"efficiency {one / (2 * two):.2f} (the job, local[1] against local[2]; "
+                f"interleaved layout, {where}, "
                 f"{size / 1e9:.2f} GB; CPU seconds {cpu_one:.1f} on 1 core, {cpu_two:.1f} on 2)",
                 flush=True,
             )
         if "memory" in wanted:
-            _, _, peak1, _ = run_job(work / "interleaved", work / "mem1", "local[2]")
+            _, _, peak1, _ = run_job(work / "interleaved", out / "mem1", "local[2]")
             big = work / "interleaved4"
             for k in range(4):
                 for p in interleaved:
@@ -417,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     if not dest.exists():
                         os.link(p, dest)
-            _, _, peak4, _ = run_job(big, work / "mem4", "local[2]")
+            _, _, peak4, _ = run_job(big, out / "mem4", "local[2]")
             print(
                 f"etl_memory: input {size / 1e9:.2f} GB peak RSS {peak1 / 1e6:.0f} MB, "
                 f"4x input {4 * size / 1e9:.2f} GB peak RSS {peak4 / 1e6:.0f} MB, ratio {peak4 / peak1:.2f} "
@@ -427,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+        if out != work:
+            shutil.rmtree(out, ignore_errors=True)
     return 0
 
 
