@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance")
     parser.add_argument(
-        "--shuffle-buffer-batches", type=int, default=4, help="local shuffle buffer, in batches (0: off)"
+        "--shuffle-buffer-batches", type=int, default=0, help="local shuffle buffer, in batches (0: off)"
+    )
+    parser.add_argument(
+        "--read-tasks", type=int, default=None, help="read tasks per epoch (default: the loader's choice)"
     )
     args = parser.parse_args(argv)
     logging.disable(logging.INFO)
@@ -130,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             }
             datasets = {
                 name: shard_dataset(
-                    shards, config, window_bytes=width, counters=counters if name == "ours" else None
+                    shards,
+                    config,
+                    window_bytes=width,
+                    counters=counters if name == "ours" else None,
+                    read_tasks=args.read_tasks,
                 )
                 for name, config in configs.items()
             }

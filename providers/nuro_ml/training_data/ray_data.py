@@ -1,16 +1,18 @@
 """Training shards as a Ray Data dataset, every shard read through the NVMe cache of its node.
 
 :func:`shard_dataset` turns a manifest split into a :class:`ray.data.Dataset` built on
-:class:`ShardDatasource`: one read task per shard group, run wherever Ray Data schedules it, and
-each task opens its shards through the :class:`~nuro_ml.features.nvme_cache.ShardCache` at the
-same path on its own node. The first epoch fills each node's cache from object storage; later
+:class:`ShardDatasource`: a few read tasks per execution (one per CPU of the cluster by default),
+each reading a group of shards through the :class:`~nuro_ml.features.nvme_cache.ShardCache` at
+the same path on its own node. The first epoch fills each node's cache from object storage; later
 epochs, and later jobs on the same nodes, read local disk. Pass the dataset to a Ray Train
 trainer (``datasets={"train": ...}``); in the training loop :func:`iter_training_batches` turns
 the worker's shard into ``(x, y)`` numpy batches.
 
-Shuffling is the usual Ray Data recipe, done without a global barrier: each execution (epoch)
-deals the shards to read tasks in a fresh order, each task permutes the rows of the shard it
-read, and the consumer mixes rows of several shards in a local shuffle buffer.
+Shuffling is done without a global barrier and without a per-row shuffle buffer: each execution
+(epoch) deals the shards to the read tasks in a fresh order, and each task permutes the rows of
+every shard it reads as one Arrow ``take``. Staging already spread every drive's windows over
+all shards, so a batch is a random sample of the split; Ray Data's local shuffle buffer is
+available but off by default (it gathers every batch row by row).
 
 Read tasks run in other processes than the training loop, so their cache counters are summed in a
 small actor, :class:`ShardReadCounters`; a training loop diffs its totals around an epoch to get
@@ -19,8 +21,9 @@ that epoch's cache hits, misses and bytes read from remote storage.
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -56,8 +59,8 @@ def process_source(config: ShardSourceConfig) -> ShardSource:
 
 
 def _counters_of(source: ShardSource) -> dict[str, int]:
-    stats = source.stats()
-    return {key: int(stats.get(key, 0) or 0) for key in COUNTER_KEYS}
+    counters = source.counters()
+    return {key: int(counters.get(key, 0)) for key in COUNTER_KEYS}
 
 
 @ray.remote(num_cpus=0)
@@ -68,11 +71,11 @@ class ShardReadCounters:
         self._per_node: dict[str, dict[str, int]] = {}
         self._shards_read = 0
 
-    def add(self, node_id: str, delta: dict[str, int]) -> None:
+    def add(self, node_id: str, delta: dict[str, int], shards: int = 1) -> None:
         node = self._per_node.setdefault(node_id, dict.fromkeys(COUNTER_KEYS, 0))
         for key in COUNTER_KEYS:
             node[key] += int(delta.get(key, 0))
-        self._shards_read += 1
+        self._shards_read += shards
 
     def totals(self) -> dict[str, Any]:
         total = dict.fromkeys(COUNTER_KEYS, 0)
@@ -164,7 +167,10 @@ class ShardDatasource(Datasource):
         data_context: DataContext | None = None,
     ) -> list[ReadTask]:
         order = self._order()
-        groups = [order[i :: max(1, parallelism)] for i in range(min(max(1, parallelism), len(order)))]
+        # Shards are dealt round-robin over the tasks, so every task holds a slice of this
+        # execution's shard order and the blocks leave in a permuted order whatever the grouping.
+        n_tasks = min(max(1, parallelism), len(order))
+        groups = [order[i::n_tasks] for i in range(n_tasks)]
         tasks = []
         for task_index, group in enumerate(groups):
             shards = [self.shards[i] for i in group]
@@ -177,7 +183,17 @@ class ShardDatasource(Datasource):
             row_seed = None if self.seed is None else [self.seed, self._executions, task_index]
             tasks.append(
                 ReadTask(
-                    _make_read_fn(shards, self.source, self.counters, self.shuffle, row_seed),
+                    # A partial of a module-level function: Ray pickles it by reference, where a
+                    # closure would be pickled by value, module scan included, for every task of
+                    # every epoch.
+                    functools.partial(
+                        read_shards,
+                        tuple(s["uri"] for s in shards),
+                        self.source,
+                        self.counters,
+                        self.shuffle,
+                        row_seed,
+                    ),
                     metadata,
                     per_task_row_limit=per_task_row_limit,
                 )
@@ -185,33 +201,33 @@ class ShardDatasource(Datasource):
         return tasks
 
 
-def _make_read_fn(
-    shards: list[dict[str, Any]],
+def read_shards(
+    uris: Sequence[str],
     config: ShardSourceConfig,
     counters: ActorHandle | None,
     shuffle: bool,
-    seed: list[int] | None,
-) -> Any:
-    # A closure over plain values only: Ray pickles it into every read task.
-    uris = [s["uri"] for s in shards]
+    seed: Sequence[int] | None,
+) -> Iterator[pa.Table]:
+    """The body of one read task: each shard of ``uris`` as one block, its rows permuted.
 
-    def read_shards() -> Iterable[pa.Table]:
-        source = process_source(config)
-        rng = np.random.default_rng(seed)
-        node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
-        for uri in uris:
-            before = _counters_of(source)
-            table = _read_table(source, uri)
-            if counters is not None:
-                after = _counters_of(source)
-                # Acknowledged before the block is handed on: once a consumer has seen every
-                # block of an epoch, the counters hold every read of that epoch.
-                ray.get(counters.add.remote(node_id, {k: after[k] - before[k] for k in COUNTER_KEYS}))
-            if shuffle and table.num_rows > 1:
-                table = table.take(pa.array(rng.permutation(table.num_rows)))
-            yield table
-
-    return read_shards
+    Blocks go out one shard at a time, so the consumer starts on the first shard while the task
+    reads the next. The cache counters of the whole task are reported once, before its last block
+    is handed on: once a consumer has seen every block of an epoch, the counters hold every read
+    of that epoch.
+    """
+    source = process_source(config)
+    rng = np.random.default_rng(seed)
+    before = _counters_of(source) if counters is not None else {}
+    for position, uri in enumerate(uris):
+        table = _read_table(source, uri)
+        if shuffle and table.num_rows > 1:
+            table = table.take(pa.array(rng.permutation(table.num_rows)))
+        if counters is not None and position == len(uris) - 1:
+            after = _counters_of(source)
+            node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+            delta = {k: after[k] - before[k] for k in COUNTER_KEYS}
+            ray.get(counters.add.remote(node_id, delta, len(uris)))
+        yield table
 
 
 def shard_dataset(
@@ -222,16 +238,32 @@ def shard_dataset(
     counters: ActorHandle | None = None,
     shuffle: bool = True,
     seed: int | None = None,
+    read_tasks: int | None = None,
 ) -> Dataset:
     """A Ray Data dataset of the windows in ``shards``: columns ``x`` (fixed-size binary) and ``y``.
 
-    One read task per shard (Ray Data runs as many at once as its resources allow), so a slow
-    object-storage read holds back one shard, not a group of them.
+    :param read_tasks: read tasks per execution (epoch), each reading a group of shards; None:
+        one per CPU of the Ray cluster, never more than one per shard. Ray Data schedules read
+        tasks one by one from the driver at a cost of milliseconds to tens of milliseconds each,
+        however little they read, so a task per small shard spends more time being scheduled
+        than reading; a task's shards are still handed on as they are read.
     """
     datasource = ShardDatasource(
         shards, source, window_bytes=window_bytes, counters=counters, shuffle=shuffle, seed=seed
     )
-    return ray.data.read_datasource(datasource, override_num_blocks=len(datasource.shards))
+    if read_tasks is None:
+        read_tasks = default_read_tasks(len(datasource.shards))
+    if read_tasks < 1:
+        raise ValueError(f"shard_dataset: read_tasks must be positive, got {read_tasks}")
+    return ray.data.read_datasource(datasource, override_num_blocks=min(read_tasks, len(datasource.shards)))
+
+
+def default_read_tasks(n_shards: int) -> int:
+    """One read task per CPU of the Ray cluster (started here if it is not yet), at most one per shard."""
+    if not ray.is_initialized():
+        ray.init()
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    return max(1, min(n_shards, cpus))
 
 
 def iter_training_batches(
@@ -239,7 +271,7 @@ def iter_training_batches(
     *,
     channels: int,
     batch_size: int,
-    shuffle_buffer_batches: int = 4,
+    shuffle_buffer_batches: int = 0,
     seed: int | None = None,
     drop_last: bool = True,
     prefetch_batches: int = 2,
@@ -249,8 +281,11 @@ def iter_training_batches(
     :param iterator: ``ray.train.get_dataset_shard(name)`` inside a training loop, or a dataset.
     :param channels: input channels per tick (the manifest's ``channels``).
     :param batch_size: windows per batch.
-    :param shuffle_buffer_batches: rows of this many batches are mixed in a local shuffle buffer
-        (0 turns it off); with several read tasks in flight the buffer mixes rows of several shards.
+    :param shuffle_buffer_batches: rows of this many batches are mixed in Ray Data's local shuffle
+        buffer (0, the default, turns it off). The read tasks already permute every shard's rows
+        and deal the shards in a new order each epoch, and staging spreads each drive's windows
+        over all shards; the buffer adds mixing across neighbouring shards at the price of a
+        row-by-row gather of every batch.
     :param seed: seed of the local shuffle (None: fresh randomness every epoch).
     :param drop_last: skip a short last batch (keeps every DDP rank at the same step count when
         the dataset was split with ``equal=True``, as Ray Train does by default).
@@ -266,9 +301,8 @@ def iter_training_batches(
         prefetch_batches=prefetch_batches,
     )
     for batch in batches:
-        x, y = to_arrays(batch, channels)
         # The Arrow buffers are read-only and shared with the object store: torch wants its own.
-        yield np.array(x, copy=True), y
+        yield to_arrays(batch, channels, writable=True)
 
 
 def window_bytes(manifest: dict[str, Any]) -> int:
