@@ -9,10 +9,11 @@ trainer (``datasets={"train": ...}``); in the training loop :func:`iter_training
 the worker's shard into ``(x, y)`` numpy batches.
 
 Shuffling is done without a global barrier and without a per-row shuffle buffer: each execution
-(epoch) deals the shards to the read tasks in a fresh order, and each task permutes the rows of
-every shard it reads as one Arrow ``take``. Staging already spread every drive's windows over
-all shards, so a batch is a random sample of the split; Ray Data's local shuffle buffer is
-available but off by default (it gathers every batch row by row).
+(epoch) deals the shards to the read tasks in a fresh order, and each task gathers consecutive
+shards into blocks of Ray Data's target block size and permutes every block's rows as one Arrow
+``take``. Staging already spread every drive's windows over all shards, so a batch is a random
+sample of the split; Ray Data's local shuffle buffer is available but off by default (it gathers
+every batch row by row).
 
 Read tasks run in other processes than the training loop, so their cache counters are summed in a
 small actor, :class:`ShardReadCounters`; a training loop diffs its totals around an epoch to get
@@ -41,8 +42,14 @@ if TYPE_CHECKING:
     from ray.data import DataIterator, Dataset
     from ray.data.context import DataContext
 
-#: The counters a read task reports per shard it read (from the source's own stats).
+#: The counters a read task reports for the shards it read (from the source's own counters).
 COUNTER_KEYS = ("hits", "misses", "bytes_from_remote", "bytes_from_cache", "bytes_read")
+
+#: Block size when the Ray Data context sets none (its own default target).
+DEFAULT_BLOCK_BYTES = 128 << 20
+
+#: Most bytes one read task reads by default: bounds what a retried or straggling task redoes.
+MAX_TASK_BYTES = 1 << 30
 
 _sources: dict[ShardSourceConfig, ShardSource] = {}
 _sources_lock = threading.Lock()
@@ -167,6 +174,8 @@ class ShardDatasource(Datasource):
         data_context: DataContext | None = None,
     ) -> list[ReadTask]:
         order = self._order()
+        context = data_context or ray.data.DataContext.get_current()
+        block_bytes = context.target_max_block_size or DEFAULT_BLOCK_BYTES
         # Shards are dealt round-robin over the tasks, so every task holds a slice of this
         # execution's shard order and the blocks leave in a permuted order whatever the grouping.
         n_tasks = min(max(1, parallelism), len(order))
@@ -193,6 +202,7 @@ class ShardDatasource(Datasource):
                         self.counters,
                         self.shuffle,
                         row_seed,
+                        block_bytes,
                     ),
                     metadata,
                     per_task_row_limit=per_task_row_limit,
@@ -207,27 +217,38 @@ def read_shards(
     counters: ActorHandle | None,
     shuffle: bool,
     seed: Sequence[int] | None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
 ) -> Iterator[pa.Table]:
-    """The body of one read task: each shard of ``uris`` as one block, its rows permuted.
+    """The body of one read task: the shards of ``uris`` as blocks of about ``block_bytes``.
 
-    Blocks go out one shard at a time, so the consumer starts on the first shard while the task
-    reads the next. The cache counters of the whole task are reported once, before its last block
-    is handed on: once a consumer has seen every block of an epoch, the counters hold every read
-    of that epoch.
+    Consecutive shards are gathered into one block (Ray Data would coalesce them anyway: a block
+    costs milliseconds of bookkeeping however small), and with ``shuffle`` the block's rows are
+    permuted as a whole, so every block mixes the rows of several shards. The cache counters of
+    the whole task are reported once, before its last block is handed on: once a consumer has
+    seen every block of an epoch, the counters hold every read of that epoch.
     """
     source = process_source(config)
     rng = np.random.default_rng(seed)
     before = _counters_of(source) if counters is not None else {}
+    pending: list[pa.Table] = []
+    pending_bytes = 0
     for position, uri in enumerate(uris):
         table = _read_table(source, uri)
-        if shuffle and table.num_rows > 1:
-            table = table.take(pa.array(rng.permutation(table.num_rows)))
-        if counters is not None and position == len(uris) - 1:
+        pending.append(table)
+        pending_bytes += table.nbytes
+        last = position == len(uris) - 1
+        if pending_bytes < block_bytes and not last:
+            continue
+        block = pending[0] if len(pending) == 1 else pa.concat_tables(pending)
+        pending, pending_bytes = [], 0
+        if shuffle and block.num_rows > 1:
+            block = block.take(pa.array(rng.permutation(block.num_rows)))
+        if counters is not None and last:
             after = _counters_of(source)
             node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
             delta = {k: after[k] - before[k] for k in COUNTER_KEYS}
             ray.get(counters.add.remote(node_id, delta, len(uris)))
-        yield table
+        yield block
 
 
 def shard_dataset(
@@ -243,27 +264,28 @@ def shard_dataset(
     """A Ray Data dataset of the windows in ``shards``: columns ``x`` (fixed-size binary) and ``y``.
 
     :param read_tasks: read tasks per execution (epoch), each reading a group of shards; None:
-        one per CPU of the Ray cluster, never more than one per shard. Ray Data schedules read
-        tasks one by one from the driver at a cost of milliseconds to tens of milliseconds each,
-        however little they read, so a task per small shard spends more time being scheduled
-        than reading; a task's shards are still handed on as they are read.
+        one per CPU of the Ray cluster, more if a task would read over 1 GiB, never more than one
+        per shard. Ray Data schedules read tasks one by one from the driver at a cost of
+        milliseconds to tens of milliseconds each, however little they read, so a task per small
+        shard spends more time being scheduled than reading.
     """
     datasource = ShardDatasource(
         shards, source, window_bytes=window_bytes, counters=counters, shuffle=shuffle, seed=seed
     )
     if read_tasks is None:
-        read_tasks = default_read_tasks(len(datasource.shards))
+        read_tasks = default_read_tasks(len(datasource.shards), datasource.estimate_inmemory_data_size())
     if read_tasks < 1:
         raise ValueError(f"shard_dataset: read_tasks must be positive, got {read_tasks}")
     return ray.data.read_datasource(datasource, override_num_blocks=min(read_tasks, len(datasource.shards)))
 
 
-def default_read_tasks(n_shards: int) -> int:
-    """One read task per CPU of the Ray cluster (started here if it is not yet), at most one per shard."""
+def default_read_tasks(n_shards: int, total_bytes: int = 0) -> int:
+    """One read task per CPU of the Ray cluster (started here if it is not yet), more when a task
+    would read over :data:`MAX_TASK_BYTES`, at most one per shard."""
     if not ray.is_initialized():
         ray.init()
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    return max(1, min(n_shards, cpus))
+    return max(1, min(n_shards, max(cpus, -(-total_bytes // MAX_TASK_BYTES))))
 
 
 def iter_training_batches(

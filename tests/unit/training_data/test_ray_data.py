@@ -7,16 +7,17 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from nuro_ml.training_data.loader import LocalSource, ShardSourceConfig, read_shard
+from nuro_ml.training_data.loader import ShardSourceConfig
 from nuro_ml.training_data.object_store import DirectoryObjectStore
 from nuro_ml.training_data.ray_data import ShardDatasource, epoch_input, window_bytes
 from nuro_ml.training_data.spec import DatasetSpec
 from nuro_ml.training_data.staging import stage_shards
 from nuro_ml.training_data.synthetic import write_ego_motion
 from nuro_ml.training_data.windows import to_arrays
+from ray.data.context import DataContext
 
 DAY = date(2026, 11, 24)
 
@@ -66,30 +67,52 @@ def test_each_execution_deals_the_shards_in_a_new_order(staged) -> None:
     assert fixed.get_read_tasks(1)[0].metadata.input_files == tuple(s["uri"] for s in fixed.shards)
 
 
-def test_read_task_yields_each_shard_with_its_rows_permuted(staged) -> None:
+def _windows(table: pa.Table, channels: int) -> Counter[tuple[bytes, float]]:
+    x, y = to_arrays(table, channels)
+    return Counter(zip(map(bytes, x.reshape(len(y), -1)), y.tolist(), strict=True))
+
+
+def test_read_task_mixes_the_rows_of_its_shards_in_one_block(staged) -> None:
     manifest, shard_dir = staged
     channels = len(manifest["channels"])
     [task] = _datasource(staged, seed=2).get_read_tasks(1)
+    [block] = list(task())
+    assert block.column_names == ["x", "y"]
+    stored = [pq.read_table(shard_dir / uri.rsplit("/", 1)[-1]) for uri in task.metadata.input_files]
+    # Every window of every shard once, each with its own label...
+    expected: Counter[tuple[bytes, float]] = Counter()
+    for table in stored:
+        expected.update(_windows(table, channels))
+    assert _windows(block, channels) == expected
+    # ...and the block's first rows come from several shards, not from the first one alone.
+    head = _windows(block.slice(0, 32), channels)
+    assert sum(1 for table in stored if head & _windows(table, channels)) >= 3
+
+
+def test_block_size_bounds_how_many_shards_a_block_mixes(staged) -> None:
+    manifest, shard_dir = staged
+    channels = len(manifest["channels"])
+    context = DataContext.get_current().copy()
+    context.target_max_block_size = 1
+    [task] = _datasource(staged, seed=3).get_read_tasks(1, data_context=context)
     blocks = list(task())
+    # A block per shard once a shard fills the target size: each is its shard, permuted.
     assert len(blocks) == len(task.metadata.input_files)
     for uri, block in zip(task.metadata.input_files, blocks, strict=True):
-        assert block.column_names == ["x", "y"]
-        x, y = to_arrays(block, channels)
-        x_ref, y_ref = read_shard(LocalSource(shard_dir), uri, channels)
-        assert x.shape == x_ref.shape and x.dtype == np.float32
-        # The same windows, in another order (each window keeps its label).
-        ours = Counter(zip(map(bytes, x.reshape(len(y), -1)), y.tolist(), strict=True))
-        ref = Counter(zip(map(bytes, x_ref.reshape(len(y_ref), -1)), y_ref.tolist(), strict=True))
-        assert ours == ref
-        assert not np.array_equal(x, x_ref)
+        stored = pq.read_table(shard_dir / uri.rsplit("/", 1)[-1], columns=["x", "y"])
+        assert _windows(block, channels) == _windows(stored, channels)
+        assert not block.equals(stored)
 
 
-def test_unshuffled_read_returns_the_shard_as_stored(staged) -> None:
+def test_unshuffled_read_returns_the_shards_as_stored(staged) -> None:
     _, shard_dir = staged
     [task] = _datasource(staged, shuffle=False).get_read_tasks(1)
-    first = next(iter(task()))
-    stored = pq.read_table(shard_dir / task.metadata.input_files[0].rsplit("/", 1)[-1], columns=["x", "y"])
-    assert first.equals(stored)
+    [block] = list(task())
+    stored = pa.concat_tables(
+        pq.read_table(shard_dir / uri.rsplit("/", 1)[-1], columns=["x", "y"])
+        for uri in task.metadata.input_files
+    )
+    assert block.equals(stored)
 
 
 def test_bad_inputs_name_what_is_wrong(staged) -> None:
