@@ -23,6 +23,7 @@ that epoch's cache hits, misses and bytes read from remote storage.
 from __future__ import annotations
 
 import functools
+import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -260,6 +261,7 @@ def shard_dataset(
     shuffle: bool = True,
     seed: int | None = None,
     read_tasks: int | None = None,
+    node_affinity: bool = True,
 ) -> Dataset:
     """A Ray Data dataset of the windows in ``shards``: columns ``x`` (fixed-size binary) and ``y``.
 
@@ -268,15 +270,77 @@ def shard_dataset(
         per shard. Ray Data schedules read tasks one by one from the driver at a cost of
         milliseconds to tens of milliseconds each, however little they read, so a task per small
         shard spends more time being scheduled than reading.
+    :param node_affinity: on a cluster of several nodes with CPUs, give every shard a home node
+        (rendezvous hashing of the shard over the nodes alive now) and run the read tasks of a
+        node's shards there, softly (elsewhere if that node is gone or full). The first epoch
+        fills each node's cache with its own shards only; every later epoch and later job on
+        the same nodes reads them from there, and a node leaving moves only its own shards.
     """
     datasource = ShardDatasource(
         shards, source, window_bytes=window_bytes, counters=counters, shuffle=shuffle, seed=seed
     )
-    if read_tasks is None:
-        read_tasks = default_read_tasks(len(datasource.shards), datasource.estimate_inmemory_data_size())
-    if read_tasks < 1:
+    if read_tasks is not None and read_tasks < 1:
         raise ValueError(f"shard_dataset: read_tasks must be positive, got {read_tasks}")
-    return ray.data.read_datasource(datasource, override_num_blocks=min(read_tasks, len(datasource.shards)))
+    if not ray.is_initialized():
+        ray.init()
+    nodes = _cpu_nodes() if node_affinity else {}
+    if len(nodes) < 2:
+        if read_tasks is None:
+            read_tasks = default_read_tasks(len(datasource.shards), datasource.estimate_inmemory_data_size())
+        return ray.data.read_datasource(
+            datasource, override_num_blocks=min(read_tasks, len(datasource.shards))
+        )
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    homes = shard_homes([s["uri"] for s in datasource.shards], sorted(nodes))
+    total_cpus = sum(nodes.values())
+    parts = []
+    for index, (node_id, mine) in enumerate(sorted(homes.items())):
+        part = ShardDatasource(
+            [datasource.shards[i] for i in mine],
+            source,
+            window_bytes=window_bytes,
+            counters=counters,
+            shuffle=shuffle,
+            seed=None if seed is None else seed * 7919 + index,
+        )
+        # The node's share of the read tasks: by its CPUs, or by the caller's total.
+        wanted = nodes[node_id] if read_tasks is None else -(-read_tasks * nodes[node_id] // total_cpus)
+        wanted = max(wanted, -(-part.estimate_inmemory_data_size() // MAX_TASK_BYTES))
+        parts.append(
+            ray.data.read_datasource(
+                part,
+                override_num_blocks=max(1, min(wanted, len(part.shards))),
+                ray_remote_args={"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=True)},
+            )
+        )
+    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def shard_homes(uris: Sequence[str], node_ids: Sequence[str]) -> dict[str, list[int]]:
+    """The home node of every shard: ``{node_id: [indexes into uris]}``, nodes without shards left out.
+
+    Rendezvous (highest random weight) hashing: a shard goes to the node whose hash with it is
+    highest, so the homes hold while the node set does, and a node that leaves gives up its own
+    shards only, spread over the others.
+    """
+    if not node_ids:
+        raise ValueError("shard_homes: no nodes")
+    homes: dict[str, list[int]] = {}
+    for index, uri in enumerate(uris):
+        home = max(node_ids, key=lambda node: hashlib.sha256(f"{node}|{uri}".encode()).digest())
+        homes.setdefault(home, []).append(index)
+    return homes
+
+
+def _cpu_nodes() -> dict[str, int]:
+    """Alive nodes of the cluster that can run read tasks, with their CPUs."""
+    return {
+        node["NodeID"]: int(node["Resources"]["CPU"])
+        for node in ray.nodes()
+        if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) >= 1
+    }
 
 
 def default_read_tasks(n_shards: int, total_bytes: int = 0) -> int:

@@ -19,6 +19,7 @@ from nuro_ml.training_data.ray_data import (
     epoch_input,
     iter_training_batches,
     shard_dataset,
+    shard_homes,
     window_bytes,
 )
 from nuro_ml.training_data.spec import DatasetSpec
@@ -132,3 +133,46 @@ def test_read_tasks_must_be_positive(local_ray: Any, staged: tuple[dict[str, Any
     config = ShardSourceConfig(local_shards=str(work / "copy" / "training" / "brake" / "shards"))
     with pytest.raises(ValueError, match="read_tasks must be positive, got 0"):
         shard_dataset(manifest["splits"]["train"]["shards"], config, window_bytes=640, read_tasks=0)
+
+
+def test_on_two_nodes_every_shard_is_read_on_its_home_node(
+    ray_cluster: Any,
+    staged: tuple[dict[str, Any], Path],
+) -> None:
+    import ray
+
+    _, work = staged
+    # Small shards, so that both nodes are home to some whatever their ids.
+    spec = DatasetSpec(start=DAY, end=DAY, shard_rows=12)
+    manifest = stage_shards(
+        spec, work / "etl", "s3://training/fine", DirectoryObjectStore(work / "fine")
+    ).manifest
+    shards = manifest["splits"]["train"]["shards"]
+    assert len(shards) >= 16
+    channels = len(manifest["channels"])
+    # The local instance of the other tests is gone: this driver joins the two-node cluster.
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address=ray_cluster.gcs_address, log_to_driver=False)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1)
+        assert len(nodes) == 2
+        homes = shard_homes([s["uri"] for s in shards], nodes)
+        assert len(homes) == 2, "the test data should give both nodes shards"
+        counters = ShardReadCounters.remote()  # type: ignore[attr-defined]
+        config = ShardSourceConfig(local_shards=str(work / "fine" / "training" / "fine" / "shards"))
+        dataset = shard_dataset(shards, config, window_bytes=window_bytes(manifest), counters=counters)
+        for _ in range(2):
+            windows = _windows(
+                iter_training_batches(dataset, channels=channels, batch_size=1, drop_last=False)
+            )
+            assert len(windows) == manifest["splits"]["train"]["rows"]
+            assert len(set(windows)) == len(windows)
+        per_node = ray.get(counters.per_node.remote())
+        # Each node read its own shards, twice (two epochs), and nothing else.
+        assert per_node.keys() == homes.keys()
+        for node, mine in homes.items():
+            assert per_node[node]["bytes_read"] == 2 * sum(shards[i]["bytes"] for i in mine)
+    finally:
+        ray.shutdown()

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from nuro_ml.training_data.loader import ShardSourceConfig
 from nuro_ml.training_data.object_store import DirectoryObjectStore
-from nuro_ml.training_data.ray_data import ShardDatasource, epoch_input, window_bytes
+from nuro_ml.training_data.ray_data import ShardDatasource, epoch_input, shard_homes, window_bytes
 from nuro_ml.training_data.spec import DatasetSpec
 from nuro_ml.training_data.staging import stage_shards
 from nuro_ml.training_data.synthetic import write_ego_motion
@@ -139,3 +139,20 @@ def test_epoch_input_is_the_difference_of_two_snapshots() -> None:
         "cache_hit_rate": 1.0,
     }
     assert epoch_input(before, before)["cache_hit_rate"] is None
+
+
+def test_shard_homes_are_stable_balanced_and_move_only_a_leaving_nodes_shards() -> None:
+    uris = [f"s3://b/p/shards/{i:04d}.parquet" for i in range(600)]
+    nodes = ["node-a", "node-b", "node-c"]
+    homes = shard_homes(uris, nodes)
+    assert sorted(i for mine in homes.values() for i in mine) == list(range(len(uris)))
+    assert all(150 < len(homes[node]) < 250 for node in nodes)
+    # The same node set in any order gives the same homes.
+    assert shard_homes(uris, list(reversed(nodes))) == homes
+    # node-c leaves: its shards spread over the others, nobody else's shard moves.
+    after = shard_homes(uris, ["node-a", "node-b"])
+    for node in ("node-a", "node-b"):
+        assert set(homes[node]) <= set(after[node])
+    assert set(after["node-a"]) | set(after["node-b"]) == set(range(len(uris)))
+    with pytest.raises(ValueError, match="no nodes"):
+        shard_homes(uris, [])
