@@ -35,7 +35,7 @@ import ray
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from nuro_ml.training_data.loader import ShardSource, ShardSourceConfig
+from nuro_ml.training_data.loader import ShardSource, ShardSourceConfig, rebatch
 from nuro_ml.training_data.windows import FEATURES_COLUMN, LABEL_COLUMN, to_arrays
 
 if TYPE_CHECKING:
@@ -375,20 +375,34 @@ def iter_training_batches(
     :param seed: seed of the local shuffle (None: fresh randomness every epoch).
     :param drop_last: skip a short last batch (keeps every DDP rank at the same step count when
         the dataset was split with ``equal=True``, as Ray Train does by default).
-    :param prefetch_batches: batches Ray Data prepares ahead of the consumer.
+    :param prefetch_batches: blocks (batches, with the shuffle buffer) Ray Data fetches ahead of
+        the consumer.
     """
-    buffer = batch_size * shuffle_buffer_batches if shuffle_buffer_batches > 0 else None
-    batches = iterator.iter_batches(
-        batch_size=batch_size,
+    if shuffle_buffer_batches > 0:
+        batches = iterator.iter_batches(
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            drop_last=drop_last,
+            local_shuffle_buffer_size=batch_size * shuffle_buffer_batches,
+            local_shuffle_seed=seed,
+            prefetch_batches=prefetch_batches,
+        )
+        for batch in batches:
+            # The Arrow buffers are read-only and shared with the object store: torch wants its own.
+            yield to_arrays(batch, channels, writable=True)
+        return
+    # Whole blocks, each copied once out of the object store, then cut into batches here: Ray
+    # Data's own batching costs a slice, a thread hand-off and its bookkeeping per batch.
+    blocks = iterator.iter_batches(
+        # None yields whole blocks (documented on Dataset and DataIterator; DataIterator's
+        # annotation says int only).
+        batch_size=None,  # type: ignore[arg-type]
         batch_format="pyarrow",
-        drop_last=drop_last,
-        local_shuffle_buffer_size=buffer,
-        local_shuffle_seed=seed if buffer else None,
         prefetch_batches=prefetch_batches,
     )
-    for batch in batches:
-        # The Arrow buffers are read-only and shared with the object store: torch wants its own.
-        yield to_arrays(batch, channels, writable=True)
+    yield from rebatch(
+        (to_arrays(block, channels, writable=True) for block in blocks), batch_size, drop_last=drop_last
+    )
 
 
 def window_bytes(manifest: dict[str, Any]) -> int:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from nuro_ml.training_data.loader import ShardSourceConfig
+from nuro_ml.training_data.loader import ShardSourceConfig, rebatch
 from nuro_ml.training_data.object_store import DirectoryObjectStore
 from nuro_ml.training_data.ray_data import ShardDatasource, epoch_input, shard_homes, window_bytes
 from nuro_ml.training_data.spec import DatasetSpec
@@ -156,3 +158,23 @@ def test_shard_homes_are_stable_balanced_and_move_only_a_leaving_nodes_shards() 
     assert set(after["node-a"]) | set(after["node-b"]) == set(range(len(uris)))
     with pytest.raises(ValueError, match="no nodes"):
         shard_homes(uris, [])
+
+
+def test_rebatch_cuts_blocks_of_any_size_into_full_batches_in_order() -> None:
+    rows = np.arange(23, dtype=np.float32)
+    sizes = [5, 2, 9, 0, 7]
+    bounds = np.cumsum([0, *sizes])
+    blocks = [
+        (rows[a:b, None] * np.ones((1, 3), np.float32), rows[a:b]) for a, b in itertools.pairwise(bounds)
+    ]
+    batches = list(rebatch(blocks, 4, drop_last=False))
+    assert [len(y) for _, y in batches] == [4, 4, 4, 4, 4, 3]
+    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), rows)
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in batches])[:, 2], rows)
+    # A batch inside one block is a view of it, no copy.
+    x_inside, _ = batches[2]  # rows 8..11, all in the 9-row block
+    assert np.shares_memory(x_inside, blocks[2][0])
+    assert [len(y) for _, y in rebatch(blocks, 4, drop_last=True)] == [4] * 5
+    assert list(rebatch([], 4, drop_last=False)) == []
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        list(rebatch(blocks, 0, drop_last=True))
