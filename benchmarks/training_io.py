@@ -43,17 +43,38 @@ Run: ``python -m benchmarks.training_io [--drives N] [--drive-seconds S] [--shar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from benchmarks.features import moto_server
+
+@contextlib.contextmanager
+def moto_process(log: Path) -> Iterator[str]:
+    """A moto S3 server in its own process on loopback, as a storage endpoint is: a server thread
+    inside this process would share its interpreter lock with the batches' consumer."""
+    from nuro_ml.local_cluster.processes import free_port, port_open, spawn, stop_group
+
+    port = free_port()
+    server = spawn(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=os.environ, log=log
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not port_open(port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto server on port {port} did not start; see {log}")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_group(server.pid)
 
 
 def _line(name: str, ours: float, reference: float, unit: str) -> None:
@@ -103,7 +124,10 @@ def main(argv: list[str] | None = None) -> int:
 
     day = date(2026, 11, 24)
     vehicles = [f"veh-{i:03d}" for i in range(args.drives)]
-    with tempfile.TemporaryDirectory(prefix="bench-training-io-") as tmp, moto_server() as endpoint:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-training-io-") as tmp,
+        moto_process(Path(tmp) / "moto.log") as endpoint,
+    ):
         work = Path(tmp)
         write_ego_motion(work / "etl", [day], vehicles, drives_per_day=1, drive_seconds=args.drive_seconds)
         # Read tasks run in Ray's worker processes; they find the server's credentials here.
