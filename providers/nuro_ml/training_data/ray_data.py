@@ -39,6 +39,7 @@ from nuro_ml.training_data.loader import ShardSource, ShardSourceConfig, rebatch
 from nuro_ml.training_data.windows import FEATURES_COLUMN, LABEL_COLUMN, to_arrays
 
 if TYPE_CHECKING:
+    from ray import ObjectRef
     from ray.actor import ActorHandle
     from ray.data import DataIterator, Dataset
     from ray.data.context import DataContext
@@ -240,15 +241,19 @@ def read_shards(
         last = position == len(uris) - 1
         if pending_bytes < block_bytes and not last:
             continue
+        reported: ObjectRef[None] | None = None
+        if counters is not None and last:
+            # Every read of the task is done: the report travels while the block is permuted.
+            after = _counters_of(source)
+            node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+            delta = {k: after[k] - before[k] for k in COUNTER_KEYS}
+            reported = counters.add.remote(node_id, delta, len(uris))
         block = pending[0] if len(pending) == 1 else pa.concat_tables(pending)
         pending, pending_bytes = [], 0
         if shuffle and block.num_rows > 1:
             block = block.take(pa.array(rng.permutation(block.num_rows)))
-        if counters is not None and last:
-            after = _counters_of(source)
-            node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
-            delta = {k: after[k] - before[k] for k in COUNTER_KEYS}
-            ray.get(counters.add.remote(node_id, delta, len(uris)))
+        if reported is not None:
+            ray.get(reported)
         yield block
 
 
