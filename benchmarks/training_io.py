@@ -20,7 +20,8 @@ shard source differs:
   ceiling a cache can reach.
 
 Each side runs one untimed warm-up epoch, then ``--epochs`` timed epochs taken in turns (one
-epoch of each side per round, so all sides see the same machine load); the median samples/s is
+epoch of each side per round, each round starting with the next side, so all sides see the same
+machine load and none always follows the same one); the median samples/s is
 reported; the cache's hit rate over the timed epochs, counted by the read tasks, is printed with
 the first line. Each epoch is one Ray Data execution, so its fixed start-up cost is in every
 side's figure.
@@ -190,9 +191,11 @@ def main(argv: list[str] | None = None) -> int:
                 epoch(dataset)
             before = ray.get(counters.totals.remote())
             rates: dict[str, list[float]] = {name: [] for name in datasets}
-            for _ in range(args.epochs):
-                for name, dataset in datasets.items():
-                    rates[name].append(epoch(dataset))
+            names = list(datasets)
+            for round_ in range(args.epochs):
+                # Each round starts with another side, so no side always follows the same one.
+                for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                    rates[name].append(epoch(datasets[name]))
             after = ray.get(counters.totals.remote())
         finally:
             ray.shutdown()
