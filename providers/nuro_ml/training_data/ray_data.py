@@ -3,7 +3,8 @@
 :func:`shard_dataset` turns a manifest split into a :class:`ray.data.Dataset` built on
 :class:`ShardDatasource`: a few read tasks per execution (one per CPU of the cluster by default),
 each reading a group of shards through the :class:`~nuro_ml.features.nvme_cache.ShardCache` at
-the same path on its own node. The first epoch fills each node's cache from object storage; later
+the same path on its own node. On several nodes every shard has a home node (:func:`shard_homes`)
+where its read task runs. The first epoch fills each node's cache from object storage; later
 epochs, and later jobs on the same nodes, read local disk. Pass the dataset to a Ray Train
 trainer (``datasets={"train": ...}``); in the training loop :func:`iter_training_batches` turns
 the worker's shard into ``(x, y)`` numpy batches.
@@ -308,7 +309,8 @@ def shard_dataset(
             window_bytes=window_bytes,
             counters=counters,
             shuffle=shuffle,
-            seed=None if seed is None else seed * 7919 + index,
+            # Each node's part draws its own permutations from the caller's seed.
+            seed=None if seed is None else seed * len(homes) + index,
         )
         # The node's share of the read tasks: by its CPUs, or by the caller's total.
         wanted = nodes[node_id] if read_tasks is None else -(-read_tasks * nodes[node_id] // total_cpus)
