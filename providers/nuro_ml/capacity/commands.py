@@ -543,14 +543,20 @@ def _register_sim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser.set_defaults(func=_sim)
 
 
+def _split_spec(spec: str) -> tuple[str, str, str | None] | None:
+    """``NAME=VALUE[@POOL]`` as (name, value, pool); None when the name or the value is missing."""
+    name, sep, rest = spec.partition("=")
+    value, _, pool = rest.partition("@")
+    return (name, value, pool or None) if sep and name and value else None
+
+
 def _pairs(specs: list[str], flag: str) -> list[tuple[str, int, str | None]]:
     out = []
     for spec in specs:
-        name, sep, rest = spec.partition("=")
-        value, _, pool = rest.partition("@")
-        if not sep or not name or not value.isdigit():
+        parts = _split_spec(spec)
+        if parts is None or not parts[1].isdigit():
             raise UsageError(f"{flag} {spec!r}: expected NAME=INTEGER")
-        out.append((name, int(value), pool or None))
+        out.append((parts[0], int(parts[1]), parts[2]))
     return out
 
 
@@ -563,17 +569,17 @@ def _quota_specs(specs: list[str]) -> list[tuple[str, int, str | None]]:
 
     out = []
     for spec in specs:
-        team, sep, rest = spec.partition("=")
-        value, _, pool = rest.partition("@")
-        if not sep or not team or not value:
+        parts = _split_spec(spec)
+        if parts is None:
             raise UsageError(
                 f"--quota {spec!r}: expected TEAM=GPUS[@POOL], e.g. perception=4 or perception=2500m"
             )
+        team, value, pool = parts
         try:
             milli = milli_of(gpu_quantity(value, what=f"--quota {spec!r}"))
         except CapacityError as err:
             raise UsageError(str(err)) from None
-        out.append((team, milli, pool or None))
+        out.append((team, milli, pool))
     return out
 
 

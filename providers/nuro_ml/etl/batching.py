@@ -76,7 +76,7 @@ class ChannelBatcher:
             cuts = np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1
             bounds = [0, *cuts.tolist(), n]
             parts = [
-                (int(sorted_ids[a]), batch.take(order[a:b]), where[order[a:b]])
+                (int(sorted_ids[a]), batch.select(order[a:b]), where[order[a:b]])
                 for a, b in itertools.pairwise(bounds)
             ]
         for cid, sub, at in parts:

@@ -106,10 +106,11 @@ class MessageBatch:
     def copy_size(self) -> int:
         """Bytes :func:`concat_batches` copies for this batch: the buffer, or only the payloads
         when they are less than half of it (a chunk mostly holding other channels)."""
-        payload = int((self.ends - self.starts).sum())
+        payload = self.payload_bytes()
         return payload if 2 * payload < len(self.buf) else len(self.buf)
 
     def payload_bytes(self) -> int:
+        """Bytes of the messages' payloads (the buffer may hold other records too)."""
         return int((self.ends - self.starts).sum())
 
     def select(self, mask: np.ndarray) -> MessageBatch:
@@ -123,8 +124,6 @@ class MessageBatch:
             self.starts[mask],
             self.ends[mask],
         )
-
-    take = select
 
     def compact(self) -> MessageBatch:
         """The same messages over a new buffer holding only their payloads."""

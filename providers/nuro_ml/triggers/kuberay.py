@@ -142,7 +142,6 @@ class KubeRayJobTrigger(BaseTrigger):
         try:
             hook = self._hook()
             seen: tuple[str, str, bool] | None = None
-            self._workloads_readable = True
             kueue_said: str | None = None
             while True:
                 info = await self._read(hook)
