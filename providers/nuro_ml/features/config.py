@@ -245,15 +245,21 @@ class ResolvedConfig:
     def repo_config(self) -> RepoConfig:
         from feast import RepoConfig
 
-        registry = _registry_section(self.raw)
+        from nuro_ml.features.registry_store import LOCKED_FILE_STORE_TYPE
+
+        raw = self.raw
+        registry = _registry_section(raw)
         if registry.get("registry_type", "file") == "file" and "://" not in str(registry.get("path", "")):
             self._absolute(registry.get("path")).parent.mkdir(parents=True, exist_ok=True)
+            if not registry.get("registry_store_type"):
+                # Backfill runs materialize at once; Feast's own file store is single-writer.
+                raw = {**raw, "registry": {**registry, "registry_store_type": LOCKED_FILE_STORE_TYPE}}
         if self.online_type == "sqlite":
             self._absolute(self.online.get("path", "data/online.db")).parent.mkdir(
                 parents=True, exist_ok=True
             )
         try:
-            config = RepoConfig(**{**self.raw, "repo_path": self.repo_path})
+            config = RepoConfig(**{**raw, "repo_path": self.repo_path})
         except Exception as exc:  # pydantic, Feast's import errors for unknown store types, ...
             raise FeatureStoreError(
                 f"Invalid Feast configuration for repository {self.repo_path} (from {self.origin} and "

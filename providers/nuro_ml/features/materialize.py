@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 from nuro_ml.exceptions import FeatureStoreError
 from nuro_ml.features.cache import Computation, ComputationCache
 from nuro_ml.features.partitions import FingerprintMode, Partition, PartitionedSource
+from nuro_ml.features.registry_store import registry_update
 from nuro_ml.features.repo import view_columns
 from nuro_ml.features.schema import PARTITION_EVENT_WINDOW, check_columns
 from nuro_ml.features.writers import CREATED_TS, EVENT_TS, OnlineWriter
@@ -406,9 +407,12 @@ class Materializer:
                     unit.computation.interval_start.isoformat(),
                     unit.computation.interval_end.isoformat(),
                 )
-        for view in touched.values():
+        if touched:
             # Keep Feast's own bookkeeping (used by `feast materialize-incremental`) in step.
-            self.store.registry.apply_materialization(view, self.store.project, start, end, commit=True)
+            with registry_update(self.store):
+                registry = self.store.registry
+                for view in touched.values():
+                    registry.apply_materialization(view, self.store.project, start, end, commit=True)
         for plan in engine:
             self._run_engine(plan.view, start, end, report.views[plan.view.name])
         for name, v in report.views.items():
@@ -461,7 +465,9 @@ class Materializer:
             )
         log.info("Feature view %s: Feast materialization over [%s, %s)", view.name, start, end)
         try:
-            self.store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+            # Feast's materialize records the interval in the registry at its end: one writer.
+            with registry_update(self.store):
+                self.store.materialize(start_date=start, end_date=end, feature_views=[view.name])
         except Exception as exc:
             raise FeatureStoreError(
                 f"Feast materialization of feature view {view.name!r} over [{start.isoformat()}, "

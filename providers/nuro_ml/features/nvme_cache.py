@@ -18,19 +18,18 @@ The cache is bounded in bytes; when a fill pushes it over, least-recently-read s
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
+
+from nuro_ml.features.file_lock import file_lock
 
 try:
     from nuro_ml.exceptions import ShardCacheError
@@ -71,16 +70,6 @@ def _split_s3(uri: str) -> tuple[str, str]:
     if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
         raise ShardCacheError(f"Not an s3://bucket/key URI: {uri!r}")
     return parts.netloc, parts.path.lstrip("/")
-
-
-@contextmanager
-def _flock(path: Path, exclusive: bool = True) -> Iterator[None]:
-    with path.open("a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 class ShardCache:
@@ -124,7 +113,7 @@ class ShardCache:
         if fh is not None:
             self.stats.hits += 1
             return fh
-        with _flock(self.root / "locks" / f"{key}.lock"):
+        with file_lock(self.root / "locks" / f"{key}.lock"):
             # Another process may have filled it while this one waited for the lock.
             fh = self._open_cached(key)
             if fh is not None:
@@ -244,7 +233,7 @@ class ShardCache:
         return sum(size for _, size, _ in self._entries())
 
     def _evict(self, *, keep: str, incoming: int) -> None:
-        with _flock(self.root / ".evict.lock"):
+        with file_lock(self.root / ".evict.lock"):
             entries = self._entries()
             used = sum(size for _, size, _ in entries)
             if used <= self.capacity_bytes:

@@ -204,17 +204,22 @@ def apply_repo(store: FeatureStore, contents: RepoContents, repo_path: Path) -> 
     from feast.infra.registry.registry import FeastObjectType
     from feast.repo_operations import extract_objects_for_apply_delete
 
+    from nuro_ml.features.registry_store import registry_update
+
     validate_sources(contents.feature_views, repo_path)
     try:
-        registry_diff, infra_diff, new_infra = store.plan(contents)
-        result = _summarize(registry_diff, TransitionType, FeastObjectType, DUMMY_ENTITY_NAME)
-        if store._should_use_plan():
-            store._apply_diffs(registry_diff, infra_diff, new_infra)
-        else:
-            to_apply, to_delete, _, _ = extract_objects_for_apply_delete(
-                store.project, store.registry, contents
-            )
-            store.apply(to_apply, objects_to_delete=to_delete, partial=False)
+        # The plan diffs against the registry as it is now, not a copy cached before another
+        # process's apply or materialization.
+        with registry_update(store):
+            registry_diff, infra_diff, new_infra = store.plan(contents)
+            result = _summarize(registry_diff, TransitionType, FeastObjectType, DUMMY_ENTITY_NAME)
+            if store._should_use_plan():
+                store._apply_diffs(registry_diff, infra_diff, new_infra)
+            else:
+                to_apply, to_delete, _, _ = extract_objects_for_apply_delete(
+                    store.project, store.registry, contents
+                )
+                store.apply(to_apply, objects_to_delete=to_delete, partial=False)
     except FeatureStoreError:
         raise
     except Exception as exc:

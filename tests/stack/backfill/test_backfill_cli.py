@@ -145,7 +145,9 @@ def test_backfill_twice_replaces_partitions_and_reuses_features(deployed: Airflo
     assert first["reprocess_behavior"] == "none"
     runs = {r["dag_run_id"]: r for r in stack.get_json(f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]}
     assert sorted(runs) == sorted(RUN_IDS)
-    assert {run_id: runs[run_id]["state"] for run_id in RUN_IDS} == dict.fromkeys(RUN_IDS, "success")
+    assert {run_id: runs[run_id]["state"] for run_id in RUN_IDS} == dict.fromkeys(RUN_IDS, "success"), (
+        stack.failed_task_logs(DAG_ID, RUN_IDS)
+    )
     assert {r["run_type"] for r in runs.values()} == {"backfill"}
 
     # Each run converted exactly its own day.
@@ -172,7 +174,9 @@ def test_backfill_twice_replaces_partitions_and_reuses_features(deployed: Airflo
     assert second["reprocess_behavior"] == "completed"
     runs = {r["dag_run_id"]: r for r in stack.get_json(f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]}
     assert sorted(runs) == sorted(RUN_IDS), "reprocessing must reuse the runs, not add new ones"
-    assert {run_id: runs[run_id]["state"] for run_id in RUN_IDS} == dict.fromkeys(RUN_IDS, "success")
+    assert {run_id: runs[run_id]["state"] for run_id in RUN_IDS} == dict.fromkeys(RUN_IDS, "success"), (
+        stack.failed_task_logs(DAG_ID, RUN_IDS)
+    )
     for run_id in RUN_IDS:
         tis = stack.task_instances(DAG_ID, run_id)
         tries = {ti["task_id"]: (ti["state"], ti["try_number"]) for ti in tis}

@@ -63,12 +63,6 @@ def ledger(airflow_stack: AirflowStack) -> Iterator[QuotaLedger]:
             ledger.release(lease.lease_id)
 
 
-def _task_log(stack: AirflowStack, run_id: str, task_id: str) -> str:
-    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/logs/1"
-    response = stack.api("GET", path)
-    return response.text if response.status_code == 200 else ""
-
-
 def test_each_reason_is_in_the_sensor_log_the_cli_and_the_page(
     airflow_stack: AirflowStack, ledger: QuotaLedger, browser_context
 ) -> None:
@@ -83,7 +77,7 @@ def test_each_reason_is_in_the_sensor_log_the_cli_and_the_page(
         deadline = time.monotonic() + 240
         while len(logs) < len(EXPECTED):
             for task, (code, sentence) in EXPECTED.items():
-                text = _task_log(stack, run_id, task)
+                text = stack.task_log(DAG_ID, run_id, task)
                 if f"[{code}]: " in text and sentence in text:
                     logs[task] = text
             if time.monotonic() > deadline:

@@ -12,6 +12,7 @@ from nuro_ml.exceptions import FeatureStoreError
 from nuro_ml.features.cache import Computation, ComputationCache
 from nuro_ml.features.config import FeastSettings
 from nuro_ml.features.partitions import PartitionedSource
+from nuro_ml.features.registry_store import LOCKED_FILE_STORE_TYPE
 from nuro_ml.features.synthetic import write_scene_stats
 from nuro_ml.hooks.feast import FeastHook
 from nuro_ml.operators.feast import FeastMaterializeOperator, parse_instant
@@ -179,6 +180,23 @@ def test_no_configuration_means_our_repository_on_sqlite(data_dir: Path, tmp_pat
     bare.mkdir()
     embedded = FeastHook(repo_path=bare).resolved
     assert embedded.origin == "embedded default" and embedded.online == resolved.online
+    # Backfill runs materialize at once: the file registry is written atomically, under a lock.
+    assert embedded.repo_config().registry.registry_store_type == LOCKED_FILE_STORE_TYPE
+
+
+def test_file_registries_get_the_locked_store_unless_one_is_named(tmp_path: Path, data_dir: Path) -> None:
+    file_yaml = "project: p\nprovider: local\nregistry: data/registry.db\nonline_store:\n  type: sqlite\n"
+    config = FeastHook(repo_path=_user_repo(tmp_path / "a", file_yaml)).resolved.repo_config()
+    assert config.registry.registry_store_type == LOCKED_FILE_STORE_TYPE
+    named = file_yaml.replace(
+        "registry: data/registry.db",
+        "registry:\n  path: data/registry.db\n  registry_store_type: FileRegistryStore",
+    )
+    config = FeastHook(repo_path=_user_repo(tmp_path / "b", named)).resolved.repo_config()
+    assert config.registry.registry_store_type == "FileRegistryStore"
+    remote = file_yaml.replace("registry: data/registry.db", "registry: s3://bucket/registry.db")
+    config = FeastHook(repo_path=_user_repo(tmp_path / "c", remote)).resolved.repo_config()
+    assert config.registry.registry_store_type is None
 
 
 def test_env_settings_reach_processes_without_airflow(
@@ -293,6 +311,7 @@ def test_cli_yaml_describes_the_same_store_as_the_hook(data_dir: Path) -> None:
     from_hook = FeastHook(feast_conn_id=None).resolved.repo_config()
     assert from_yaml.project == from_hook.project
     assert from_yaml.registry.path == from_hook.registry.path
+    assert from_yaml.registry.registry_store_type == from_hook.registry.registry_store_type
     assert from_yaml.online_store.path == from_hook.online_store.path
     assert from_yaml.entity_key_serialization_version == from_hook.entity_key_serialization_version
 
