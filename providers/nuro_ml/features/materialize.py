@@ -46,7 +46,6 @@ import pyarrow.parquet as pq
 from nuro_ml.exceptions import FeatureStoreError
 from nuro_ml.features.cache import Computation, ComputationCache
 from nuro_ml.features.partitions import FingerprintMode, Partition, PartitionedSource
-from nuro_ml.features.registry_store import registry_update
 from nuro_ml.features.repo import view_columns
 from nuro_ml.features.schema import PARTITION_EVENT_WINDOW, check_columns
 from nuro_ml.features.writers import CREATED_TS, EVENT_TS, OnlineWriter
@@ -408,6 +407,8 @@ class Materializer:
                     unit.computation.interval_end.isoformat(),
                 )
         if touched:
+            from nuro_ml.features.registry_store import registry_update
+
             # Keep Feast's own bookkeeping (used by `feast materialize-incremental`) in step.
             with registry_update(self.store):
                 registry = self.store.registry
@@ -464,6 +465,8 @@ class Materializer:
                 f"view {view.name}; finished computations are cached"
             )
         log.info("Feature view %s: Feast materialization over [%s, %s)", view.name, start, end)
+        from nuro_ml.features.registry_store import registry_update
+
         try:
             # Feast's materialize records the interval in the registry at its end: one writer.
             with registry_update(self.store):
