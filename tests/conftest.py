@@ -26,13 +26,17 @@ pytest_plugins = ["tests.fixtures.services"]
 
 
 def pytest_sessionfinish(session: object, exitstatus: int) -> None:
-    """Kill multiprocessing children a failed test left behind.
+    """Kill multiprocessing children a failed test left behind; quiet py4j's exit.
 
     At interpreter exit multiprocessing joins every non-daemon child it started, so one child
     stuck after its test failed would keep pytest from ever exiting.
     """
+    import logging
     import multiprocessing
 
     for child in multiprocessing.active_children():
         child.kill()
         child.join(timeout=10)
+    # py4j logs from its gateways' finalizers at interpreter exit, after pytest has closed the
+    # streams its handlers write to: a "Logging error" traceback after every run with Spark.
+    logging.getLogger("py4j").setLevel(logging.WARNING)

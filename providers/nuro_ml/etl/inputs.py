@@ -23,7 +23,7 @@ from nuro_ml.etl import publish
 
 INPUTS_DIR = "_inputs"
 #: Bumped whenever the job writes different rows from the same logs, so older output is rebuilt.
-OUTPUT_VERSION = 2
+OUTPUT_VERSION = 3
 
 
 def fingerprint(files: Iterable[str], settings: Mapping[str, Any]) -> str:

@@ -196,6 +196,10 @@ def _value(msg: Any, leaf: Leaf) -> Any:
         obj = getattr(obj, name)
     if leaf.kind == "repeated_message":
         return [{sub.name: _value(item, sub) for sub in leaf.sub_fields} for item in obj]
+    if leaf.raw_message:
+        if leaf.kind == "repeated_scalar":
+            return [item.SerializeToString() for item in obj]
+        return obj.SerializeToString()
     if leaf.kind == "timestamp":
         return obj.seconds * 1_000_000 + obj.nanos // 1000
     if leaf.kind == "repeated_scalar":

@@ -231,6 +231,16 @@ class Program:
 _Ctx = tuple[Any, ...] | None
 
 
+def _kept_whole(leaf: Leaf | None, ctx: _Ctx, name: str) -> bool:
+    """Whether the message field ``name`` under ``ctx`` is a column of its serialized bytes."""
+    if leaf is not None:
+        return leaf.raw_message
+    if ctx is not None and ctx[0] == "elem":
+        sub = ctx[1].sub_by_path.get((*ctx[3], name))
+        return sub is not None and sub.raw_message
+    return False
+
+
 def _listed(ctx: tuple[Any, ...], name: str) -> bool:
     """Whether field ``name`` at an element walk's position is one of the element's struct fields."""
     return (*ctx[3], name) in ctx[1].sub_by_path
@@ -320,12 +330,15 @@ class Deriver:
         self, step: Step, fd: FieldDescriptor, ctx: _Ctx, j: int, data: int, end: int, depth: int
     ) -> None:
         ftype = fd.type
-        step.ftype = ftype
         if fd.is_repeated and ctx is not None and ctx[0] == "elem" and _listed(ctx, fd.name):
             # A repeated field inside an element (a list in a list) is left to upb; messages where
             # it is empty in every element run vectorised (their list fields are empty lists).
             raise Reject
         leaf = self.by_path.get((*ctx[1], fd.name)) if ctx is not None and ctx[0] == "path" else None
+        if ftype == FD.TYPE_MESSAGE and _kept_whole(leaf, ctx, fd.name):
+            # Past the depth limit a message is a column of its bytes: read it as a bytes field.
+            ftype = FD.TYPE_BYTES
+        step.ftype = ftype
         if ftype == FD.TYPE_MESSAGE:
             if step.wire != 2 or fd.message_type.GetOptions().map_entry:
                 raise Reject

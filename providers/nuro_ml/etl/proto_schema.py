@@ -21,7 +21,9 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 TIMESTAMP = "google.protobuf.Timestamp"
-#: Nesting of singular messages flattened into columns.
+#: Nesting of messages decoded into columns and struct fields. A message field at this depth (a
+#: recursive type, or an unusually deep one) is kept whole: a binary column of the field's
+#: serialized message (a list of them if repeated), named by its path like any other column.
 MAX_DEPTH = 6
 
 FD = FieldDescriptor
@@ -94,6 +96,8 @@ class Leaf:
     arrow_type: pa.DataType
     sub_fields: tuple[Leaf, ...] = ()
     default: Any = None
+    #: A message field past :data:`MAX_DEPTH`, kept as its serialized bytes.
+    raw_message: bool = False
 
     @cached_property
     def sub_by_path(self) -> dict[tuple[str, ...], Leaf]:
@@ -119,15 +123,19 @@ def _leaves(desc: Descriptor, prefix: tuple[str, ...], depth: int) -> list[Leaf]
         repeated = fd.is_repeated
         if fd.type == FD.TYPE_MESSAGE:
             sub = fd.message_type
-            if repeated:
-                if depth >= MAX_DEPTH:
-                    continue
+            if sub.full_name == TIMESTAMP and not repeated:
+                out.append(Leaf(name, path, "timestamp", fd.type, TIMESTAMP_ARROW, default=0))
+            elif depth >= MAX_DEPTH:
+                # On the wire a message is a length-delimited field, as bytes are: decoded as bytes.
+                kind, arrow = (
+                    ("repeated_scalar", pa.list_(pa.binary())) if repeated else ("scalar", pa.binary())
+                )
+                out.append(Leaf(name, path, kind, FD.TYPE_BYTES, arrow, default=b"", raw_message=True))
+            elif repeated:
                 fields = tuple(_leaves(sub, (), depth + 1))
                 struct = pa.struct([pa.field(f.name, f.arrow_type) for f in fields])
                 out.append(Leaf(name, path, "repeated_message", fd.type, pa.list_(struct), fields))
-            elif sub.full_name == TIMESTAMP:
-                out.append(Leaf(name, path, "timestamp", fd.type, TIMESTAMP_ARROW, default=0))
-            elif depth < MAX_DEPTH:
+            else:
                 out.extend(_leaves(sub, path, depth + 1))
         elif fd.type in SCALAR_ARROW:
             if repeated:
