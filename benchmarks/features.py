@@ -141,6 +141,7 @@ def _sdk_read(store: Any, service: Any, rows: list[dict[str, Any]]) -> dict[str,
 
 def bench_feast(workdir: Path, scenes: int, reads: int) -> None:
     import redis
+    from feast import FileSource
     from nuro_ml import settings
     from nuro_ml.features.synthetic import write_scene_stats
     from nuro_ml.hooks.feast import FeastHook
@@ -168,7 +169,11 @@ def bench_feast(workdir: Path, scenes: int, reads: int) -> None:
         hook.apply()
         store = hook.store
         # The views over scene_stats; the repository's stream view has no data in this benchmark.
-        views = sorted(v.name for v in store.list_feature_views() if "scene_stats" in v.batch_source.path)
+        views = sorted(
+            v.name
+            for v in store.list_feature_views()
+            if isinstance(v.batch_source, FileSource) and "scene_stats" in v.batch_source.path
+        )
 
         t = time.perf_counter()
         report = hook.materialize(start=start, end=end, feature_views=views, use_cache=False)
