@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from feast.infra.registry.file import FileRegistryStore
+from feast.utils import _utc_now
 
 from nuro_ml.features.file_lock import file_lock
 
@@ -43,10 +45,6 @@ class LockedFileRegistryStore(FileRegistryStore):  # type: ignore[misc]
         return Path(self._filepath)
 
     def _write_registry(self, registry_proto: Any) -> None:
-        import uuid
-
-        from feast.utils import _utc_now
-
         registry_proto.version_id = str(uuid.uuid4())
         registry_proto.last_updated.FromDatetime(_utc_now())
         directory = self.path.parent
