@@ -5,7 +5,8 @@ Steps for an interval [start, end) of dates:
 1. find the recordings by path template (:mod:`nuro_ml.etl.layout`; by default
    ``<input>/date=D/vehicle=V/*.mcap``); a missing input path or an interval without recordings is
    an error unless ``allow_empty``;
-2. one Spark task per file reads it once (:mod:`nuro_ml.etl.process`): every chunk is
+2. Spark tasks, each holding one or more files packed as Spark's file sources pack them
+   (:mod:`nuro_ml.etl.file_packing`), read each file once (:mod:`nuro_ml.etl.process`): every chunk is
    decompressed, checked and decoded once, messages are routed by the topic mapping
    (:mod:`nuro_ml.etl.mapping`) to their tables, unmapped topics to generic ``topic_<name>``
    tables, and the drive's ``ego_motion`` (10 Hz grid) and ``scene_stats`` (10 s scenes) are
@@ -419,11 +420,13 @@ class ETLRun:
         self._write_result(result)
 
     def _process(self, files: list[str]) -> list[Any]:
-        """Run :func:`nuro_ml.etl.process.process_file` on every file, one Spark task per file."""
-        from nuro_ml.etl import spark_progress
+        """Run :func:`nuro_ml.etl.process.process_file` on every file, files packed into Spark tasks
+        as Spark's file sources pack them (:mod:`nuro_ml.etl.file_packing`)."""
+        from nuro_ml.etl import file_packing, spark_progress
         from nuro_ml.etl.process import FileTask, process_file
 
         created_us = int(time.time() * 1_000_000)
+        sizes = {path: os.path.getsize(path) for path in files}
         tasks = []
         for path in files:
             day, vehicle, drive = self._keys(path)
@@ -432,11 +435,24 @@ class ETLRun:
                     path, day, vehicle, drive, str(self.staging), self.mapping, self.transform_cfg, created_us
                 )
             )
-        # Largest files first, so a big file does not start last and hold up the stage.
-        tasks.sort(key=lambda t: -os.path.getsize(t.path))
+        sc = self.spark.sparkContext
+        conf = self.spark.conf
+        # Largest files first (as packed), so a big file does not start last and hold up the stage.
+        groups = file_packing.spark_tasks(
+            tasks, lambda t: sizes[t.path], lambda key: conf.get(key, None), sc.defaultParallelism
+        )
+        files_done = sc.accumulator(0)
+
+        def process_group(group: list[FileTask]) -> list[Any]:
+            reports = []
+            for task in group:
+                reports.append(process_file(task))
+                files_done.add(1)
+            return reports
+
         progress = spark_progress.file_progress(len(tasks), self.progress)
-        rdd = self.spark.sparkContext.parallelize(tasks, len(tasks)).map(process_file)
-        reports = spark_progress.collect_with_progress(rdd, progress)
+        rdd = sc.parallelize(groups, len(groups)).flatMap(process_group)
+        reports = spark_progress.collect_with_progress(rdd, progress, done=lambda: int(files_done.value))
         spark_progress.report_tables(progress, reports, sum(r.bytes for r in reports))
         return reports
 

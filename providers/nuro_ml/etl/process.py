@@ -13,6 +13,7 @@ the report lists them as ``salvaged``.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import time
@@ -154,6 +155,7 @@ class _Tables:
         self.rows.clear()
 
 
+@functools.lru_cache(maxsize=256)
 def _write_options(schema: pa.Schema) -> dict[str, Any]:
     """Parquet settings: zstd, except for binary columns (payloads) stored as they are.
 

@@ -1,8 +1,9 @@
 """Progress of the ETL's Spark pass: files done while Spark works, then rows per table.
 
-Spark reports finished tasks to the driver as they end, so the driver follows the pass through
-:class:`pyspark.StatusTracker` (the same numbers as the Spark UI's stage page) from a watcher thread
-while ``collect`` blocks, one task being one file.
+Spark reports finished tasks to the driver as they end, so the driver follows the pass from a
+watcher thread while ``collect`` blocks: by :class:`pyspark.StatusTracker` (the same numbers as
+the Spark UI's stage page), or, where a task holds several files, by an accumulator that each task
+adds its files to and that Spark merges as the task ends.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ def completed_tasks(sc: SparkContext, group: str) -> int:
     return done
 
 
-def collect_with_progress(rdd: RDD[T], progress: Progress, *, poll_s: float = 1.0) -> list[T]:
-    """``rdd.collect()``, updating ``progress`` with the number of finished tasks while it runs.
+def collect_with_progress(
+    rdd: RDD[T], progress: Progress, *, poll_s: float = 1.0, done: Callable[[], int] | None = None
+) -> list[T]:
+    """``rdd.collect()``, updating ``progress`` while it runs with ``done()``, by default the number
+    of finished tasks; at the end, ``progress.done`` is the number of results.
 
     The jobs run in the caller's job group when it has one (so whoever cancels that group still
     cancels them), else in a group of their own.
@@ -52,9 +56,9 @@ def collect_with_progress(rdd: RDD[T], progress: Progress, *, poll_s: float = 1.
 
     def watch() -> None:
         while not stop.wait(poll_s):
-            done = completed_tasks(sc, group)
-            if done != progress.done:
-                progress.update(done)
+            finished = done() if done is not None else completed_tasks(sc, group)
+            if finished != progress.done:
+                progress.update(finished)
 
     progress.update(0, force=True)
     watcher = threading.Thread(target=watch, name="etl-progress", daemon=True)

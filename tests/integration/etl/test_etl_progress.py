@@ -38,6 +38,26 @@ def test_watcher_reports_finished_tasks_with_rate_and_eta(spark_session) -> None
     assert spark_session.sparkContext.getLocalProperty("spark.jobGroup.id") is None
 
 
+def test_watcher_counts_the_files_of_tasks_that_hold_several(spark_session) -> None:
+    # The job packs small files into one task: progress counts files, through an accumulator.
+    sc = spark_session.sparkContext
+    files_done = sc.accumulator(0)
+
+    def process(group: list[int]) -> list[int]:
+        time.sleep(0.6 * group[0])
+        files_done.add(len(group))
+        return group
+
+    lines: list[str] = []
+    progress = Progress("ETL files", 6, unit="files", every_s=0.0, emit=lines.append)
+    rdd = sc.parallelize([[0, 1, 2], [3, 4, 5]], 2).flatMap(process)
+    assert collect_with_progress(rdd, progress, poll_s=0.1, done=lambda: int(files_done.value)) == list(
+        range(6)
+    )
+    assert any(re.match(r"ETL files: 3/6 files \(50%\)", line) for line in lines), lines
+    assert progress.done == 6
+
+
 def test_etl_run_logs_files_and_rows_per_table(spark_session, tmp_path) -> None:
     raw = tmp_path / "raw"
     generate_interval(
