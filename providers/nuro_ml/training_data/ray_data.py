@@ -4,10 +4,10 @@
 :class:`ShardDatasource`: a few read tasks per execution (one per CPU of the cluster by default),
 each reading a group of shards through the :class:`~nuro_ml.features.nvme_cache.ShardCache` at
 the same path on its own node. On several nodes every shard has a home node (:func:`shard_homes`)
-where its read task runs. The first epoch fills each node's cache from object storage; later
-epochs, and later jobs on the same nodes, read local disk. Pass the dataset to a Ray Train
-trainer (``datasets={"train": ...}``); in the training loop :func:`iter_training_batches` turns
-the worker's shard into ``(x, y)`` numpy batches.
+where its read task runs while that node has a free CPU. The first epoch fills each node's cache
+from object storage; later epochs, and later jobs on the same nodes, read local disk. Pass the
+dataset to a Ray Train trainer (``datasets={"train": ...}``); in the training loop
+:func:`iter_training_batches` turns the worker's shard into ``(x, y)`` numpy batches.
 
 Shuffling is done without a global barrier and without a per-row shuffle buffer: each execution
 (epoch) deals the shards to the read tasks in a fresh order, and each task gathers consecutive
@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import ray
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from nuro_ml.training_data.loader import ShardSource, ShardSourceConfig, rebatch
 from nuro_ml.training_data.windows import FEATURES_COLUMN, LABEL_COLUMN, to_arrays
@@ -278,9 +279,10 @@ def shard_dataset(
         shard spends more time being scheduled than reading.
     :param node_affinity: on a cluster of several nodes with CPUs, give every shard a home node
         (rendezvous hashing of the shard over the nodes alive now) and run the read tasks of a
-        node's shards there, softly (elsewhere if that node is gone or full). The first epoch
-        fills each node's cache with its own shards only; every later epoch and later job on
-        the same nodes reads them from there, and a node leaving moves only its own shards.
+        node's shards there, softly (elsewhere if that node is gone or has no free CPU:
+        :func:`home_node_strategy`). The first epoch fills each node's cache with its own shards
+        only; every later epoch and later job on the same nodes reads them from there, and a
+        node leaving moves only its own shards.
     """
     datasource = ShardDatasource(
         shards, source, window_bytes=window_bytes, counters=counters, shuffle=shuffle, seed=seed
@@ -296,8 +298,6 @@ def shard_dataset(
         return ray.data.read_datasource(
             datasource, override_num_blocks=min(read_tasks, len(datasource.shards))
         )
-
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     homes = shard_homes([s["uri"] for s in datasource.shards], sorted(nodes))
     total_cpus = sum(nodes.values())
@@ -319,10 +319,25 @@ def shard_dataset(
             ray.data.read_datasource(
                 part,
                 override_num_blocks=max(1, min(wanted, len(part.shards))),
-                ray_remote_args={"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=True)},
+                ray_remote_args={"scheduling_strategy": home_node_strategy(node_id)},
             )
         )
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def home_node_strategy(node_id: str) -> NodeAffinitySchedulingStrategy:
+    """Run a read task on ``node_id`` while it has a free CPU, on any other node otherwise.
+
+    Soft node affinity alone only leaves a node that is gone or cannot ever fit the task: a home
+    node that is alive but whose CPUs are all held waits for them, indefinitely. Under Ray Train
+    that is a deadlock whenever the training workers take every CPU of a node (a restarted worker
+    group packed onto one node, say): the workers hold the CPUs and wait for the read tasks, which
+    wait for those CPUs. Spilling when the home node is busy costs one read through another
+    node's cache.
+    """
+    # _spill_on_unavailable is Ray's own switch for this (Ray Serve places replicas with it);
+    # soft affinity without it waits for the node's resources.
+    return NodeAffinitySchedulingStrategy(node_id, soft=True, _spill_on_unavailable=True)
 
 
 def shard_homes(uris: Sequence[str], node_ids: Sequence[str]) -> dict[str, list[int]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import date
@@ -174,5 +175,63 @@ def test_on_two_nodes_every_shard_is_read_on_its_home_node(
         assert per_node.keys() == homes.keys()
         for node, mine in homes.items():
             assert per_node[node]["bytes_read"] == 2 * sum(shards[i]["bytes"] for i in mine)
+    finally:
+        ray.shutdown()
+
+
+class _CpuHolder:
+    """Holds the CPUs it was created with until it is killed."""
+
+    def ready(self) -> bool:
+        return True
+
+
+def test_a_home_node_without_a_free_cpu_hands_its_reads_to_another_node(
+    ray_cluster: Any,
+    staged: tuple[dict[str, Any], Path],
+) -> None:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    _, work = staged
+    spec = DatasetSpec(start=DAY, end=DAY, shard_rows=12)
+    manifest = stage_shards(
+        spec, work / "etl", "s3://training/busy", DirectoryObjectStore(work / "busy")
+    ).manifest
+    shards = manifest["splits"]["train"]["shards"]
+    channels = len(manifest["channels"])
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address=ray_cluster.gcs_address, log_to_driver=False)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        cpus = {n["NodeID"]: int(n["Resources"]["CPU"]) for n in ray.nodes() if n["Alive"]}
+        busy = min(cpus, key=lambda node: cpus[node])
+        homes = shard_homes([s["uri"] for s in shards], sorted(cpus))
+        assert busy in homes and len(homes) == 2, "the test data should give both nodes shards"
+        # Every CPU of one node taken, as by a Ray Train worker group placed wholly on it.
+        pinned = NodeAffinitySchedulingStrategy(busy, soft=False)
+        holder = ray.remote(_CpuHolder).options(num_cpus=cpus[busy], scheduling_strategy=pinned).remote()
+        assert ray.get(holder.ready.remote(), timeout=120)
+        counters = ShardReadCounters.remote()  # type: ignore[attr-defined]
+        config = ShardSourceConfig(local_shards=str(work / "busy" / "training" / "busy" / "shards"))
+        dataset = shard_dataset(shards, config, window_bytes=window_bytes(manifest), counters=counters)
+        epoch: list[list[tuple[bytes, float]]] = []
+        reader = threading.Thread(
+            target=lambda: epoch.append(
+                _windows(iter_training_batches(dataset, channels=channels, batch_size=1, drop_last=False))
+            ),
+            daemon=True,
+        )
+        reader.start()
+        reader.join(timeout=120)
+        assert not reader.is_alive(), "the busy node's read tasks waited for its CPUs"
+        [windows] = epoch
+        assert len(windows) == len(set(windows)) == manifest["splits"]["train"]["rows"]
+        per_node = ray.get(counters.per_node.remote())
+        # Every shard was read once, the busy node's by the other node.
+        assert busy not in per_node
+        assert sum(node["bytes_read"] for node in per_node.values()) == sum(s["bytes"] for s in shards)
+        ray.kill(holder)
     finally:
         ray.shutdown()

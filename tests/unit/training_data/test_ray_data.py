@@ -14,7 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 from nuro_ml.training_data.loader import ShardSourceConfig, rebatch
 from nuro_ml.training_data.object_store import DirectoryObjectStore
-from nuro_ml.training_data.ray_data import ShardDatasource, epoch_input, shard_homes, window_bytes
+from nuro_ml.training_data.ray_data import (
+    ShardDatasource,
+    epoch_input,
+    home_node_strategy,
+    shard_homes,
+    window_bytes,
+)
 from nuro_ml.training_data.spec import DatasetSpec
 from nuro_ml.training_data.staging import stage_shards
 from nuro_ml.training_data.synthetic import write_ego_motion
@@ -158,6 +164,14 @@ def test_shard_homes_are_stable_balanced_and_move_only_a_leaving_nodes_shards() 
     assert set(after["node-a"]) | set(after["node-b"]) == set(range(len(uris)))
     with pytest.raises(ValueError, match="no nodes"):
         shard_homes(uris, [])
+
+
+def test_a_read_task_leaves_its_home_node_when_that_node_has_no_free_cpu() -> None:
+    node = "ab" * 28
+    strategy = home_node_strategy(node)
+    assert strategy.node_id == node
+    # Soft affinity alone waits for a busy node that is alive; the read must go elsewhere.
+    assert strategy.soft and strategy._spill_on_unavailable
 
 
 def test_rebatch_cuts_blocks_of_any_size_into_full_batches_in_order() -> None:
