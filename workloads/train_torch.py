@@ -10,8 +10,9 @@ The manifest comes from :func:`nuro_ml.training_data.staging.stage_shards` (the
 DistributedDataParallel: NCCL on CUDA when the workers get GPUs (``--use-gpu``), gloo on CPU
 otherwise, from the same code. The train split is a Ray Data dataset
 (:func:`nuro_ml.training_data.ray_data.shard_dataset`) that Ray Train splits among the workers;
-its read tasks open every shard through the NVMe shard cache of their node (``--cache-dir``), so
-from the second epoch on, and for a second job on the same nodes, reads are local. Each epoch's
+its read tasks open every shard through the NVMe shard cache (``--cache-dir``) of the shard's home
+node, where they run, so from the second epoch on, and for a second job on the same nodes, reads
+are local. Each epoch's
 cache hits, misses and bytes from object storage go into the reported metrics and
 ``metrics.json``. Each epoch ends with a checkpoint under ``--storage-path``; a worker that dies is replaced
 and the group resumes from the latest checkpoint (``--max-failures``), and a run resubmitted under

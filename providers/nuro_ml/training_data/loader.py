@@ -19,8 +19,9 @@ Ray Train workloads read the same shards through Ray Data instead
 from __future__ import annotations
 
 import io
+import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -37,7 +38,13 @@ class ShardSource(Protocol):
 
     def open(self, uri: str) -> IO[bytes]: ...
 
-    def stats(self) -> dict[str, Any]: ...
+    def counters(self) -> dict[str, int]:
+        """Cumulative integer counters only (hits, bytes read...): cheap enough to take per read."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """The counters plus a description of the source (its kind, the cache's size and fill)."""
+        ...
 
 
 class LocalSource:
@@ -52,8 +59,11 @@ class LocalSource:
         self.bytes_read += os.fstat(fh.fileno()).st_size
         return fh
 
+    def counters(self) -> dict[str, int]:
+        return {"bytes_read": self.bytes_read, "bytes_from_remote": 0}
+
     def stats(self) -> dict[str, Any]:
-        return {"source": "local", "bytes_read": self.bytes_read, "bytes_from_remote": 0}
+        return {"source": "local", **self.counters()}
 
 
 class S3Source:
@@ -71,8 +81,11 @@ class S3Source:
         self.reads += 1
         return io.BytesIO(body)
 
+    def counters(self) -> dict[str, int]:
+        return {"reads": self.reads, "bytes_from_remote": self.bytes_from_remote}
+
     def stats(self) -> dict[str, Any]:
-        return {"source": "s3", "reads": self.reads, "bytes_from_remote": self.bytes_from_remote}
+        return {"source": "s3", **self.counters()}
 
 
 class CachedS3Source:
@@ -84,6 +97,9 @@ class CachedS3Source:
     def open(self, uri: str) -> IO[bytes]:
         fh: IO[bytes] = self.cache.open(uri)
         return fh
+
+    def counters(self) -> dict[str, int]:
+        return {k: v for k, v in self.cache.stats.to_dict().items() if isinstance(v, int)}
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -209,40 +225,52 @@ class ShardLoader:
 
     def epoch(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """This rank's batches for ``epoch``; without shuffling, every row once (last batch may be short)."""
-        mine = self._assignment(epoch)[self.rank]
-        limit = self.batches_per_epoch(epoch) if self.shuffle else None
+        if not self.shuffle:
+            return rebatch(self._shards_of(epoch), self.batch_size, drop_last=False)
+        return itertools.islice(
+            rebatch(self._shards_of(epoch), self.batch_size, drop_last=True), self.batches_per_epoch(epoch)
+        )
+
+    def _shards_of(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        # Read lazily: the rows of a shard past the epoch's last batch are never read.
         rng = np.random.default_rng([self.seed, epoch, self.rank, 1])
-        size = self.batch_size
-        emitted = 0
-        # Rows left over from the previous shard (fewer than a batch); batches are views otherwise.
-        carry: tuple[np.ndarray, np.ndarray] | None = None
-        for index in mine:
+        for index in self._assignment(epoch)[self.rank]:
             x, y = read_shard(self.source, self.shards[index]["uri"], self.channels)
             if self.striped:
                 x, y = x[self.rank :: self.world_size], y[self.rank :: self.world_size]
             if self.shuffle:
                 perm = rng.permutation(len(y))
                 x, y = x[perm], y[perm]
-            start = 0
-            if carry is not None:
-                need = size - len(carry[1])
-                x_head, y_head = np.concatenate([carry[0], x[:need]]), np.concatenate([carry[1], y[:need]])
-                start = min(need, len(y))
-                if len(y_head) < size:
-                    carry = (x_head, y_head)
-                    continue
-                carry = None
-                if limit is not None and emitted >= limit:
-                    return
-                yield x_head, y_head
-                emitted += 1
-            while start + size <= len(y):
-                if limit is not None and emitted >= limit:
-                    return
-                yield x[start : start + size], y[start : start + size]
-                emitted += 1
-                start += size
-            if start < len(y):
-                carry = (x[start:], y[start:])
-        if limit is None and carry is not None:
-            yield carry
+            yield x, y
+
+
+def rebatch(
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]], batch_size: int, *, drop_last: bool
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Batches of ``batch_size`` rows out of ``(x, y)`` blocks of any sizes, in order.
+
+    A batch inside one block is a view of it; only a batch that spans two blocks is copied
+    together. The short last batch comes out unless ``drop_last``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"rebatch: batch_size must be positive, got {batch_size}")
+    # Rows left over from the previous block (fewer than a batch).
+    carry: tuple[np.ndarray, np.ndarray] | None = None
+    for x, y in blocks:
+        start = 0
+        if carry is not None:
+            need = batch_size - len(carry[1])
+            x_head, y_head = np.concatenate([carry[0], x[:need]]), np.concatenate([carry[1], y[:need]])
+            start = min(need, len(y))
+            if len(y_head) < batch_size:
+                carry = (x_head, y_head)
+                continue
+            carry = None
+            yield x_head, y_head
+        while start + batch_size <= len(y):
+            yield x[start : start + batch_size], y[start : start + batch_size]
+            start += batch_size
+        if start < len(y):
+            carry = (x[start:], y[start:])
+    if carry is not None and not drop_last:
+        yield carry

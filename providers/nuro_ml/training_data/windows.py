@@ -90,14 +90,35 @@ def build_windows(table: pa.Table, spec: DatasetSpec) -> pa.Table:
     return pa.concat_tables(pieces) if pieces else schema.empty_table()
 
 
-def to_arrays(table: pa.Table, spec_channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(x [rows, ticks, channels] float32, y [rows] float32)`` of a window table or shard."""
-    column = table.column(FEATURES_COLUMN).combine_chunks()
+def to_arrays(
+    table: pa.Table, spec_channels: int, *, writable: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(x [rows, ticks, channels] float32, y [rows] float32)`` of a window table or shard.
+
+    :param writable: copy the features once into a fresh array (what torch wants); otherwise
+        ``x`` is a read-only view of the Arrow buffer when the column is one chunk.
+    """
+    column = table.column(FEATURES_COLUMN)
     width = column.type.byte_width // 4
-    # A zero-copy view of the Arrow buffer (read-only); the loader's shuffle makes a writable copy.
-    flat = np.frombuffer(
-        column.buffers()[1], dtype="<f4", count=len(table) * width, offset=column.offset * width * 4
-    )
-    x = flat.reshape(len(table), width // spec_channels, spec_channels)
+    rows = len(table)
+    chunks = [chunk for chunk in column.chunks if len(chunk)]
+    if len(chunks) == 1 and not writable:
+        flat = _chunk_view(chunks[0], width)
+    else:
+        # One copy straight from each chunk (combine_chunks would copy once more).
+        flat = np.empty((rows, width), dtype="<f4")
+        start = 0
+        for chunk in chunks:
+            flat[start : start + len(chunk)] = _chunk_view(chunk, width)
+            start += len(chunk)
+    x = flat.reshape(rows, width // spec_channels, spec_channels)
     y = table.column(LABEL_COLUMN).to_numpy(zero_copy_only=False).astype(np.float32)
     return x, y
+
+
+def _chunk_view(chunk: pa.FixedSizeBinaryArray, width: int) -> np.ndarray:
+    # A zero-copy view of the Arrow buffer (read-only).
+    values = np.frombuffer(
+        chunk.buffers()[1], dtype="<f4", count=len(chunk) * width, offset=chunk.offset * width * 4
+    )
+    return values.reshape(len(chunk), width)

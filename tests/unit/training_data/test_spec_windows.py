@@ -98,3 +98,18 @@ def test_fewer_shards_than_workers_are_striped_by_row(tmp_path) -> None:
     assert [len(b) for b in batches] == [1, 1, 1] and loaders[0].batches_per_epoch(0) == 1
     firsts = [{float(v) for x, _ in b for v in x[:, 0, 0]} for b in batches]
     assert not (firsts[0] & firsts[1]) and not (firsts[1] & firsts[2])
+
+
+def test_writable_arrays_are_one_fresh_copy_of_every_chunk() -> None:
+    spec = DatasetSpec(start=date(2026, 11, 24), end=date(2026, 11, 24))
+    windows = build_windows(pa.concat_tables([_ego("d1", 60, 30), _ego("d2", 60, None)]), spec)
+    view_x, view_y = to_arrays(windows, len(spec.channels))
+    # A batch that spans two blocks arrives as a two-chunk column, each chunk a slice.
+    split = pa.concat_tables([windows.slice(1, 5), windows.slice(9, 4)])
+    assert split.column("x").num_chunks == 2
+    x, y = to_arrays(split, len(spec.channels), writable=True)
+    assert x.flags.writeable and x.dtype == np.float32 and x.shape == (9, *view_x.shape[1:])
+    np.testing.assert_array_equal(x, np.concatenate([view_x[1:6], view_x[9:13]]))
+    np.testing.assert_array_equal(y, np.concatenate([view_y[1:6], view_y[9:13]]))
+    x[0] = -1.0  # its own memory: the table is untouched
+    np.testing.assert_array_equal(to_arrays(split, len(spec.channels))[0][0], view_x[1])
