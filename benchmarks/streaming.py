@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             root / "repo", project="bench_stream", redis_connection_string=server.connection_string
         )
         env = Env(root=root, redis_url=f"redis://{server.host}:{server.port}/0", repo=repo, client=client)
-        spark = build_session("local[2]", app_name="bench-streaming")
+        spark = build_session("local[2]", app_name="bench-streaming", long_lived=True)
         print(f"[{datetime.now(tz=UTC):%H:%M:%S}] stream run: {args.seconds:.0f} s", file=sys.stderr)
         ours = _stream_run(
             spark, env, "fresh", args.segments_per_second, args.records_per_second, args.seconds

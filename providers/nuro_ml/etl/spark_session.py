@@ -32,11 +32,26 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.python.authenticate.socketTimeout": "120s",
 }
 
+#: Added to local sessions that run one batch job (the ETL in-process): their driver JVM is also
+#: the executor and lives for one job, in which it hands tasks to the Python workers. The quick
+#: JIT compiles that well enough; the optimising JIT's compiler threads would take CPU from the
+#: Python workers for most of the job (on two cores the job ran about 8% faster with it off).
+LOCAL_BATCH_CONF: dict[str, str] = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
+
 
 def build_session(
-    master: str | None = "local[2]", *, app_name: str = "nuro-ml-etl", conf: Mapping[str, str] | None = None
+    master: str | None = "local[2]",
+    *,
+    app_name: str = "nuro-ml-etl",
+    conf: Mapping[str, str] | None = None,
+    long_lived: bool = False,
 ) -> SparkSession:
-    """Get or create a session; ``master=None`` leaves the master to ``spark-submit``."""
+    """Get or create a session; ``master=None`` leaves the master to ``spark-submit``.
+
+    :param conf: settings over :data:`DEFAULT_CONF` (and :data:`LOCAL_BATCH_CONF`).
+    :param long_lived: the session serves a long-running application (the stream), so a local
+        JVM keeps its default JIT instead of :data:`LOCAL_BATCH_CONF`.
+    """
     from pyspark.sql import SparkSession
 
     from nuro_ml.etl.datasource import register
@@ -51,7 +66,8 @@ def build_session(
             builder = builder.config("spark.driver.host", "127.0.0.1").config(
                 "spark.driver.bindAddress", "127.0.0.1"
             )
-    settings = {**DEFAULT_CONF, **(conf or {})}
+    batch = LOCAL_BATCH_CONF if master and master.startswith("local") and not long_lived else {}
+    settings = {**DEFAULT_CONF, **batch, **(conf or {})}
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -495,7 +495,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from nuro_ml.etl.spark_session import build_session
 
-    spark = build_session(cfg.master, app_name="nuro-ml-telemetry-stream", conf=cfg.spark_conf)
+    spark = build_session(
+        cfg.master, app_name="nuro-ml-telemetry-stream", conf=cfg.spark_conf, long_lived=True
+    )
     job = StreamJob(spark, cfg, os.getpid())
 
     def _terminate(signum: int, frame: Any) -> None:
