@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import Counter
@@ -136,6 +137,30 @@ def test_read_tasks_must_be_positive(local_ray: Any, staged: tuple[dict[str, Any
         shard_dataset(manifest["splits"]["train"]["shards"], config, window_bytes=640, read_tasks=0)
 
 
+@contextlib.contextmanager
+def _on_the_cluster(
+    ray_cluster: Any, work: Path, name: str
+) -> Iterator[tuple[Any, list[dict[str, Any]], Any]]:
+    """Small shards staged under ``work/name`` (so both nodes are home to some whatever their
+    ids), with this driver joined to the two-node cluster: ``(manifest, shards, config)``."""
+    import ray
+
+    spec = DatasetSpec(start=DAY, end=DAY, shard_rows=12)
+    manifest = stage_shards(
+        spec, work / "etl", f"s3://training/{name}", DirectoryObjectStore(work / name)
+    ).manifest
+    config = ShardSourceConfig(local_shards=str(work / name / "training" / name / "shards"))
+    # The local instance of the other tests is gone: this driver joins the two-node cluster.
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address=ray_cluster.gcs_address, log_to_driver=False)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        yield manifest, manifest["splits"]["train"]["shards"], config
+    finally:
+        ray.shutdown()
+
+
 def test_on_two_nodes_every_shard_is_read_on_its_home_node(
     ray_cluster: Any,
     staged: tuple[dict[str, Any], Path],
@@ -143,26 +168,14 @@ def test_on_two_nodes_every_shard_is_read_on_its_home_node(
     import ray
 
     _, work = staged
-    # Small shards, so that both nodes are home to some whatever their ids.
-    spec = DatasetSpec(start=DAY, end=DAY, shard_rows=12)
-    manifest = stage_shards(
-        spec, work / "etl", "s3://training/fine", DirectoryObjectStore(work / "fine")
-    ).manifest
-    shards = manifest["splits"]["train"]["shards"]
-    assert len(shards) >= 16
-    channels = len(manifest["channels"])
-    # The local instance of the other tests is gone: this driver joins the two-node cluster.
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(address=ray_cluster.gcs_address, log_to_driver=False)
-    try:
-        ray.data.DataContext.get_current().enable_progress_bars = False
+    with _on_the_cluster(ray_cluster, work, "fine") as (manifest, shards, config):
+        assert len(shards) >= 16
+        channels = len(manifest["channels"])
         nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1)
         assert len(nodes) == 2
         homes = shard_homes([s["uri"] for s in shards], nodes)
         assert len(homes) == 2, "the test data should give both nodes shards"
         counters = ShardReadCounters.remote()  # type: ignore[attr-defined]
-        config = ShardSourceConfig(local_shards=str(work / "fine" / "training" / "fine" / "shards"))
         dataset = shard_dataset(shards, config, window_bytes=window_bytes(manifest), counters=counters)
         for _ in range(2):
             windows = _windows(
@@ -175,8 +188,6 @@ def test_on_two_nodes_every_shard_is_read_on_its_home_node(
         assert per_node.keys() == homes.keys()
         for node, mine in homes.items():
             assert per_node[node]["bytes_read"] == 2 * sum(shards[i]["bytes"] for i in mine)
-    finally:
-        ray.shutdown()
 
 
 class _CpuHolder:
@@ -194,17 +205,8 @@ def test_a_home_node_without_a_free_cpu_hands_its_reads_to_another_node(
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     _, work = staged
-    spec = DatasetSpec(start=DAY, end=DAY, shard_rows=12)
-    manifest = stage_shards(
-        spec, work / "etl", "s3://training/busy", DirectoryObjectStore(work / "busy")
-    ).manifest
-    shards = manifest["splits"]["train"]["shards"]
-    channels = len(manifest["channels"])
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(address=ray_cluster.gcs_address, log_to_driver=False)
-    try:
-        ray.data.DataContext.get_current().enable_progress_bars = False
+    with _on_the_cluster(ray_cluster, work, "busy") as (manifest, shards, config):
+        channels = len(manifest["channels"])
         cpus = {n["NodeID"]: int(n["Resources"]["CPU"]) for n in ray.nodes() if n["Alive"]}
         busy = min(cpus, key=lambda node: cpus[node])
         homes = shard_homes([s["uri"] for s in shards], sorted(cpus))
@@ -214,7 +216,6 @@ def test_a_home_node_without_a_free_cpu_hands_its_reads_to_another_node(
         holder = ray.remote(_CpuHolder).options(num_cpus=cpus[busy], scheduling_strategy=pinned).remote()
         assert ray.get(holder.ready.remote(), timeout=120)
         counters = ShardReadCounters.remote()  # type: ignore[attr-defined]
-        config = ShardSourceConfig(local_shards=str(work / "busy" / "training" / "busy" / "shards"))
         dataset = shard_dataset(shards, config, window_bytes=window_bytes(manifest), counters=counters)
         epoch: list[list[tuple[bytes, float]]] = []
         reader = threading.Thread(
@@ -233,5 +234,3 @@ def test_a_home_node_without_a_free_cpu_hands_its_reads_to_another_node(
         assert busy not in per_node
         assert sum(node["bytes_read"] for node in per_node.values()) == sum(s["bytes"] for s in shards)
         ray.kill(holder)
-    finally:
-        ray.shutdown()
