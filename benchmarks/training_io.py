@@ -4,9 +4,9 @@ Input layout: ``ego_motion`` of ``--drives`` simulated drives of ``--drive-secon
 ETL's own transform over the fleet generator's kinematics) cut into 2 s windows (20 ticks x 8
 channels, float32: 640 bytes a window, stride 0.5 s) and staged by ``stage_shards`` as
 uncompressed Parquet shards of ``--shard-rows`` windows each in a moto S3 server (its own process)
-on loopback (defaults: 384 drives of 300 s, 1024-window shards: 168 train shards of ~650 KiB,
-171,936 windows, 110 MB an epoch; the training set of one day of a small fleet, where a few shards
-would measure mostly the epoch's fixed start-up). All three sides run the input path the torch
+on loopback (defaults: 768 drives of 300 s, 1024-window shards: 336 train shards of ~650 KiB,
+343,872 windows, 220 MB an epoch; 64 hours of driving, still a small training set, where a few
+shards would measure mostly the epoch's fixed start-up). All three sides run the input path the torch
 workload trains on: a Ray Data dataset of the train shards
 (:func:`~nuro_ml.training_data.ray_data.shard_dataset`: one read task per CPU by default,
 ``--read-tasks`` to set it, each gathering its shards into blocks whose rows it permutes) consumed
@@ -30,20 +30,20 @@ side's figure.
 What bounds each side: the cache and local sides read at memory speed; their epoch is Ray
 Data's own cost: a fixed part per execution (starting the streaming executor, scheduling the
 read tasks, about 50 ms on a loaded 2-core machine) and moving the blocks through the object
-store to the consumer and batching them, together about 420 MB/s (6.5e5-7.5e5 windows/s) on two
-cores. The S3 side adds the GETs: each read task fetches its shards one after the other (one
-whole object per shard, as the cache's fill does) from a moto server in its own process, which
-serves ~100-150 MB/s of these objects with two clients on this machine. The ratio is therefore
-about one plus the pipeline's rate over the server's, and it grows with the epoch as the fixed
-part weighs less; measured on one 2-core machine (load average 0.6-1.9):
+store to the consumer and batching them, together about 700 MB/s (1.0e6-1.1e6 windows/s) on two
+cores at the default size. The S3 side adds the GETs: each read task fetches its shards one after
+the other (one whole object per shard, as the cache's fill does) from a moto server in its own
+process, which serves ~100-150 MB/s of these objects with two clients on this machine. The ratio
+is therefore about one plus the pipeline's rate over the server's, and it grows with the epoch
+as the fixed part weighs less; measured on one 2-core machine (load average 1.2-1.6):
 
 =================  ==========  ===================  =====================
 train shards       epoch       train_input_epoch2   train_input_vs_local
 =================  ==========  ===================  =====================
-11 (24 drives)     7 MB        1.55                 0.99
-42 (96 drives)     27 MB       2.28                 0.92
-168 (384 drives)   110 MB      4.41, 4.45, 4.15     0.99, 0.94, 0.90
-336 (768 drives)   220 MB      4.60                 0.82
+11 (24 drives)     7 MB        1.89                 0.98
+42 (96 drives)     27 MB       3.65                 1.02
+168 (384 drives)   110 MB      5.36, 4.90, 4.80     0.87, 0.77, 0.97
+336 (768 drives)   220 MB      6.24, 7.07           0.91, 1.02
 =================  ==========  ===================  =====================
 
 A real bucket, with tens of milliseconds per request instead of a few, widens it. The cache's own
@@ -111,7 +111,7 @@ def _samples_per_s(dataset: Any, channels: int, batch_size: int, shuffle_buffer_
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--drives", type=int, default=384)
+    parser.add_argument("--drives", type=int, default=768)
     parser.add_argument("--drive-seconds", type=float, default=300.0)
     parser.add_argument("--shard-rows", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=256)

@@ -155,11 +155,21 @@ class ShardSourceConfig:
         )
 
 
-def read_shard(source: ShardSource, uri: str, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    # One read into an Arrow buffer: Parquet then decodes from memory, not through Python file calls.
+def read_shard_table(source: ShardSource, uri: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """A shard's table (``columns``, or all), read into memory in one call and decoded there.
+
+    One read into an Arrow buffer: Parquet then decodes from memory, not through Python file
+    calls. ``ParquetFile`` decodes that one file directly, in the calling thread; ``pq.read_table``
+    goes through the dataset layer and Arrow's thread pool, which costs about 0.4 ms a call more,
+    as much again as decoding a 650 KiB shard.
+    """
     with source.open(uri) as fh:
-        table: pa.Table = pq.read_table(pa.BufferReader(fh.read()))
-    return to_arrays(table, channels)
+        data = fh.read()
+    return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns, use_threads=False)
+
+
+def read_shard(source: ShardSource, uri: str, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    return to_arrays(read_shard_table(source, uri), channels)
 
 
 class ShardLoader:

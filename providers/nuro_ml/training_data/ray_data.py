@@ -31,13 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from nuro_ml.training_data.loader import ShardSource, ShardSourceConfig, rebatch
+from nuro_ml.training_data.loader import ShardSource, ShardSourceConfig, read_shard_table, rebatch
 from nuro_ml.training_data.windows import FEATURES_COLUMN, LABEL_COLUMN, to_arrays
 
 if TYPE_CHECKING:
@@ -110,13 +109,6 @@ def epoch_input(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
         "cache_misses": misses,
         "cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
     }
-
-
-def _read_table(source: ShardSource, uri: str) -> pa.Table:
-    # One read into an Arrow buffer: Parquet decodes from memory, not through Python file calls.
-    with source.open(uri) as fh:
-        data = fh.read()
-    return pq.read_table(pa.BufferReader(data), columns=[FEATURES_COLUMN, LABEL_COLUMN])
 
 
 class ShardDatasource(Datasource):
@@ -237,7 +229,7 @@ def read_shards(
     pending: list[pa.Table] = []
     pending_bytes = 0
     for position, uri in enumerate(uris):
-        table = _read_table(source, uri)
+        table = read_shard_table(source, uri, [FEATURES_COLUMN, LABEL_COLUMN])
         pending.append(table)
         pending_bytes += table.nbytes
         last = position == len(uris) - 1
