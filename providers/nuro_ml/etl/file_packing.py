@@ -77,9 +77,9 @@ def conf_bytes(value: str | None, default: int) -> int:
     """A Spark size setting (``134217728``, ``128m``, ``4mb``, ``1g``) in bytes; unset: ``default``."""
     if not value:
         return default
-    text = value.strip().lower()
+    # Spark's byte strings: a number, then an optional unit (k, m, g, t, p) and an optional "b".
+    text = value.strip().lower().removesuffix("b")
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-    text = text.removesuffix("b") if len(text) > 1 and text[-2] in units else text
     if text[-1:] in units:
         return int(text[:-1]) * units[text[-1]]
-    return int(text.removesuffix("b"))
+    return int(text)
